@@ -1,0 +1,140 @@
+"""One image, start to finish: read, develop, stages, metrics, staged exports.
+
+This is the body of a Ray task. It imports neither Ray nor Prefect, so it
+can be called directly (tests, debugging) and the same code runs on CPU or
+CUDA. Exports are rendered now and staged next to the output; the flow
+publishes them after QA passes, or a reviewer's approval does.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from infra.imageio import UnreadableSource, atomic_write, encode, read_source
+from infra.presets import ExportSpec, Preset
+from qa.metrics import compute_metrics, detail_loss_map
+from tasks.color import srgb_to_linear
+from tasks.compose import on_canvas, quantize
+from tasks.develop import DevelopParams, develop
+from tasks.frame import Frame
+from tasks.pipeline import stage_params, run_stages
+
+PREVIEW_EDGE = 1200
+
+
+@dataclass
+class Outcome:
+    """What the flow needs to know about one image (small, picklable)."""
+
+    image_id: str
+    ok: bool
+    error: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    staged: dict[str, str] = field(default_factory=dict)   # export name -> staged file
+    size: tuple[int, int] = (0, 0)
+
+
+def export_name(spec: ExportSpec) -> str:
+    ext = {"jpeg": "jpg", "png": "png", "tiff": "tif", "webp": "webp"}[spec.format]
+    return f"{spec.name}.{ext}"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
+                  device: str = "auto", overrides: dict | None = None) -> Outcome:
+    """Process one source file; never raises for a bad file (returns ok=False)."""
+    t0 = time.perf_counter()
+    try:
+        decoded = read_source(source)
+    except UnreadableSource as exc:
+        return Outcome(image_id, ok=False, error=f"unreadable: {exc}", seconds=time.perf_counter() - t0)
+    dev = resolve_device(device)
+    pixels = torch.from_numpy(decoded.pixels).permute(2, 0, 1)[None].to(dev)
+    overrides = overrides or {}
+    stages = {**preset.stages, **overrides.get("stages", {})}
+    skip = tuple(preset.skip) + tuple(overrides.get("skip", ()))
+    background = {"mode": preset.background, "color": preset.background_color, "shadow": preset.shadow}
+    with torch.inference_mode():
+        frame = develop(pixels, decoded.transfer, DevelopParams(**stages.get("develop", {})))
+        params = stage_params({k: v for k, v in stages.items() if k != "develop"}, background)
+        result, reference, timings = run_stages(frame, params, skip)
+        metrics = compute_metrics(reference, result)
+        staged = _stage_exports(result, preset, staging)
+        _stage_previews(reference, result, staging)
+    return Outcome(
+        image_id, ok=True, metrics=metrics, flags=result.flags, notes=result.notes, timings=timings,
+        seconds=time.perf_counter() - t0, staged=staged, size=(pixels.shape[-1], pixels.shape[-2]))
+
+
+def _stage_exports(frame: Frame, preset: Preset, staging: Path) -> dict[str, str]:
+    alpha = frame.alpha if frame.alpha is not None else torch.ones_like(frame.image[:, :1])
+    colour = frame.foreground if frame.foreground is not None else frame.image
+    backdrop = srgb_to_linear(frame.image.new_tensor(
+        preset.background_color if preset.background == "color" else (255, 255, 255)) / 255)
+    staged = {}
+    for spec in preset.exports:
+        if spec.grid == "source":
+            image, a = (colour, alpha) if spec.alpha else (frame.image, None)
+        else:
+            composite, canvas_alpha, canvas_colour = on_canvas(colour, alpha, spec.long_edge or 2400, spec.margin, backdrop)
+            image, a = (canvas_colour, canvas_alpha) if spec.alpha else (composite, None)
+        pixels = quantize(image, a, spec.bits)
+        data = encode(pixels, spec.format, quality=spec.quality, level=spec.level, compression=spec.compression)
+        path = staging / export_name(spec)
+        atomic_write(path, data)
+        staged[spec.name] = str(path)
+    return staged
+
+
+def _preview(image: torch.Tensor) -> Image.Image:
+    im = Image.fromarray(quantize(image, None, 8))
+    im.thumbnail((PREVIEW_EDGE, PREVIEW_EDGE), Image.Resampling.LANCZOS)
+    return im
+
+
+def _jpeg(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=88)
+    return buf.getvalue()
+
+
+def _stage_previews(reference: Frame, result: Frame, staging: Path) -> None:
+    """Before/after JPEGs and a mask/defect/detail-loss overlay for the review queue."""
+    before, after = _preview(reference.image), _preview(result.image)
+    atomic_write(staging / "preview" / "before.jpg", _jpeg(before))
+    atomic_write(staging / "preview" / "after.jpg", _jpeg(after))
+    size = before.size
+    planes = [np.zeros(reference.image.shape[-2:], np.float32)] * 3
+    if result.alpha is not None:
+        planes[2] = result.alpha[0, 0].float().cpu().numpy()
+    if "defects" in result.masks:
+        planes[0] = result.masks["defects"][0, 0].float().cpu().numpy()
+    planes[1] = detail_loss_map(reference, result)
+    overlay = Image.fromarray((np.stack(planes, -1) * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    overlay.save(buf, "PNG")
+    atomic_write(staging / "preview" / "overlay.png", buf.getvalue())
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for the manifest from an unexpected error in a worker."""
+    last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {Path(last.filename).name}:{last.lineno}" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"

@@ -1,0 +1,148 @@
+"""Colour maths on torch tensors: transfer curves, XYZ/Lab, CIEDE2000, CAT.
+
+All functions take channel-first tensors ``(B, 3, H, W)`` (or ``(..., 3)``
+where noted) and keep the input's device and dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# IEC 61966-2-1 linear sRGB -> CIE XYZ (D65).
+_RGB_TO_XYZ = [
+    [0.4124564, 0.3575761, 0.1804375],
+    [0.2126729, 0.7151522, 0.0721750],
+    [0.0193339, 0.1191920, 0.9503041],
+]
+# Bradford cone response matrix (Lam 1985, as used by ICC v4).
+_BRADFORD = [
+    [0.8951, 0.2664, -0.1614],
+    [-0.7502, 1.7135, 0.0367],
+    [0.0389, -0.0685, 1.0296],
+]
+D65_XYZ = (0.95047, 1.0, 1.08883)
+
+
+def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    """Undo the sRGB transfer curve; values in [0, 1]."""
+    return torch.where(x <= 0.04045, x / 12.92, ((x.clamp(min=0) + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
+    """Apply the sRGB transfer curve; input clamped to [0, 1]."""
+    x = x.clamp(0, 1)
+    return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055)
+
+
+def _apply_matrix(m: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,bjhw->bihw", m, rgb)
+
+
+def rgb_to_xyz(rgb: torch.Tensor) -> torch.Tensor:
+    """Linear sRGB ``(B, 3, H, W)`` to CIE XYZ (D65)."""
+    return _apply_matrix(rgb.new_tensor(_RGB_TO_XYZ), rgb)
+
+
+def xyz_to_rgb(xyz: torch.Tensor) -> torch.Tensor:
+    return _apply_matrix(torch.linalg.inv(xyz.new_tensor(_RGB_TO_XYZ)), xyz)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """Linear sRGB ``(B, 3, H, W)`` to CIE L*a*b* (D65 white)."""
+    xyz = rgb_to_xyz(rgb.clamp(min=0)) / rgb.new_tensor(D65_XYZ).view(1, 3, 1, 1)
+    eps, kappa = 216 / 24389, 24389 / 27
+    f = torch.where(xyz > eps, xyz.clamp(min=1e-12) ** (1 / 3), (kappa * xyz + 16) / 116)
+    fx, fy, fz = f[:, 0:1], f[:, 1:2], f[:, 2:3]
+    return torch.cat([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], 1)
+
+
+def delta_e2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
+    """CIEDE2000 colour difference per pixel, ``(B, 3, H, W) x2 -> (B, 1, H, W)``.
+
+    Sharma, Wu & Dalal (2005), doi:10.1002/col.20070.
+    """
+    L1, a1, b1 = lab1[:, 0:1], lab1[:, 1:2], lab1[:, 2:3]
+    L2, a2, b2 = lab2[:, 0:1], lab2[:, 1:2], lab2[:, 2:3]
+    c_bar = (torch.hypot(a1, b1) + torch.hypot(a2, b2)) / 2
+    g = 0.5 * (1 - torch.sqrt(c_bar**7 / (c_bar**7 + 25.0**7)))
+    a1p, a2p = a1 * (1 + g), a2 * (1 + g)
+    c1p, c2p = torch.hypot(a1p, b1), torch.hypot(a2p, b2)
+    h1p = torch.atan2(b1, a1p) % (2 * math.pi)
+    h2p = torch.atan2(b2, a2p) % (2 * math.pi)
+    dL = L2 - L1
+    dC = c2p - c1p
+    dh = h2p - h1p
+    dh = torch.where(dh > math.pi, dh - 2 * math.pi, torch.where(dh < -math.pi, dh + 2 * math.pi, dh))
+    dh = torch.where(c1p * c2p == 0, torch.zeros_like(dh), dh)
+    dH = 2 * torch.sqrt(c1p * c2p) * torch.sin(dh / 2)
+    L_bar = (L1 + L2) / 2
+    c_bar_p = (c1p + c2p) / 2
+    h_sum = h1p + h2p
+    h_bar = torch.where(
+        c1p * c2p == 0,
+        h_sum,
+        torch.where((h1p - h2p).abs() <= math.pi, h_sum / 2,
+                    torch.where(h_sum < 2 * math.pi, (h_sum + 2 * math.pi) / 2, (h_sum - 2 * math.pi) / 2)),
+    )
+    t = (1 - 0.17 * torch.cos(h_bar - math.radians(30)) + 0.24 * torch.cos(2 * h_bar)
+         + 0.32 * torch.cos(3 * h_bar + math.radians(6)) - 0.20 * torch.cos(4 * h_bar - math.radians(63)))
+    d_theta = math.radians(30) * torch.exp(-(((torch.rad2deg(h_bar) - 275) / 25) ** 2))
+    r_c = 2 * torch.sqrt(c_bar_p**7 / (c_bar_p**7 + 25.0**7))
+    s_l = 1 + 0.015 * (L_bar - 50) ** 2 / torch.sqrt(20 + (L_bar - 50) ** 2)
+    s_c = 1 + 0.045 * c_bar_p
+    s_h = 1 + 0.015 * c_bar_p * t
+    r_t = -torch.sin(2 * d_theta) * r_c
+    return torch.sqrt((dL / s_l) ** 2 + (dC / s_c) ** 2 + (dH / s_h) ** 2 + r_t * (dC / s_c) * (dH / s_h))
+
+
+def hue_degrees(lab: torch.Tensor) -> torch.Tensor:
+    """CIELAB hue angle h_ab in degrees, ``(B, 3, H, W) -> (B, 1, H, W)``."""
+    return torch.rad2deg(torch.atan2(lab[:, 2:3], lab[:, 1:2])) % 360
+
+
+def bradford_adaptation(src_white_rgb: torch.Tensor, dst_white_xyz=D65_XYZ) -> torch.Tensor:
+    """3x3 matrix adapting linear sRGB seen under ``src_white_rgb`` to D65.
+
+    ``src_white_rgb``: ``(3,)`` linear RGB of a neutral surface under the
+    scene illuminant. The matrix is normalised so the source white keeps its
+    luminance, i.e. the correction changes chromaticity, not exposure.
+    """
+    to_xyz = src_white_rgb.new_tensor(_RGB_TO_XYZ)
+    brad = src_white_rgb.new_tensor(_BRADFORD)
+    src_xyz = to_xyz @ src_white_rgb
+    dst_xyz = src_white_rgb.new_tensor(dst_white_xyz) * src_xyz[1]
+    gain = (brad @ dst_xyz) / (brad @ src_xyz)
+    cat = torch.linalg.inv(brad) @ torch.diag(gain) @ brad
+    return torch.linalg.inv(to_xyz) @ cat @ to_xyz
+
+
+def blackbody_rgb(kelvin: float, tint: float = 0.0) -> tuple[float, float, float]:
+    """Linear sRGB of a Planckian (or daylight) radiator, green normalised to 1.
+
+    Chromaticity from Kim et al.'s cubic-spline approximation of the Planckian
+    locus (US patent 7,024,034), valid 1667-25000 K; ``tint`` shifts along
+    the CIE 1960 v axis (positive = green, negative = magenta).
+    """
+    t = float(kelvin)
+    if t <= 4000:
+        x = -0.2661239e9 / t**3 - 0.2343589e6 / t**2 + 0.8776956e3 / t + 0.179910
+    else:
+        x = -3.0258469e9 / t**3 + 2.1070379e6 / t**2 + 0.2226347e3 / t + 0.240390
+    if t <= 2222:
+        y = -1.1063814 * x**3 - 1.34811020 * x**2 + 2.18555832 * x - 0.20219683
+    elif t <= 4000:
+        y = -0.9549476 * x**3 - 1.37418593 * x**2 + 2.09137015 * x - 0.16748867
+    else:
+        y = 3.0817580 * x**3 - 5.87338670 * x**2 + 3.75112997 * x - 0.37001483
+    # tint in CIE 1960 uv, then back to xy
+    d = -2 * x + 12 * y + 3
+    u, v = 4 * x / d, 6 * y / d
+    v += tint
+    d = 2 * u - 8 * v + 4
+    x, y = 3 * u / d, 2 * v / d
+    xyz = torch.tensor([x / y, 1.0, (1 - x - y) / y], dtype=torch.float64)
+    rgb = torch.linalg.inv(torch.tensor(_RGB_TO_XYZ, dtype=torch.float64)) @ xyz
+    rgb = rgb / rgb[1]
+    return tuple(float(c) for c in rgb)

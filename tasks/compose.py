@@ -1,0 +1,64 @@
+"""Compose export variants from a finished frame (pure tensor code).
+
+Source-grid variants keep every pixel where it was; canvas variants crop to
+the piece, scale it to fit the canvas minus a margin and centre it on a
+square of the backdrop colour. Resampling happens in linear light with an
+antialiasing filter, so fine chains do not alias or darken when shrunk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tasks.color import linear_to_srgb
+
+
+def piece_box(alpha: torch.Tensor, threshold: float = 0.02) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), exclusive ends, of alpha > threshold; the whole frame if empty."""
+    m = alpha[0, 0] > threshold
+    rows, cols = torch.nonzero(m.any(1)).flatten(), torch.nonzero(m.any(0)).flatten()
+    if rows.numel() == 0:
+        return 0, alpha.shape[-2], 0, alpha.shape[-1]
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def on_canvas(image: torch.Tensor, alpha: torch.Tensor, size: int, margin: float,
+              backdrop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centre the piece on a ``size`` x ``size`` canvas.
+
+    Args:
+        image: (1, 3, H, W) linear RGB of the piece (foreground colours).
+        alpha: (1, 1, H, W) matte.
+        backdrop: (3,) linear RGB of the canvas.
+    Returns: the composite (1, 3, size, size), the canvas alpha (1, 1, size, size)
+        and the unpremultiplied piece colour for transparent variants.
+    """
+    top, bottom, left, right = piece_box(alpha)
+    crop, crop_a = image[..., top:bottom, left:right], alpha[..., top:bottom, left:right]
+    h, w = crop.shape[-2:]
+    fit = max(1, round(size * (1 - 2 * margin)))
+    scale = fit / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    # Resample premultiplied colour so the backdrop never bleeds into edges.
+    rgba = torch.cat([crop * crop_a, crop_a], 1)
+    rgba = F.interpolate(rgba, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    canvas_a = torch.zeros((1, 1, size, size), dtype=image.dtype, device=image.device)
+    premult = torch.zeros((1, 3, size, size), dtype=image.dtype, device=image.device)
+    y0, x0 = (size - nh) // 2, (size - nw) // 2
+    canvas_a[..., y0:y0 + nh, x0:x0 + nw] = rgba[:, 3:]
+    premult[..., y0:y0 + nh, x0:x0 + nw] = rgba[:, :3]
+    composite = premult + (1 - canvas_a) * backdrop.view(1, 3, 1, 1)
+    colour = premult / canvas_a.clamp(min=1e-6)
+    return composite.clamp(0, 1), canvas_a, colour
+
+
+def quantize(image: torch.Tensor, alpha: torch.Tensor | None, bits: int) -> np.ndarray:
+    """Linear (1, 3, H, W) (+ alpha) -> sRGB-encoded uint8/uint16 (H, W, 3|4)."""
+    top = 255 if bits == 8 else 65535
+    planes = linear_to_srgb(image)
+    if alpha is not None:
+        planes = torch.cat([planes, alpha.clamp(0, 1)], 1)
+    arr = (planes[0] * top + 0.5).floor().clamp(0, top).permute(1, 2, 0)
+    return arr.to(torch.int32).cpu().numpy().astype(np.uint8 if bits == 8 else np.uint16)

@@ -1,0 +1,122 @@
+"""cutout: the piece's mask and a soft alpha matte, at full resolution.
+
+Needs: neutralized linear RGB of a studio shot (sweep or paper backdrop).
+Models the backdrop as a smooth surface (a robust quadratic fit, so
+gradients and vignetting are part of the backdrop), marks what departs from
+it, keeps the piece's connected components (dust on the sweep is not the
+piece), and computes fractional alpha in the edge band by projecting each
+pixel onto the line between backdrop and nearby piece colour (difference
+matting). Holes that show the backdrop (ring interiors, gaps between chain
+links) stay background because they match the backdrop model.
+
+Edge pixels are decontaminated: their colour becomes the estimated piece
+colour, so no backdrop fringe survives compositing onto white.
+
+Cluttered backdrops (desk, hand) do not fit a smooth surface: the stage
+flags ``mask_suspect`` and QA routes the image to a person.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.color import linear_to_srgb, srgb_to_linear
+from tasks.frame import Frame
+from tasks.ops import dilate, erode, fill_holes, gaussian_blur, resize
+
+
+class CutoutParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_size: int = Field(384, ge=64, le=2048, description="long edge of the image the backdrop is fitted on")
+    fg_sigmas: float = Field(8.0, gt=0, description="departure from the backdrop, in noise sigmas, that is surely piece")
+    bg_sigmas: float = Field(3.0, gt=0, description="departure below which a pixel is surely backdrop")
+    min_contrast: float = Field(0.02, gt=0, description="floor of the thresholds in sRGB units, for very clean backdrops")
+    keep_ratio: float = Field(0.02, ge=0, le=1, description="drop components smaller than this fraction of the largest")
+    min_area: float = Field(2e-4, ge=0, description="drop components smaller than this fraction of the frame")
+    band: int = Field(2, ge=1, le=16, description="half-width in px of the edge band where alpha is fractional")
+    max_backdrop_residual: float = Field(0.03, gt=0, description="backdrop fit error (sRGB) above which the backdrop is called cluttered")
+
+
+def _design(h: int, w: int, device, dtype) -> torch.Tensor:
+    y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=device, dtype=dtype),
+                          torch.linspace(-1, 1, w, device=device, dtype=dtype), indexing="ij")
+    return torch.stack([torch.ones_like(x), x, y, x * y, x * x, y * y], -1).reshape(-1, 6)
+
+
+def fit_backdrop(small: torch.Tensor, iterations: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Robust quadratic surface per channel; returns (backdrop, backdrop mask) at ``small``'s size."""
+    _, c, h, w = small.shape
+    a = _design(h, w, small.device, small.dtype)
+    target = small[0].reshape(c, -1).T
+    border = torch.zeros((h, w), dtype=torch.bool, device=small.device)
+    bw = max(2, min(h, w) // 12)
+    border[:bw], border[-bw:], border[:, :bw], border[:, -bw:] = True, True, True, True
+    use = border.reshape(-1)
+    for _ in range(iterations):
+        coef = torch.linalg.lstsq(a[use], target[use]).solution
+        resid = (target - a @ coef).abs().max(1).values
+        scale = 1.4826 * resid[use].median().clamp(min=1e-4)
+        use = resid < 4 * scale
+    backdrop = (a @ coef).T.reshape(1, c, h, w)
+    return backdrop, use.reshape(1, 1, h, w).to(small.dtype)
+
+
+def _keep_components(mask: np.ndarray, params: CutoutParams) -> np.ndarray:
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return np.zeros_like(mask)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    floor = max(params.keep_ratio * areas.max(), params.min_area * mask.size)
+    keep = np.zeros(n, dtype=np.uint8)
+    keep[1:] = areas >= floor
+    return keep[labels]
+
+
+def cut_out(frame: Frame, params: CutoutParams) -> Frame:
+    """Estimate alpha (B=1) for the piece against a smooth studio backdrop."""
+    image = frame.image
+    _, _, h, w = image.shape
+    scale = params.model_size / max(h, w)
+    small_size = (max(8, round(h * scale)), max(8, round(w * scale)))
+    enc = linear_to_srgb(image)  # thresholds in a perceptual scale
+    backdrop_small, bg_small = fit_backdrop(resize(enc, small_size))
+    backdrop = resize(backdrop_small, (h, w))
+
+    diff = (enc - backdrop).abs().amax(1, keepdim=True)
+    bg_ref = resize(bg_small, (h, w)) > 0.5
+    noise = 1.4826 * diff[bg_ref].median() if bg_ref.any() else diff.new_tensor(0.01)
+    residual = (resize(enc, small_size) - backdrop_small).abs().amax(1, keepdim=True)[bg_small > 0.5]
+    fit_error = float(residual.mean()) if residual.numel() else 1.0
+    t_fg = max(params.fg_sigmas * float(noise), params.min_contrast)
+    t_bg = max(params.bg_sigmas * float(noise), params.min_contrast / 2)
+
+    core = (gaussian_blur(diff, 0.7) > t_fg).to(torch.uint8)[0, 0].cpu().numpy()
+    core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
+    near = dilate(sure_fg, params.band)
+    sure_bg = (diff < t_bg).to(image.dtype) * (1 - sure_fg)
+
+    # Difference matting in the edge band: c = a*F + (1-a)*B along the line B->F.
+    inner = erode(sure_fg, 1)
+    fg_colour = fill_holes(image * inner, 1 - inner, levels=8)
+    back_lin = srgb_to_linear(backdrop.clamp(0, 1))
+    span = fg_colour - back_lin
+    proj = ((image - back_lin) * span).sum(1, keepdim=True) / (span * span).sum(1, keepdim=True).clamp(min=1e-4)
+    ramp = ((diff - t_bg) / max(t_fg - t_bg, 1e-4)).clamp(0, 1)
+    reliable = ((span * span).sum(1, keepdim=True) > 0.01).to(image.dtype)
+    soft = reliable * proj.clamp(0, 1) + (1 - reliable) * ramp
+    band = near * (1 - sure_bg)
+    alpha = torch.where(sure_fg > 0, torch.ones_like(soft), soft * band)
+
+    decontaminated = torch.where((alpha > 0) & (alpha < 1), fg_colour, image)
+    piece = (alpha > 0.5).to(image.dtype)
+    result = frame.replace(image=decontaminated, alpha=alpha).with_masks(piece=piece)
+    result = result.noted(f"cutout: backdrop noise {float(noise):.4f}, fit error {fit_error:.4f}, coverage {float(piece.mean()):.3f}")
+    if fit_error > params.max_backdrop_residual:
+        result = result.flagged("mask_suspect", f"cutout: backdrop is not a smooth sweep (fit error {fit_error:.3f})")
+    if not sure_fg.any():
+        result = result.flagged("mask_suspect", "cutout: no piece found")
+    return result

@@ -1,0 +1,69 @@
+"""The unit every stage consumes and returns: an image plus its layers.
+
+Tensors follow one convention throughout Loupe: float32 ``(B, C, H, W)``,
+linear RGB (sRGB primaries) in ``[0, 1]``; masks are ``(B, 1, H, W)`` in
+``[0, 1]``. Device and dtype always come from ``Frame.image``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class Frame:
+    """An image in flight through the pixel pipe.
+
+    image:  (B, 3, H, W) linear RGB, the current rendering.
+    alpha:  (B, 1, H, W) piece matte, set by ``cutout``; None before it.
+    foreground: (B, 3, H, W) the piece's colours before compositing, set by
+            ``background`` so the transparent export can be written.
+    masks:  named (B, 1, H, W) masks stages hand to QA and review
+            (``defects``, ``metal``, ``stones``, ...).
+    flags:  stable reason codes a stage raised instead of failing
+            (e.g. ``cutout_uncertain``); QA turns them into review flags.
+    notes:  human-readable lines explaining what each stage did.
+    """
+
+    image: torch.Tensor
+    alpha: torch.Tensor | None = None
+    foreground: torch.Tensor | None = None
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_shape(self.image, "image", channels=3)
+        if self.alpha is not None:
+            check_shape(self.alpha, "alpha", channels=1, like=self.image)
+
+    def replace(self, **changes) -> "Frame":
+        return dataclasses.replace(self, **changes)
+
+    def with_masks(self, **masks: torch.Tensor) -> "Frame":
+        return self.replace(masks={**self.masks, **masks})
+
+    def flagged(self, code: str, note: str) -> "Frame":
+        return self.replace(flags=self.flags + (code,), notes=self.notes + (note,))
+
+    def noted(self, note: str) -> "Frame":
+        return self.replace(notes=self.notes + (note,))
+
+
+def check_shape(t: torch.Tensor, name: str, *, channels: int, like: torch.Tensor | None = None) -> None:
+    """Raise a ValueError naming the expected and actual shape."""
+    ok = t.ndim == 4 and t.shape[1] == channels
+    if ok and like is not None:
+        ok = t.shape[0] == like.shape[0] and t.shape[2:] == like.shape[2:]
+    if not ok:
+        want = f"(B, {channels}, H, W)" + (f" matching {tuple(like.shape)}" if like is not None else "")
+        raise ValueError(f"{name}: expected shape {want}, got {tuple(t.shape)}")
+
+
+def luminance(rgb: torch.Tensor) -> torch.Tensor:
+    """Relative luminance Y of linear sRGB, ``(B, 3, H, W) -> (B, 1, H, W)``."""
+    w = rgb.new_tensor([0.2126, 0.7152, 0.0722]).view(1, 3, 1, 1)
+    return (rgb * w).sum(1, keepdim=True)

@@ -1,0 +1,59 @@
+"""gems: find stones, lift their brilliance and colour within gamut.
+
+Needs: linear RGB and the piece mask. Stones are piece pixels that are
+either clearly coloured (sapphire, ruby, emerald) or colourless with facet
+micro-contrast (diamond). Saturation is raised by scaling chroma about the
+pixel's own luminance, which leaves the hue where it was; the gain is capped
+per pixel so no channel leaves [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.frame import Frame, luminance
+from tasks.ops import box_mean, dilate, erode, gaussian_blur, opening
+
+
+class GemsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    saturation: float = Field(0.12, ge=0, le=1, description="relative chroma gain on stones")
+    micro_contrast: float = Field(0.3, ge=0, le=2, description="facet contrast gain")
+    min_chroma: float = Field(0.35, gt=0, lt=1, description="chroma/max-channel that makes a pixel a coloured stone")
+    facet_contrast: float = Field(0.12, gt=0, description="local relative std that marks a colourless stone's facets")
+
+
+def find_stones(image: torch.Tensor, piece: torch.Tensor, params: GemsParams) -> torch.Tensor:
+    peak = image.amax(1, keepdim=True).clamp(min=1e-4)
+    chroma = (peak - image.amin(1, keepdim=True)) / peak
+    y = luminance(image)
+    rel_std = (box_mean(y * y, 2) - box_mean(y, 2) ** 2).clamp(min=0).sqrt() / box_mean(y, 2).clamp(min=1e-3)
+    # Gold is chromatic too: coloured stones are told apart by a hue far from gold's orange.
+    r, g, b = image[:, 0:1], image[:, 1:2], image[:, 2:3]
+    not_gold = (b > g) | (g > r) | (r > 2.5 * g)
+    coloured = (chroma > params.min_chroma) & not_gold
+    faceted = (chroma < 0.15) & (rel_std > params.facet_contrast)
+    stones = (coloured | faceted).to(image.dtype) * erode(piece, 1)
+    return dilate(opening(stones, 1), 1) * erode(piece, 1)
+
+
+def clarify_gems(frame: Frame, params: GemsParams) -> Frame:
+    piece = frame.masks.get("piece")
+    if piece is None:
+        return frame.noted("gems: skipped, no piece mask")
+    image = frame.image
+    stones = find_stones(image, piece, params)
+    y = luminance(image)
+    y_sharp = (y + params.micro_contrast * (y - gaussian_blur(y, 1.5))).clamp(min=0)
+    lifted = image * (y_sharp / y.clamp(min=1e-5))
+    y2 = luminance(lifted)
+    chroma = lifted - y2
+    # Largest gain that keeps every channel inside [0, 1].
+    up = torch.where(chroma > 0, (1 - y2) / chroma.clamp(min=1e-6), torch.full_like(chroma, 1e6))
+    down = torch.where(chroma < 0, y2 / (-chroma).clamp(min=1e-6), torch.full_like(chroma, 1e6))
+    gain = torch.minimum(torch.minimum(up, down).amin(1, keepdim=True), torch.full_like(y2, 1 + params.saturation))
+    gain = gain.clamp(min=1.0)
+    out = (y2 + chroma * gain).clamp(0, 1)
+    image = stones * out + (1 - stones) * image
+    return frame.replace(image=image).with_masks(stones=stones).noted(f"gems: {int(float(stones.sum()))} stone px")

@@ -1,0 +1,92 @@
+"""neutralize: remove the light's colour cast, keep the metal's colour.
+
+Needs: linear RGB (before the cut-out, so the whole backdrop is available).
+Estimates the illuminant from what should be neutral, the studio sweep seen
+along the frame border, constrains it to plausible studio light (the
+Planckian locus plus a small green/magenta tint), and adapts the image to
+D65 with a Bradford transform in linear light. Gold stays gold because the
+correction comes from the backdrop, never from the piece's own colours.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.color import blackbody_rgb, bradford_adaptation
+from tasks.frame import Frame
+from tasks.ops import masked_quantile
+
+
+class NeutralizeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    border: float = Field(0.06, gt=0, lt=0.5, description="width of the frame border sampled for the backdrop")
+    max_tint: float = Field(0.008, ge=0, le=0.03, description="largest green/magenta tint accepted (CIE 1960 dv)")
+    trust_backdrop: float = Field(0.04, ge=0, description="log-chroma distance from studio light within which the backdrop colour is taken as the light's")
+    off_locus_flag: float = Field(0.06, gt=0, description="log-chroma distance from studio light above which the backdrop is called coloured")
+    strength: float = Field(1.0, ge=0, le=1, description="1 = full correction")
+
+
+@functools.lru_cache(maxsize=4)
+def _locus_table(max_tint: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-chroma of studio lights from 2400 K to 12000 K (even steps in mired)."""
+    kelvins = [1e6 / m for m in range(83, 418, 2)]
+    tints = [max_tint * t / 4 for t in range(-4, 5)]
+    params, chroma = [], []
+    for k in kelvins:
+        for t in tints:
+            r, g, b = blackbody_rgb(k, t)
+            if min(r, b) <= 0:  # outside sRGB: no studio light looks like this
+                continue
+            params.append((k, t))
+            chroma.append((math.log(r / g), math.log(b / g)))
+    return torch.tensor(params, dtype=torch.float64), torch.tensor(chroma, dtype=torch.float64)
+
+
+def estimate_illuminant(image: torch.Tensor, params: NeutralizeParams) -> tuple[torch.Tensor, float, float, float]:
+    """Linear RGB of the scene light (green = 1), its kelvin, tint and off-locus distance."""
+    _, _, h, w = image.shape
+    bw = max(2, int(round(params.border * min(h, w))))
+    border = torch.ones((1, 1, h, w), dtype=image.dtype, device=image.device)
+    border[..., bw:h - bw, bw:w - bw] = 0
+    y = image.mean(1, keepdim=True)
+    usable = border * (y > 0.03) * (image.max(1, keepdim=True).values < 0.98)
+    if usable[0, 0].sum() < 64:
+        usable = border
+    bg = masked_quantile(image, usable, 0.5).double().clamp(min=1e-4)
+    obs = torch.stack([torch.log(bg[0] / bg[1]), torch.log(bg[2] / bg[1])]).cpu()
+    table, chroma = _locus_table(params.max_tint)
+    dist = (chroma - obs).norm(dim=1)
+    best = int(dist.argmin())
+    kelvin, tint = (float(v) for v in table[best])
+    # Near studio light the backdrop itself is the best white; far from it the
+    # backdrop is probably coloured paper, so only its plausible part is used.
+    r_g, b_g = torch.exp(obs if dist[best] <= params.trust_backdrop else chroma[best])
+    white = torch.tensor([float(r_g), 1.0, float(b_g)], dtype=image.dtype, device=image.device)
+    return white, kelvin, tint, float(dist[best])
+
+
+def neutralize(frame: Frame, params: NeutralizeParams) -> Frame:
+    """Adapt the image from the estimated scene light to D65.
+
+    Example:
+        >>> cast = torch.tensor([1.3, 1.0, 0.7]).view(1, 3, 1, 1)
+        >>> out = neutralize(Frame(torch.full((1, 3, 64, 64), 0.6) * cast), NeutralizeParams())
+        >>> bool((out.image[0, :, 0, 0].max() - out.image[0, :, 0, 0].min()) < 0.03)
+        True
+    """
+    image = frame.image
+    white, kelvin, tint, off_locus = estimate_illuminant(image, params)
+    if params.strength < 1:
+        white = white ** params.strength
+    m = bradford_adaptation(white.double()).to(image.dtype)
+    m = m * (white[1] / (m @ white)[1])  # keep green, as camera white balance does
+    out = torch.einsum("ij,bjhw->bihw", m, image).clamp(0, 1)
+    result = frame.replace(image=out).noted(f"neutralize: light ~{kelvin:.0f} K, tint {tint:+.3f}")
+    if off_locus > params.off_locus_flag:
+        result = result.flagged(
+            "cast_uncertain", f"neutralize: backdrop colour is {off_locus:.2f} off studio light; coloured backdrop?")
+    return result

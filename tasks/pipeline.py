@@ -1,0 +1,82 @@
+"""The pixel pipe: stage order, one reason per entry, and the runner.
+
+The registry of stages, the CLI's ``--skip`` choices and the preset's
+``[stages.<name>]`` tables all come from ``STAGES`` below. ``develop`` runs
+first and is not listed: it turns decoded pixels into a Frame.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from pydantic import BaseModel
+
+from tasks.background import BackgroundParams, replace_background
+from tasks.cutout import CutoutParams, cut_out
+from tasks.dust import DustParams, remove_dust
+from tasks.frame import Frame
+from tasks.gems import GemsParams, clarify_gems
+from tasks.neutralize import NeutralizeParams, neutralize
+from tasks.shine import ShineParams, add_shine
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    params: type[BaseModel]
+    apply: Callable[[Frame, BaseModel], Frame]
+    why_here: str
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("neutralize", NeutralizeParams, neutralize,
+          "first: every later decision (backdrop model, metal hue, stone colour) needs true colour"),
+    Stage("cutout", CutoutParams, cut_out,
+          "before retouch: dust, shine and gems need to know what is piece and what is backdrop"),
+    Stage("dust", DustParams, remove_dust,
+          "before shine/gems: local contrast would make specks more visible and harder to fill"),
+    Stage("shine", ShineParams, add_shine,
+          "on clean metal, before gems, so stone masks see final metal tones"),
+    Stage("gems", GemsParams, clarify_gems,
+          "after shine: stone contrast is judged against the finished metal"),
+    Stage("background", BackgroundParams, replace_background,
+          "last: compositing onto white/transparent needs the final piece colours and alpha"),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def stage_params(overrides: dict[str, dict], background: dict | None = None) -> dict[str, BaseModel]:
+    """Validated parameters for every stage from preset overrides."""
+    unknown = set(overrides) - set(STAGE_NAMES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGE_NAMES)}")
+    params = {}
+    for stage in STAGES:
+        values = dict(overrides.get(stage.name, {}))
+        if stage.name == "background" and background:
+            values = {**background, **values}
+        params[stage.name] = stage.params.model_validate(values)
+    return params
+
+
+def run_stages(frame: Frame, params: dict[str, BaseModel], skip: tuple[str, ...] = ()
+               ) -> tuple[Frame, Frame, dict[str, float]]:
+    """Run every stage in order.
+
+    Returns the final frame, the frame right after ``neutralize`` (QA's
+    reference: colour drift is measured against corrected colour, not the
+    cast) and seconds per stage.
+    """
+    timings = {}
+    reference = frame
+    for stage in STAGES:
+        if stage.name in skip:
+            continue
+        t0 = time.perf_counter()
+        frame = stage.apply(frame, params[stage.name])
+        timings[stage.name] = time.perf_counter() - t0
+        if stage.name == "neutralize":
+            reference = frame
+    return frame, reference, timings
