@@ -1,0 +1,229 @@
+"""Capture defects with exactly known positions.
+
+Applied on top of the clean render (reflectance-level defects first, then the
+light: uneven illumination and colour cast, then sensor noise):
+
+* label 1 dust speck: dark grey soft blobs, radius 1-4 px, on background and metal
+* label 2 lint fibre: thin (1 px) curved dark fibres, 15-60 px long
+* label 3 fine scratch: light thin lines, only on polished metal
+* label 4 fingerprint haze: low-contrast concentric ridges, only on polished metal
+
+Colour cast and uneven lighting are global and recorded in meta only
+(``illuminant`` and ``lighting``); they are not in the label mask.
+
+Relation between the written source and the clean truth (before noise/clipping)::
+
+    source = defected_clean * illuminant.exposure * illuminant.rgb * lighting_gain(x, y)
+
+with ``lighting_gain`` the linear ramp described by ``meta["lighting"]``.
+Defect pixels never touch design details (details.png, dilated by 2 px) and never
+overlap each other.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from .scene import illuminant_gains
+
+DUST, LINT, SCRATCH, FINGERPRINT = 1, 2, 3, 4
+DEFECT_NAMES = {DUST: "dust", LINT: "lint", SCRATCH: "scratch", FINGERPRINT: "fingerprint"}
+
+_SHIFT = 4
+
+
+def lighting_gain(meta_lighting: dict, w: int, h: int) -> np.ndarray:
+    """Rebuild the multiplicative lighting field (HxW float32) from meta["lighting"]."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    a = math.radians(meta_lighting["angle_deg"])
+    dx, dy = math.cos(a), math.sin(a)
+    p = (xx - w / 2) * dx + (yy - h / 2) * dy
+    half = abs(w / 2 * dx) + abs(h / 2 * dy)
+    t = (p / max(half, 1e-6) + 1) / 2  # 0 .. 1 across the frame
+    lo, hi = meta_lighting["min"], meta_lighting["max"]
+    return (lo + (hi - lo) * t).astype(np.float32)
+
+
+def _bbox(mask):
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+def apply_defects(rng: np.random.Generator, clean: np.ndarray, alpha: np.ndarray, metal: np.ndarray,
+                  details: np.ndarray, *, enabled: bool = True):
+    h, w = alpha.shape
+    img = clean.copy()
+    labels = np.zeros((h, w), np.uint8)
+    records = []
+
+    if enabled:
+        kelvin = float(rng.uniform(2800, 7500))
+        tint = float(rng.uniform(-0.04, 0.04))
+        lighting = {"kind": "linear_ramp", "angle_deg": float(rng.uniform(0, 360)),
+                    "min": float(rng.uniform(0.85, 0.95)), "max": 1.0}
+    else:
+        kelvin, tint = 6504.0, 0.0
+        lighting = {"kind": "linear_ramp", "angle_deg": 0.0, "min": 1.0, "max": 1.0}
+    gains = illuminant_gains(kelvin, tint) if enabled else np.ones(3)
+    exposure = float(min(1.0, 1.0 / float(gains.max())))
+
+    if enabled:
+        forbidden = cv2.dilate((details > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        border = np.zeros((h, w), bool)
+        border[4:-4, 4:-4] = True
+        occupied = np.zeros((h, w), bool)
+        polished = cv2.erode((metal > 0.95).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        polished &= ~forbidden & border
+        bg_ok = (alpha < 0.02) & border & ~forbidden
+        metal_ok = (metal > 0.6) & border & ~forbidden
+        cand = {name: np.flatnonzero(m) for name, m in
+                (("bg", bg_ok), ("metal", metal_ok), ("any", bg_ok | metal_ok), ("polished", polished))}
+
+        def pick(name):
+            c = cand[name]
+            if len(c) == 0:
+                return None
+            i = int(c[int(rng.integers(len(c)))])
+            return float(i % w) + rng.uniform(-0.5, 0.5), float(i // w) + rng.uniform(-0.5, 0.5)
+
+        def window(p, r):
+            x0, y0 = max(0, int(p[0] - r)), max(0, int(p[1] - r))
+            x1, y1 = min(w, int(p[0] + r) + 2), min(h, int(p[1] + r) + 2)
+            yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+            return (slice(y0, y1), slice(x0, x1)), xx, yy
+
+        def accept(sl, lab, allowed):
+            if not lab.any():
+                return False
+            if (lab & (forbidden[sl] | occupied[sl])).any():
+                return False
+            return not (lab & ~allowed[sl]).any()
+
+        def commit(kind_id, sl, lab):
+            labels[sl][lab] = kind_id
+            occ = cv2.dilate(lab.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+            occupied[sl] |= occ
+            x, y, bw, bh = _bbox(lab)
+            records.append({"kind": DEFECT_NAMES[kind_id], "x": x + sl[1].start, "y": y + sl[0].start,
+                            "w": bw, "h": bh})
+
+        def polyline_cov(sl, pts):
+            m = np.zeros((sl[0].stop - sl[0].start, sl[1].stop - sl[1].start), np.uint8)
+            arr = np.asarray(pts) - [sl[1].start, sl[0].start]
+            arr = np.round(arr * (1 << _SHIFT)).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(m, [arr], False, 255, 1, cv2.LINE_AA, _SHIFT)
+            return m.astype(np.float32) / 255
+
+        # --- dust specks (on background and on metal)
+        for _ in range(int(rng.integers(3, 16))):
+            for _try in range(40):
+                on_metal = rng.random() < 0.4 and len(cand["metal"]) > 0
+                p = pick("metal" if on_metal else "bg")
+                if p is None:
+                    continue
+                r = rng.uniform(1.0, 4.0)
+                e = rng.uniform(0.6, 1.0)
+                th = rng.uniform(0, np.pi)
+                sl, xx, yy = window(p, r + 2)
+                dx, dy = xx - p[0], yy - p[1]
+                u = dx * math.cos(th) + dy * math.sin(th)
+                v = (-dx * math.sin(th) + dy * math.cos(th)) / e
+                cov = np.clip(r + 0.5 - np.sqrt(u * u + v * v), 0, 1)
+                lab = cov > 0.15
+                if not accept(sl, lab, metal_ok if on_metal else bg_ok):
+                    continue
+                op = rng.uniform(0.65, 0.95)
+                grey = rng.uniform(0.03, 0.12)
+                c = (cov * lab * op)[..., None]
+                img[sl] = img[sl] * (1 - c) + grey * c
+                commit(DUST, sl, lab)
+                break
+
+        # --- lint fibres (anywhere off the details)
+        for _ in range(int(rng.integers(0, 4))):
+            for _try in range(40):
+                p = pick("any")
+                if p is None:
+                    break
+                length = rng.uniform(15, 60)
+                heading = rng.uniform(0, 2 * np.pi)
+                curv = rng.uniform(-0.08, 0.08)
+                pts = [p]
+                for _s in range(int(length)):
+                    heading += curv + rng.normal(0, 0.05)
+                    pts.append((pts[-1][0] + math.cos(heading), pts[-1][1] + math.sin(heading)))
+                sl, _, _ = window(p, length + 3)
+                cov = polyline_cov(sl, pts)
+                lab = cov > 0.15
+                if not accept(sl, lab, border):
+                    continue
+                op = rng.uniform(0.6, 0.9)
+                grey = rng.uniform(0.04, 0.15)
+                c = (cov * lab * op)[..., None]
+                img[sl] = img[sl] * (1 - c) + grey * c
+                commit(LINT, sl, lab)
+                break
+
+        # --- fine scratches on polished metal
+        for _ in range(int(rng.integers(0, 4))):
+            for _try in range(40):
+                p = pick("polished")
+                if p is None:
+                    break
+                length = rng.uniform(8, 35)
+                heading = rng.uniform(0, 2 * np.pi)
+                bend = rng.uniform(-0.03, 0.03)
+                pts = [p]
+                for _s in range(int(length)):
+                    heading += bend
+                    pts.append((pts[-1][0] + math.cos(heading), pts[-1][1] + math.sin(heading)))
+                sl, _, _ = window(p, length + 3)
+                cov = polyline_cov(sl, pts) * polished[sl]
+                lab = cov > 0.15
+                if lab.sum() < 6 or not accept(sl, lab, polished):
+                    continue
+                c = (cov * lab * rng.uniform(0.35, 0.6))[..., None]
+                img[sl] = img[sl] * (1 - c) + np.minimum(1.0, img[sl] * 1.3 + 0.35) * c
+                commit(SCRATCH, sl, lab)
+                break
+
+        # --- fingerprint haze on polished metal
+        if rng.random() < 0.6 and len(cand["polished"]) > 400:
+            for _try in range(40):
+                p = pick("polished")
+                ra = rng.uniform(8, 22)
+                rb = ra * rng.uniform(0.6, 0.9)
+                th = rng.uniform(0, np.pi)
+                sl, xx, yy = window(p, ra + 2)
+                dx, dy = xx - p[0], yy - p[1]
+                u = dx * math.cos(th) + dy * math.sin(th)
+                v = -dx * math.sin(th) + dy * math.cos(th)
+                rr = np.sqrt((u / ra) ** 2 + (v / rb) ** 2)
+                fall = np.clip(1 - rr, 0, 1) ** 0.7
+                region = (fall > 0.05) & polished[sl]
+                if region.sum() < 0.4 * math.pi * ra * rb or not accept(sl, region, polished):
+                    continue
+                period = rng.uniform(2.4, 3.4)
+                ridges = 0.5 + 0.5 * np.sin(2 * np.pi * rr * ra / period + 0.6 * np.sin(4 * np.arctan2(v, u)))
+                a = (rng.uniform(0.12, 0.22) * (0.35 + 0.65 * ridges) * fall * region)[..., None]
+                lum = img[sl].mean(axis=2, keepdims=True)
+                img[sl] = img[sl] * (1 - a) + (0.6 * lum + 0.2) * a
+                commit(FINGERPRINT, sl, region)
+                break
+
+    gain = lighting_gain(lighting, w, h)
+    src = img * (np.asarray(gains, np.float32) * exposure)[None, None, :] * gain[..., None]
+    # mild sensor noise (shot + read), deterministic from rng
+    sigma = np.sqrt(0.00012 * np.clip(src, 0, 1) + 0.0012 ** 2).astype(np.float32)
+    src = src + sigma * rng.standard_normal(src.shape, dtype=np.float32)
+    src = np.clip(src, 0, 1).astype(np.float32)
+
+    meta = {
+        "illuminant": {"kelvin": kelvin, "tint": tint, "rgb": [float(g) for g in gains], "exposure": exposure},
+        "lighting": lighting,
+        "defects": records,
+    }
+    return src, labels, meta
