@@ -125,11 +125,12 @@ def encode(pixels: np.ndarray, fmt: str, *, quality: int = 92, level: int = 1,
         import tifffile
 
         buf = io.BytesIO()
-        comp = None if compression == "none" else (compression, level) if compression == "zlib" else compression
+        comp = None if compression == "none" else compression
+        args = {"compressionargs": {"level": level}} if compression == "zlib" else {}
         photometric = "rgb"
         extrasamples = ("unassalpha",) if pixels.shape[2] == 4 else None
         tifffile.imwrite(buf, pixels, photometric=photometric, compression=comp, iccprofile=icc,
-                         extrasamples=extrasamples, metadata=None)
+                         extrasamples=extrasamples, metadata=None, predictor=compression != "none", **args)
         return buf.getvalue()
     if pixels.dtype != np.uint8:
         raise ValueError(f"{fmt} export needs 8-bit pixels, got {pixels.dtype}")

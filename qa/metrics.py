@@ -54,8 +54,11 @@ def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
     alpha = result.alpha if result.alpha is not None else torch.zeros_like(result.image[:, :1])
     piece = alpha > 0.5
     inner = _interior(alpha)
-    after = result.foreground if result.foreground is not None else result.image
     before = reference.image
+    after = result.foreground if result.foreground is not None else result.image
+    # Outside the interior the edge band was decontaminated and the backdrop
+    # replaced on purpose; keep those pixels equal so filters do not leak them in.
+    after = torch.where(inner, after, before)
     m: dict[str, float] = {}
     if inner.any():
         de = delta_e2000(rgb_to_lab(before), rgb_to_lab(after))[inner]
@@ -89,6 +92,8 @@ def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
 def detail_loss_map(reference: Frame, result: Frame) -> np.ndarray:
     """Per-pixel lost band-pass energy (H, W) in [0, 1], for the review overlay."""
     after = result.foreground if result.foreground is not None else result.image
+    piece = (result.alpha > 0.5) if result.alpha is not None else torch.ones_like(after[:, :1], dtype=torch.bool)
+    after = torch.where(piece, after, reference.image)
     y0 = linear_to_srgb(luminance(reference.image))
     y1 = linear_to_srgb(luminance(after))
     d0 = (gaussian_blur(y0, 1.0) - gaussian_blur(y0, 2.0)).abs()

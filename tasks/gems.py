@@ -19,9 +19,9 @@ from tasks.ops import box_mean, dilate, erode, gaussian_blur, opening
 class GemsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     saturation: float = Field(0.12, ge=0, le=1, description="relative chroma gain on stones")
-    micro_contrast: float = Field(0.3, ge=0, le=2, description="facet contrast gain")
+    micro_contrast: float = Field(0.2, ge=0, le=2, description="facet contrast gain")
     min_chroma: float = Field(0.35, gt=0, lt=1, description="chroma/max-channel that makes a pixel a coloured stone")
-    facet_contrast: float = Field(0.12, gt=0, description="local relative std that marks a colourless stone's facets")
+    facet_contrast: float = Field(0.25, gt=0, description="local relative std that marks a colourless stone's facets")
 
 
 def find_stones(image: torch.Tensor, piece: torch.Tensor, params: GemsParams) -> torch.Tensor:
@@ -33,7 +33,7 @@ def find_stones(image: torch.Tensor, piece: torch.Tensor, params: GemsParams) ->
     r, g, b = image[:, 0:1], image[:, 1:2], image[:, 2:3]
     not_gold = (b > g) | (g > r) | (r > 2.5 * g)
     coloured = (chroma > params.min_chroma) & not_gold
-    faceted = (chroma < 0.15) & (rel_std > params.facet_contrast)
+    faceted = (chroma < 0.15) & (rel_std > params.facet_contrast) & (y > 0.4)
     stones = (coloured | faceted).to(image.dtype) * erode(piece, 1)
     return dilate(opening(stones, 1), 1) * erode(piece, 1)
 

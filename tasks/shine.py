@@ -18,7 +18,7 @@ from tasks.ops import erode, gaussian_blur
 
 class ShineParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    clarity: float = Field(0.25, ge=0, le=1, description="local contrast added to the metal")
+    clarity: float = Field(0.1, ge=0, le=1, description="local contrast added to the metal")
     radius: float = Field(8.0, gt=0, le=64, description="scale of that contrast, px")
     knee: float = Field(0.85, gt=0.5, lt=1, description="luminance where the highlight roll-off starts")
 

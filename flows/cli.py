@@ -1,0 +1,167 @@
+"""The ``loupe`` command line. Heavy imports wait until a command needs them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _quiet_env() -> None:
+    # Offline, no telemetry: nothing phones home from a studio workstation.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        return w, h
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1536x1024, got {text!r}") from None
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that processes shoots."""
+    p.add_argument("--preset", default="catalog", help="built-in preset name or a .toml file (default: catalog)")
+    p.add_argument("--state", type=Path, help="catalog/review database folder or SQLAlchemy URL (default: OUT/.state)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="where the stages run (default: auto)")
+    p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+
+
+def cmd_synth(a: argparse.Namespace) -> int:
+    from models.simulator import synth_shoot
+
+    paths = synth_shoot(a.out, a.images, a.seed, size=a.size, formats=tuple(a.formats.split(",")))
+    print(f"wrote {len(paths)} images and ground truth to {a.out}")
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from flows.shoot import run_shoots
+
+    missing = [str(d) for d in a.shoots if not Path(d).is_dir()]
+    if missing:
+        print(f"error: not a shoot folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    counts = run_shoots(a.shoots, a.out, preset=a.preset, state=a.state, device=a.device,
+                        ray_address=a.ray_address, progress=not a.no_progress)
+    print(f"{counts}\nmanifest: {a.out / 'manifest.csv'}\nreport:   {a.out / 'report.html'}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from flows.shoot import run_shoots
+    from models.simulator import synth_shoot
+
+    shoot = a.out / "shoots" / "demo-shoot"
+    if not shoot.exists():
+        print(f"rendering a simulated shoot of {a.images} images into {shoot} ...")
+        synth_shoot(shoot, a.images, seed=7, size=(1536, 1024))
+    counts = run_shoots([shoot], a.out / "out", preset=a.preset, device=a.device, progress=True)
+    print(f"{counts}\nreport: {(a.out / 'out' / 'report.html').resolve()}")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from infra.catalog import Catalog
+    from qa.report import write_manifest, write_report
+
+    catalog = Catalog.open(a.state or a.out / ".state")
+    write_manifest(catalog, a.out)
+    print(write_report(catalog, a.out))
+    return 0
+
+
+def cmd_review(a: argparse.Namespace) -> int:
+    from flows.review import approve, list_queue, reject
+
+    out = a.out
+    state = a.state or out / ".state"
+    if a.action == "list":
+        for row in list_queue(state):
+            print(f"{row['image_id']}  {row['shoot']}/{row['source']}  {row['reasons']}")
+        return 0
+    if a.action == "approve":
+        approve(state, out, a.image_id, who=a.who)
+    else:
+        reject(state, out, a.image_id, note=a.note or "", who=a.who)
+    print(f"{a.action}d {a.image_id}")
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from flows.nightly import serve_nightly
+
+    serve_nightly(a.watch, a.out, cron=a.cron, preset=a.preset, device=a.device)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
+    p = argparse.ArgumentParser(prog="loupe", description="Retouch, check and export jewelry shoots.")
+    p.add_argument("--version", action="version", version=f"loupe {version('loupe')}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="render a simulated shoot with ground truth (OUT/truth/)")
+    s.add_argument("out", type=Path)
+    s.add_argument("--images", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=_size, default=(1536, 1024), help="WIDTHxHEIGHT (default 1536x1024)")
+    s.add_argument("--formats", default="dng,jpg,tif", help="comma list of dng,jpg,tif (default: all, cycled)")
+    s.set_defaults(func=cmd_synth)
+
+    r = sub.add_parser("run", help="process shoot folders into OUT")
+    r.add_argument("shoots", nargs="+", type=Path, metavar="SHOOT_DIR")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--no-progress", action="store_true")
+    _run_options(r)
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="simulate a shoot, run it, print where the report is")
+    d.add_argument("--out", type=Path, default=Path("demo"))
+    d.add_argument("--images", type=int, default=12)
+    _run_options(d)
+    d.set_defaults(func=cmd_demo)
+
+    rep = sub.add_parser("report", help="rewrite manifest.csv and report.html for OUT")
+    rep.add_argument("out", type=Path)
+    rep.add_argument("--state", type=Path)
+    rep.set_defaults(func=cmd_report)
+
+    rv = sub.add_parser("review", help="work the review queue from the shell")
+    rv.add_argument("action", choices=("list", "approve", "reject"))
+    rv.add_argument("image_id", nargs="?")
+    rv.add_argument("--out", type=Path, required=True)
+    rv.add_argument("--state", type=Path)
+    rv.add_argument("--note")
+    rv.add_argument("--who", default=os.environ.get("USER", "reviewer"))
+    rv.set_defaults(func=cmd_review)
+
+    sv = sub.add_parser("serve", help="run every night on new shoot folders under ROOT (needs a Prefect server)")
+    sv.add_argument("--watch", type=Path, required=True, metavar="ROOT")
+    sv.add_argument("--out", type=Path, required=True)
+    sv.add_argument("--cron", default="0 2 * * *")
+    _run_options(sv)
+    sv.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "review" and args.action != "list" and not args.image_id:
+        print("error: review approve/reject needs an IMAGE_ID (see `loupe review list`)", file=sys.stderr)
+        return 2
+    _quiet_env()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The catalog and review queue: one database file under the state dir.
+
+SQLite by default, any SQLAlchemy URL for a shared database. One row per
+source file (shoot + file name), carrying its content hash, the preset
+digest it was processed with, its status and reasons, metrics and exports.
+The review queue is a second table a reviewer works through.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import (Column, Float, MetaData, String, Table, Text, create_engine, select, update)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+
+STATUSES = ("pending", "exported", "review", "rejected")
+
+metadata = MetaData()
+images = Table(
+    "images", metadata,
+    Column("shoot", String, primary_key=True),
+    Column("source", String, primary_key=True),      # file name inside the shoot folder
+    Column("path", Text, nullable=False),
+    Column("image_id", String, nullable=False, index=True),
+    Column("sha256", String, nullable=False),
+    Column("sku", String, nullable=False),
+    Column("view", String, nullable=False),
+    Column("preset", String, nullable=False),
+    Column("preset_digest", String, nullable=False),
+    Column("status", String, nullable=False),
+    Column("reasons", Text, nullable=False, default=""),
+    Column("error", Text, nullable=False, default=""),
+    Column("metrics", Text, nullable=False, default="{}"),
+    Column("notes", Text, nullable=False, default=""),
+    Column("exports", Text, nullable=False, default="{}"),
+    Column("staged", Text, nullable=False, default="{}"),
+    Column("seconds", Float, nullable=False, default=0.0),
+    Column("updated_at", Float, nullable=False),
+)
+review_queue = Table(
+    "review_queue", metadata,
+    Column("image_id", String, primary_key=True),
+    Column("shoot", String, nullable=False, index=True),
+    Column("source", String, nullable=False),
+    Column("reasons", Text, nullable=False),
+    Column("state", String, nullable=False),          # open | approved | rejected
+    Column("note", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("decided_at", Float),
+    Column("decided_by", String),
+)
+
+
+@dataclass
+class Catalog:
+    engine: Engine
+
+    @classmethod
+    def open(cls, state: Path | str) -> "Catalog":
+        """Open (creating if needed) the catalog in a state dir or at a SQLAlchemy URL."""
+        url = str(state)
+        if "://" not in url:
+            Path(url).mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{Path(url).resolve() / 'catalog.sqlite'}"
+        engine = create_engine(url, future=True)
+        metadata.create_all(engine)
+        return cls(engine)
+
+    def get(self, shoot: str, source: str) -> dict | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(images).where(images.c.shoot == shoot, images.c.source == source)).mappings().first()
+        return dict(row) if row else None
+
+    def by_image_id(self, image_id: str) -> dict | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(images).where(images.c.image_id == image_id)).mappings().first()
+        return dict(row) if row else None
+
+    def upsert(self, **row) -> None:
+        row = {**row, "updated_at": time.time()}
+        for key in ("metrics", "exports", "staged"):
+            if key in row and not isinstance(row[key], str):
+                row[key] = json.dumps(row[key], sort_keys=True)
+        stmt = sqlite_insert(images).values(**row) if self.engine.dialect.name == "sqlite" else None
+        with self.engine.begin() as c:
+            if stmt is not None:
+                c.execute(stmt.on_conflict_do_update(index_elements=["shoot", "source"], set_=row))
+            else:  # portable path for other databases
+                done = c.execute(update(images).where(images.c.shoot == row["shoot"], images.c.source == row["source"]).values(**row))
+                if done.rowcount == 0:
+                    c.execute(images.insert().values(**row))
+
+    def set_status(self, shoot: str, source: str, **values) -> None:
+        values = {**values, "updated_at": time.time()}
+        for key in ("metrics", "exports", "staged"):
+            if key in values and not isinstance(values[key], str):
+                values[key] = json.dumps(values[key], sort_keys=True)
+        with self.engine.begin() as c:
+            c.execute(update(images).where(images.c.shoot == shoot, images.c.source == source).values(**values))
+
+    def rows(self, shoot: str | None = None) -> list[dict]:
+        q = select(images).order_by(images.c.shoot, images.c.source)
+        if shoot:
+            q = q.where(images.c.shoot == shoot)
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
+    # --- review queue ---------------------------------------------------
+    def enqueue(self, image_id: str, shoot: str, source: str, reasons: list[str]) -> None:
+        row = dict(image_id=image_id, shoot=shoot, source=source, reasons=";".join(reasons),
+                   state="open", note="", created_at=time.time(), decided_at=None, decided_by=None)
+        with self.engine.begin() as c:
+            c.execute(review_queue.delete().where(review_queue.c.image_id == image_id))
+            c.execute(review_queue.insert().values(**row))
+
+    def queue(self, state: str | None = "open") -> list[dict]:
+        q = select(review_queue).order_by(review_queue.c.created_at)
+        if state:
+            q = q.where(review_queue.c.state == state)
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
