@@ -227,7 +227,7 @@ def make_light(rng: np.random.Generator) -> dict:
         "fill_dir": [float(v) for v in fill / np.linalg.norm(fill)],
         "key_size": float(rng.uniform(0.78, 0.88)),  # cos half-angle of softbox
         "fill_level": float(rng.uniform(0.35, 0.6)),
-        "ambient": float(rng.uniform(0.18, 0.28)),
+        "ambient": float(rng.uniform(0.3, 0.42)),
     }
 
 
@@ -238,11 +238,11 @@ def _env(rx, ry, rz, light):
     ck = rx * k[0] + ry * k[1] + rz * k[2]
     cf = rx * f[0] + ry * f[1] + rz * f[2]
     ks = light["key_size"]
-    env = light["ambient"] + 0.15 * _smoothstep(-0.2, 0.9, -ry)  # brighter from above
-    env = env + 1.05 * _smoothstep(ks, ks + 0.08, ck)  # key softbox (soft edged)
-    env = env + light["fill_level"] * _smoothstep(0.80, 0.9, cf)
-    env = env + 0.35 * _smoothstep(0.86, 0.99, rz)  # front bounce card / camera side
-    env = env * (0.25 + 0.75 * _smoothstep(-0.05, 0.35, rz))  # dark table/horizon at grazing
+    env = light["ambient"] + 0.35 * _smoothstep(-0.4, 0.9, -ry)  # light tent: brighter from above
+    env = env + 1.0 * _smoothstep(ks, ks + 0.1, ck)  # key softbox (soft edged)
+    env = env + light["fill_level"] * _smoothstep(0.75, 0.9, cf)
+    env = env + 0.4 * _smoothstep(0.8, 0.99, rz)  # front bounce card / camera side
+    env = env * (0.3 + 0.7 * _smoothstep(-0.1, 0.3, rz))  # dark table/horizon at grazing
     return env, ck
 
 
@@ -252,10 +252,12 @@ def shade_metal(base, nx, ny, nz, light, gloss: float = 1.0):
     rx, ry, rz = 2 * nz * nx, 2 * nz * ny, 2 * nz * nz - 1
     env, ck = _env(rx, ry, rz, light)
     spec = np.power(np.clip(ck, 0, 1), 400.0) * 1.6 * gloss
-    # Fresnel-ish whitening towards grazing angles and in hot spots
-    tint = np.clip(0.08 + 0.25 * (1 - nz) ** 3, 0, 1)[..., None]
-    col = env[..., None] * (base * (1 - tint) + tint)
-    col = col * 0.78 + 0.06 * base + spec[..., None] * (0.5 * base + 0.5)
+    # dim reflections are inter-reflections (metal seen in metal): more saturated colour;
+    # Fresnel whitening only towards grazing angles
+    sat = base[None, :] ** (1.0 + 0.6 * (1.0 - np.clip(env, 0, 1))[..., None])
+    tint = np.clip(0.02 + 0.3 * (1 - nz) ** 3, 0, 1)[..., None]
+    col = env[..., None] * (sat * (1 - tint) + tint)
+    col = col * 0.9 + spec[..., None] * (0.6 * base + 0.4)
     return np.clip(col, 0.0, 1.0).astype(np.float32)
 
 
@@ -270,8 +272,8 @@ def normals_from_height(h, strength=1.0, base=None):
 
 
 def metal_layer(canvas: Canvas, x0, y0, cov, base, *, radius=None, base_normal=None, gloss=1.0,
-                blur=1.0, darken=None, label=0, label_mask=None, metal_w=1.0):
-    h = _tube_height(cov, radius, blur)
+                blur=1.0, darken=None, label=0, label_mask=None, metal_w=1.0, height=None):
+    h = _tube_height(cov, radius, blur) if height is None else height
     nx, ny, nz = normals_from_height(h, 1.0, base_normal)
     idx = cov > 0
     rgb = np.zeros(cov.shape + (3,), np.float32)
@@ -388,12 +390,14 @@ def draw_pave_stone(canvas: Canvas, rng, stone, cx, cy, r):
     body = np.asarray(STONES[stone], np.float32)
     ang = np.arctan2(dy, dx)
     facets = 0.5 + 0.5 * np.cos(8 * ang + rng.uniform(0, 6.3))
-    v = 0.35 + 0.5 * facets * (d / max(r, 1)) + rng.uniform(0.0, 0.4)
-    v = v + 1.4 * np.exp(-(d / (0.45 * r)) ** 2) * rng.uniform(0.4, 1.0)  # centre sparkle
-    v = v * (1 - 0.7 * _smoothstep(0.65 * r, r, d))  # dark seat/girdle ring
+    lvl = rng.uniform(0.25, 0.9)
+    v = lvl * (0.45 + 0.9 * facets * np.clip(d / max(r, 1), 0, 1))
+    if rng.random() < 0.35:  # this one catches the light
+        v = v + 2.0 * np.exp(-(d / (0.5 * r)) ** 2)
+    v = v * (1 - 0.75 * _smoothstep(0.7 * r, r + 0.3, d))  # dark girdle / seat
     col = v[..., None] * (body if stone != "diamond" else np.ones(3, np.float32))
     if stone != "diamond":
-        col = col + np.clip(v - 1.0, 0, 1)[..., None]
+        col = col * 1.3 + np.clip(v - 0.9, 0, 1)[..., None]
     canvas.over(x0, y0, np.clip(col, 0, 1).astype(np.float32), cov, metal=0.0, label=DETAIL_PAVE,
                 label_mask=cov > 0.5)
 
@@ -401,7 +405,7 @@ def draw_pave_stone(canvas: Canvas, rng, stone, cx, cy, r):
 # --------------------------------------------------------------------------------------
 # pieces (all coordinates in supersampled pixels)
 # --------------------------------------------------------------------------------------
-def _ring_geometry(rng, box, view):
+def _ring_geometry(rng, box, view, rim=(0.07, 0.13)):
     bx0, by0, bx1, by1 = box
     bw, bh = bx1 - bx0, by1 - by0
     t = {"top": rng.uniform(0.75, 0.92), "side": rng.uniform(0.28, 0.4)}.get(view, rng.uniform(0.42, 0.62))
@@ -413,47 +417,56 @@ def _ring_geometry(rng, box, view):
     a, b, hb = a * scale, b * scale, hb * scale
     cx = (bx0 + bx1) / 2
     cy = by0 + (bh - (2 * b + hb)) / 2 + b
-    wr = a * rng.uniform(0.07, 0.13)  # radial rim width
+    wr = a * rng.uniform(*rim)  # radial rim width
     return dict(cx=cx, cy=cy, a=a, b=b, hb=hb, t=t, wr=wr)
 
 
 def draw_band(canvas: Canvas, rng, metal, box, view, *, pave_stone=None, bottom_only=False):
-    g = _ring_geometry(rng, box, view)
+    g = _ring_geometry(rng, box, view, rim=(0.13, 0.19) if pave_stone is not None else (0.07, 0.13))
     cx, cy, a, b, hb, t, wr = g["cx"], g["cy"], g["a"], g["b"], g["hb"], g["t"], g["wr"]
     base = METALS[metal]
     x0, y0 = int(cx - a) - 4, int(cy - b) - 4
     w, h = int(2 * a) + 9, int(2 * b + hb) + 9
     lx, ly = cx - x0, cy - y0
     ai, bi = a - wr, b - wr * t
-    outer_top = _ellipse_cov(h, w, lx, ly, a, b)
-    outer_bot = _ellipse_cov(h, w, lx, ly + hb, a, b)
-    rect = np.zeros((h, w), np.float32)
-    rect[int(round(ly)):int(round(ly + hb)) + 1, int(round(lx - a)) + 1:int(round(lx + a))] = 1.0
+    sd_ot = _ellipse_sd(h, w, lx, ly, a, b)
+    sd_ob = _ellipse_sd(h, w, lx, ly + hb, a, b)
+    sd_it = _ellipse_sd(h, w, lx, ly, ai, bi)
+    sd_ib = _ellipse_sd(h, w, lx, ly + hb, ai, bi)
+    cv_ = lambda sd: np.clip(0.5 - sd, 0, 1).astype(np.float32)  # noqa: E731
+    outer_top, outer_bot, inner_top, inner_bot = cv_(sd_ot), cv_(sd_ob), cv_(sd_it), cv_(sd_ib)
+    xx, yy = _grid(h, w)
+    # the band swept from the top ellipse down by hb: union of both ellipses and the box between
+    rect = np.clip(np.minimum(np.minimum(xx - (lx - a) + 0.5, (lx + a) - xx + 0.5),
+                              np.minimum(yy - ly + 0.5, ly + hb - yy + 0.5)), 0, 1)
     swept = np.maximum(np.maximum(outer_top, outer_bot), rect)
-    swept = np.maximum(swept, cv2.GaussianBlur(rect, (3, 3), 0) * (swept > 0))
-    inner_top = _ellipse_cov(h, w, lx, ly, ai, bi)
-    inner_bot = _ellipse_cov(h, w, lx, ly + hb, ai, bi)
     hole = np.minimum(inner_top, inner_bot)
-
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     u = np.clip((xx - lx) / a, -0.999, 0.999)
+    one = np.ones_like(u)
 
-    # 1) inside back wall: visible through the ring (concave, faces viewer and down)
+    def profile(d0, d1, scale, n=2.5):
+        """Rounded (superelliptic) cross-section between two boundaries at distances d0, d1."""
+        q = np.clip(d0 / np.maximum(d0 + d1, 1e-3), 0, 1)
+        return (scale * np.clip(1 - np.abs(2 * q - 1) ** n, 0, 1) ** (1 / n)).astype(np.float32)
+
+    # 1) inside back wall, seen through the ring (concave, faces viewer and down)
     inner_wall = np.clip(inner_top - hole, 0, 1)
-    nb = (-0.8 * u, 0.35 * np.ones_like(u), np.sqrt(1 - 0.64 * u * u))
-    dark = np.float32(0.55) * np.ones((h, w), np.float32)
-    metal_layer(canvas, x0, y0, inner_wall, base, radius=wr * 0.5, base_normal=nb, darken=dark, blur=1.5,
-                metal_w=0.0)
-    # 2) outer front wall (convex cylinder)
+    nb = (-0.8 * u, 0.35 * one, np.sqrt(1 - 0.64 * u * u))
+    hgt = profile(np.maximum(-sd_it, 0), np.maximum(sd_ib, 0), wr * 0.3, 3.0)
+    metal_layer(canvas, x0, y0, inner_wall, base, base_normal=nb, darken=np.full((h, w), 0.6, np.float32),
+                height=hgt, metal_w=0.0)
+    # 2) outer front wall (convex cylinder around the vertical axis)
     front = np.clip(swept - outer_top, 0, 1)
     if hb > 1:
-        nf = (0.95 * u, 0.25 * np.ones_like(u), np.sqrt(1 - 0.9 * u * u))
-        metal_layer(canvas, x0, y0, front, base, radius=min(hb, wr) * 0.6, base_normal=nf, blur=1.5)
-    # 3) top rim (faces up / toward the camera depending on tilt)
+        nf = (0.95 * u, 0.2 * one, np.sqrt(1 - 0.9 * u * u))
+        hgt = profile(np.maximum(sd_ot, 0), np.maximum(-sd_ob, 0), min(hb, wr) * 0.45, 3.0)
+        metal_layer(canvas, x0, y0, front, base, base_normal=nf, height=hgt)
+    # 3) top rim (faces up / toward the camera depending on tilt), rounded across its width
     rim = np.clip(outer_top - inner_top, 0, 1)
     up = -0.9 * (1 - t)
-    nr = (0.2 * u, up * np.ones_like(u), np.ones_like(u) * math.sqrt(max(0.05, 1 - up * up)))
-    metal_layer(canvas, x0, y0, rim, base, radius=wr * 0.55, base_normal=nr, blur=1.5)
+    nr = (0.2 * u, up * one, one * math.sqrt(max(0.05, 1 - up * up)))
+    hgt = profile(np.maximum(-sd_ot, 0), np.maximum(sd_it, 0), wr * t * rng.uniform(0.3, 0.55), 2.5)
+    metal_layer(canvas, x0, y0, rim, base, base_normal=nr, height=hgt)
     if pave_stone is not None:
         _pave_on_rim(canvas, rng, pave_stone, cx, cy, a, b, wr, t)
     g["x0"], g["y0"] = x0, y0
@@ -461,18 +474,18 @@ def draw_band(canvas: Canvas, rng, metal, box, view, *, pave_stone=None, bottom_
 
 
 def _pave_on_rim(canvas, rng, stone, cx, cy, a, b, wr, t):
-    """Rows of tiny stones along the front half of the rim (the face we see)."""
-    d1 = rng.uniform(2.4, 4.6)  # diameter at output size
+    """Rows of tiny stones (2-5 px at output size) all around the top rim."""
+    d1 = rng.uniform(3.0, 4.8)  # diameter at output size
     r = d1 * SS / 2
-    gap = 1.0 * SS
+    gap = 0.8 * SS
     pitch = 2 * r + gap
-    nrows = max(1, int((wr - gap) // pitch))
+    nrows = int(np.clip((wr * max(t, 0.5) - gap) // pitch, 1, 3))
     for k in range(nrows):
-        frac = (k + 0.5) / nrows
+        frac = (k + 0.5) / nrows * 0.8 + 0.1
         ra = a - wr * frac
         rb = b - wr * t * frac
         # walk the ellipse by arc length
-        th = np.linspace(-0.15 * np.pi, 1.15 * np.pi, 2000)
+        th = np.linspace(0, 2 * np.pi, 3000, endpoint=False)
         px, py = cx + ra * np.cos(th), cy + rb * np.sin(th)
         seg = np.hypot(np.diff(px), np.diff(py))
         s = np.concatenate([[0], np.cumsum(seg)])
@@ -480,7 +493,9 @@ def _pave_on_rim(canvas, rng, stone, cx, cy, a, b, wr, t):
         for sv in np.arange(start, s[-1], pitch):
             i = int(np.searchsorted(s, sv))
             i = min(i, len(px) - 1)
-            rr = r * (0.85 + 0.3 * (math.sin(th[i]) * 0.5 + 0.5)) * min(1.0, 0.55 + t)  # foreshortening
+            if s[-1] - sv < pitch * 0.8:  # closing the loop: do not overlap the first stone
+                break
+            rr = r * (0.85 + 0.15 * math.sin(th[i])) * min(1.0, 0.55 + t)  # foreshortening
             rr = float(np.clip(rr, 1.0 * SS, 2.5 * SS))
             draw_pave_stone(canvas, rng, stone, px[i], py[i], rr)
 
@@ -542,7 +557,7 @@ def _curve_points(rng, box, n=4000):
     return np.stack([x, y], 1), kind
 
 
-def draw_chain(canvas, rng, metal, box, view):
+def draw_chain(canvas, rng, metal, box, view, stone=None):
     base = METALS[metal]
     wire1 = rng.uniform(2.2, 3.4)  # wire width at output size
     thick = wire1 * SS
@@ -564,14 +579,29 @@ def draw_chain(canvas, rng, metal, box, view):
         a = llen / 2 - thick / 2
         r = int(llen / 2 + thick + 4)
         x0, y0 = int(cx) - r, int(cy) - r
+        R = thick / 2
         if k % 2 == 0:  # link lying flat: an oval ring with a hole
             b = lwid / 2 - thick / 2
-            cov = _ring_cov(2 * r, 2 * r, cx - x0, cy - y0, a, b, ang, thick)
+            d = np.abs(_ellipse_sd(2 * r, 2 * r, cx - x0, cy - y0, a, b, ang))  # distance to wire axis
+            cov = np.clip(R + 0.5 - d, 0, 1).astype(np.float32)
+            hgt = np.sqrt(np.clip(R * R - d * d, 0, None))
         else:  # link standing on edge: seen as a bar one wire thick
-            b = thick / 2 * edge_on
-            cov = _ellipse_cov(2 * r, 2 * r, cx - x0, cy - y0, a + thick / 2, b, ang)
-        metal_layer(canvas, x0, y0, cov, base, radius=thick / 2, blur=0.6, label=DETAIL_CHAIN,
+            b = R * edge_on
+            sd = _ellipse_sd(2 * r, 2 * r, cx - x0, cy - y0, a + R, b, ang)
+            cov = np.clip(0.5 - sd, 0, 1).astype(np.float32)
+            din = np.clip(-sd, 0, b)
+            hgt = b * np.sqrt(np.clip(1 - (1 - din / b) ** 2, 0, 1))
+        metal_layer(canvas, x0, y0, cov, base, height=hgt.astype(np.float32), label=DETAIL_CHAIN,
                     label_mask=cov > 0.5, metal_w=0.0, gloss=1.2)
+    if stone is not None:  # pendant: bezel-set stone hanging at the lowest point of the chain
+        i = int(np.argmax(pts[:, 1]))
+        sr = max(4.0 * SS, min(bx1 - bx0, by1 - by0) * 0.06)
+        scx, scy = pts[i, 0], pts[i, 1] + sr * 0.9
+        s2 = int(sr * 3)
+        bx, by = int(scx - s2 / 2), int(scy - s2 / 2)
+        bz = _ellipse_cov(s2, s2, scx - bx, scy - by, sr * 1.2, sr * 1.2)
+        metal_layer(canvas, bx, by, bz, base, radius=sr * 0.2, blur=0.8, metal_w=0.0)
+        draw_stone(canvas, rng, stone, scx, scy, sr, sr, cut="round")
     return {"shape": kind, "wire_px": float(wire1), "link_px": float(llen / SS), "links": int(len(samples))}
 
 
@@ -588,6 +618,7 @@ def draw_earring(canvas, rng, metal, stone, box, view):
     bx0, by0, bx1, by1 = box
     bw, bh = bx1 - bx0, by1 - by0
     bead_d = rng.uniform(2.3, 3.8) * SS
+    style = int(rng.integers(2))  # same engraving on both drops of the pair
     eng_w = rng.uniform(1.1, 1.9) * SS
     rx = min(bw * 0.2, bh * 0.3)
     ry = min(bh * 0.36, rx * rng.uniform(1.5, 1.8))
@@ -614,7 +645,6 @@ def draw_earring(canvas, rng, metal, stone, box, view):
         body = _mask_aa(h, w, lambda m: _poly(m, outline - [x0, y0]))
         # engraved grooves (label 3): inner offset outlines + veins
         groove = np.zeros((h, w), np.float32)
-        style = int(rng.integers(2))
         if style == 0:
             for sc in (0.62, 0.4):
                 line = _teardrop(ex, ey + ry * (1 - sc) * 0.35, rx * sc, ry * sc, n=72) - [x0, y0]
@@ -704,16 +734,29 @@ def render_background(rng, kind, w, h):
         tex = 1.0 + 0.01 * _lowfreq_noise(rng, h, w, 60, 2)
         bg = col[None, None, :] * (grad * vign * tex)[..., None]
         meta.update(color=[float(c) for c in col])
-    else:  # textured_desk: warped wood grain + blurred clutter
-        ang = rng.uniform(-0.3, 0.3)
-        warp = _lowfreq_noise(rng, h, w, 4, 3) * 40
-        t = (xx * math.sin(ang) + yy * math.cos(ang) + warp) / rng.uniform(7, 14)
-        fine = _lowfreq_noise(rng, h, w, 200, 2)
-        grain = 0.5 + 0.5 * np.sin(t + 0.8 * np.sin(t * 0.37)) ** 3
-        base = np.array(_hsv_to_lin(rng.uniform(20, 38), rng.uniform(0.45, 0.7), rng.uniform(0.35, 0.6)))
-        lvl = (0.75 + 0.3 * grain + 0.08 * fine)
-        bg = base[None, None, :] * lvl[..., None] * vign[..., None]
-        meta.update(color=[float(c) for c in base])
+    else:  # textured_desk: wood planks (streaky grain along the boards) + blurred clutter
+        L = int(math.hypot(w, h)) + 8
+        warp = _lowfreq_noise(rng, L, L, 3, 2) * rng.uniform(25, 60)
+        gy, gx = np.mgrid[0:L, 0:L].astype(np.float32)
+        rings = np.sin((gy + warp) / rng.uniform(9, 18) * 2 * np.pi * 0.25)
+        rings = np.sign(rings) * np.abs(rings) ** 0.6
+        streak = cv2.resize(rng.standard_normal((L // 2, 6)).astype(np.float32), (L, L),
+                            interpolation=cv2.INTER_CUBIC)
+        fibre = cv2.resize(rng.standard_normal((L, L // 40)).astype(np.float32), (L, L),
+                           interpolation=cv2.INTER_LINEAR)
+        plank = rng.uniform(0.18, 0.35) * L
+        seam_d = np.abs(((gy + rng.uniform(0, plank)) % plank) - plank / 2)
+        seams = 1 - 0.5 * np.exp(-((plank / 2 - seam_d) / 1.2) ** 2)
+        tone = 1 + 0.12 * np.floor((gy + rng.uniform(0, plank)) / plank) % 3 / 2
+        lvl = (0.8 + 0.12 * rings + 0.08 * streak + 0.05 * fibre) * seams * tone
+        ang = rng.uniform(-20, 20)
+        M = cv2.getRotationMatrix2D((L / 2, L / 2), ang, 1.0)
+        M[:, 2] -= [(L - w) / 2, (L - h) / 2]
+        lvl = cv2.warpAffine(lvl.astype(np.float32), M, (w, h), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT)
+        base = np.array(_hsv_to_lin(rng.uniform(18, 36), rng.uniform(0.45, 0.7), rng.uniform(0.35, 0.6)))
+        bg = base[None, None, :] * np.clip(lvl, 0.2, 1.5)[..., None] * vign[..., None]
+        meta.update(color=[float(c) for c in base], grain_angle_deg=float(ang))
         clutter = []
         for _ in range(int(rng.integers(1, 4))):
             cx, cy = rng.uniform(0, 1) * w, rng.uniform(0, 1) * h
@@ -798,9 +841,11 @@ def _choose(rng, options, forced, name):
 
 def _piece_box(rng, piece, view, w2, h2):
     """Bounding box of the piece (supersampled px): 15-50 % of the frame, with margin."""
-    aspect = {"band": 1.25, "solitaire": 1.0, "pave": 1.25, "chain": 1.6, "earring": 1.05}[piece]
+    ring_aspect = {"top": 1.15, "side": 2.2}.get(view, 1.6)
+    aspect = {"band": ring_aspect, "solitaire": ring_aspect * 0.8, "pave": ring_aspect, "chain": 1.6,
+              "earring": 1.05}[piece]
     aspect *= rng.uniform(0.85, 1.15)
-    lo, hi = (0.30, 0.50) if view == "detail" else (0.15, 0.42)
+    lo, hi = (0.32, 0.52) if view == "detail" else (0.2, 0.45)
     area = rng.uniform(lo, hi) * w2 * h2
     bw = math.sqrt(area * aspect)
     bh = bw / aspect
@@ -831,9 +876,7 @@ def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, met
         stone_used = "diamond" if rng.random() < 0.7 else stone_pick
     else:
         stone_used = stone_pick
-    # a stone forced on a band/chain is honoured by turning it into a solitaire-less accent? keep simple:
-    if piece in ("band", "chain"):
-        stone_used = None if stone is None else stone_used
+    # band/chain carry no stone unless one is forced: then an accent stone (band) or a pendant (chain)
 
     light = make_light(rng)
     h2, w2 = h * SS, w * SS
@@ -852,7 +895,7 @@ def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, met
     elif piece == "solitaire":
         draw_solitaire(canvas, rng, metal, stone_used, box, view)
     elif piece == "chain":
-        extra["chain"] = draw_chain(canvas, rng, metal, box, view)
+        extra["chain"] = draw_chain(canvas, rng, metal, box, view, stone_used)
     else:
         draw_earring(canvas, rng, metal, stone_used, box, view)
 
