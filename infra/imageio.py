@@ -61,7 +61,7 @@ def _read_raw(path: Path, half_size: bool) -> Decoded:
         rgb = raw.postprocess(
             gamma=(1, 1), no_auto_bright=True, output_bps=16, use_camera_wb=True,
             output_color=rawpy.ColorSpace.sRGB, half_size=half_size,
-            demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD,
+            demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD, adjust_maximum_thr=0.0,
         )
     return Decoded(rgb.astype(np.float32) / 65535.0, "linear", "raw")
 

@@ -14,6 +14,7 @@ import torch
 
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab
 from tasks.frame import Frame, luminance
+from tasks.pipeline import FLAG_CODES
 from tasks.ops import erode, gaussian_blur
 
 METRIC_DOCS = {
@@ -28,7 +29,8 @@ METRIC_DOCS = {
     "clipped_before": "share of piece pixels with a clipped channel in the input",
     "clipped_after": "the same in the output",
     "clipped_increase": "clipped_after - clipped_before",
-    "stage_flags": "count of stage warnings (codes listed in 'flags')",
+    "stage_flags": "count of stage warnings",
+    **{f"flag_{c}": f"1 when a stage raised '{c}' (see the image's notes for why)" for c in FLAG_CODES},
 }
 
 
@@ -86,6 +88,8 @@ def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
         m["clipped_before"] = m["clipped_after"] = 0.0
     m["clipped_increase"] = m["clipped_after"] - m["clipped_before"]
     m["stage_flags"] = float(len(result.flags))
+    for code in FLAG_CODES:
+        m[f"flag_{code}"] = float(code in result.flags)
     return m
 
 

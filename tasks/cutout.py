@@ -37,7 +37,7 @@ class CutoutParams(BaseModel):
     keep_ratio: float = Field(0.02, ge=0, le=1, description="drop components smaller than this fraction of the largest")
     min_area: float = Field(2e-4, ge=0, description="drop components smaller than this fraction of the frame")
     band: int = Field(2, ge=1, le=16, description="half-width in px of the edge band where alpha is fractional")
-    max_backdrop_residual: float = Field(0.03, gt=0, description="backdrop fit error (sRGB) above which the backdrop is called cluttered")
+    max_backdrop_residual: float = Field(0.01, gt=0, description="backdrop fit error (sRGB) above which the backdrop is called cluttered")
 
 
 def _design(h: int, w: int, device, dtype) -> torch.Tensor:

@@ -20,7 +20,7 @@ class GemsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     saturation: float = Field(0.12, ge=0, le=1, description="relative chroma gain on stones")
     micro_contrast: float = Field(0.2, ge=0, le=2, description="facet contrast gain")
-    min_chroma: float = Field(0.35, gt=0, lt=1, description="chroma/max-channel that makes a pixel a coloured stone")
+    min_chroma: float = Field(0.45, gt=0, lt=1, description="chroma/max-channel that makes a pixel a coloured stone")
     facet_contrast: float = Field(0.25, gt=0, description="local relative std that marks a colourless stone's facets")
 
 
@@ -47,10 +47,13 @@ def clarify_gems(frame: Frame, params: GemsParams) -> Frame:
     y = luminance(image)
     y_sharp = (y + params.micro_contrast * (y - gaussian_blur(y, 1.5))).clamp(min=0)
     lifted = image * (y_sharp / y.clamp(min=1e-5))
+    peak = lifted.amax(1, keepdim=True)
+    was_clipped = image.amax(1, keepdim=True) >= 0.999
+    lifted = torch.where((peak > 0.998) & ~was_clipped, lifted * (0.998 / peak), lifted)
     y2 = luminance(lifted)
     chroma = lifted - y2
-    # Largest gain that keeps every channel inside [0, 1].
-    up = torch.where(chroma > 0, (1 - y2) / chroma.clamp(min=1e-6), torch.full_like(chroma, 1e6))
+    # Largest gain that keeps every channel inside [0, 1) so nothing new clips.
+    up = torch.where(chroma > 0, (0.998 - y2).clamp(min=0) / chroma.clamp(min=1e-6), torch.full_like(chroma, 1e6))
     down = torch.where(chroma < 0, y2 / (-chroma).clamp(min=1e-6), torch.full_like(chroma, 1e6))
     gain = torch.minimum(torch.minimum(up, down).amin(1, keepdim=True), torch.full_like(y2, 1 + params.saturation))
     gain = gain.clamp(min=1.0)

@@ -45,6 +45,8 @@ STAGES: tuple[Stage, ...] = (
           "last: compositing onto white/transparent needs the final piece colours and alpha"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+# Codes a stage may raise (Frame.flagged) instead of failing; QA maps each to a reason.
+FLAG_CODES = ("mask_suspect", "cast_uncertain")
 
 
 def stage_params(overrides: dict[str, dict], background: dict | None = None) -> dict[str, BaseModel]:

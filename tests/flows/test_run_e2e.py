@@ -1,0 +1,142 @@
+"""End to end: a simulated shoot through the Prefect flow and Ray, twice."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from PIL import Image
+
+from flows.shoot import run_shoots
+from infra.presets import load_preset
+
+STATUSES = {"exported", "review", "rejected"}
+
+
+@pytest.fixture(scope="module")
+def first_run(sim_shoot, prefect_server, ray_session, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    counts = run_shoots([sim_shoot], out)
+    return out, counts
+
+
+def _manifest(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "manifest.csv", keep_default_na=False)
+
+
+def test_one_row_per_source_with_terminal_status(sim_shoot, first_run):
+    out, counts = first_run
+    df = _manifest(out)
+    sources = sorted(p.name for p in sim_shoot.iterdir() if p.is_file())
+    assert sorted(df["source"]) == sources
+    assert set(df["status"]) <= STATUSES
+    assert counts["exported"] + counts["review"] + counts["rejected"] == len(sources)
+    for col in ("shoot", "source", "image_id", "sku", "view", "status", "reasons", "delta_e_mean", "delta_e_p95",
+                "detail_retention", "edge_recall", "mask_coverage", "seconds", "exports"):
+        assert col in df.columns
+
+
+def test_unreadable_file_is_rejected_with_reason(first_run):
+    out, _ = first_run
+    row = _manifest(out).set_index("source").loc["X9999_broken.dng"]
+    assert row["status"] == "rejected"
+    assert row["reasons"] == "unreadable"
+    assert row["error"].startswith("unreadable:")
+
+
+def test_clean_studio_sweeps_pass_qa_and_clutter_is_flagged(sim_shoot, first_run):
+    """Sweep shots are what the classical stages handle: they must export.
+    Cluttered desks are beyond them for now: they must reach a person."""
+    out, _ = first_run
+    df = _manifest(out).set_index("source")
+    for src in df.index:
+        meta_file = sim_shoot / "truth" / Path(src).stem / "meta.json"
+        if not meta_file.exists():
+            continue
+        background = json.loads(meta_file.read_text())["background"]
+        if background in ("white_sweep", "grey_sweep"):
+            assert df.loc[src, "status"] == "exported", (src, df.loc[src, "reasons"])
+        if background == "textured_desk":
+            assert df.loc[src, "status"] == "review" and "mask_suspect" in df.loc[src, "reasons"]
+
+
+def test_exports_have_preset_sizes_formats_and_icc(sim_shoot, first_run):
+    out, _ = first_run
+    preset = load_preset("catalog")
+    df = _manifest(out)
+    exported = df[df["status"] == "exported"]
+    assert len(exported)
+    for _, row in exported.iterrows():
+        files = {Path(p).name.rsplit("_", 1)[1].split(".")[0]: out / p for p in row["exports"].split(";")}
+        assert set(files) == {e.name for e in preset.exports}
+        src_size = Image.open(sim_shoot / "truth" / Path(row["source"]).stem / "alpha.png").size
+        for spec in preset.exports:
+            path = files[spec.name]
+            assert path.name == f"{row['sku']}_{row['view']}_{spec.name}.{path.suffix[1:]}"
+            if spec.format == "tiff":
+                with tifffile.TiffFile(path) as tif:
+                    page = tif.pages[0]
+                    assert page.dtype == np.uint16 and page.shape[:2] == src_size[::-1]
+                    assert 34675 in page.tags  # ICC profile tag
+                continue
+            im = Image.open(path)
+            assert im.format == {"jpeg": "JPEG", "png": "PNG"}[spec.format]
+            assert im.info.get("icc_profile"), f"{path.name} has no ICC profile"
+            if spec.grid == "canvas":
+                assert im.size == (spec.long_edge, spec.long_edge)
+                px = np.asarray(im.convert("RGB"))
+                assert (px[0, 0] == 255).all() and (px[-1, -1] == 255).all()
+            else:
+                assert im.size == src_size
+            if spec.alpha:
+                assert im.mode == "RGBA"
+                a = np.asarray(im)[..., 3]
+                assert a.min() == 0 and a.max() == 255
+
+
+def test_white_background_is_exact(first_run):
+    """Outside the piece the main image is exactly (255, 255, 255)."""
+    out, _ = first_run
+    df = _manifest(out)
+    row = df[df["status"] == "exported"].iloc[0]
+    main = next(out / p for p in row["exports"].split(";") if "_main." in p)
+    px = np.asarray(Image.open(main).convert("RGB")).astype(int)
+    border = np.concatenate([px[:50].reshape(-1, 3), px[-50:].reshape(-1, 3)])
+    assert (border == 255).all()
+
+
+def test_qa_outputs_written(sim_shoot, first_run):
+    out, _ = first_run
+    qa = out / "qa" / sim_shoot.name
+    assert (qa / "metrics.csv").exists()
+    assert json.loads((qa / "validation.json").read_text())["results"]
+    assert (qa / "docs" / "index.html").exists()
+    assert "Loupe QA report" in (out / "report.html").read_text()
+
+
+def test_second_run_reprocesses_nothing(sim_shoot, first_run):
+    out, _ = first_run
+    before = sqlite3.connect(out / ".state" / "catalog.sqlite").execute(
+        "select source, updated_at from images order by source").fetchall()
+    counts = run_shoots([sim_shoot], out)
+    assert counts["skipped"] == len([p for p in sim_shoot.iterdir() if p.is_file()])
+    assert counts["exported"] == counts["review"] == counts["rejected"] == 0
+    after = sqlite3.connect(out / ".state" / "catalog.sqlite").execute(
+        "select source, updated_at from images order by source").fetchall()
+    assert before == after
+    assert len(_manifest(out)) == len(before)
+
+
+def test_changed_preset_reprocesses(sim_shoot, first_run, tmp_path):
+    out, _ = first_run
+    preset = tmp_path / "thin.toml"
+    preset.write_text(Path("infra/presets/catalog.toml").read_text().replace('name = "catalog"', 'name = "thin"')
+                      .replace("quality = 88", "quality = 80"))
+    counts = run_shoots([sim_shoot], out, preset=str(preset))
+    assert counts["skipped"] == 0
+    assert len(_manifest(out)) == len([p for p in sim_shoot.iterdir() if p.is_file()])
