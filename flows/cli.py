@@ -80,7 +80,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def cmd_review(a: argparse.Namespace) -> int:
-    from flows.review import approve, list_queue, reject
+    from flows.review import ReviewError, approve, list_queue, reject
 
     out = a.out
     state = a.state or out / ".state"
@@ -88,10 +88,14 @@ def cmd_review(a: argparse.Namespace) -> int:
         for row in list_queue(state):
             print(f"{row['image_id']}  {row['shoot']}/{row['source']}  {row['reasons']}")
         return 0
-    if a.action == "approve":
-        approve(state, out, a.image_id, who=a.who)
-    else:
-        reject(state, out, a.image_id, note=a.note or "", who=a.who)
+    try:
+        if a.action == "approve":
+            approve(state, out, a.image_id, who=a.who)
+        else:
+            reject(state, out, a.image_id, note=a.note or "", who=a.who)
+    except ReviewError as exc:
+        print(f"error: {exc} (see `loupe review list --out {out}`)", file=sys.stderr)
+        return 2
     print(f"{a.action}d {a.image_id}")
     return 0
 

@@ -140,3 +140,23 @@ def test_changed_preset_reprocesses(sim_shoot, first_run, tmp_path):
     counts = run_shoots([sim_shoot], out, preset=str(preset))
     assert counts["skipped"] == 0
     assert len(_manifest(out)) == len([p for p in sim_shoot.iterdir() if p.is_file()])
+
+
+def test_reviewer_approve_and_reject_from_cli(first_run, capsys):
+    from flows.cli import main
+
+    out, _ = first_run
+    assert main(["review", "list", "--out", str(out)]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
+    df = _manifest(out).set_index("image_id")
+    assert sorted(listed) == sorted(df.index[df["status"] == "review"])
+    if len(listed) < 2:
+        pytest.skip("needs two flagged images")
+    assert main(["review", "approve", listed[0], "--out", str(out), "--who", "qa1"]) == 0
+    assert main(["review", "reject", listed[1], "--out", str(out), "--note", "scratched stone"]) == 0
+    df = _manifest(out).set_index("image_id")
+    assert df.loc[listed[0], "status"] == "exported"
+    assert all((out / p).exists() for p in df.loc[listed[0], "exports"].split(";"))
+    assert df.loc[listed[1], "status"] == "rejected" and "reviewer_rejected" in df.loc[listed[1], "reasons"]
+    assert main(["review", "approve", listed[1], "--out", str(out)]) == 2
+    assert "not waiting for review" in capsys.readouterr().err
