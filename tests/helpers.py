@@ -22,3 +22,36 @@ def scene_frame(scene, device="cpu"):
 def to_tensor(arr: np.ndarray, device="cpu") -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     return (t.permute(2, 0, 1) if t.ndim == 3 else t[None])[None].to(device)
+
+
+def sim_scene(seed: int, size=(480, 320), **kwargs):
+    """A simulator scene from ``np.random.default_rng(seed)``, cached (treat it as read-only)."""
+    return _sim_scene(seed, tuple(size), tuple(sorted(kwargs.items())))
+
+
+def _sim_scene_uncached(seed, size, items):
+    from models.simulator import render_scene
+
+    return render_scene(np.random.default_rng(seed), size, **dict(items))
+
+
+def _cache():
+    import functools
+
+    return functools.lru_cache(maxsize=64)(_sim_scene_uncached)
+
+
+_sim_scene = _cache()
+
+
+def prepared_frame(scene, device="cpu", *, truth_piece: bool = False):
+    """``develop`` + ``neutralize`` + ``cutout`` as the pipeline runs them; with ``truth_piece`` the
+    piece mask and alpha are replaced by the simulator's truth so later stages are tested alone."""
+    from tasks.cutout import CutoutParams, cut_out
+    from tasks.neutralize import NeutralizeParams, neutralize
+
+    frame = neutralize(scene_frame(scene, device), NeutralizeParams())
+    if truth_piece:
+        alpha = to_tensor(scene.alpha, device)
+        return frame.replace(alpha=alpha).with_masks(piece=(alpha > 0.5).to(alpha.dtype))
+    return cut_out(frame, CutoutParams())

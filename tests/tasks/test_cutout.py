@@ -1,0 +1,136 @@
+"""cutout: alpha matte against a smooth studio sweep."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from helpers import DEVICES, scene_frame, sim_scene
+from tasks.cutout import CutoutParams, cut_out, fit_backdrop
+from tasks.frame import Frame
+from tasks.neutralize import NeutralizeParams, neutralize
+
+PIECES = ["band", "chain", "solitaire", "earring"]
+
+
+def _cut(scene, device="cpu"):
+    return cut_out(neutralize(scene_frame(scene, device), NeutralizeParams()), CutoutParams())
+
+
+def _iou(scene, frame):
+    a = frame.alpha[0, 0].cpu().numpy() > 0.5
+    g = scene.alpha > 0.5
+    return float((a & g).sum() / (a | g).sum())
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "IoU(alpha>0.5) on white_sweep, seed 0 tested (seeds 0/1/2 measured): band 0.85/0.87/0.60, chain 0.54/0.61/0.56, "
+    "solitaire 0.86/0.91/0.73, earring 0.68/0.93/0.60 (all < 0.95); e.g. band seed 2: 1829 px false "
+    "positive (contact shadow under the piece taken as piece), 3312 px of the band missed; chain seed 2: "
+    "mask 4536 px vs 2549 px truth (sure-foreground grows ~1 px past the edge, see the disc test)"))
+@pytest.mark.parametrize("piece", PIECES)
+def test_iou_on_white_sweep(piece):
+    ious = [_iou(s, _cut(s)) for s in (sim_scene(seed, piece=piece, background="white_sweep") for seed in [0])]
+    assert min(ious) >= 0.95, ious
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_band_interior_is_background(seed):
+    s = sim_scene(seed, piece="band", background="white_sweep")
+    cx, cy = (int(round(v)) for v in s.meta["ring_center"])
+    assert s.alpha[cy, cx] == 0, "scene premise: ring centre shows the backdrop"
+    # the interior hole: the truth-background component containing the ring centre
+    _, labels = cv2.connectedComponents((s.alpha == 0).astype(np.uint8))
+    hole = (labels == labels[cy, cx]) & ~cv2.dilate((s.alpha > 0).astype(np.uint8), np.ones((7, 7))).astype(bool)
+    border_label = labels[0, 0]
+    assume_closed = labels[cy, cx] != border_label
+    alpha = _cut(s).alpha[0, 0].numpy()
+    assert alpha[cy, cx] < 0.5
+    if assume_closed:
+        # measured: 0 px of the interior above 0.5
+        assert (alpha[hole] > 0.5).mean() < 0.02
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_dust_on_backdrop_not_in_mask(seed):
+    # measured: 0 of 75-312 dust px away from the piece ever made it into the mask (15 scenes)
+    s = sim_scene(seed, piece="solitaire", background="white_sweep")
+    near_piece = cv2.dilate((s.alpha > 0.5).astype(np.uint8), np.ones((15, 15))).astype(bool)
+    far_dust = (s.defects == 1) & ~near_piece
+    assert far_dust.sum() > 50, "scene premise: dust on the backdrop"
+    alpha = _cut(s).alpha[0, 0].numpy()
+    assert (alpha[far_dust] > 0.5).sum() == 0
+
+
+def _disc_cut():
+    h, w = 200, 300
+    yy, xx = np.mgrid[:h, :w]
+    sweep = 0.85 - 0.1 * ((xx / w - 0.5) ** 2 + (yy / h - 0.5) ** 2)
+    disc = (xx - 150) ** 2 + (yy - 100) ** 2 < 40 ** 2
+    img = np.where(disc, 0.2, sweep)[..., None] * np.ones(3)
+    out = cut_out(Frame(torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None]), CutoutParams())
+    return disc, out
+
+
+def test_synthetic_disc_found():
+    """A grey disc on a vignetted white sweep: all of it is piece, nothing beyond a 1 px rim."""
+    disc, out = _disc_cut()
+    a = out.alpha[0, 0].numpy() > 0.5
+    assert a[disc].all()
+    rim = cv2.dilate(disc.astype(np.uint8), np.ones((3, 3))).astype(bool)
+    assert not (a & ~rim).any()
+    assert out.flags == ()
+    assert torch.equal(out.masks["piece"], (out.alpha > 0.5).float())
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "noise-free grey disc (r=40, 5013 px) on a white sweep: mask has 5333 px, all 320 extra px form a "
+    "1-px ring outside the edge (blurred difference > t_fg marks the first backdrop pixel as sure "
+    "foreground, alpha 1); IoU 0.940"))
+def test_synthetic_disc_tight():
+    disc, out = _disc_cut()
+    a = out.alpha[0, 0].numpy() > 0.5
+    assert (a & disc).sum() / (a | disc).sum() >= 0.97
+
+
+def test_fit_backdrop_recovers_quadratic():
+    h, w = 48, 64
+    y, x = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    surf = (0.8 + 0.05 * x - 0.03 * y + 0.02 * x * y - 0.04 * x * x).expand(1, 3, h, w).contiguous()
+    blob = surf.clone()
+    blob[..., 15:30, 20:40] = 0.1
+    back, use = fit_backdrop(blob)
+    assert float((back - surf).abs().max()) < 1e-3
+    assert float(use[..., 15:30, 20:40].max()) == 0
+
+
+def test_cluttered_backdrop_flagged():
+    s = sim_scene(0, piece="band", background="textured_desk")
+    out = _cut(s)
+    assert "mask_suspect" in out.flags, out.notes
+
+
+def test_empty_sweep_flags_no_piece():
+    img = torch.full((1, 3, 64, 96), 0.8)
+    out = cut_out(Frame(img), CutoutParams())
+    assert "mask_suspect" in out.flags
+    assert float(out.alpha.max()) == 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_pure_and_shapes(device):
+    s = sim_scene(0, piece="solitaire", metal="yellow_gold", stone="sapphire", background="white_sweep")
+    f = neutralize(scene_frame(s, device), NeutralizeParams())
+    before = f.image.clone()
+    out = cut_out(f, CutoutParams())
+    assert torch.equal(f.image, before) and f.alpha is None and f.masks == {}
+    assert out.image.shape == f.image.shape and out.alpha.shape == (1, 1, *f.image.shape[2:])
+    assert out.image.device == f.image.device and out.alpha.device == f.image.device
+    assert out.alpha.dtype == torch.float32
+    assert float(out.alpha.min()) >= 0 and float(out.alpha.max()) <= 1
+    # decontamination only touches the fractional edge band
+    solid = (out.alpha == 0) | (out.alpha == 1)
+    assert torch.equal(torch.where(solid, out.image, before), torch.where(solid, before, before))
+    # repeatable (float reductions differ by ~7e-7 between runs on CPU)
+    again = cut_out(f, CutoutParams())
+    assert float((again.alpha - out.alpha).abs().max()) < 1e-5

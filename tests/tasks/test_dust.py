@@ -1,0 +1,111 @@
+"""dust: specks and lint go, the design's details stay."""
+
+import functools
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from helpers import DEVICES, prepared_frame, sim_scene
+from tasks.dust import DustParams, find_dust, remove_dust
+from tasks.frame import Frame
+
+# white-sweep scenes with dust on backdrop and piece, and pave/milgrain/prong details
+SCENES = [(0, dict(piece="pave", metal="yellow_gold", stone="diamond")),
+          (1, dict(piece="pave", metal="yellow_gold", stone="diamond")),
+          (0, dict(piece="solitaire", metal="yellow_gold", stone="sapphire")),
+          (0, dict(piece="earring", metal="white_gold", stone="ruby")),
+          (1, dict(piece="earring", metal="white_gold", stone="ruby")),
+          (0, dict(piece="band", metal="yellow_gold"))]
+
+
+def _run(seed, kw):
+    return _run_cached(seed, tuple(sorted(kw.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _run_cached(seed, items):
+    s = sim_scene(seed, background="white_sweep", **dict(items))
+    out = remove_dust(prepared_frame(s, truth_piece=True), DustParams())
+    return s, out.masks["defects"][0, 0].numpy() > 0.5
+
+
+def _speck_hits(scene, mask):
+    n, lab = cv2.connectedComponents((scene.defects == 1).astype(np.uint8))
+    bg, piece = [], []
+    for k in range(1, n):
+        comp = lab == k
+        (piece if scene.alpha[comp].max() > 0.5 else bg).append(bool(mask[comp].any()))
+    return bg, piece
+
+
+def test_dust_on_backdrop_found():
+    # measured: 39/40 specks (97.5%) over these scenes
+    hits = []
+    for seed, kw in SCENES:
+        hits += _speck_hits(*_run(seed, kw))[0]
+    assert len(hits) >= 20
+    assert np.mean(hits) >= 0.8, f"{sum(hits)}/{len(hits)}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "dust specks on the piece (truth piece mask given): only 5/21 found (24%) over pave s0/s1, "
+    "solitaire s0, earring s0/s1, band s0 (1/6, 0/1, 1/3, 1/1, 0/5, 2/5)"))
+def test_dust_on_piece_found():
+    hits = []
+    for seed, kw in SCENES:
+        hits += _speck_hits(*_run(seed, kw))[1]
+    assert np.mean(hits) >= 0.8, f"{sum(hits)}/{len(hits)}"
+
+
+def test_details_spared():
+    # measured: 1.62% (pave s0), 0.72% (pave s1), 0% elsewhere
+    for seed, kw in SCENES:
+        s, mask = _run(seed, kw)
+        det = s.details > 0
+        if det.sum() == 0:
+            continue
+        frac = (mask & det).sum() / det.sum()
+        assert frac <= 0.02, f"{kw['piece']} seed {seed}: {frac:.4f} of {det.sum()} detail px in defects"
+
+
+def test_synthetic_specks_filled_and_row_kept():
+    """Isolated dark dots on a grey plate are removed; a row of identical dots on the piece is kept."""
+    img = torch.full((1, 3, 120, 200), 0.6)
+    piece = torch.zeros((1, 1, 120, 200))
+    piece[..., 60:110, 20:180] = 1
+    for x in (30, 150):  # lone specks: one on the backdrop, one on the piece
+        img[..., 20:23, x:x + 3] = 0.05
+        img[..., 85:88, x:x + 3] = 0.05
+    for x in range(60, 130, 8):  # milgrain-like row on the piece
+        img[..., 70:73, x:x + 3] = 0.05
+    frame = Frame(img).with_masks(piece=piece)
+    before = img.clone()
+    out = remove_dust(frame, DustParams())
+    d = out.masks["defects"][0, 0]
+    assert torch.equal(frame.image, before)
+    assert d[21, 31] == 1 and d[21, 151] == 1 and d[86, 31] == 1 and d[86, 151] == 1
+    assert float(d[65:78, 55:135].max()) == 0  # the row is design
+    # filled specks look like the plate again; the row is untouched
+    assert float((out.image[..., 20:23, 30:33] - 0.6).abs().max()) < 0.05
+    assert torch.equal(out.image[..., 70:73, 60:130], before[..., 70:73, 60:130])
+
+
+def test_clean_plate_has_no_defects():
+    img = torch.full((1, 3, 64, 64), 0.7)
+    assert float(find_dust(img, None, DustParams()).max()) == 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_shapes_and_device(device):
+    s = sim_scene(0, background="white_sweep", piece="band", metal="yellow_gold")
+    f = prepared_frame(s, device)
+    out = remove_dust(f, DustParams())
+    m = out.masks["defects"]
+    assert m.shape == (1, 1, *f.image.shape[2:]) and m.device == f.image.device and m.dtype == torch.float32
+    assert out.image.shape == f.image.shape and out.image.device == f.image.device
+    assert torch.equal(out.alpha, f.alpha)
+    # only masked pixels change
+    changed = (out.image != f.image).any(1, keepdim=True)
+    assert not bool((changed & (m == 0)).any())

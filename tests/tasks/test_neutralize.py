@@ -1,0 +1,118 @@
+"""neutralize: the backdrop's cast goes, gold stays gold."""
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import DEVICES, scene_frame, sim_scene, to_tensor
+from tasks.color import blackbody_rgb, rgb_to_lab
+from tasks.frame import Frame
+from tasks.neutralize import NeutralizeParams, estimate_illuminant, neutralize
+
+SIZE = (480, 320)
+# seeds whose illuminant spans the simulator's 2800-7500 K range (K measured once):
+# 5: 3102 K, 3: 4202 K, 1: 4750 K, 7: 5679 K, 10: 7358 K
+CAST_SEEDS = [5, 3, 1, 7, 10]
+# yellow-gold scenes with enough unclipped polished metal to measure hue
+GOLD_SEEDS = [1, 3, 6, 7, 9, 11]
+
+
+def _scene(seed, background, metal="yellow_gold"):
+    return sim_scene(seed, SIZE, background=background, metal=metal)
+
+
+def _out(scene):
+    return neutralize(scene_frame(scene), NeutralizeParams())
+
+
+def _log_chroma(rgb):
+    return np.array([np.log(rgb[0] / rgb[1]), np.log(rgb[2] / rgb[1])])
+
+
+def _backdrop_error(img, scene):
+    """Log-chroma distance of the backdrop's median colour from the clean truth's (exposure-free)."""
+    bg = (scene.alpha == 0) & (scene.defects == 0)
+    return float(np.linalg.norm(_log_chroma(np.median(img[bg], 0)) - _log_chroma(np.median(scene.clean[bg], 0))))
+
+
+def _gold_hue(img, scene):
+    m = (scene.alpha > 0.99) & (scene.metal > 0.5) & (scene.defects == 0) & (scene.source.max(-1) < 0.95)
+    lab = rgb_to_lab(to_tensor(img))[0].numpy()
+    return float(np.degrees(np.arctan2(np.median(lab[2][m]), np.median(lab[1][m]))) % 360)
+
+
+def _hue_diff(a, b):
+    return abs((a - b + 180) % 360 - 180)
+
+
+@pytest.mark.parametrize("background", ["white_sweep", "grey_sweep"])
+def test_backdrop_cast_removed(background):
+    # measured: error drops 14x-300x (e.g. 3102 K: 1.27 -> 0.008; 7358 K: 0.156 -> 0.011)
+    for seed in CAST_SEEDS:
+        s = _scene(seed, background)
+        before = _backdrop_error(np.clip(s.source, 0, 1), s)
+        after = _backdrop_error(_out(s).image[0].permute(1, 2, 0).numpy(), s)
+        k = s.meta["illuminant"]["kelvin"]
+        assert after * 3 <= before, f"seed {seed} ({k:.0f} K): {before:.4f} -> {after:.4f}"
+        assert after < 0.03, f"seed {seed} ({k:.0f} K): residual {after:.4f}"
+
+
+@functools.lru_cache(maxsize=None)
+def _gold_hues(seed):
+    """(clean, source, neutralized) hue of a white-sweep yellow-gold scene."""
+    s = _scene(seed, "white_sweep")
+    return (_gold_hue(s.clean, s), _gold_hue(np.clip(s.source, 0, 1), s),
+            _gold_hue(_out(s).image[0].permute(1, 2, 0).numpy(), s))
+
+
+def test_gold_stays_yellow_and_hue_error_shrinks():
+    # measured hue error vs clean (deg), source -> out: 11.1->3.5, 12.7->6.1, 16.1->8.7, 8.7->2.2, 8.2->3.8, 9.5->4.0
+    for seed in GOLD_SEEDS:
+        clean, src, out = _gold_hues(seed)
+        assert 60 <= out <= 100, f"seed {seed}: gold hue {out:.1f} deg is not yellow"
+        assert _hue_diff(out, clean) <= 0.7 * _hue_diff(src, clean), (seed, clean, src, out)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Bradford CAT vs the simulator's diagonal sRGB cast: yellow-gold hue after neutralize is off the clean "
+    "truth by 3.5/6.1/8.7/2.2/3.8/4.0 deg (seeds 1/3/6/7/9/11, 3478-5679 K), although the backdrop is neutral"))
+def test_gold_hue_within_3_degrees_of_truth():
+    errs = [_hue_diff(_gold_hues(seed)[2], _gold_hues(seed)[0]) for seed in GOLD_SEEDS]
+    assert max(errs) <= 3.0, errs
+
+
+@pytest.mark.parametrize("kelvin", [2800, 3500, 4500, 5500, 7500])
+def test_estimate_illuminant_on_flat_studio_light(kelvin):
+    white = torch.tensor(blackbody_rgb(kelvin), dtype=torch.float32)
+    img = (0.7 * white / white.max()).view(1, 3, 1, 1).expand(1, 3, 64, 64).contiguous()
+    est, k, tint, off = estimate_illuminant(img, NeutralizeParams())
+    assert est[1] == 1.0
+    assert torch.allclose(est, white, rtol=2e-3)
+    assert abs(1e6 / k - 1e6 / kelvin) < 10  # within 10 mired
+    assert off < 0.01
+    out = neutralize(Frame(img), NeutralizeParams()).image[0, :, 0, 0]
+    assert float((out.max() - out.min()) / out.mean()) < 0.01
+
+
+def test_strength_zero_is_identity_and_coloured_backdrop_flagged():
+    cast = torch.tensor([1.3, 1.0, 0.7]).view(1, 3, 1, 1)
+    img = torch.full((1, 3, 32, 32), 0.5) * cast
+    assert torch.allclose(neutralize(Frame(img), NeutralizeParams(strength=0)).image, img, atol=1e-6)
+    green = torch.tensor([0.3, 0.6, 0.3]).view(1, 3, 1, 1).expand(1, 3, 32, 32).contiguous()
+    assert "cast_uncertain" in neutralize(Frame(green), NeutralizeParams()).flags
+    assert "cast_uncertain" not in neutralize(Frame(img), NeutralizeParams()).flags
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_shape_device_dtype_and_input_untouched(device):
+    s = _scene(5, "white_sweep")
+    f = scene_frame(s, device)
+    before = f.image.clone()
+    out = neutralize(f, NeutralizeParams())
+    assert torch.equal(f.image, before)
+    assert out.image.shape == f.image.shape and out.image.dtype == torch.float32
+    assert out.image.device == f.image.device
+    assert float(out.image.min()) >= 0 and float(out.image.max()) <= 1
+    assert any(n.startswith("neutralize:") for n in out.notes)

@@ -1,0 +1,110 @@
+"""The stage registry and runner."""
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from helpers import DEVICES, scene_frame, sim_scene
+from tasks import pipeline
+from tasks.background import BackgroundParams
+from tasks.frame import Frame
+from tasks.pipeline import FLAG_CODES, STAGE_NAMES, STAGES, run_stages, stage_params
+
+ORDER = ("neutralize", "cutout", "dust", "shine", "gems", "background")
+
+
+def test_stage_order_and_registry():
+    assert STAGE_NAMES == ORDER
+    assert len(set(STAGE_NAMES)) == len(STAGE_NAMES)
+    for st in STAGES:
+        assert st.why_here.strip() and callable(st.apply)
+        st.params()  # defaults validate
+        assert st.params.model_config.get("extra") == "forbid"
+    assert set(FLAG_CODES) == {"mask_suspect", "cast_uncertain"}
+
+
+def test_stage_params_overrides_and_errors():
+    params = stage_params({"shine": {"clarity": 0.3}}, background={"mode": "transparent"})
+    assert set(params) == set(STAGE_NAMES)
+    assert params["shine"].clarity == 0.3
+    assert params["background"].mode == "transparent"
+    # the stage's own table wins over the general background setting
+    assert stage_params({"background": {"mode": "color"}}, background={"mode": "white"})["background"].mode == "color"
+    with pytest.raises(ValueError, match="unknown stage"):
+        stage_params({"sharpen": {}})
+    with pytest.raises(ValidationError):
+        stage_params({"shine": {"clarity": 5}})
+    with pytest.raises(ValidationError):
+        stage_params({"dust": {"nonsense": 1}})
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return sim_scene(0, piece="solitaire", metal="yellow_gold", stone="sapphire", background="white_sweep")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_run_stages_on_scene(scene, device):
+    frame = scene_frame(scene, device)
+    with torch.inference_mode():
+        out, ref, timings = run_stages(frame, stage_params({}))
+    assert tuple(timings) == ORDER and all(t >= 0 for t in timings.values())
+    for f in (out, ref):
+        assert f.image.shape == frame.image.shape and f.image.dtype == torch.float32
+        assert f.image.device == frame.image.device
+    assert out.alpha.shape == (1, 1, *frame.image.shape[2:]) and out.alpha.device == frame.image.device
+    assert out.foreground.shape == frame.image.shape
+    for name in ("piece", "defects", "metal", "stones"):
+        m = out.masks[name]
+        assert m.shape == out.alpha.shape and m.device == frame.image.device and m.dtype == torch.float32
+    assert ref.alpha is None and ref.masks == {}  # the frame right after neutralize
+    assert float(out.image.min()) >= 0 and float(out.image.max()) <= 1
+    assert bool((out.image[(out.alpha == 0).expand_as(out.image)] == 1).all())  # pure white backdrop
+    for name in ORDER:
+        assert any(n.startswith(name + ":") for n in out.notes), name
+    assert set(out.flags) <= set(FLAG_CODES)
+
+
+@pytest.mark.skipif(len(DEVICES) < 2, reason="needs CUDA")
+def test_devices_agree(scene):
+    outs = [run_stages(scene_frame(scene, d), stage_params({}))[0] for d in DEVICES]
+    a0, a1 = (o.alpha.cpu() for o in outs)
+    assert float(((a0 > 0.5) != (a1 > 0.5)).float().mean()) < 0.005
+
+
+def test_skip(scene):
+    frame = scene_frame(scene)
+    frame = frame.replace(image=torch.nn.functional.interpolate(frame.image, scale_factor=0.5, mode="area"))
+    out, ref, timings = run_stages(frame, stage_params({}), skip=("dust", "gems"))
+    assert tuple(timings) == ("neutralize", "cutout", "shine", "background")
+    assert "defects" not in out.masks and "stones" not in out.masks
+    # skipping neutralize: the reference is the input frame itself
+    out2, ref2, t2 = run_stages(frame, stage_params({}), skip=("neutralize",))
+    assert ref2 is frame and "neutralize" not in t2
+    # skipping everything returns the frame unchanged
+    out3, ref3, t3 = run_stages(frame, stage_params({}), skip=STAGE_NAMES)
+    assert out3 is frame and t3 == {}
+
+
+def test_runner_calls_stages_in_order(monkeypatch):
+    calls = []
+
+    def make(name):
+        def apply(frame, params):
+            calls.append(name)
+            return frame.noted(name)
+        return apply
+
+    fake = tuple(pipeline.Stage(s.name, s.params, make(s.name), s.why_here) for s in STAGES)
+    monkeypatch.setattr(pipeline, "STAGES", fake)
+    f = Frame(torch.zeros((1, 3, 4, 4)))
+    out, ref, _ = run_stages(f, stage_params({}), skip=("shine",))
+    assert calls == ["neutralize", "cutout", "dust", "gems", "background"]
+    assert ref.notes == ("neutralize",)
+    assert out.notes == tuple(calls)
+
+
+def test_background_without_alpha_flags():
+    f = Frame(torch.full((1, 3, 8, 8), 0.5))
+    out, _, _ = run_stages(f, {"background": BackgroundParams()}, skip=STAGE_NAMES[:-1])
+    assert "mask_suspect" in out.flags
