@@ -47,7 +47,8 @@ def test_band_interior_is_background(seed):
     alpha = _cut(s).alpha[0, 0].numpy()
     assert alpha[cy, cx] < 0.5
     if assume_closed:
-        # measured: 0 px of the interior above 0.5
+        # measured (interior >3 px from the metal): 0.06% (seed 0) and 0.14% (seed 2) above 0.5;
+        # right at the inner edge 5.5% / 2.1% of the hole is piece (the 1-px grown rim)
         assert (alpha[hole] > 0.5).mean() < 0.02
 
 
