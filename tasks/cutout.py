@@ -93,7 +93,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     t_fg = max(params.fg_sigmas * float(noise), params.min_contrast)
     t_bg = max(params.bg_sigmas * float(noise), params.min_contrast / 2)
 
-    core = (gaussian_blur(diff, 0.7) > t_fg).to(torch.uint8)[0, 0].cpu().numpy()
+    core = (diff > t_fg).to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     near = dilate(sure_fg, params.band)

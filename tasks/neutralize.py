@@ -85,6 +85,10 @@ def neutralize(frame: Frame, params: NeutralizeParams) -> Frame:
     m = bradford_adaptation(white.double()).to(image.dtype)
     m = m * (white[1] / (m @ white)[1])  # keep green, as camera white balance does
     out = torch.einsum("ij,bjhw->bihw", m, image).clamp(0, 1)
+    # Clipped highlights carry no colour information: keep them white instead of
+    # turning them cyan or pink with the correction.
+    keep = ((image.amin(1, keepdim=True) - 0.95) / 0.04).clamp(0, 1)
+    out = keep * image + (1 - keep) * out
     result = frame.replace(image=out).noted(f"neutralize: light ~{kelvin:.0f} K, tint {tint:+.3f}")
     if off_locus > params.off_locus_flag:
         result = result.flagged(

@@ -84,10 +84,6 @@ def test_synthetic_disc_found():
     assert torch.equal(out.masks["piece"], (out.alpha > 0.5).float())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "noise-free grey disc (r=40, 5013 px) on a white sweep: mask has 5333 px, all 320 extra px form a "
-    "1-px ring outside the edge (blurred difference > t_fg marks the first backdrop pixel as sure "
-    "foreground, alpha 1); IoU 0.940"))
 def test_synthetic_disc_tight():
     disc, out = _disc_cut()
     a = out.alpha[0, 0].numpy() > 0.5
