@@ -18,8 +18,3 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
 
-
-def gpus_available() -> float:
-    import ray
-
-    return float(ray.cluster_resources().get("GPU", 0))

@@ -16,7 +16,6 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.imageio import SOURCE_EXTENSIONS
 
 _NAME = re.compile(r"^(?P<sku>[^_]+?)(?:_(?P<view>.+))?$")
 
@@ -72,6 +71,3 @@ def read_shoot(folder: Path) -> Shoot:
         sources.append(Source(folder.name, path, file_sha256(path), sku, view))
     return Shoot(folder.name, folder, tuple(sources), config.get("preset"), config.get("background"))
 
-
-def is_supported(path: Path) -> bool:
-    return path.suffix.lower() in SOURCE_EXTENSIONS
