@@ -55,6 +55,15 @@ review_queue = Table(
 )
 
 
+def _encoded(values: dict) -> dict:
+    """Stamp the row and store dict-valued columns as JSON text."""
+    out = {**values, "updated_at": time.time()}
+    for key in ("metrics", "exports", "staged"):
+        if key in out and not isinstance(out[key], str):
+            out[key] = json.dumps(out[key], sort_keys=True)
+    return out
+
+
 @dataclass
 class Catalog:
     engine: Engine
@@ -81,10 +90,7 @@ class Catalog:
         return dict(row) if row else None
 
     def upsert(self, **row) -> None:
-        row = {**row, "updated_at": time.time()}
-        for key in ("metrics", "exports", "staged"):
-            if key in row and not isinstance(row[key], str):
-                row[key] = json.dumps(row[key], sort_keys=True)
+        row = _encoded(row)
         stmt = sqlite_insert(images).values(**row) if self.engine.dialect.name == "sqlite" else None
         with self.engine.begin() as c:
             if stmt is not None:
@@ -95,10 +101,7 @@ class Catalog:
                     c.execute(images.insert().values(**row))
 
     def set_status(self, shoot: str, source: str, **values) -> None:
-        values = {**values, "updated_at": time.time()}
-        for key in ("metrics", "exports", "staged"):
-            if key in values and not isinstance(values[key], str):
-                values[key] = json.dumps(values[key], sort_keys=True)
+        values = _encoded(values)
         with self.engine.begin() as c:
             c.execute(update(images).where(images.c.shoot == shoot, images.c.source == source).values(**values))
 
