@@ -4,14 +4,19 @@ Needs: linear RGB (before the cut-out, so the whole backdrop is available).
 Estimates the illuminant from what should be neutral, the studio sweep seen
 along the frame border, constrains it to plausible studio light (the
 Planckian locus plus a small green/magenta tint), and adapts the image to
-D65 with a Bradford transform in linear light. Gold stays gold because the
-correction comes from the backdrop, never from the piece's own colours.
+D65 in linear light: by default with per-channel gains (what a camera's white
+balance does, and exact for a cast that scales the channels), or with a
+Bradford transform. Gold stays gold because the correction comes from the
+backdrop, never from the piece's own colours. A known light (``kelvin``,
+e.g. read off a grey card for the whole shoot) skips the estimate: the way
+to handle coloured paper, where the backdrop is not neutral.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +33,10 @@ class NeutralizeParams(BaseModel):
     trust_backdrop: float = Field(0.04, ge=0, description="log-chroma distance from studio light within which the backdrop colour is taken as the light's")
     off_locus_flag: float = Field(0.06, gt=0, description="log-chroma distance from studio light above which the backdrop is called coloured")
     strength: float = Field(1.0, ge=0, le=1, description="1 = full correction")
+    method: Literal["rgb", "bradford"] = Field(
+        "rgb", description="chromatic adaptation: per-channel gains in linear RGB (camera white balance) or Bradford")
+    kelvin: float | None = Field(None, ge=2000, le=15000, description="known light (e.g. from a grey card): skip estimation")
+    tint: float = Field(0.0, ge=-0.03, le=0.03, description="green/magenta tint of the known light (CIE 1960 dv)")
 
 
 @functools.lru_cache(maxsize=4)
@@ -79,11 +88,18 @@ def neutralize(frame: Frame, params: NeutralizeParams) -> Frame:
         True
     """
     image = frame.image
-    white, kelvin, tint, off_locus = estimate_illuminant(image, params)
+    if params.kelvin is not None:
+        kelvin, tint, off_locus = params.kelvin, params.tint, 0.0
+        white = image.new_tensor(blackbody_rgb(kelvin, tint))
+    else:
+        white, kelvin, tint, off_locus = estimate_illuminant(image, params)
     if params.strength < 1:
         white = white ** params.strength
-    m = bradford_adaptation(white.double()).to(image.dtype)
-    m = m * (white[1] / (m @ white)[1])  # keep green, as camera white balance does
+    if params.method == "rgb":
+        m = torch.diag(white[1] / white)
+    else:
+        m = bradford_adaptation(white.double()).to(image.dtype)
+        m = m * (white[1] / (m @ white)[1])  # keep green, as camera white balance does
     out = torch.einsum("ij,bjhw->bihw", m, image).clamp(0, 1)
     # Clipped highlights carry no colour information: keep them white instead of
     # turning them cyan or pink with the correction.
