@@ -178,6 +178,9 @@ def run_shoots(shoot_dirs: list[Path], out: Path, preset: str = "catalog", state
         chosen = load_preset(shoot.preset or preset)
         if shoot.background:
             chosen = chosen.model_copy(update={"background": shoot.background})
+        if shoot.stages:
+            merged = {k: {**chosen.stages.get(k, {}), **shoot.stages.get(k, {})} for k in {*chosen.stages, *shoot.stages}}
+            chosen = chosen.model_copy(update={"stages": merged})
         jobs = ingest(folder, chosen, catalog)
         outcomes = retouch(jobs, chosen, config)
         verdicts = check(shoot.shoot_id, outcomes, chosen, out)

@@ -4,6 +4,8 @@
 
     preset = "catalog"            # or a path to a .toml preset
     background = "transparent"    # overrides the preset's background mode
+    [stages.neutralize]           # per-stage overrides on top of the preset's
+    kelvin = 3200                 # e.g. the light read off a grey card
     [sku]                         # file stem -> "SKU_view" when names do not follow it
     "IMG_0042" = "R1001_front"
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -40,6 +42,7 @@ class Shoot:
     sources: tuple[Source, ...]
     preset: str | None
     background: str | None
+    stages: dict[str, dict] = field(default_factory=dict)
 
 
 def file_sha256(path: Path) -> str:
@@ -69,5 +72,6 @@ def read_shoot(folder: Path) -> Shoot:
             continue
         sku, view = sku_and_view(path.stem, mapping)
         sources.append(Source(folder.name, path, file_sha256(path), sku, view))
-    return Shoot(folder.name, folder, tuple(sources), config.get("preset"), config.get("background"))
+    return Shoot(folder.name, folder, tuple(sources), config.get("preset"), config.get("background"),
+                 config.get("stages", {}))
 
