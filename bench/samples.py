@@ -1,0 +1,106 @@
+"""Loupe's neutralize -> cutout -> background on the real photos in ../shared/samples.
+
+    python bench/samples.py --sheet bench/out/samples.png
+
+Prints, per photo, the mask IoU against the hand-drawn mask that comes with
+it (coarse: outlines run 5-20 px past the metal, holes often filled) and the
+stage flags, and writes a before | after-on-white | mask contact sheet.
+The photos are internal test data with unclear licences: the sheet is
+written under bench/out/ (ignored by git) and must not be published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from infra.imageio import read_source  # noqa: E402
+from tasks.color import linear_to_srgb  # noqa: E402
+from tasks.develop import DevelopParams, develop  # noqa: E402
+from tasks.ops import resize  # noqa: E402
+from tasks.pipeline import STAGES, stage_params  # noqa: E402
+
+SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
+STAGES_RUN = ("neutralize", "cutout", "background")
+
+
+def sample_pairs(root: Path = SAMPLES) -> list[tuple[Path, Path | None]]:
+    """(photo, mask or None) for every sample photo."""
+    pairs = []
+    rings = root / "rings_white_bg_with_masks"
+    for img in sorted((rings / "images").glob("*")):
+        mask = next((rings / "masks").glob(img.stem + ".*"), None)
+        pairs.append((img, mask))
+    for img in sorted((root / "hands_with_rings_masks").glob("Hand_*[0-9].jpg")):
+        pairs.append((img, img.with_name(img.stem + "_mask.png")))
+    for img in sorted((root / "web_product_photos").glob("*")):
+        pairs.append((img, None))
+    return pairs
+
+
+def run_photo(path: Path, long_edge: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Before (sRGB uint8), after on white (sRGB uint8), alpha (float) and flags."""
+    decoded = read_source(path)
+    pixels = torch.from_numpy(decoded.pixels).permute(2, 0, 1)[None]
+    frame = develop(pixels, decoded.transfer, DevelopParams())
+    h, w = frame.image.shape[-2:]
+    scale = min(1.0, long_edge / max(h, w))
+    if scale < 1:
+        frame = frame.replace(image=resize(frame.image, (round(h * scale), round(w * scale))))
+    before = frame.image
+    params = stage_params({}, {"mode": "white"})
+    for stage in STAGES:
+        if stage.name in STAGES_RUN:
+            frame = stage.apply(frame, params[stage.name])
+
+    def u8(x):
+        return (linear_to_srgb(x)[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+
+    return u8(before), u8(frame.image), frame.alpha[0, 0].numpy(), frame.flags
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sheet", type=Path, default=ROOT / "bench" / "out" / "samples.png")
+    ap.add_argument("--long-edge", type=int, default=1600, help="photos are resized to this first")
+    ap.add_argument("--tile", type=int, default=300, help="height of one tile in the sheet")
+    args = ap.parse_args(argv)
+    pairs = sample_pairs()
+    if not pairs:
+        print(f"no samples under {SAMPLES}")
+        return 1
+    rows = []
+    print(f"{'photo':52s} {'iou':>6s}  flags")
+    for path, mask_path in pairs:
+        before, after, alpha, flags = run_photo(path, args.long_edge)
+        ours = alpha > 0.5
+        iou = ""
+        overlay = np.repeat((ours * 255).astype(np.uint8)[..., None], 3, 2)
+        if mask_path is not None and mask_path.exists():
+            truth = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+            truth = cv2.resize(truth, ours.shape[::-1], interpolation=cv2.INTER_NEAREST) >= 128
+            iou = f"{np.logical_and(ours, truth).sum() / max(np.logical_or(ours, truth).sum(), 1):.3f}"
+            overlay[truth & ~ours] = (255, 60, 60)   # in the drawn mask only
+            overlay[~truth & ours] = (60, 110, 255)  # in Loupe's only
+        print(f"{path.parent.name + '/' + path.name:52s} {iou:>6s}  {','.join(flags)}")
+        scale = args.tile / before.shape[0]
+        row = [cv2.resize(x, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for x in (before, after, overlay)]
+        rows.append(np.concatenate(row, 1))
+    width = max(r.shape[1] for r in rows)
+    sheet = np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=40) for r in rows], 0)
+    args.sheet.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(args.sheet), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    print(f"sheet: {args.sheet}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
