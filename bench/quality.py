@@ -148,15 +148,16 @@ def grade(scene, final: Frame, neutral: Frame) -> dict[str, float]:
 
 
 def error_tile(scene, final: Frame) -> np.ndarray:
-    """Source (sRGB) beside the mask errors: white = right, red = piece missed, blue = backdrop taken."""
+    """Source | Loupe's result | mask errors (white = right, red = piece missed, blue = backdrop taken)."""
     src = (linear_to_srgb(torch.from_numpy(scene.source)).numpy() * 255).astype(np.uint8)
+    out = (linear_to_srgb(final.image[0].permute(1, 2, 0).cpu()).numpy() * 255).astype(np.uint8)
     truth = scene.alpha > 0.5
     pred = final.alpha[0, 0].cpu().numpy() > 0.5
     err = np.full(src.shape, 40, np.uint8)
     err[truth & pred] = 255
     err[truth & ~pred] = (255, 40, 40)
     err[~truth & pred] = (60, 110, 255)
-    return np.concatenate([src, err], 1)
+    return np.concatenate([src, out, err], 1)
 
 
 def run_case(piece: str, background: str, seed: int, size: tuple[int, int], device: str,
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backgrounds", nargs="*", default=list(BACKGROUNDS), choices=BACKGROUNDS)
     ap.add_argument("--pieces", nargs="*", default=list(PIECES), choices=PIECES)
     ap.add_argument("--csv", type=Path, help="also write every scene's row here")
-    ap.add_argument("--sheet", type=Path, help="write a PNG of every scene: source | mask errors")
+    ap.add_argument("--sheet", type=Path, help="write a PNG of every scene: source | result | mask errors")
     args = ap.parse_args(argv)
 
     tiles = [] if args.sheet else None
