@@ -125,7 +125,7 @@ def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band
     rim is often mixed. Returns alpha and F (for decontamination).
     """
     inner = erode(hard, 1)
-    outside = 1 - dilate(hard, band + 1)
+    outside = 1 - dilate(hard, 1)  # 1 px margin: small holes (inside chain links) keep their own B
     fg_colour = fill_holes(image * inner, 1 - inner, levels=8)
     back_local = fill_holes(image * outside, 1 - outside, levels=8)
     span = fg_colour - back_local
