@@ -41,6 +41,9 @@ class CutoutParams(BaseModel):
     fg_sigmas: float = Field(8.0, gt=0, description="departure from the backdrop, in noise sigmas, that is surely piece")
     bg_sigmas: float = Field(3.0, gt=0, description="departure below which a pixel is surely backdrop")
     min_contrast: float = Field(0.02, gt=0, description="floor of the thresholds in sRGB units, for very clean backdrops")
+    hole_plain_share: float = Field(0.3, ge=0, le=1, description="an enclosed region is a hole when this share of it shows the plain backdrop")
+    min_patch: float = Field(0.005, ge=0, description="smallest enclosed region (fraction of the piece's area) that may be filled as metal")
+    min_patch_frame: float = Field(3e-4, ge=0, description="and at least this fraction of the frame")
     keep_ratio: float = Field(0.02, ge=0, le=1, description="drop components smaller than this fraction of the largest")
     min_area: float = Field(2e-4, ge=0, description="drop components smaller than this fraction of the frame")
     band: int = Field(2, ge=1, le=16, description="half-width in px of the edge band where alpha is fractional")
@@ -103,6 +106,38 @@ def _faint_piece(image, enc, backdrop, bg_ref, params: CutoutParams) -> torch.Te
     z_pixel = (unexplained / sigma).abs().amax(1, keepdim=True)
     z_smooth = (gaussian_blur(unexplained, 1.5) / (0.19 * sigma)).abs().amax(1, keepdim=True)  # 0.19: noise left
     return (z_smooth > params.fg_sigmas) & (z_pixel > params.bg_sigmas)
+
+
+def _plain_backdrop(enc, backdrop, bg_ref, params: CutoutParams) -> np.ndarray:
+    """Pixels that match the backdrop model on a 1.5 px average (no shadow, no metal)."""
+    diff = enc - backdrop
+    sigma = _robust_sigma(diff, bg_ref)
+    z = (gaussian_blur(diff, 1.5) / (0.19 * sigma)).abs().amax(1, keepdim=True)
+    return (z < params.fg_sigmas)[0, 0].cpu().numpy()
+
+
+def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, plain_share: float, min_area: int) -> np.ndarray:
+    """Fill regions the piece encloses unless enough of them shows the plain backdrop.
+
+    Only regions of at least ``min_area`` px: the small gaps inside chain links
+    and eyelets lie in the piece's shadow, so they never look plain; metal
+    patches that matter are larger.
+
+    A ring's interior or the gap in a link shows the sweep; a flat patch of
+    grey metal inside the outline (a polished wall reflecting the studio)
+    does not, even when its colour is close to the sweep's.
+    """
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - mask, connectivity=4)
+    if n <= 2:
+        return mask
+    touches = np.zeros(n, bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        touches[np.unique(edge)] = True
+    share = np.bincount(labels.ravel(), weights=plain.ravel().astype(np.float64), minlength=n) / np.maximum(
+        stats[:, cv2.CC_STAT_AREA], 1)
+    fill = ~touches & (share < plain_share) & (stats[:, cv2.CC_STAT_AREA] >= min_area)
+    fill[0] = False
+    return mask | fill[labels].astype(np.uint8)
 
 
 def _robust_sigma(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -182,6 +217,8 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     core = (diff > t_fg) | _faint_piece(image, enc, backdrop, bg_ref, params)
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, bg_ref, params), params.hole_plain_share,
+                                int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     sure_bg = (diff < t_bg).to(image.dtype) * (1 - sure_fg)
 
