@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.color import blackbody_rgb, bradford_adaptation
 from tasks.frame import Frame
-from tasks.ops import masked_quantile
+from tasks.ops import gaussian_blur, masked_quantile
 
 
 class NeutralizeParams(BaseModel):
@@ -31,6 +31,7 @@ class NeutralizeParams(BaseModel):
     border: float = Field(0.06, gt=0, lt=0.5, description="width of the frame border sampled for the backdrop")
     max_tint: float = Field(0.008, ge=0, le=0.03, description="largest green/magenta tint accepted (CIE 1960 dv)")
     trust_backdrop: float = Field(0.04, ge=0, description="log-chroma distance from studio light within which the backdrop colour is taken as the light's")
+    max_texture: float = Field(0.03, gt=0, description="fine luminance texture of the border (median |Y - blur(Y)| / Y) above which it is no white reference (a desk, fabric)")
     off_locus_flag: float = Field(0.06, gt=0, description="log-chroma distance from studio light above which the backdrop is called coloured")
     strength: float = Field(1.0, ge=0, le=1, description="1 = full correction")
     method: Literal["rgb", "bradford"] = Field(
@@ -55,12 +56,24 @@ def _locus_table(max_tint: float) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(params, dtype=torch.float64), torch.tensor(chroma, dtype=torch.float64)
 
 
-def estimate_illuminant(image: torch.Tensor, params: NeutralizeParams) -> tuple[torch.Tensor, float, float, float]:
-    """Linear RGB of the scene light (green = 1), its kelvin, tint and off-locus distance."""
+def _border(image: torch.Tensor, params: NeutralizeParams) -> torch.Tensor:
     _, _, h, w = image.shape
     bw = max(2, int(round(params.border * min(h, w))))
     border = torch.ones((1, 1, h, w), dtype=image.dtype, device=image.device)
     border[..., bw:h - bw, bw:w - bw] = 0
+    return border
+
+
+def border_texture(image: torch.Tensor, params: NeutralizeParams) -> float:
+    """Fine luminance texture along the frame border: ~0.01 on a sweep (noise), ~0.05 on a wooden desk."""
+    y = image.mean(1, keepdim=True)
+    sel = _border(image, params) > 0.5
+    return float((y - gaussian_blur(y, 4.0)).abs()[sel].median() / y[sel].median().clamp(min=1e-4))
+
+
+def estimate_illuminant(image: torch.Tensor, params: NeutralizeParams) -> tuple[torch.Tensor, float, float, float]:
+    """Linear RGB of the scene light (green = 1), its kelvin, tint and off-locus distance."""
+    border = _border(image, params)
     y = image.mean(1, keepdim=True)
     usable = border * (y > 0.03) * (image.max(1, keepdim=True).values < 0.98)
     if usable[0, 0].sum() < 64:
@@ -91,6 +104,12 @@ def neutralize(frame: Frame, params: NeutralizeParams) -> Frame:
     if params.kelvin is not None:
         kelvin, tint, off_locus = params.kelvin, params.tint, 0.0
         white = image.new_tensor(blackbody_rgb(kelvin, tint))
+    elif (texture := border_texture(image, params)) > params.max_texture:
+        # A desk or fabric is no white reference: guessing from it turns a warm desk's
+        # cast into a cold piece. Leave the colour as shot and ask for the shoot's light.
+        return frame.noted(f"neutralize: textured backdrop ({texture:.3f}), no white reference; colour left as shot").flagged(
+            "cast_uncertain", "neutralize: backdrop is textured, not a neutral sweep; set the shoot's light "
+            "([stages.neutralize] kelvin in shoot.toml) or review")
     else:
         white, kelvin, tint, off_locus = estimate_illuminant(image, params)
     if params.strength < 1:

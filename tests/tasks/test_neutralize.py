@@ -124,3 +124,14 @@ def test_shape_device_dtype_and_input_untouched(device):
     assert out.image.device == f.image.device
     assert float(out.image.min()) >= 0 and float(out.image.max()) <= 1
     assert any(n.startswith("neutralize:") for n in out.notes)
+
+
+def test_textured_desk_is_no_white_reference():
+    """A wooden desk would be read as warm light and turn the piece cold: leave colour alone, flag it."""
+    scene = _scene(0, "textured_desk")
+    frame = scene_frame(scene)
+    out = neutralize(frame, NeutralizeParams())
+    assert "cast_uncertain" in out.flags, out.notes
+    assert torch.equal(out.image, frame.image)
+    told = neutralize(frame, NeutralizeParams(kelvin=scene.meta["illuminant"]["kelvin"]))
+    assert "cast_uncertain" not in told.flags and not torch.equal(told.image, frame.image)
