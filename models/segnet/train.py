@@ -1,0 +1,270 @@
+"""Train SegNet on simulator composites.
+
+    python -m models.segnet.train --out models/segnet/weights.pt --steps 1600 --batch 8 --seed 0
+
+A pool of samples (``models.segnet.data.make_pool``) is generated once (cached under
+``--cache``), then the net trains on random crops/flips of it with AdamW + cosine LR,
+BCE (boundary/thin-structure weighted) + soft Dice.  Validation IoU per background
+kind on fixed held-out seeds every ``--val-every`` steps; the float16 state dict is
+written atomically; ``TRAINING.md`` next to ``--out`` records the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.segnet import SegNet, piece_probability
+from models.segnet.data import SAMPLE_SIZE, make_pool, make_sample
+from models.simulator import BACKGROUNDS, linear_to_srgb, render_scene
+
+VAL_NATIVE = 16  # held-out simulator scenes per background
+VAL_COMPOSITE = 64  # held-out composite samples (grouped by kind)
+VAL_POOL_SEED = 987_654  # composite validation pool seed (training uses --seed)
+
+
+def native_val_rng(bg_index: int, i: int) -> np.random.Generator:
+    return np.random.default_rng([2024, bg_index, i])
+
+
+def build_val():
+    sets = {}
+    for b, bg in enumerate(BACKGROUNDS):
+        imgs, truths = [], []
+        for i in range(VAL_NATIVE):
+            s = render_scene(native_val_rng(b, i), (384, 256), background=bg)
+            imgs.append(linear_to_srgb(s.source))
+            truths.append(s.alpha > 0.5)
+        sets[bg] = (np.stack(imgs), np.stack(truths))
+    comp = {}
+    for i in range(VAL_COMPOSITE):
+        o = make_sample(VAL_POOL_SEED, i)
+        if o["kind"].startswith("native_"):
+            continue
+        comp.setdefault(o["kind"], ([], []))
+        comp[o["kind"]][0].append(o["image"].astype(np.float32) / 255)
+        comp[o["kind"]][1].append(o["alpha"] > 127)
+    for k in sorted(comp):
+        sets["comp_" + k] = (np.stack(comp[k][0]), np.stack(comp[k][1]))
+    return sets
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    inter = np.logical_and(pred, truth).sum()
+    union = np.logical_or(pred, truth).sum()
+    return float(inter / union) if union else 1.0
+
+
+@torch.no_grad()
+def validate(net, sets, device, size=384):
+    net.eval()
+    out = {}
+    for name, (imgs, truths) in sets.items():
+        vals = []
+        for j in range(0, len(imgs), 8):
+            x = torch.from_numpy(imgs[j:j + 8]).permute(0, 3, 1, 2).float().to(device)
+            p = piece_probability(x, net, size=max(size, max(x.shape[-2:])) if name.startswith("comp_") else size)
+            pred = (p[:, 0] > 0.5).cpu().numpy()
+            vals += [iou(a, b) for a, b in zip(pred, truths[j:j + 8])]
+        out[name] = float(np.mean(vals))
+    net.train()
+    return out
+
+
+def loss_fn(logits, target):
+    hard = (target > 0.5).float()
+    dil = F.max_pool2d(hard, 5, 1, 2)
+    ero = -F.max_pool2d(-hard, 5, 1, 2)
+    boundary = dil - ero
+    # thin structures: truth pixels that vanish under a 5x5 erosion (chains, wires, prongs)
+    thin = hard * (1 - F.max_pool2d(ero, 5, 1, 2))
+    w = 1 + 2 * boundary + 3 * thin
+    bce = F.binary_cross_entropy_with_logits(logits, target, weight=w, reduction="sum") / w.sum()
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum((1, 2, 3))
+    dice = 1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+    return bce + dice.mean()
+
+
+def save_weights(net: SegNet, path: Path, meta: dict):
+    sd = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu() for k, v in net.state_dict().items()}
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save({"widths": list(net.widths), "state_dict": sd, "meta": meta}, tmp)
+    os.replace(tmp, path)
+
+
+def augment(img, alpha, crop, gen):
+    """Random crop + flips + transpose of a uint8 batch (N,H,W,3)/(N,H,W) -> float tensors."""
+    n, H, W = alpha.shape
+    xs, ts = [], []
+    for i in range(n):
+        y0 = int(torch.randint(0, H - crop + 1, (1,), generator=gen))
+        x0 = int(torch.randint(0, W - crop + 1, (1,), generator=gen))
+        x = torch.from_numpy(img[i, y0:y0 + crop, x0:x0 + crop]).permute(2, 0, 1).float() / 255
+        t = torch.from_numpy(alpha[i, y0:y0 + crop, x0:x0 + crop])[None].float() / 255
+        r = torch.rand(3, generator=gen)
+        if r[0] < 0.5:
+            x, t = x.flip(1), t.flip(1)
+        if r[1] < 0.5:
+            x, t = x.flip(2), t.flip(2)
+        if r[2] < 0.5:
+            x, t = x.transpose(1, 2), t.transpose(1, 2)
+        xs.append(x)
+        ts.append(t)
+    return torch.stack(xs), torch.stack(ts)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="models/segnet/weights.pt")
+    ap.add_argument("--steps", type=int, default=1600)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--pool", type=int, default=4000, help="number of pre-generated samples")
+    ap.add_argument("--pool-hard", type=int, default=0,
+                    help="extra samples of the 'hard' profile (hands, clutter), pool seed --seed + 1")
+    ap.add_argument("--crop", type=int, default=224)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
+    ap.add_argument("--val-every", type=int, default=400)
+    ap.add_argument("--widths", default="16,32,48,64,96")
+    ap.add_argument("--cache", default=os.environ.get("LOUPE_SEGNET_CACHE", "/tmp/loupe-segnet-cache"))
+    ap.add_argument("--init", default=None, help="warm-start from these weights (fine-tuning)")
+    ap.add_argument("--no-bf16", action="store_true", help="disable bfloat16 autocast on CPU")
+    args = ap.parse_args(argv)
+    t_start = time.time()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    def load_or_make(seed, count, profile):
+        tag = "" if profile == "default" else f"_{profile}"
+        pool_file = cache / f"pool_s{seed}_n{count}_{SAMPLE_SIZE[0]}x{SAMPLE_SIZE[1]}{tag}.npz"
+        if pool_file.exists():
+            z = np.load(pool_file)
+            print(f"pool: loaded {len(z['kind'])} samples from {pool_file}", flush=True)
+            return z["image"], z["alpha"], [str(k) for k in z["kind"]]
+        t = time.time()
+        im, al, kd = make_pool(seed, count, workers=args.workers, profile=profile)
+        tmp = pool_file.with_name(pool_file.stem + f".tmp{os.getpid()}.npz")
+        np.savez(tmp, image=im, alpha=al, kind=np.array(kd))
+        os.replace(tmp, pool_file)
+        print(f"pool: generated {len(kd)} {profile} samples in {time.time() - t:.0f}s", flush=True)
+        return im, al, kd
+
+    imgs, alphas, kinds = load_or_make(args.seed, args.pool, "default")
+    if args.pool_hard:
+        im2, al2, kd2 = load_or_make(args.seed + 1, args.pool_hard, "hard")
+        imgs, alphas = np.concatenate([imgs, im2]), np.concatenate([alphas, al2])
+        kinds = kinds + ["hard_" + k for k in kd2]
+    kc = {k: kinds.count(k) for k in sorted(set(kinds))}
+    print("pool kinds:", kc, flush=True)
+    t = time.time()
+    val = build_val()
+    print(f"val: {', '.join(f'{k}={len(v[0])}' for k, v in val.items())} ({time.time() - t:.0f}s)", flush=True)
+
+    widths = tuple(int(v) for v in args.widths.split(","))
+    net = SegNet(widths)
+    if args.init:
+        blob = torch.load(args.init, map_location="cpu", weights_only=True)
+        widths = tuple(int(v) for v in blob["widths"])
+        net = SegNet(widths)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+        print(f"init from {args.init}", flush=True)
+    net = net.to(device)
+    nparams = sum(p.numel() for p in net.parameters())
+    print(f"SegNet widths={widths} params={nparams}", flush=True)
+    bf16 = device.type == "cpu" and not args.no_bf16
+    amp_dtype = torch.bfloat16 if bf16 else torch.float16
+    use_amp = bf16 or device.type == "cuda"
+    mf = torch.channels_last
+    net = net.to(memory_format=mf)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    warm = min(100, args.steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, args.steps - warm))))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    gen = torch.Generator().manual_seed(args.seed)
+    n = len(kinds)
+    hist = []
+    t_train = time.time()
+    run_loss = 0.0
+    for step in range(1, args.steps + 1):
+        idx = torch.randint(0, n, (args.batch,), generator=gen).numpy()
+        x, y = augment(imgs[idx], alphas[idx], args.crop, gen)
+        x = x.to(device).contiguous(memory_format=mf)
+        y = y.to(device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            logits = net(x)
+        loss = loss_fn(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        run_loss += float(loss.detach())
+        if step % 25 == 0:
+            el = time.time() - t_train
+            print(f"step {step}/{args.steps} loss {run_loss / 25:.4f} lr {sched.get_last_lr()[0]:.2e} "
+                  f"{el / step:.2f}s/step eta {el / step * (args.steps - step) / 60:.1f}min", flush=True)
+            run_loss = 0.0
+        if step % args.val_every == 0 or step == args.steps:
+            res = validate(net, val, device)
+            hist.append((step, res))
+            print(f"val @ {step}: " + " ".join(f"{k}={v:.3f}" for k, v in res.items()), flush=True)
+            save_weights(net, out, {"step": step, "val_iou": res, "seed": args.seed})
+
+    wall = time.time() - t_start
+    step, res = hist[-1]
+    size_kb = out.stat().st_size / 1024
+    cmd = "python -m models.segnet.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    lines = [
+        "# SegNet training record" + (" (fine-tuning stage)" if args.init else ""),
+        "",
+        "Written by `models/segnet/train.py` at the end of the run.",
+        "",
+        f"- command: `{cmd}`",
+        f"- steps: {args.steps} (batch {args.batch}, crop {args.crop}, pool {n} samples of "
+        f"{SAMPLE_SIZE[0]}x{SAMPLE_SIZE[1]}, seed {args.seed}, device {args.device}, threads {args.threads}, "
+        f"bf16 autocast {bf16})",
+        f"- wall time: {wall / 60:.1f} min (including pool generation/loading and validation)",
+        f"- parameters: {nparams} (widths {widths}); weights file {size_kb:.0f} KiB (float16 state dict)",
+        f"- pool kinds: {kc}",
+        "",
+        "## Validation IoU (prob > 0.5 vs alpha > 0.5, mean per image)",
+        "",
+        "Native simulator scenes: 384x256, `render_scene(np.random.default_rng([2024, b, i]), background=...)`, "
+        f"{VAL_NATIVE} per background. Composites: `make_sample({VAL_POOL_SEED}, i)`, i < {VAL_COMPOSITE}.",
+        "",
+        "| set | n | IoU |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {k} | {len(val[k][0])} | {v:.3f} |" for k, v in res.items()]
+    lines += ["", "History: " + "; ".join(f"{s}: " + ", ".join(f"{k}={v:.3f}" for k, v in r.items()
+                                                               if not k.startswith("comp_")) for s, r in hist), ""]
+    md = out.parent / "TRAINING.md"
+    if args.init and md.exists():
+        prev = md.read_text().split("\n")
+        prev = [("#" + ln if ln.startswith("#") else ln) for ln in prev[1:]]
+        lines += ["", f"## Previous stage (produced the --init weights {args.init})", ""] + prev
+    md.write_text("\n".join(lines))
+    print(f"done in {wall / 60:.1f} min; wrote {out} ({size_kb:.0f} KiB) and {md}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Tests for the shipped SegNet weights (models.segnet). Fast: a few small frames on CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.segnet import DEFAULT_WEIGHTS, SegNet, load_segnet, piece_probability
+from models.simulator import linear_to_srgb, render_scene
+
+# held-out textured_desk scenes: seeds disjoint from training (SeedSequence([seed, i, 0x5E6]))
+# and from validation (default_rng([2024, b, i])).
+TEST_SEEDS = [(31337, i) for i in range(5)]
+# mean IoU measured on these scenes with the shipped weights (see TRAINING.md), minus a margin
+MEASURED_IOU = 0.847
+IOU_BAR = MEASURED_IOU - 0.05
+
+
+@pytest.fixture(scope="module")
+def net() -> SegNet:
+    return load_segnet()
+
+
+@pytest.fixture(scope="module")
+def desk_scenes():
+    return [render_scene(np.random.default_rng(list(s)), (384, 256), background="textured_desk")
+            for s in TEST_SEEDS]
+
+
+def _srgb(scene) -> torch.Tensor:
+    return torch.from_numpy(linear_to_srgb(scene.source)).permute(2, 0, 1)[None].float()
+
+
+def test_weights_load_small_and_cached(net):
+    assert DEFAULT_WEIGHTS.stat().st_size < 3 * 1024 * 1024
+    assert not net.training
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert load_segnet() is net
+    assert load_segnet(str(DEFAULT_WEIGHTS)) is net
+
+
+def test_missing_weights_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="models.segnet.train"):
+        load_segnet(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("shape,dtype", [((1, 3, 200, 300), torch.float32), ((2, 3, 97, 61), torch.float64),
+                                         ((1, 3, 512, 768), torch.float32)])
+def test_output_shape_dtype_range(net, shape, dtype):
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+    p = piece_probability(x, net)
+    assert p.shape == (shape[0], 1, shape[2], shape[3])
+    assert p.dtype == dtype and p.device == x.device
+    assert torch.isfinite(p).all() and p.min() >= 0 and p.max() <= 1
+
+
+def test_deterministic(net, desk_scenes):
+    x = _srgb(desk_scenes[0])
+    a = piece_probability(x, net)
+    b = piece_probability(x.clone(), net)
+    assert torch.equal(a, b)
+
+
+def test_iou_on_held_out_desk_scenes(net, desk_scenes):
+    x = torch.cat([_srgb(s) for s in desk_scenes])
+    p = piece_probability(x, net)[:, 0].numpy() > 0.5
+    ious = []
+    for pred, s in zip(p, desk_scenes):
+        t = s.alpha > 0.5
+        ious.append(np.logical_and(pred, t).sum() / np.logical_or(pred, t).sum())
+    assert float(np.mean(ious)) > IOU_BAR, ious
+    assert min(ious) > IOU_BAR - 0.15, ious
