@@ -22,6 +22,10 @@ backdrop x piece and one per backdrop. Columns:
   render, over the piece interior. Exposure and the light's fall-off are
   removed with the truth first (neither is a colour cast).
 - ``s_per_mp``: seconds per megapixel for the three stages.
+
+``--known-light`` gives neutralize the scene's light, as a studio does for a
+whole shoot from a grey card (``[stages.neutralize] kelvin`` in shoot.toml):
+the way to true colour on coloured paper and desks.
 """
 
 from __future__ import annotations
@@ -161,10 +165,12 @@ def error_tile(scene, final: Frame) -> np.ndarray:
 
 
 def run_case(piece: str, background: str, seed: int, size: tuple[int, int], device: str,
-             tiles: list | None = None) -> dict:
+             tiles: list | None = None, known_light: bool = False) -> dict:
     rng = np.random.default_rng([seed, PIECES.index(piece), BACKGROUNDS.index(background)])
     scene = render_scene(rng, size, piece=piece, background=background)
-    params = stage_params({}, {"mode": "white"})
+    # known light: what a studio sets per shoot from a grey card ([stages.neutralize] kelvin)
+    light = {"neutralize": {"kelvin": scene.meta["illuminant"]["kelvin"]}} if known_light else {}
+    params = stage_params(light, {"mode": "white"})
     frame = Frame(torch.from_numpy(scene.source.transpose(2, 0, 1).copy())[None].to(device))
     neutral = None
     t0 = time.perf_counter()
@@ -192,12 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--backgrounds", nargs="*", default=list(BACKGROUNDS), choices=BACKGROUNDS)
     ap.add_argument("--pieces", nargs="*", default=list(PIECES), choices=PIECES)
+    ap.add_argument("--known-light", action="store_true", help="tell neutralize the shoot's light (grey-card workflow)")
     ap.add_argument("--csv", type=Path, help="also write every scene's row here")
     ap.add_argument("--sheet", type=Path, help="write a PNG of every scene: source | result | mask errors")
     args = ap.parse_args(argv)
 
     tiles = [] if args.sheet else None
-    rows = [run_case(p, b, s, tuple(args.size), args.device, tiles)
+    rows = [run_case(p, b, s, tuple(args.size), args.device, tiles, args.known_light)
             for b in args.backgrounds for p in args.pieces for s in range(args.seeds)]
     if args.sheet:
         cv2.imwrite(str(args.sheet), cv2.cvtColor(np.concatenate(tiles, 0), cv2.COLOR_RGB2BGR))
