@@ -1,24 +1,25 @@
 """cutout: the piece's mask and a soft alpha matte, at full resolution.
 
-Needs: neutralized linear RGB of a studio shot (sweep or paper backdrop).
-Models the backdrop as a smooth surface (a robust quadratic fit, so
-gradients and vignetting are part of the backdrop), marks what departs from
-it, keeps the piece's connected components (dust on the sweep is not the
-piece), and computes fractional alpha in the edge band by projecting each
-pixel onto the line between backdrop and nearby piece colour (difference
-matting). Holes that show the backdrop (ring interiors, gaps between chain
-links) stay background because they match the backdrop model.
+Needs: neutralized linear RGB of a studio shot.
 
-Edge pixels are decontaminated: their colour becomes the estimated piece
-colour, so no backdrop fringe survives compositing onto white.
+Sweeps and paper: the backdrop is modelled as a smooth surface (a robust
+quadratic fit, so gradients and vignetting are part of it). Piece is what
+departs from it by more than the noise allows, plus flat metal that departs
+only faintly (found on a 1.5 px average, counting only what a grey shadow
+cannot explain). Enclosed regions that do not show the plain backdrop are
+filled as metal; ring interiors and gaps between links stay holes. Small
+components (dust on the sweep) are dropped. Alpha in the edge band comes
+from difference matting against the colour just outside the piece, so a
+shadow or a gap is what the edge is mixed with, and edge pixels are
+decontaminated: their colour becomes the estimated piece colour, so no
+backdrop fringe survives compositing onto white.
 
 Cluttered backdrops (desk, hand, fabric) do not fit a smooth surface. There
 a small segmentation network (``models/segnet``, trained on simulator
 composites) gives the piece's probability at ~384 px; the edge is refined at
-full resolution by the same difference matting, with the backdrop colour
-taken from the pixels just outside the piece instead of a surface model.
-The stage flags ``mask_suspect`` when the network is unsure of too much of
-the piece, and QA routes the image to a person.
+full resolution by the same matting. The stage flags ``mask_suspect`` when
+the network is unsure of too much of the piece, and QA routes the image to
+a person.
 """
 
 from __future__ import annotations
@@ -89,7 +90,11 @@ def _keep_components(mask: np.ndarray, params: CutoutParams) -> np.ndarray:
     return keep[labels]
 
 
-def _faint_piece(image, enc, backdrop, bg_ref, params: CutoutParams) -> torch.Tensor:
+# Noise left after a sigma-1.5 px Gaussian: 1 / (2 sqrt(pi) 1.5).
+SMOOTH_NOISE = 0.19
+
+
+def _faint_piece(image, enc, backdrop, sigma, params: CutoutParams) -> torch.Tensor:
     """Flat metal only a little brighter or more coloured than the backdrop.
 
     Per-pixel thresholds miss it in a noisy (dark, strongly white-balanced)
@@ -97,35 +102,29 @@ def _faint_piece(image, enc, backdrop, bg_ref, params: CutoutParams) -> torch.Te
     shadow cannot make count (brighter, or another hue), so the soft contact
     shadow around the piece is not pulled in.
     """
-    diff = enc - backdrop
-    sigma = _robust_sigma(diff, bg_ref)
     back_lin = srgb_to_linear(backdrop.clamp(0, 1))
     lum = image.new_tensor((0.2126, 0.7152, 0.0722)).view(1, 3, 1, 1)
     shade = (image * lum).sum(1, keepdim=True) / (back_lin * lum).sum(1, keepdim=True).clamp(min=1e-4)
     unexplained = enc - linear_to_srgb(back_lin * shade.clamp(0, 1))
     z_pixel = (unexplained / sigma).abs().amax(1, keepdim=True)
-    z_smooth = (gaussian_blur(unexplained, 1.5) / (0.19 * sigma)).abs().amax(1, keepdim=True)  # 0.19: noise left
+    z_smooth = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma)).abs().amax(1, keepdim=True)
     return (z_smooth > params.fg_sigmas) & (z_pixel > params.bg_sigmas)
 
 
-def _plain_backdrop(enc, backdrop, bg_ref, params: CutoutParams) -> np.ndarray:
+def _plain_backdrop(enc, backdrop, sigma, params: CutoutParams) -> np.ndarray:
     """Pixels that match the backdrop model on a 1.5 px average (no shadow, no metal)."""
-    diff = enc - backdrop
-    sigma = _robust_sigma(diff, bg_ref)
-    z = (gaussian_blur(diff, 1.5) / (0.19 * sigma)).abs().amax(1, keepdim=True)
+    z = (gaussian_blur(enc - backdrop, 1.5) / (SMOOTH_NOISE * sigma)).abs().amax(1, keepdim=True)
     return (z < params.fg_sigmas)[0, 0].cpu().numpy()
 
 
 def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, plain_share: float, min_area: int) -> np.ndarray:
     """Fill regions the piece encloses unless enough of them shows the plain backdrop.
 
-    Only regions of at least ``min_area`` px: the small gaps inside chain links
-    and eyelets lie in the piece's shadow, so they never look plain; metal
-    patches that matter are larger.
-
-    A ring's interior or the gap in a link shows the sweep; a flat patch of
-    grey metal inside the outline (a polished wall reflecting the studio)
-    does not, even when its colour is close to the sweep's.
+    A ring's interior shows the sweep; a flat patch of grey metal inside the
+    outline (a polished wall reflecting the studio) does not, even when its
+    colour is close to the sweep's. Only regions of at least ``min_area`` px:
+    the small gaps inside chain links and eyelets lie in the piece's shadow,
+    so they never look plain; metal patches that matter are larger.
     """
     n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - mask, connectivity=4)
     if n <= 2:
@@ -214,10 +213,11 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     t_fg = max(params.fg_sigmas * float(noise), params.min_contrast)
     t_bg = max(params.bg_sigmas * float(noise), params.min_contrast / 2)
 
-    core = (diff > t_fg) | _faint_piece(image, enc, backdrop, bg_ref, params)
+    sigma = _robust_sigma(enc - backdrop, bg_ref)  # per channel: a strong white balance makes blue noisy
+    core = (diff > t_fg) | _faint_piece(image, enc, backdrop, sigma, params)
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
-    core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, bg_ref, params), params.hole_plain_share,
+    core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     sure_bg = (diff < t_bg).to(image.dtype) * (1 - sure_fg)
