@@ -213,7 +213,9 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     t_fg = max(params.fg_sigmas * float(noise), params.min_contrast)
     t_bg = max(params.bg_sigmas * float(noise), params.min_contrast / 2)
 
-    sigma = _robust_sigma(enc - backdrop, bg_ref)  # per channel: a strong white balance makes blue noisy
+    # per channel (a strong white balance makes blue noisy), floored like the thresholds: an
+    # already-retouched pure-white backdrop has no noise, only JPEG ripples
+    sigma = _robust_sigma(enc - backdrop, bg_ref).clamp(min=params.min_contrast / params.fg_sigmas)
     core = (diff > t_fg) | _faint_piece(image, enc, backdrop, sigma, params)
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
