@@ -6,7 +6,9 @@ Sweeps and paper: the backdrop is modelled as a smooth surface (a robust
 quadratic fit, so gradients and vignetting are part of it). Piece is what
 departs from it by more than the noise allows, plus flat metal that departs
 only faintly (found on a 1.5 px average, counting only what a grey shadow
-cannot explain). Enclosed regions that do not show the plain backdrop are
+cannot explain). Grey darkenings of the backdrop that the segmentation
+network (below) calls background are shadows and leave the mask. Enclosed
+regions that do not show the plain backdrop are
 filled as metal; ring interiors and gaps between links stay holes. Small
 components (dust on the sweep) are dropped. Alpha in the edge band comes
 from difference matting against the colour just outside the piece, so a
@@ -45,6 +47,9 @@ class CutoutParams(BaseModel):
     hole_plain_share: float = Field(0.3, ge=0, le=1, description="an enclosed region is a hole when this share of it shows the plain backdrop")
     min_patch: float = Field(0.005, ge=0, description="smallest enclosed region (fraction of the piece's area) that may be filled as metal")
     min_patch_frame: float = Field(3e-4, ge=0, description="and at least this fraction of the frame")
+    shadow_check: bool = Field(True, description="ask the network about grey darkenings of the backdrop (shadows)")
+    deepest_shadow: float = Field(0.3, gt=0, le=1, description="darkest a shadow makes the backdrop (linear ratio)")
+    shadow_p: float = Field(0.25, gt=0, lt=1, description="a grey darkening the network gives less than this piece probability is a shadow")
     keep_ratio: float = Field(0.02, ge=0, le=1, description="drop components smaller than this fraction of the largest")
     min_area: float = Field(2e-4, ge=0, description="drop components smaller than this fraction of the frame")
     band: int = Field(2, ge=1, le=16, description="half-width in px of the edge band where alpha is fractional")
@@ -115,6 +120,28 @@ def _plain_backdrop(enc, backdrop, sigma, params: CutoutParams) -> np.ndarray:
     """Pixels that match the backdrop model on a 1.5 px average (no shadow, no metal)."""
     z = (gaussian_blur(enc - backdrop, 1.5) / (SMOOTH_NOISE * sigma)).abs().amax(1, keepdim=True)
     return (z < params.fg_sigmas)[0, 0].cpu().numpy()
+
+
+def _drop_shadows(image, enc, backdrop, sigma, core: np.ndarray, params: CutoutParams) -> np.ndarray:
+    """Remove parts of ``core`` that are a grey darkening of the backdrop and that the
+    segmentation network, which sees the whole scene, calls background (a shadow)."""
+    from models.segnet import load_segnet, piece_probability
+
+    back_lin = srgb_to_linear(backdrop.clamp(0, 1))
+    lum = image.new_tensor((0.2126, 0.7152, 0.0722)).view(1, 3, 1, 1)
+    shade = (image * lum).sum(1, keepdim=True) / (back_lin * lum).sum(1, keepdim=True).clamp(min=1e-4)
+    unexplained = enc - linear_to_srgb(back_lin * shade.clamp(0, 1))
+    z = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma)).abs().amax(1, keepdim=True)
+    grey = ((z < params.fg_sigmas) & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
+    candidates = (core > 0) & grey
+    n, labels = cv2.connectedComponents(candidates.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return core
+    prob = piece_probability(enc, load_segnet(params.network_weights, image.device))[0, 0].cpu().numpy()
+    mean_p = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n) / np.maximum(np.bincount(labels.ravel(), minlength=n), 1)
+    shadow = mean_p < params.shadow_p
+    shadow[0] = False
+    return core & ~shadow[labels].astype(np.uint8)
 
 
 def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, plain_share: float, min_area: int) -> np.ndarray:
@@ -219,6 +246,8 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     core = (diff > t_fg) | _faint_piece(image, enc, backdrop, sigma, params)
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    if params.shadow_check:
+        core = _drop_shadows(image, enc, backdrop, sigma, core, params)
     core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
