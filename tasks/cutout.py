@@ -29,6 +29,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -133,7 +134,12 @@ def _drop_shadows(image, enc, backdrop, sigma, core: np.ndarray, params: CutoutP
     unexplained = enc - linear_to_srgb(back_lin * shade.clamp(0, 1))
     z = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma)).abs().amax(1, keepdim=True)
     grey = ((z < params.fg_sigmas) & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
-    candidates = (core > 0) & grey
+    # split at edges, so a shadow touching grey metal is judged apart from the metal
+    smooth = gaussian_blur(enc, 1.0)
+    gy = F.pad((smooth[..., 1:, :] - smooth[..., :-1, :]).abs(), (0, 0, 0, 1))
+    gx = F.pad((smooth[..., :, 1:] - smooth[..., :, :-1]).abs(), (0, 1, 0, 0))
+    flat = ((torch.maximum(gx, gy) / sigma).amax(1, keepdim=True) < params.fg_sigmas)[0, 0].cpu().numpy()
+    candidates = (core > 0) & grey & flat
     n, labels = cv2.connectedComponents(candidates.astype(np.uint8), connectivity=8)
     if n <= 1:
         return core
