@@ -48,7 +48,7 @@ class CutoutParams(BaseModel):
     hole_plain_share: float = Field(0.3, ge=0, le=1, description="an enclosed region is a hole when this share of it shows the plain backdrop")
     min_patch: float = Field(0.005, ge=0, description="smallest enclosed region (fraction of the piece's area) that may be filled as metal")
     min_patch_frame: float = Field(3e-4, ge=0, description="and at least this fraction of the frame")
-    shadow_check: bool = Field(True, description="ask the network about grey darkenings of the backdrop (shadows)")
+    network_checks: bool = Field(True, description="ask the network about shadows and enclosed regions on sweeps")
     deepest_shadow: float = Field(0.3, gt=0, le=1, description="darkest a shadow makes the backdrop (linear ratio)")
     shadow_p: float = Field(0.25, gt=0, lt=1, description="a grey darkening the network gives less than this piece probability is a shadow")
     keep_ratio: float = Field(0.02, ge=0, le=1, description="drop components smaller than this fraction of the largest")
@@ -123,11 +123,15 @@ def _plain_backdrop(enc, backdrop, sigma, params: CutoutParams) -> np.ndarray:
     return (z < params.fg_sigmas)[0, 0].cpu().numpy()
 
 
-def _drop_shadows(image, enc, backdrop, sigma, core: np.ndarray, params: CutoutParams) -> np.ndarray:
-    """Remove parts of ``core`` that are a grey darkening of the backdrop and that the
-    segmentation network, which sees the whole scene, calls background (a shadow)."""
+def _piece_probability(enc: torch.Tensor, params: CutoutParams) -> torch.Tensor:
     from models.segnet import load_segnet, piece_probability
 
+    return piece_probability(enc, load_segnet(params.network_weights, enc.device))
+
+
+def _drop_shadows(image, enc, backdrop, sigma, core: np.ndarray, prob: np.ndarray, params: CutoutParams) -> np.ndarray:
+    """Remove parts of ``core`` that are a grey darkening of the backdrop and that the
+    segmentation network, which sees the whole scene, calls background (a shadow)."""
     back_lin = srgb_to_linear(backdrop.clamp(0, 1))
     lum = image.new_tensor((0.2126, 0.7152, 0.0722)).view(1, 3, 1, 1)
     shade = (image * lum).sum(1, keepdim=True) / (back_lin * lum).sum(1, keepdim=True).clamp(min=1e-4)
@@ -143,21 +147,23 @@ def _drop_shadows(image, enc, backdrop, sigma, core: np.ndarray, params: CutoutP
     n, labels = cv2.connectedComponents(candidates.astype(np.uint8), connectivity=8)
     if n <= 1:
         return core
-    prob = piece_probability(enc, load_segnet(params.network_weights, image.device))[0, 0].cpu().numpy()
     mean_p = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n) / np.maximum(np.bincount(labels.ravel(), minlength=n), 1)
     shadow = mean_p < params.shadow_p
     shadow[0] = False
     return core & ~shadow[labels].astype(np.uint8)
 
 
-def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, plain_share: float, min_area: int) -> np.ndarray:
+def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, prob: np.ndarray | None, plain_share: float,
+                         min_area: int) -> np.ndarray:
     """Fill regions the piece encloses unless enough of them shows the plain backdrop.
 
     A ring's interior shows the sweep; a flat patch of grey metal inside the
     outline (a polished wall reflecting the studio) does not, even when its
     colour is close to the sweep's. Only regions of at least ``min_area`` px:
     the small gaps inside chain links and eyelets lie in the piece's shadow,
-    so they never look plain; metal patches that matter are larger.
+    so they never look plain; metal patches that matter are larger. With the
+    network's ``prob``, a region it calls background (a shaded ring interior)
+    stays a hole.
     """
     n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - mask, connectivity=4)
     if n <= 2:
@@ -168,6 +174,9 @@ def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, plain_share: float
     share = np.bincount(labels.ravel(), weights=plain.ravel().astype(np.float64), minlength=n) / np.maximum(
         stats[:, cv2.CC_STAT_AREA], 1)
     fill = ~touches & (share < plain_share) & (stats[:, cv2.CC_STAT_AREA] >= min_area)
+    if prob is not None:
+        mean_p = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
+        fill &= mean_p >= 0.3
     fill[0] = False
     return mask | fill[labels].astype(np.uint8)
 
@@ -206,11 +215,9 @@ def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band
 
 def _network_cut(frame: Frame, params: CutoutParams, why: str) -> Frame:
     """Piece probability from the segmentation network, edges matted against the local backdrop."""
-    from models.segnet import load_segnet, piece_probability
-
     image = frame.image
     enc = linear_to_srgb(image)
-    prob = piece_probability(enc, load_segnet(params.network_weights, image.device))
+    prob = _piece_probability(enc, params)
     core = (prob > 0.5).to(torch.uint8)[0, 0].cpu().numpy()
     hard = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     alpha, fg_colour = _matte(image, hard, prob, params.band)
@@ -252,9 +259,10 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     core = (diff > t_fg) | _faint_piece(image, enc, backdrop, sigma, params)
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
-    if params.shadow_check:
-        core = _drop_shadows(image, enc, backdrop, sigma, core, params)
-    core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), params.hole_plain_share,
+    prob = _piece_probability(enc, params)[0, 0].cpu().numpy() if params.network_checks else None
+    if prob is not None:
+        core = _drop_shadows(image, enc, backdrop, sigma, core, prob, params)
+    core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     sure_bg = (diff < t_bg).to(image.dtype) * (1 - sure_fg)

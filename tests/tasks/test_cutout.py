@@ -182,7 +182,7 @@ def test_network_vetoes_contact_shadows():
         total = 0.0
         for seed in range(3):
             s = sim_scene(seed, size=(900, 600), piece="band", background="white_sweep")
-            out = cut_out(neutralize(scene_frame(s), NeutralizeParams()), CutoutParams(shadow_check=check))
+            out = cut_out(neutralize(scene_frame(s), NeutralizeParams()), CutoutParams(network_checks=check))
             p, t = out.alpha[0, 0].numpy() > 0.5, s.alpha > 0.5
             total += (p & ~t).sum() / t.sum()
         return total
