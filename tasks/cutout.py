@@ -6,7 +6,7 @@ Sweeps and paper: the backdrop is modelled as a smooth surface (a robust
 quadratic fit, so gradients and vignetting are part of it). Piece is what
 departs from it by more than the noise allows, plus flat metal that departs
 only faintly (found on a 1.5 px average, counting only what a grey shadow
-cannot explain). Grey darkenings of the backdrop that the segmentation
+cannot explain) and thin lines that stand out from their surroundings. Grey darkenings of the backdrop that the segmentation
 network (below) calls background are shadows and leave the mask. Enclosed
 regions that do not show the plain backdrop are
 filled as metal; ring interiors and gaps between links stay holes. Small
@@ -51,6 +51,7 @@ class CutoutParams(BaseModel):
     network_checks: bool = Field(True, description="ask the network about shadows and enclosed regions on sweeps")
     deepest_shadow: float = Field(0.3, gt=0, le=1, description="darkest a shadow makes the backdrop (linear ratio)")
     shadow_p: float = Field(0.25, gt=0, lt=1, description="a grey darkening the network gives less than this piece probability is a shadow")
+    line_sigmas: float = Field(5.0, gt=0, description="contrast with its surroundings, in noise sigmas, that makes a thin line piece")
     keep_ratio: float = Field(0.02, ge=0, le=1, description="drop components smaller than this fraction of the largest")
     min_area: float = Field(2e-4, ge=0, description="drop components smaller than this fraction of the frame")
     band: int = Field(2, ge=1, le=16, description="half-width in px of the edge band where alpha is fractional")
@@ -115,6 +116,16 @@ def _faint_piece(image, enc, backdrop, sigma, params: CutoutParams) -> torch.Ten
     z_pixel = (unexplained / sigma).abs().amax(1, keepdim=True)
     z_smooth = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma)).abs().amax(1, keepdim=True)
     return (z_smooth > params.fg_sigmas) & (z_pixel > params.bg_sigmas)
+
+
+def _thin_lines(enc, backdrop, sigma, params: CutoutParams) -> torch.Tensor:
+    """Wire, prongs and hooks too faint for the per-pixel threshold: pixels off the backdrop that
+    also stand out from their 1.5 px surroundings the same way (darker and darker, or brighter and
+    brighter). A smooth shadow does not stand out from its surroundings."""
+    off = (enc - backdrop) / sigma
+    ridge = (enc - gaussian_blur(enc, 1.5)) / sigma
+    same_way = (off * ridge > 0) & (off.abs() > params.bg_sigmas) & (ridge.abs() > params.line_sigmas)
+    return same_way.any(1, keepdim=True)
 
 
 def _plain_backdrop(enc, backdrop, sigma, params: CutoutParams) -> np.ndarray:
@@ -256,7 +267,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     # per channel (a strong white balance makes blue noisy), floored like the thresholds: an
     # already-retouched pure-white backdrop has no noise, only JPEG ripples
     sigma = _robust_sigma(enc - backdrop, bg_ref).clamp(min=params.min_contrast / params.fg_sigmas)
-    core = (diff > t_fg) | _faint_piece(image, enc, backdrop, sigma, params)
+    core = (diff > t_fg) | _faint_piece(image, enc, backdrop, sigma, params) | _thin_lines(enc, backdrop, sigma, params)
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     prob = _piece_probability(enc, params)[0, 0].cpu().numpy() if params.network_checks else None

@@ -25,13 +25,13 @@ def _iou(scene, frame):
 @pytest.mark.parametrize("background", ["white_sweep", "grey_sweep"])
 @pytest.mark.parametrize("piece", ["band", "solitaire", "earring", "pave"])
 def test_iou_on_sweeps(piece, background):
-    # measured at 480x320, seeds 0-2: 0.86-0.99 (case means 0.92-0.97); 0.95-0.998 at 900x600 (bench/quality.py)
+    # measured at 480x320, seeds 0-2: 0.84-0.99 (case means 0.92-0.98); 0.94-0.999 at 900x600 (bench/quality.py)
     ious = [_iou(s, _cut(s)) for s in (sim_scene(seed, piece=piece, background=background) for seed in (0, 1, 2))]
-    assert min(ious) >= 0.84 and np.mean(ious) >= 0.90, ious
+    assert min(ious) >= 0.82 and np.mean(ious) >= 0.90, ious
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "chain IoU(alpha>0.5) at 480x320, seeds 0-2: white 0.69/0.78/0.75, grey 0.63/0.64/0.63; link wire is "
+    "chain IoU(alpha>0.5) at 480x320, seeds 0-2: white 0.70/0.78/0.75, grey 0.63/0.68/0.75; link wire is "
     "2-4 px, so a 1 px error on each side of it costs half the IoU: the matte's 0.5 crossing is off by "
     "about a pixel and some link gaps in the chain's shadow are filled"))
 @pytest.mark.parametrize("background", ["white_sweep", "grey_sweep"])
