@@ -144,10 +144,15 @@ def test_chain_link_gaps_stay_background():
 
 
 def test_cluttered_backdrop_uses_the_network():
-    s = sim_scene(0, size=(600, 400), piece="band", background="textured_desk")
-    out = _cut(s)
-    assert any("network mask" in n for n in out.notes), out.notes
-    assert _iou(s, out) >= 0.75  # measured: see tests/models/test_segnet.py for the network alone
+    ious = []
+    for piece in ("band", "solitaire", "earring"):
+        for seed in range(3):
+            s = sim_scene(seed, size=(600, 400), piece=piece, background="textured_desk")
+            out = _cut(s)
+            assert any("network mask" in n for n in out.notes), out.notes
+            ious.append(_iou(s, out))
+    # measured 0.71-0.96, mean 0.87 (the network alone: tests/models/test_segnet.py)
+    assert min(ious) >= 0.65 and np.mean(ious) >= 0.82, ious
 
 
 def test_empty_sweep_flags_no_piece():
