@@ -101,6 +101,15 @@ def _keep_components(mask: np.ndarray, params: CutoutParams) -> np.ndarray:
 SMOOTH_NOISE = 0.19
 
 
+def _shading(image, enc, backdrop) -> tuple[torch.Tensor, torch.Tensor]:
+    """How much darker than the backdrop each pixel is (linear luminance ratio), and what of its
+    colour a grey shadow on the backdrop cannot explain (sRGB units)."""
+    back_lin = srgb_to_linear(backdrop.clamp(0, 1))
+    lum = image.new_tensor((0.2126, 0.7152, 0.0722)).view(1, 3, 1, 1)
+    shade = (image * lum).sum(1, keepdim=True) / (back_lin * lum).sum(1, keepdim=True).clamp(min=1e-4)
+    return shade, enc - linear_to_srgb(back_lin * shade.clamp(0, 1))
+
+
 def _faint_piece(image, enc, backdrop, sigma, params: CutoutParams) -> torch.Tensor:
     """Flat metal only a little brighter or more coloured than the backdrop.
 
@@ -109,10 +118,7 @@ def _faint_piece(image, enc, backdrop, sigma, params: CutoutParams) -> torch.Ten
     shadow cannot make count (brighter, or another hue), so the soft contact
     shadow around the piece is not pulled in.
     """
-    back_lin = srgb_to_linear(backdrop.clamp(0, 1))
-    lum = image.new_tensor((0.2126, 0.7152, 0.0722)).view(1, 3, 1, 1)
-    shade = (image * lum).sum(1, keepdim=True) / (back_lin * lum).sum(1, keepdim=True).clamp(min=1e-4)
-    unexplained = enc - linear_to_srgb(back_lin * shade.clamp(0, 1))
+    _, unexplained = _shading(image, enc, backdrop)
     z_pixel = (unexplained / sigma).abs().amax(1, keepdim=True)
     z_smooth = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma)).abs().amax(1, keepdim=True)
     return (z_smooth > params.fg_sigmas) & (z_pixel > params.bg_sigmas)
@@ -143,10 +149,7 @@ def _piece_probability(enc: torch.Tensor, params: CutoutParams) -> torch.Tensor:
 def _drop_shadows(image, enc, backdrop, sigma, core: np.ndarray, prob: np.ndarray, params: CutoutParams) -> np.ndarray:
     """Remove parts of ``core`` that are a grey darkening of the backdrop and that the
     segmentation network, which sees the whole scene, calls background (a shadow)."""
-    back_lin = srgb_to_linear(backdrop.clamp(0, 1))
-    lum = image.new_tensor((0.2126, 0.7152, 0.0722)).view(1, 3, 1, 1)
-    shade = (image * lum).sum(1, keepdim=True) / (back_lin * lum).sum(1, keepdim=True).clamp(min=1e-4)
-    unexplained = enc - linear_to_srgb(back_lin * shade.clamp(0, 1))
+    shade, unexplained = _shading(image, enc, backdrop)
     z = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma)).abs().amax(1, keepdim=True)
     grey = ((z < params.fg_sigmas) & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
     # split at edges, so a shadow touching grey metal is judged apart from the metal
