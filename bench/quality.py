@@ -45,9 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.simulator import BACKGROUNDS, PIECES, lighting_gain, render_scene  # noqa: E402
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab  # noqa: E402
 from tasks.frame import Frame  # noqa: E402
-from tasks.pipeline import STAGES, stage_params  # noqa: E402
+from tasks.pipeline import STAGE_NAMES, run_stages, stage_params  # noqa: E402
 
-STAGES_RUN = ("neutralize", "cutout", "background")
+# the stages graded here; the surface retouch in between is left out
+SKIP = tuple(n for n in STAGE_NAMES if n not in ("neutralize", "cutout", "background"))
 COLUMNS = ["iou", "thin_f", "hole_rec", "halo", "white", "de_piece", "s_per_mp"]
 
 
@@ -172,13 +173,8 @@ def run_case(piece: str, background: str, seed: int, size: tuple[int, int], devi
     light = {"neutralize": {"kelvin": scene.meta["illuminant"]["kelvin"]}} if known_light else {}
     params = stage_params(light, {"mode": "white"})
     frame = Frame(torch.from_numpy(scene.source.transpose(2, 0, 1).copy())[None].to(device))
-    neutral = None
     t0 = time.perf_counter()
-    for stage in STAGES:
-        if stage.name in STAGES_RUN:
-            frame = stage.apply(frame, params[stage.name])
-            if stage.name == "neutralize":
-                neutral = frame
+    frame, neutral, _ = run_stages(frame, params, SKIP)
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0

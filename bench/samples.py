@@ -26,10 +26,10 @@ from infra.imageio import read_source  # noqa: E402
 from tasks.color import linear_to_srgb  # noqa: E402
 from tasks.develop import DevelopParams, develop  # noqa: E402
 from tasks.ops import resize  # noqa: E402
-from tasks.pipeline import STAGES, stage_params  # noqa: E402
+from bench.quality import SKIP  # noqa: E402
+from tasks.pipeline import run_stages, stage_params  # noqa: E402
 
 SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
-STAGES_RUN = ("neutralize", "cutout", "background")
 
 
 def sample_pairs(root: Path = SAMPLES) -> list[tuple[Path, Path | None]]:
@@ -57,9 +57,7 @@ def run_photo(path: Path, long_edge: int) -> tuple[np.ndarray, np.ndarray, np.nd
         frame = frame.replace(image=resize(frame.image, (round(h * scale), round(w * scale))))
     before = frame.image
     params = stage_params({}, {"mode": "white"})
-    for stage in STAGES:
-        if stage.name in STAGES_RUN:
-            frame = stage.apply(frame, params[stage.name])
+    frame, _, _ = run_stages(frame, params, SKIP)
 
     def u8(x):
         return (linear_to_srgb(x)[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)

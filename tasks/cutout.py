@@ -101,16 +101,20 @@ def _keep_components(mask: np.ndarray, params: CutoutParams) -> np.ndarray:
 SMOOTH_NOISE = 0.19
 
 
-def _shading(image, enc, backdrop) -> tuple[torch.Tensor, torch.Tensor]:
-    """How much darker than the backdrop each pixel is (linear luminance ratio), and what of its
-    colour a grey shadow on the backdrop cannot explain (sRGB units)."""
+def _shadow_scores(image, enc, backdrop, sigma) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """How much darker than the backdrop each pixel is (linear luminance ratio), and, in noise
+    sigmas per pixel and on a 1.5 px average, what of its colour a grey shadow on the backdrop
+    cannot explain."""
     back_lin = srgb_to_linear(backdrop.clamp(0, 1))
     lum = image.new_tensor((0.2126, 0.7152, 0.0722)).view(1, 3, 1, 1)
     shade = (image * lum).sum(1, keepdim=True) / (back_lin * lum).sum(1, keepdim=True).clamp(min=1e-4)
-    return shade, enc - linear_to_srgb(back_lin * shade.clamp(0, 1))
+    unexplained = enc - linear_to_srgb(back_lin * shade.clamp(0, 1))
+    z_pixel = (unexplained / sigma).abs().amax(1, keepdim=True)
+    z_smooth = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma)).abs().amax(1, keepdim=True)
+    return shade, z_pixel, z_smooth
 
 
-def _faint_piece(image, enc, backdrop, sigma, params: CutoutParams) -> torch.Tensor:
+def _faint_piece(z_pixel, z_smooth, params: CutoutParams) -> torch.Tensor:
     """Flat metal only a little brighter or more coloured than the backdrop.
 
     Per-pixel thresholds miss it in a noisy (dark, strongly white-balanced)
@@ -118,9 +122,6 @@ def _faint_piece(image, enc, backdrop, sigma, params: CutoutParams) -> torch.Ten
     shadow cannot make count (brighter, or another hue), so the soft contact
     shadow around the piece is not pulled in.
     """
-    _, unexplained = _shading(image, enc, backdrop)
-    z_pixel = (unexplained / sigma).abs().amax(1, keepdim=True)
-    z_smooth = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma)).abs().amax(1, keepdim=True)
     return (z_smooth > params.fg_sigmas) & (z_pixel > params.bg_sigmas)
 
 
@@ -146,12 +147,16 @@ def _piece_probability(enc: torch.Tensor, params: CutoutParams) -> torch.Tensor:
     return piece_probability(enc, load_segnet(params.network_weights, enc.device))
 
 
-def _drop_shadows(image, enc, backdrop, sigma, core: np.ndarray, prob: np.ndarray, params: CutoutParams) -> np.ndarray:
+def _component_mean(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` over each of the ``n`` labelled components."""
+    return np.bincount(labels.ravel(), weights=values.ravel().astype(np.float64), minlength=n) / np.maximum(
+        np.bincount(labels.ravel(), minlength=n), 1)
+
+
+def _drop_shadows(enc, sigma, shade, z_smooth, core: np.ndarray, prob: np.ndarray, params: CutoutParams) -> np.ndarray:
     """Remove parts of ``core`` that are a grey darkening of the backdrop and that the
     segmentation network, which sees the whole scene, calls background (a shadow)."""
-    shade, unexplained = _shading(image, enc, backdrop)
-    z = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma)).abs().amax(1, keepdim=True)
-    grey = ((z < params.fg_sigmas) & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
+    grey = ((z_smooth < params.fg_sigmas) & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
     # split at edges, so a shadow touching grey metal is judged apart from the metal
     smooth = gaussian_blur(enc, 1.0)
     gy = F.pad((smooth[..., 1:, :] - smooth[..., :-1, :]).abs(), (0, 0, 0, 1))
@@ -161,8 +166,7 @@ def _drop_shadows(image, enc, backdrop, sigma, core: np.ndarray, prob: np.ndarra
     n, labels = cv2.connectedComponents(candidates.astype(np.uint8), connectivity=8)
     if n <= 1:
         return core
-    mean_p = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n) / np.maximum(np.bincount(labels.ravel(), minlength=n), 1)
-    shadow = mean_p < params.shadow_p
+    shadow = _component_mean(labels, n, prob) < params.shadow_p
     shadow[0] = False
     return core & ~shadow[labels].astype(np.uint8)
 
@@ -185,12 +189,9 @@ def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, prob: np.ndarray |
     touches = np.zeros(n, bool)
     for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
         touches[np.unique(edge)] = True
-    share = np.bincount(labels.ravel(), weights=plain.ravel().astype(np.float64), minlength=n) / np.maximum(
-        stats[:, cv2.CC_STAT_AREA], 1)
-    fill = ~touches & (share < plain_share) & (stats[:, cv2.CC_STAT_AREA] >= min_area)
+    fill = ~touches & (_component_mean(labels, n, plain) < plain_share) & (stats[:, cv2.CC_STAT_AREA] >= min_area)
     if prob is not None:
-        mean_p = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
-        fill &= mean_p >= 0.3
+        fill &= _component_mean(labels, n, prob) >= 0.3
     fill[0] = False
     return mask | fill[labels].astype(np.uint8)
 
@@ -270,12 +271,13 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     # per channel (a strong white balance makes blue noisy), floored like the thresholds: an
     # already-retouched pure-white backdrop has no noise, only JPEG ripples
     sigma = _robust_sigma(enc - backdrop, bg_ref).clamp(min=params.min_contrast / params.fg_sigmas)
-    core = (diff > t_fg) | _faint_piece(image, enc, backdrop, sigma, params) | _thin_lines(enc, backdrop, sigma, params)
+    shade, z_pixel, z_smooth = _shadow_scores(image, enc, backdrop, sigma)
+    core = (diff > t_fg) | _faint_piece(z_pixel, z_smooth, params) | _thin_lines(enc, backdrop, sigma, params)
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     prob = _piece_probability(enc, params)[0, 0].cpu().numpy() if params.network_checks else None
     if prob is not None:
-        core = _drop_shadows(image, enc, backdrop, sigma, core, prob, params)
+        core = _drop_shadows(enc, sigma, shade, z_smooth, core, prob, params)
     core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
