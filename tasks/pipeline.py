@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from tasks.background import BackgroundParams, replace_background
 from tasks.cutout import CutoutParams, cut_out
 from tasks.dust import DustParams, remove_dust
+from tasks.fill import FillParams, fill_defects
 from tasks.frame import Frame
 from tasks.gems import GemsParams, clarify_gems
 from tasks.neutralize import NeutralizeParams, neutralize
@@ -37,6 +38,8 @@ STAGES: tuple[Stage, ...] = (
           "before retouch: dust, shine and gems need to know what is piece and what is backdrop"),
     Stage("dust", DustParams, remove_dust,
           "before shine/gems: local contrast would make specks more visible and harder to fill"),
+    Stage("fill", FillParams, fill_defects,
+          "right after dust: regenerates the defects too large for its classical fill, before contrast stages"),
     Stage("shine", ShineParams, add_shine,
           "on clean metal, before gems, so stone masks see final metal tones"),
     Stage("gems", GemsParams, clarify_gems,

@@ -10,7 +10,7 @@ from tasks.background import BackgroundParams
 from tasks.frame import Frame
 from tasks.pipeline import FLAG_CODES, STAGE_NAMES, STAGES, run_stages, stage_params
 
-ORDER = ("neutralize", "cutout", "dust", "shine", "gems", "background")
+ORDER = ("neutralize", "cutout", "dust", "fill", "shine", "gems", "background")
 
 
 def test_stage_order_and_registry():
@@ -76,7 +76,7 @@ def test_skip(scene):
     frame = scene_frame(scene)
     frame = frame.replace(image=torch.nn.functional.interpolate(frame.image, scale_factor=0.5, mode="area"))
     out, ref, timings = run_stages(frame, stage_params({}), skip=("dust", "gems"))
-    assert tuple(timings) == ("neutralize", "cutout", "shine", "background")
+    assert tuple(timings) == ("neutralize", "cutout", "fill", "shine", "background")
     assert "defects" not in out.masks and "stones" not in out.masks
     # skipping neutralize: the reference is the input frame itself
     out2, ref2, t2 = run_stages(frame, stage_params({}), skip=("neutralize",))
@@ -99,7 +99,7 @@ def test_runner_calls_stages_in_order(monkeypatch):
     monkeypatch.setattr(pipeline, "STAGES", fake)
     f = Frame(torch.zeros((1, 3, 4, 4)))
     out, ref, _ = run_stages(f, stage_params({}), skip=("shine",))
-    assert calls == ["neutralize", "cutout", "dust", "gems", "background"]
+    assert calls == ["neutralize", "cutout", "dust", "fill", "gems", "background"]
     assert ref.notes == ("neutralize",)
     assert out.notes == tuple(calls)
 
