@@ -38,7 +38,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 def cmd_synth(a: argparse.Namespace) -> int:
     from models.simulator import synth_shoot
 
-    paths = synth_shoot(a.out, a.images, a.seed, size=a.size, formats=tuple(a.formats.split(",")))
+    paths = synth_shoot(a.out, a.images, a.seed, size=a.size, formats=tuple(a.formats.split(",")),
+                        sensor_dust=a.sensor_dust)
     print(f"wrote {len(paths)} images and ground truth to {a.out}")
     return 0
 
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=_size, default=(1536, 1024), help="WIDTHxHEIGHT (default 1536x1024)")
     s.add_argument("--formats", default="dng,jpg,tif", help="comma list of dng,jpg,tif (default: all, cycled)")
+    s.add_argument("--sensor-dust", type=int, default=0, metavar="N",
+                   help="N sensor-dust spots at the same place in every image (default: 0)")
     s.set_defaults(func=cmd_synth)
 
     r = sub.add_parser("run", help="process shoot folders into OUT")

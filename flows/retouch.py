@@ -26,8 +26,12 @@ from tasks.compose import on_canvas, quantize
 from tasks.develop import DevelopParams, develop
 from tasks.frame import Frame
 from tasks.pipeline import stage_params, run_stages
+from tasks.sensor_dust import SensorDustParams, Spot, correct_sensor_dust, dust_evidence
 
 PREVIEW_EDGE = 1200
+# ``[stages.<name>]`` tables that are not pixel-pipe stages: develop runs before the pipe,
+# sensor_dust is measured over the whole shoot and applied right after develop
+SHOOT_LEVEL = ("develop", "sensor_dust")
 
 
 @dataclass
@@ -58,8 +62,13 @@ def resolve_device(device: str) -> torch.device:
 
 
 def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
-                  device: str = "auto", overrides: dict | None = None) -> Outcome:
-    """Process one source file; never raises for a bad file (returns ok=False)."""
+                  device: str = "auto", overrides: dict | None = None,
+                  sensor_dust: list[Spot] | None = None) -> Outcome:
+    """Process one source file; never raises for a bad file (returns ok=False).
+
+    ``sensor_dust``: the shoot's sensor-dust spots (from the flow's survey of the whole
+    shoot), divided out right after ``develop``, before every stage.
+    """
     t0 = time.perf_counter()
     try:
         decoded = read_source(source)
@@ -73,14 +82,32 @@ def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
     background = {"mode": preset.background, "color": preset.background_color, "shadow": preset.shadow}
     with torch.inference_mode():
         frame = develop(pixels, decoded.transfer, DevelopParams(**stages.get("develop", {})))
-        params = stage_params({k: v for k, v in stages.items() if k != "develop"}, background)
+        spots = sensor_dust if sensor_dust and SensorDustParams(**stages.get("sensor_dust", {})).enabled else []
+        frame = correct_sensor_dust(frame, spots)
+        params = stage_params({k: v for k, v in stages.items() if k not in SHOOT_LEVEL}, background)
         result, reference, timings = run_stages(frame, params, skip)
         metrics = compute_metrics(reference, result)
+        metrics["sensor_dust_spots"] = float(len(spots))
         staged = _stage_exports(result, preset, staging)
         _stage_previews(reference, result, staging)
     return Outcome(
         image_id, ok=True, metrics=metrics, flags=result.flags, notes=result.notes, timings=timings,
         seconds=time.perf_counter() - t0, staged=staged, size=(pixels.shape[-1], pixels.shape[-2]))
+
+
+def sensor_dust_evidence(source: Path, params: SensorDustParams) -> np.ndarray | None:
+    """One frame's sensor-dust evidence map (``tasks.sensor_dust.dust_evidence``), from a
+    reduced decode (half-size RAW); None for a file that cannot be read. Runs as a Ray task."""
+    try:
+        decoded = read_source(Path(source), half_size=True)
+        if max(decoded.pixels.shape[:2]) < 0.75 * params.working_edge and decoded.kind == "raw":
+            decoded = read_source(Path(source))   # a small frame: full size, so its map matches a JPEG's
+    except UnreadableSource:
+        return None
+    pixels = torch.from_numpy(decoded.pixels).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        frame = develop(pixels, decoded.transfer, DevelopParams())
+        return dust_evidence(frame.image, params)[0, 0].cpu().numpy()
 
 
 def _stage_exports(frame: Frame, preset: Preset, staging: Path) -> dict[str, str]:

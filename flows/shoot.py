@@ -15,11 +15,12 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from flows.retouch import Outcome, describe_failure, export_name, retouch_image
+from flows.retouch import Outcome, describe_failure, export_name, retouch_image, sensor_dust_evidence
 from infra.catalog import Catalog
 from infra.presets import Preset, load_preset
 from infra.raycluster import ensure_ray
-from infra.shoots import Source, read_shoot
+from infra.shoots import Shoot, Source, read_shoot
+from tasks.sensor_dust import SensorDustParams, Spot, find_sensor_dust
 from qa.report import write_manifest, write_report
 from qa.suite import Rule, run_suite
 
@@ -69,7 +70,49 @@ def ingest(folder: Path, preset: Preset, catalog: Catalog) -> list[Job]:
 
 
 @task(cache_policy=NONE)
-def retouch(jobs: list[Job], preset: Preset, config: RunConfig) -> dict[str, Outcome]:
+def survey_sensor_dust(shoot: Shoot, jobs: list[Job], preset: Preset, config: RunConfig) -> dict[str, list[Spot]]:
+    """Find the sensor dust the shoot's frames share; return the spots to correct, per image_id.
+
+    Every readable frame of the shoot is looked at (a reduced decode, as Ray tasks), not only
+    the ones to process now: dust is told from the piece by staying put across the shoot.
+    """
+    import ray
+
+    params = SensorDustParams(**preset.stages.get("sensor_dust", {}))
+    unique = list({src.sha256: src for src in shoot.sources}.values())
+    if not jobs or not params.enabled or len(unique) < params.min_images:
+        return {}
+    ensure_ray(config.ray_address)
+    remote = ray.remote(num_cpus=1, max_retries=1)(sensor_dust_evidence)
+    window = max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)
+    queue, pending, maps = list(unique), {}, {}
+    while queue or pending:
+        while queue and len(pending) < window:
+            src = queue.pop(0)
+            pending[remote.remote(src.path, params)] = src
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            src = pending.pop(ref)
+            try:
+                evidence = ray.get(ref)
+            except Exception:  # a frame that crashes a worker just adds no evidence; retouch reports it
+                evidence = None
+            if evidence is not None:
+                maps[src.image_id] = evidence
+    by_shape: dict[tuple[int, int], list[str]] = {}
+    for image_id, evidence in maps.items():   # frames of one size and orientation share a sensor position
+        by_shape.setdefault(evidence.shape, []).append(image_id)
+    spots = {}
+    for ids in by_shape.values():
+        found = find_sensor_dust([maps[i] for i in ids], params)
+        spots.update({i: found for i in ids if found})
+    wanted = {job.source.image_id for job in jobs}
+    return {i: s for i, s in spots.items() if i in wanted}
+
+
+@task(cache_policy=NONE)
+def retouch(jobs: list[Job], preset: Preset, config: RunConfig,
+            sensor_dust: dict[str, list[Spot]] | None = None) -> dict[str, Outcome]:
     """Fan the images out over Ray, at most a few in flight per CPU/GPU."""
     import ray
 
@@ -88,7 +131,8 @@ def retouch(jobs: list[Job], preset: Preset, config: RunConfig) -> dict[str, Out
         while queue and len(pending) < window:
             job = queue.pop(0)
             src = job.source
-            ref = remote.remote(src.path, src.image_id, preset, staging_dir(config.out, src.shoot, src.image_id), device=device)
+            ref = remote.remote(src.path, src.image_id, preset, staging_dir(config.out, src.shoot, src.image_id),
+                                device=device, sensor_dust=(sensor_dust or {}).get(src.image_id))
             pending[ref] = src
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
@@ -182,7 +226,10 @@ def run_shoots(shoot_dirs: list[Path], out: Path, preset: str = "catalog", state
             merged = {k: {**chosen.stages.get(k, {}), **shoot.stages.get(k, {})} for k in {*chosen.stages, *shoot.stages}}
             chosen = chosen.model_copy(update={"stages": merged})
         jobs = ingest(folder, chosen, catalog)
-        outcomes = retouch(jobs, chosen, config)
+        dust = survey_sensor_dust(shoot, jobs, chosen, config)
+        if dust:
+            logger.info("shoot %s: sensor dust: %d spots", shoot.shoot_id, max(map(len, dust.values())))
+        outcomes = retouch(jobs, chosen, config, dust)
         verdicts = check(shoot.shoot_id, outcomes, chosen, out)
         counts = route(shoot.shoot_id, jobs, outcomes, verdicts, catalog, out)
         counts["skipped"] = len(shoot.sources) - len(jobs)

@@ -26,6 +26,7 @@ METRIC_DOCS = {
     "mask_components": "connected pieces in the mask (a pair of earrings is 2)",
     "mask_touches_frame": "share of the frame border covered by the piece (0 = piece fully inside)",
     "dust_area": "share of piece pixels the dust stage filled",
+    "sensor_dust_spots": "sensor-dust spots found across the shoot and divided out of this image (set by the flow)",
     "clipped_before": "share of piece pixels with a clipped channel in the input",
     "clipped_after": "the same in the output",
     "clipped_increase": "clipped_after - clipped_before",

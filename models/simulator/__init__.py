@@ -8,6 +8,11 @@ Image ``k`` of a shoot is rendered from ``SeedSequence(seed).spawn(k + 1)[k]``, 
 does not depend on how many images the shoot has; :func:`render_image` re-renders
 it in memory (e.g. to get the defected linear source that was encoded).
 
+``synth_shoot(..., sensor_dust=N)`` puts N sensor-dust spots (defect label 5) at the
+same frame position in every image; their positions come from a generator of their
+own (:func:`sensor_dust_rng`), so the images' own draws, and every file of a shoot
+rendered with ``sensor_dust=0``, stay exactly as they were.
+
 See ``writers`` for the exact rawpy call that develops the DNGs back to linear RGB.
 """
 
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .defects import DEFECT_NAMES, lighting_gain
+from .defects import DEFECT_NAMES, lighting_gain, sensor_dust_gain, sensor_dust_spots
 from .scene import (BACKGROUNDS, DETAIL_NAMES, METALS, PIECES, SKU_LETTER, STONES, VIEWS, Scene,
                     linear_to_srgb, render_scene, srgb_to_linear)
 from .writers import WRITERS, read_truth, write_truth
@@ -25,7 +30,8 @@ from .writers import WRITERS, read_truth, write_truth
 __all__ = [
     "synth_shoot", "load_truth", "render_scene", "render_image", "image_rng", "image_stem", "Scene",
     "PIECES", "METALS", "STONES", "BACKGROUNDS", "VIEWS", "DEFECT_NAMES", "DETAIL_NAMES",
-    "lighting_gain", "linear_to_srgb", "srgb_to_linear", "develop_dng",
+    "lighting_gain", "linear_to_srgb", "srgb_to_linear", "develop_dng", "sensor_dust_rng",
+    "sensor_dust_spots", "sensor_dust_gain", "shoot_sensor_dust",
 ]
 
 FORMATS = tuple(WRITERS)
@@ -37,9 +43,26 @@ def image_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(child)
 
 
-def render_image(seed: int, index: int, size=(1536, 1024), *, defects: bool = True) -> Scene:
+# spawn key of the shoot's sensor-dust generator: two entries, so it can never equal an
+# image's (one entry, ``(index,)``)
+_SENSOR_DUST_KEY = (0x5E, 0xD5)
+
+
+def sensor_dust_rng(seed: int) -> np.random.Generator:
+    """Generator of the shoot's sensor-dust positions; independent of every image's."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=_SENSOR_DUST_KEY))
+
+
+def shoot_sensor_dust(seed: int, n: int) -> list[dict]:
+    """The ``n`` sensor-dust spots shared by every image of shoot ``seed`` (normalised)."""
+    return sensor_dust_spots(sensor_dust_rng(seed), n) if n > 0 else []
+
+
+def render_image(seed: int, index: int, size=(1536, 1024), *, defects: bool = True,
+                 sensor_dust: int = 0) -> Scene:
     """Re-render image ``index`` of shoot ``seed`` exactly as :func:`synth_shoot` did."""
-    return render_scene(image_rng(seed, index), size, defects=defects)
+    return render_scene(image_rng(seed, index), size, defects=defects,
+                        sensor_dust=shoot_sensor_dust(seed, sensor_dust) or None)
 
 
 def image_stem(scene: Scene, index: int) -> str:
@@ -47,10 +70,12 @@ def image_stem(scene: Scene, index: int) -> str:
 
 
 def synth_shoot(out_dir: Path, images: int, seed: int, *, size: tuple[int, int] = (1536, 1024),
-                formats: tuple[str, ...] = ("dng", "jpg", "tif"), defects: bool = True) -> list[Path]:
+                formats: tuple[str, ...] = ("dng", "jpg", "tif"), defects: bool = True,
+                sensor_dust: int = 0) -> list[Path]:
     """Render ``images`` scenes into the shoot folder ``out_dir``; return the source files.
 
     Image k is written as ``formats[k % len(formats)]``; truth goes to ``out_dir/truth/<stem>/``.
+    ``sensor_dust``: number of sensor-dust spots shared by every image (0: none).
     """
     out_dir = Path(out_dir)
     formats = tuple(formats)
@@ -62,7 +87,7 @@ def synth_shoot(out_dir: Path, images: int, seed: int, *, size: tuple[int, int] 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for k in range(int(images)):
-        scene = render_image(seed, k, size, defects=defects)
+        scene = render_image(seed, k, size, defects=defects, sensor_dust=sensor_dust)
         fmt = formats[k % len(formats)]
         stem = image_stem(scene, k)
         path = out_dir / f"{stem}.{fmt}"

@@ -7,6 +7,11 @@ light: uneven illumination and colour cast, then sensor noise):
 * label 2 lint fibre: thin (1 px) curved dark fibres, 15-60 px long
 * label 3 fine scratch: light thin lines, only on polished metal
 * label 4 fingerprint haze: low-contrast concentric ridges, only on polished metal
+* label 5 sensor dust (only when asked for): soft dark discs, radius 4-15 px at 1536 px
+  wide, 5-25 % darker at the centre, at the SAME frame position in every image of a
+  shoot (the shadow of dust on the sensor). It multiplies the light, so it darkens
+  backdrop and piece alike and may cover design details; it is labelled only where
+  no other defect is, on pixels it darkens by 1 % or more.
 
 Colour cast and uneven lighting are global and recorded in meta only
 (``illuminant`` and ``lighting``); they are not in the label mask.
@@ -14,10 +19,11 @@ Colour cast and uneven lighting are global and recorded in meta only
 Relation between the written source and the clean truth (before noise/clipping)::
 
     source = defected_clean * illuminant.exposure * illuminant.rgb * lighting_gain(x, y)
+             * sensor_dust_gain(meta["sensor_dust"], w, h)      # 1 without sensor dust
 
 with ``lighting_gain`` the linear ramp described by ``meta["lighting"]``.
-Defect pixels never touch design details (details.png, dilated by 2 px) and never
-overlap each other.
+Defect pixels of labels 1-4 never touch design details (details.png, dilated by
+2 px) and never overlap each other.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ import numpy as np
 
 from .scene import illuminant_gains
 
-DUST, LINT, SCRATCH, FINGERPRINT = 1, 2, 3, 4
-DEFECT_NAMES = {DUST: "dust", LINT: "lint", SCRATCH: "scratch", FINGERPRINT: "fingerprint"}
+DUST, LINT, SCRATCH, FINGERPRINT, SENSOR_DUST = 1, 2, 3, 4, 5
+DEFECT_NAMES = {DUST: "dust", LINT: "lint", SCRATCH: "scratch", FINGERPRINT: "fingerprint",
+                SENSOR_DUST: "sensor_dust"}
 
 _SHIFT = 4
 
@@ -47,13 +54,57 @@ def lighting_gain(meta_lighting: dict, w: int, h: int) -> np.ndarray:
     return (lo + (hi - lo) * t).astype(np.float32)
 
 
+def sensor_dust_spots(rng: np.random.Generator, n: int) -> list[dict]:
+    """Draw ``n`` sensor-dust spots in normalised frame coordinates.
+
+    Each spot: ``x``, ``y`` (centre, fractions of width and height), ``r`` (radius of
+    the half-darkened edge, fraction of the long edge: 4-15 px at 1536 px), ``soft``
+    (half-width of the soft edge, fraction of ``r``) and ``strength`` (darkening at
+    the centre, 0.05-0.25). Spots keep clear of the frame edge and of each other.
+    """
+    spots: list[dict] = []
+    for _ in range(int(n)):
+        for _try in range(200):
+            spot = {"x": float(rng.uniform(0.04, 0.96)), "y": float(rng.uniform(0.05, 0.95)),
+                    "r": float(rng.uniform(4.0, 15.0) / 1536), "soft": float(rng.uniform(0.3, 0.7)),
+                    "strength": float(rng.uniform(0.05, 0.25))}
+            if all(math.hypot(spot["x"] - o["x"], spot["y"] - o["y"]) > 0.06 for o in spots):
+                spots.append(spot)
+                break
+    return spots
+
+
+def sensor_dust_gain(spots: list[dict], w: int, h: int) -> np.ndarray:
+    """Multiplicative gain (HxW float32, 1 = untouched) of normalised sensor-dust spots.
+
+    Profile per spot: ``1 - strength * smoothstep`` falling from full darkening inside
+    ``r * (1 - soft)`` to none beyond ``r * (1 + soft)`` (edge at least 1.2 px wide).
+    """
+    gain = np.ones((h, w), np.float32)
+    long_edge = max(w, h)
+    for s in spots:
+        cx, cy, r = s["x"] * w - 0.5, s["y"] * h - 0.5, s["r"] * long_edge
+        half = max(s["soft"] * r, 1.2)
+        reach = r + half + 1
+        x0, x1 = max(0, int(cx - reach)), min(w, int(cx + reach) + 2)
+        y0, y1 = max(0, int(cy - reach)), min(h, int(cy + reach) + 2)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        t = np.clip((r + half - np.hypot(xx - cx, yy - cy)) / (2 * half), 0, 1)
+        gain[y0:y1, x0:x1] *= 1 - s["strength"] * (t * t * (3 - 2 * t))
+    return gain
+
+
 def _bbox(mask):
     ys, xs = np.nonzero(mask)
     return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
 
 
 def apply_defects(rng: np.random.Generator, clean: np.ndarray, alpha: np.ndarray, metal: np.ndarray,
-                  details: np.ndarray, *, enabled: bool = True):
+                  details: np.ndarray, *, enabled: bool = True, sensor_dust: list[dict] | None = None):
+    """Defected, lit, noisy source plus labels and meta; ``sensor_dust``: normalised spots
+    (see :func:`sensor_dust_spots`) multiplied into the light before the sensor noise."""
     h, w = alpha.shape
     img = clean.copy()
     labels = np.zeros((h, w), np.uint8)
@@ -216,6 +267,18 @@ def apply_defects(rng: np.random.Generator, clean: np.ndarray, alpha: np.ndarray
 
     gain = lighting_gain(lighting, w, h)
     src = img * (np.asarray(gains, np.float32) * exposure)[None, None, :] * gain[..., None]
+    dust_meta = []
+    if sensor_dust:
+        dust_gain = sensor_dust_gain(sensor_dust, w, h)
+        src = src * dust_gain[..., None]
+        for s in sensor_dust:
+            one = sensor_dust_gain([s], w, h) < 0.99
+            labels[one & (labels == 0)] = SENSOR_DUST
+            if one.any():
+                x, y, bw, bh = _bbox(one)
+                records.append({"kind": DEFECT_NAMES[SENSOR_DUST], "x": x, "y": y, "w": bw, "h": bh})
+            # px, py: centre in pixel-index coordinates; pr: radius in px
+            dust_meta.append({**s, "px": s["x"] * w - 0.5, "py": s["y"] * h - 0.5, "pr": s["r"] * max(w, h)})
     # mild sensor noise (shot + read), deterministic from rng
     sigma = np.sqrt(0.00012 * np.clip(src, 0, 1) + 0.0012 ** 2).astype(np.float32)
     src = src + sigma * rng.standard_normal(src.shape, dtype=np.float32)
@@ -226,4 +289,6 @@ def apply_defects(rng: np.random.Generator, clean: np.ndarray, alpha: np.ndarray
         "lighting": lighting,
         "defects": records,
     }
+    if sensor_dust:
+        meta["sensor_dust"] = dust_meta
     return src, labels, meta

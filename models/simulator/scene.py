@@ -858,8 +858,12 @@ def _piece_box(rng, piece, view, w2, h2):
 
 
 def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, metal=None, stone=None,
-                 background=None, defects: bool = True, view=None) -> Scene:
-    """Render one scene.  ``size`` is (width, height).  Pure function of ``rng`` and arguments."""
+                 background=None, defects: bool = True, view=None, sensor_dust: list[dict] | None = None) -> Scene:
+    """Render one scene.  ``size`` is (width, height).  Pure function of ``rng`` and arguments.
+
+    ``sensor_dust``: normalised spots (``defects.sensor_dust_spots``) darkening the light at
+    fixed frame positions; drawn by the caller so a whole shoot shares them.
+    """
     from . import defects as dfx  # local import to avoid a cycle
 
     w, h = int(size[0]), int(size[1])
@@ -930,7 +934,8 @@ def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, met
         "box": [float(v / SS) for v in box],
         **extra,
     }
-    source, defect_mask, dmeta = dfx.apply_defects(rng, clean, alpha, metal_w, details, enabled=defects)
+    source, defect_mask, dmeta = dfx.apply_defects(rng, clean, alpha, metal_w, details, enabled=defects,
+                                                    sensor_dust=sensor_dust)
     meta.update(dmeta)
     meta["lighting"]["studio"] = light
     meta["size"] = [w, h]

@@ -219,3 +219,27 @@ def test_image_rng_spawn():
     a = image_rng(5, 3).random(4)
     b = np.random.default_rng(np.random.SeedSequence(5).spawn(4)[3]).random(4)
     np.testing.assert_array_equal(a, b)
+
+
+def test_sensor_dust_repeats_across_the_shoot_and_leaves_the_rest_bit_identical():
+    from models.simulator import DEFECT_NAMES, sensor_dust_gain, shoot_sensor_dust
+
+    assert DEFECT_NAMES[5] == "sensor_dust"
+    spots = shoot_sensor_dust(11, 3)
+    assert spots == shoot_sensor_dust(11, 3) and len(spots) == 3
+    assert shoot_sensor_dust(11, 2) == spots[:2]              # spot i does not depend on how many
+    gain = sensor_dust_gain(spots, *SIZE)
+    for k in range(2):
+        plain, dusty = render_image(11, k, SIZE), render_image(11, k, SIZE, sensor_dust=3)
+        assert np.array_equal(plain.clean, dusty.clean)       # the truth is dust-free
+        far = gain == 1.0
+        assert np.array_equal(plain.source[far], dusty.source[far])   # same draws: only the spots differ
+        assert (dusty.defects == 5).sum() > 0 and ((dusty.defects == 5) <= (gain < 0.99)).all()
+        m = dusty.meta["sensor_dust"]
+        assert [round(s["px"], 3) for s in m] == [round(s["x"] * SIZE[0] - 0.5, 3) for s in spots]
+        assert sum(d["kind"] == "sensor_dust" for d in dusty.meta["defects"]) == 3
+        inside = (gain < 0.9) & (plain.source.min(axis=2) > 0.05)
+        ratio = dusty.source[inside].mean(axis=1) / plain.source[inside].mean(axis=1)
+        assert np.abs(ratio - gain[inside]).mean() < 0.02
+    assert 0.05 <= min(s["strength"] for s in spots) and max(s["strength"] for s in spots) <= 0.25
+    assert all(4 / 1536 <= s["r"] <= 15 / 1536 for s in spots)

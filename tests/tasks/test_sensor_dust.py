@@ -1,0 +1,129 @@
+"""sensor_dust: spots shared by a shoot's frames are found and divided out; moving detail is not."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import DEVICES, to_tensor
+from models.simulator import render_image, sensor_dust_gain, shoot_sensor_dust
+from tasks.frame import Frame, luminance
+from tasks.sensor_dust import (SensorDustParams, correct_sensor_dust, dust_evidence, find_sensor_dust,
+                               remove_sensor_dust, spots_mask, working_size)
+
+SEED, FRAMES, SPOTS, SIZE = 2, 6, 4, (384, 256)   # seed 2: every spot on plain backdrop in most frames, two under a piece once
+
+
+def _source(seed, k, n_spots):
+    return to_tensor(render_image(seed, k, SIZE, sensor_dust=n_spots).source)
+
+
+@pytest.fixture(scope="module")
+def shoot():
+    """Six small frames with four sensor-dust spots, and the same frames without them."""
+    scenes = [render_image(SEED, k, SIZE, sensor_dust=SPOTS) for k in range(FRAMES)]
+    dusty = [to_tensor(s.source) for s in scenes]
+    clean = [_source(SEED, k, 0) for k in range(FRAMES)]
+    return dusty, clean, [dust_evidence(f) for f in dusty], [torch.from_numpy(s.alpha) for s in scenes]
+
+
+def _matches(spot, truth):
+    w, h = SIZE
+    return math.hypot((spot.x - truth["x"]) * w, (spot.y - truth["y"]) * h) <= max(truth["r"] * w, 2.0)
+
+
+def test_finds_the_spots_the_shoot_shares(shoot):
+    _, _, evidence, _ = shoot
+    truth = shoot_sensor_dust(SEED, SPOTS)
+    spots = find_sensor_dust(evidence)
+    found = [t for t in truth if any(_matches(s, t) for s in spots)]
+    assert len(found) >= 0.9 * len(truth), (truth, spots)
+    assert all(any(_matches(s, t) for t in truth) for s in spots), "a spot where there is no sensor dust"
+    for s in spots:
+        t = next(t for t in truth if _matches(s, t))
+        assert s.strength == pytest.approx(t["strength"], abs=0.06)
+        assert s.share >= 0.6
+
+
+def test_no_spots_without_sensor_dust(shoot):
+    _, clean, _, _ = shoot
+    assert find_sensor_dust([dust_evidence(f) for f in clean]) == []
+    other = [dust_evidence(_source(4, k, 0)) for k in range(FRAMES)]
+    assert find_sensor_dust(other) == []
+
+
+def test_a_darkening_in_one_frame_only_is_not_sensor_dust(shoot):
+    _, clean, _, _ = shoot
+    frames = [f.clone() for f in clean]
+    h, w = frames[0].shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    blob = 1 - 0.2 * (((xx - 60) ** 2 + (yy - 50) ** 2) <= 9).float()
+    frames[2] = frames[2] * blob          # exactly what a dust shadow looks like, but in one frame
+    spots = find_sensor_dust([dust_evidence(f) for f in frames])
+    assert spots == []
+    frames[4] = frames[4] * blob          # in two of six frames: still not most of the shoot
+    assert find_sensor_dust([dust_evidence(f) for f in frames]) == []
+    for k in range(FRAMES):               # in every frame: that is sensor dust
+        frames[k] = clean[k] * blob
+    spots = find_sensor_dust([dust_evidence(f) for f in frames])
+    assert len(spots) == 1 and abs(spots[0].x * w - 60.5) < 1.5 and abs(spots[0].y * h - 50.5) < 1.5
+
+
+def test_fewer_than_three_frames_find_nothing(shoot):
+    _, _, evidence, _ = shoot
+    assert find_sensor_dust(evidence[:2]) == []
+    with pytest.raises(ValueError, match="one shape"):
+        find_sensor_dust([evidence[0], evidence[1], np.ones((10, 12), np.float32)])
+
+
+def test_correction_restores_backdrop_and_piece(shoot):
+    """Divided out, the spots are within 1 % of the same frames shot without the dust."""
+    dusty, clean, evidence, alphas = shoot
+    spots = find_sensor_dust(evidence)
+    truth = [t for t in shoot_sensor_dust(SEED, SPOTS) if any(_matches(s, t) for s in spots)]
+    region = torch.from_numpy(sensor_dust_gain(truth, *SIZE) < 0.99)
+    err = {"backdrop": [[], []], "piece": [[], []]}
+    for d, c, alpha in zip(dusty, clean, alphas):
+        yc, yd, yr = (luminance(x)[0, 0] for x in (c, d, remove_sensor_dust(d, spots)))
+        for name, where in (("backdrop", alpha < 0.02), ("piece", alpha > 0.5)):
+            m = region & where & (yc > 0.02)
+            err[name][0] += ((yd - yc).abs() / yc)[m].tolist()
+            err[name][1] += ((yr - yc).abs() / yc)[m].tolist()
+    for name, (before, after) in err.items():
+        assert len(after) > 20, f"no {name} pixels under a found spot"
+        assert np.mean(after) < 0.01, (name, np.mean(before), np.mean(after))
+        assert np.mean(after) < 0.15 * np.mean(before), name
+    # away from the spots nothing changes
+    far = torch.from_numpy(sensor_dust_gain(shoot_sensor_dust(SEED, SPOTS), *SIZE) > 0.999)
+    out = remove_sensor_dust(dusty[0], spots)
+    far &= ~spots_mask(spots, SIZE[1], SIZE[0])[0, 0].bool()
+    assert torch.equal(out[..., far], dusty[0][..., far])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_frame_wrapper_mask_note_device(shoot, device):
+    dusty, _, evidence, _ = shoot
+    spots = find_sensor_dust(evidence)
+    frame = Frame(image=dusty[1].to(device))
+    out = correct_sensor_dust(frame, spots)
+    mask = out.masks["sensor_dust"]
+    assert mask.shape == (1, 1, SIZE[1], SIZE[0]) and mask.dtype == torch.float32 and mask.device == frame.image.device
+    assert out.image.device == frame.image.device and out.image.dtype == torch.float32
+    assert out.notes == (f"sensor dust: {len(spots)} spots corrected",)
+    truth_area = torch.from_numpy(sensor_dust_gain([t for t in shoot_sensor_dust(SEED, SPOTS)
+                                                    if any(_matches(s, t) for s in spots)], *SIZE) < 0.97)
+    assert mask[0, 0].cpu()[truth_area].min() == 1.0      # the discs cover every darkened pixel
+    assert float(mask.mean()) < 0.02
+    assert correct_sensor_dust(frame, []) is frame
+
+
+def test_evidence_size_depends_on_aspect_only():
+    p = SensorDustParams()
+    assert working_size(1023, 1535, p.working_edge) == working_size(511, 767, p.working_edge) == (512, 768)
+    assert working_size(4000, 6000, p.working_edge) == (512, 768)
+    assert working_size(256, 384, p.working_edge) == (256, 384)
+    ev = dust_evidence(torch.full((1, 3, 200, 300), 0.4))
+    assert ev.shape == (1, 1, 200, 300) and torch.allclose(ev, torch.ones_like(ev), atol=1e-4)
