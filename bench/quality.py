@@ -1,7 +1,8 @@
-"""Cut-out and colour quality of Loupe's stages on a fixed simulator set.
+"""Cut-out, colour and surface-retouch quality of Loupe's stages on a fixed simulator set.
 
     python bench/quality.py                 # 5 pieces x 4 backdrops x 2 seeds at 1200x800
     python bench/quality.py --seeds 1 --size 600 400   # quick look
+    python bench/quality.py --suite retouch # dust, shine, gems graded on the same scenes
 
 Runs ``neutralize -> cutout -> background(white)`` on in-memory simulator
 scenes (the camera's linear RGB, cast, uneven light, defects and noise
@@ -23,6 +24,33 @@ backdrop x piece and one per backdrop. Columns:
   removed with the truth first (neither is a colour cast).
 - ``s_per_mp``: seconds per megapixel for the three stages.
 
+``--suite retouch`` runs ``neutralize -> cutout -> dust -> shine -> gems``
+and grades what the surface retouch did (columns):
+
+- ``recall``: share of simulated specks, lint fibres and scratches on the
+  piece whose pixels the ``defects`` mask covers at least half of
+  (``recall_bg`` the same on the backdrop; ``fp_rec`` fingerprint haze).
+  Only visible defects count: those that change the truth-scaled sRGB by at
+  least ``VISIBLE`` on average over their pixels (a grey speck on dark grey
+  metal, a light scratch on a highlight are invisible: nothing to retouch);
+  ``hidden`` is the share left out for that.
+- ``altered``: share of design features (pave stones, milgrain beads,
+  engraved lines, prong tips, chain wire; the simulator's details mask,
+  one feature per connected component) with more than 10% of their pixels
+  in the defects mask, i.e. repainted.
+- ``ssim``: SSIM of the retouched piece interior vs the clean truth (sRGB
+  luminance, Gaussian window 1.5 px; exposure and light fall-off matched
+  first); ``ssim_in`` the same for the input, for scale. The interior is
+  where both the truth and Loupe's matte are opaque: pixels the cut-out
+  missed are graded by the cutout suite.
+- ``hf``: high-frequency energy (luminance minus its 2 px Gaussian blur) of
+  the retouched piece interior over the truth's, defect pixels excluded.
+- ``hue_metal`` / ``hue_stone``: chroma-weighted mean |hue change| in degrees
+  (CIELAB) that the retouch made on metal / stone pixels.
+- ``clip_in`` / ``clip_out``: share of piece pixels with a channel at 1.0
+  before and after.
+- ``s_per_mp``: seconds per megapixel for dust + shine + gems.
+
 ``--known-light`` gives neutralize the scene's light, as a studio does for a
 whole shoot from a grey card (``[stages.neutralize] kelvin`` in shoot.toml):
 the way to true colour on coloured paper and desks.
@@ -31,6 +59,7 @@ the way to true colour on coloured paper and desks.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -47,9 +76,14 @@ from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab  # noqa: E402
 from tasks.frame import Frame  # noqa: E402
 from tasks.pipeline import STAGE_NAMES, run_stages, stage_params  # noqa: E402
 
-# the stages graded here; the surface retouch in between is left out
-SKIP = tuple(n for n in STAGE_NAMES if n not in ("neutralize", "cutout", "background"))
-COLUMNS = ["iou", "thin_f", "hole_rec", "halo", "white", "de_piece", "s_per_mp"]
+# the stages each suite grades; the others are skipped
+SUITES = {"cutout": ("neutralize", "cutout", "background"),
+          "retouch": ("neutralize", "cutout", "dust", "shine", "gems")}  # fill: needs a checkpoint
+COLUMNS = {"cutout": ["iou", "thin_f", "hole_rec", "halo", "white", "de_piece", "s_per_mp"],
+           "retouch": ["recall", "recall_bg", "hidden", "fp_rec", "altered", "ssim", "ssim_in", "hf", "hue_metal",
+                       "hue_stone", "clip_in", "clip_out", "s_per_mp"]}
+SURFACE = ("dust", "shine", "gems")
+VISIBLE = 0.04  # mean |sRGB change| a defect makes to count as visible (noise alone: ~0.01)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -112,16 +146,28 @@ def delta_e_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return delta_e2000(_lab(a), _lab(b))[0, 0].numpy()
 
 
-def grade(scene, final: Frame, neutral: Frame) -> dict[str, float]:
+def _hwc(t: torch.Tensor) -> np.ndarray:
+    return t[0].permute(1, 2, 0).cpu().numpy()
+
+
+def truth_scale(image: np.ndarray, scene, where: np.ndarray) -> np.ndarray:
+    """``image`` with the light's fall-off divided out and its exposure matched to the truth over ``where``.
+
+    Neither is a colour or retouch error, so grading starts from the truth's scale."""
+    h, w = where.shape
+    flat = image / lighting_gain(scene.meta["lighting"], w, h)[..., None]
+    gain = float(np.median(scene.clean[where].mean(1) / np.maximum(flat[where].mean(1), 1e-6)))
+    return flat * gain
+
+
+def grade_cutout(scene, final: Frame, neutral: Frame) -> dict[str, float]:
     truth_alpha = scene.alpha
     truth = truth_alpha > 0.5
     alpha = final.alpha[0, 0].cpu().numpy()
     pred = alpha > 0.5
-    h, w = truth.shape
 
-    composite = final.image[0].permute(1, 2, 0).cpu().numpy()
+    composite = _hwc(final.image)
     true_composite = scene.clean * truth_alpha[..., None] + (1 - truth_alpha[..., None])
-    # exposure is not the cut-out's business: match the piece's overall level first
     interior = cv2.erode(truth_alpha.astype(np.float32), _disk(1)) > 0.99
     band = (cv2.dilate(truth.astype(np.uint8), _disk(3)) > 0) & (cv2.erode(truth.astype(np.uint8), _disk(3)) == 0)
 
@@ -130,17 +176,13 @@ def grade(scene, final: Frame, neutral: Frame) -> dict[str, float]:
     white = float((out8[far_bg] == 255).all(axis=1).mean())
 
     # colour: undo exposure and light fall-off with the truth, then compare in the piece interior
-    neutral_img = neutral.image[0].permute(1, 2, 0).cpu().numpy()
+    h, w = truth.shape
+    neutral_img = _hwc(neutral.image)
     fall = lighting_gain(scene.meta["lighting"], w, h)[..., None]
-    corrected = neutral_img / fall
-    y_true = scene.clean[interior].mean(1)
-    y_out = corrected[interior].mean(1)
-    gain = float(np.median(y_true / np.maximum(y_out, 1e-6)))
-    corrected = np.clip(corrected * gain, 0, 1)
-    de = delta_e_map(corrected, scene.clean)
+    gain = float(np.median(scene.clean[interior].mean(1) / np.maximum((neutral_img / fall)[interior].mean(1), 1e-6)))
+    de = delta_e_map(np.clip(neutral_img / fall * gain, 0, 1), scene.clean)
 
-    piece_colour = final.foreground[0].permute(1, 2, 0).cpu().numpy()
-    matched = np.clip(piece_colour / fall * gain, 0, 1) * alpha[..., None] + (1 - alpha[..., None])
+    matched = np.clip(_hwc(final.foreground) / fall * gain, 0, 1) * alpha[..., None] + (1 - alpha[..., None])
     halo = delta_e_map(matched, true_composite)[band].mean()
     return {
         "iou": mask_iou(pred, truth),
@@ -149,6 +191,80 @@ def grade(scene, final: Frame, neutral: Frame) -> dict[str, float]:
         "halo": float(halo),
         "white": white,
         "de_piece": float(de[interior].mean()),
+    }
+
+
+def _components(mask: np.ndarray) -> list[np.ndarray]:
+    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    return [lab == k for k in range(1, n)]
+
+
+def _covered(parts: list[np.ndarray], found: np.ndarray, share: float) -> list[bool]:
+    return [bool(found[p].mean() >= share) for p in parts]
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """SSIM (Wang et al. 2004, doi:10.1109/TIP.2003.819861) of two [0, 1] images, Gaussian window."""
+    blur = lambda x: cv2.GaussianBlur(x, (0, 0), sigma)  # noqa: E731
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ma, mb = blur(a), blur(b)
+    va, vb, cov = blur(a * a) - ma * ma, blur(b * b) - mb * mb, blur(a * b) - ma * mb
+    return ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2))
+
+
+def _srgb_y(rgb: np.ndarray) -> np.ndarray:
+    y = rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    return linear_to_srgb(torch.from_numpy(np.clip(y, 0, 1).astype(np.float32))).numpy()
+
+
+def hue_shift(before: np.ndarray, after: np.ndarray, where: np.ndarray) -> float:
+    """Chroma-weighted mean |CIELAB hue change| in degrees over ``where`` (nan if nothing there)."""
+    if not where.any():
+        return float("nan")
+    lab0, lab1 = _lab(before)[0].numpy(), _lab(after)[0].numpy()
+    h0, h1 = np.arctan2(lab0[2], lab0[1]), np.arctan2(lab1[2], lab1[1])
+    dh = np.abs(np.degrees(np.angle(np.exp(1j * (h1 - h0)))))
+    weight = np.hypot(lab0[1], lab0[2])[where]
+    return float((dh[where] * weight).sum() / max(weight.sum(), 1e-6))
+
+
+def grade_retouch(scene, final: Frame, neutral: Frame) -> dict[str, float]:
+    found = final.masks["defects"][0, 0].cpu().numpy() > 0.5
+    on_piece = scene.alpha > 0.5
+    interior = cv2.erode((scene.alpha > 0.99).astype(np.uint8), _disk(1)) > 0  # chains: wire is 2-4 px
+    interior &= final.alpha[0, 0].cpu().numpy() >= 1.0  # cut-out misses are the cutout suite's business
+    before, after = _hwc(neutral.image), _hwc(final.image)
+    srgb_in = linear_to_srgb(torch.from_numpy(np.clip(truth_scale(before, scene, interior), 0, 1))).numpy()
+    srgb_true = linear_to_srgb(torch.from_numpy(scene.clean)).numpy()
+    change = np.abs(srgb_in - srgb_true).mean(2)
+    parts = _components(np.isin(scene.defects, (1, 2, 3)))
+    visible = [p for p in parts if change[p].mean() >= VISIBLE]
+    piece_parts = [p for p in visible if on_piece[p].mean() > 0.5]
+    bg_parts = [p for p in visible if on_piece[p].mean() <= 0.5]
+    features = [p for k in np.unique(scene.details)[1:] for p in _components(scene.details == k)]
+    y_true = _srgb_y(scene.clean)
+    y_in = _srgb_y(np.clip(truth_scale(before, scene, interior), 0, 1))
+    y_out = _srgb_y(np.clip(truth_scale(after, scene, interior), 0, 1))
+    # high frequencies of the design only: defects (truth) are meant to lose theirs
+    clean_zone = interior & (cv2.dilate((scene.defects > 0).astype(np.uint8), _disk(3)) == 0)
+    band = lambda y: y - cv2.GaussianBlur(y, (0, 0), 2.0)  # noqa: E731
+    metal = interior & (scene.metal > 0.6)
+    stone = interior & (scene.metal < 0.05)
+    clipped = lambda img: float((img.max(2) >= 0.999)[on_piece].mean())  # noqa: E731
+    return {
+        "recall": float(np.mean(_covered(piece_parts, found, 0.5))) if piece_parts else float("nan"),
+        "recall_bg": float(np.mean(_covered(bg_parts, found, 0.5))) if bg_parts else float("nan"),
+        "fp_rec": float(np.mean(_covered(_components(scene.defects == 4), found, 0.5)))
+        if (scene.defects == 4).any() else float("nan"),
+        "altered": float(np.mean(_covered(features, found, 0.1))) if features else float("nan"),
+        "hidden": 1 - len(visible) / len(parts) if parts else float("nan"),
+        "n_defects": len(piece_parts), "n_features": len(features),
+        "ssim": float(ssim_map(y_out, y_true)[interior].mean()),
+        "ssim_in": float(ssim_map(y_in, y_true)[interior].mean()),
+        "hf": float((band(y_out)[clean_zone] ** 2).sum() / max((band(y_true)[clean_zone] ** 2).sum(), 1e-9)),
+        "hue_metal": hue_shift(before, after, metal),
+        "hue_stone": hue_shift(before, after, stone),
+        "clip_in": clipped(before), "clip_out": clipped(after),
     }
 
 
@@ -165,25 +281,55 @@ def error_tile(scene, final: Frame) -> np.ndarray:
     return np.concatenate([src, out, err], 1)
 
 
+def retouch_tile(scene, final: Frame, neutral: Frame, edge: int = 400) -> np.ndarray:
+    """Piece close-up: before | after | masks (red = defect removed, yellow = truth defect missed,
+    blue = design feature repainted, grey = design features kept)."""
+    ys, xs = np.nonzero(scene.alpha > 0.5)
+    cy, cx = int(ys.mean()), int(xs.mean())
+    h, w = scene.alpha.shape
+    y0, x0 = int(np.clip(cy - edge // 2, 0, max(h - edge, 0))), int(np.clip(cx - edge // 2, 0, max(w - edge, 0)))
+    sl = (slice(y0, y0 + edge), slice(x0, x0 + edge))
+    to8 = lambda t: (linear_to_srgb(t[0].permute(1, 2, 0).cpu().clamp(0, 1)).numpy() * 255).astype(np.uint8)  # noqa: E731
+    before, after = to8(neutral.image)[sl], to8(final.image)[sl]
+    found = final.masks["defects"][0, 0].cpu().numpy()[sl] > 0.5
+    truth = np.isin(scene.defects[sl], (1, 2, 3, 4))
+    details = scene.details[sl] > 0
+    masks = (before * 0.35).astype(np.uint8)
+    masks[details] = (150, 150, 150)
+    masks[truth & ~found] = (255, 220, 0)
+    masks[found] = (255, 40, 40)
+    masks[found & details] = (60, 110, 255)
+    return np.concatenate([before, after, masks], 1)
+
+
 def run_case(piece: str, background: str, seed: int, size: tuple[int, int], device: str,
-             tiles: list | None = None, known_light: bool = False) -> dict:
+             tiles: list | None = None, known_light: bool = False, suite: str = "cutout",
+             overrides: dict | None = None) -> dict:
     rng = np.random.default_rng([seed, PIECES.index(piece), BACKGROUNDS.index(background)])
     scene = render_scene(rng, size, piece=piece, background=background)
     # known light: what a studio sets per shoot from a grey card ([stages.neutralize] kelvin)
-    light = {"neutralize": {"kelvin": scene.meta["illuminant"]["kelvin"]}} if known_light else {}
-    params = stage_params(light, {"mode": "white"})
+    stages = {name: dict(values) for name, values in (overrides or {}).items()}
+    if known_light:
+        stages.setdefault("neutralize", {})["kelvin"] = scene.meta["illuminant"]["kelvin"]
+    params = stage_params(stages, {"mode": "white"})
     frame = Frame(torch.from_numpy(scene.source.transpose(2, 0, 1).copy())[None].to(device))
-    t0 = time.perf_counter()
-    frame, neutral, _ = run_stages(frame, params, SKIP)
+    skip = tuple(n for n in STAGE_NAMES if n not in SUITES[suite])
+    if suite == "retouch":
+        # grade against the frame the surface retouch starts from (cutout may touch edge colours)
+        frame, _, _ = run_stages(frame, params, tuple(n for n in STAGE_NAMES if n not in ("neutralize", "cutout")))
+        skip = tuple(n for n in STAGE_NAMES if n not in SURFACE)
+    start = frame
+    frame, neutral, timings = run_stages(frame, params, skip)
+    neutral = start if suite == "retouch" else neutral
     if device == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    timed = SURFACE if suite == "retouch" else SUITES[suite]
     row = {"background": background, "piece": piece, "seed": seed, "metal": scene.meta["metal"],
            "kelvin": round(scene.meta["illuminant"]["kelvin"]), "flags": ",".join(frame.flags)}
-    row.update(grade(scene, frame, neutral))
-    row["s_per_mp"] = seconds / (size[0] * size[1] / 1e6)
+    row.update(grade_retouch(scene, frame, neutral) if suite == "retouch" else grade_cutout(scene, frame, neutral))
+    row["s_per_mp"] = sum(timings[n] for n in timed) / (size[0] * size[1] / 1e6)
     if tiles is not None:
-        tiles.append(error_tile(scene, frame))
+        tiles.append(retouch_tile(scene, frame, neutral) if suite == "retouch" else error_tile(scene, frame))
     return row
 
 
@@ -194,28 +340,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--backgrounds", nargs="*", default=list(BACKGROUNDS), choices=BACKGROUNDS)
     ap.add_argument("--pieces", nargs="*", default=list(PIECES), choices=PIECES)
+    ap.add_argument("--suite", choices=list(SUITES), default="cutout", help="what to grade")
     ap.add_argument("--known-light", action="store_true", help="tell neutralize the shoot's light (grey-card workflow)")
+    ap.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                    help="stage parameter override, e.g. --set dust.strength=0.3 (repeatable)")
     ap.add_argument("--csv", type=Path, help="also write every scene's row here")
     ap.add_argument("--sheet", type=Path, help="write a PNG of every scene: source | result | mask errors")
     args = ap.parse_args(argv)
 
+    overrides: dict[str, dict] = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        stage, name = key.split(".", 1)
+        overrides.setdefault(stage, {})[name] = json.loads(value) if value[:1] in "0123456789-[{tfn\"" else value
     tiles = [] if args.sheet else None
-    rows = [run_case(p, b, s, tuple(args.size), args.device, tiles, args.known_light)
+    rows = [run_case(p, b, s, tuple(args.size), args.device, tiles, args.known_light, args.suite, overrides)
             for b in args.backgrounds for p in args.pieces for s in range(args.seeds)]
     if args.sheet:
         cv2.imwrite(str(args.sheet), cv2.cvtColor(np.concatenate(tiles, 0), cv2.COLOR_RGB2BGR))
     table = pd.DataFrame(rows)
     if args.csv:
         table.to_csv(args.csv, index=False)
-    by_case = table.groupby(["background", "piece"], sort=False)[COLUMNS].mean()
-    by_background = table.groupby("background", sort=False)[COLUMNS].mean()
+    columns = COLUMNS[args.suite]
+    by_case = table.groupby(["background", "piece"], sort=False)[columns].mean()
+    by_background = table.groupby("background", sort=False)[columns].mean()
     pd.set_option("display.width", 160)
     print(f"{len(table)} scenes at {args.size[0]}x{args.size[1]} on {args.device}\n")
     print(by_case.round(3).to_string())
     print()
     print(by_background.round(3).to_string())
     print()
-    print("all:", table[COLUMNS].mean().round(3).to_dict())
+    print("all:", table[columns].mean().round(3).to_dict())
     return 0
 
 

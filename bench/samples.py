@@ -26,8 +26,10 @@ from infra.imageio import read_source  # noqa: E402
 from tasks.color import linear_to_srgb  # noqa: E402
 from tasks.develop import DevelopParams, develop  # noqa: E402
 from tasks.ops import resize  # noqa: E402
-from bench.quality import SKIP  # noqa: E402
-from tasks.pipeline import run_stages, stage_params  # noqa: E402
+from bench.quality import SUITES  # noqa: E402
+from tasks.pipeline import STAGE_NAMES, run_stages, stage_params  # noqa: E402
+
+SKIP = tuple(n for n in STAGE_NAMES if n not in SUITES["cutout"])
 
 SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
 

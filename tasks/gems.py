@@ -19,7 +19,7 @@ from tasks.ops import box_mean, dilate, erode, gaussian_blur, opening
 class GemsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     saturation: float = Field(0.12, ge=0, le=1, description="relative chroma gain on stones")
-    micro_contrast: float = Field(0.2, ge=0, le=2, description="facet contrast gain")
+    micro_contrast: float = Field(0.1, ge=0, le=2, description="facet contrast gain")
     min_chroma: float = Field(0.45, gt=0, lt=1, description="chroma/max-channel that makes a pixel a coloured stone")
     facet_contrast: float = Field(0.25, gt=0, description="local relative std that marks a colourless stone's facets")
 

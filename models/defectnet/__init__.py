@@ -1,0 +1,75 @@
+"""DefectNet: a tiny fully-convolutional net that tells dust from design.
+
+A dust speck and a milgrain bead, a scratch and an engraved line look alike
+to any filter; what tells them apart is context (rows, grids, grooves that
+follow the metal's form). DefectNet learns that context from the studio
+simulator, whose defects and design details come with exact masks
+(``models/defectnet/train.py``; weights ship as ``weights.pt``, float16,
+~50 KB). Full resolution in, full resolution out, receptive field 35 px:
+
+    net = load_defectnet()                              # cached, eval mode
+    logits = net(linear_to_srgb(image))                 # (B, 2, H, W)
+    removable, haze = torch.sigmoid(logits).unbind(1)   # dust/lint/scratch, fingerprint haze
+
+The caller (``tasks/dust.py``) adds the classical evidence (local contrast)
+and decides what to repaint.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["DefectNet", "load_defectnet", "DEFAULT_WEIGHTS", "TRAIN_COMMAND", "CHANNELS"]
+
+DEFAULT_WEIGHTS = Path(__file__).with_name("weights.pt")
+TRAIN_COMMAND = "python -m models.defectnet.train --out models/defectnet/weights.pt"
+CHANNELS = ("removable", "haze")  # dust+lint+scratch; fingerprint haze
+
+
+class DefectNet(nn.Module):
+    """Dilated conv stack (dilations 1, 1, 2, 4, 8, 1), ReLU, no normalisation layers.
+
+    Input ``(B, 3, H, W)`` sRGB in [0, 1], any size; the net adds a high-pass copy
+    (image minus its 3 px Gaussian blur, x4) itself, so exposure and gentle
+    shading do not matter. Output: logits ``(B, 2, H, W)`` for ``CHANNELS``.
+    """
+
+    def __init__(self, width: int = 20):
+        super().__init__()
+        self.width = width
+        dilations = (1, 1, 2, 4, 8, 1)
+        layers, cin = [], 6
+        for d in dilations:
+            layers.append(nn.Conv2d(cin, width, 3, padding=d, dilation=d))
+            cin = width
+        self.body = nn.ModuleList(layers)
+        self.head = nn.Conv2d(width, len(CHANNELS), 1)
+
+    @staticmethod
+    def features(x: torch.Tensor) -> torch.Tensor:
+        from tasks.ops import gaussian_blur
+
+        return torch.cat([x, 4 * (x - gaussian_blur(x, 3.0))], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        for conv in self.body:
+            x = F.relu(conv(x))
+        return self.head(x)
+
+
+@functools.lru_cache(maxsize=4)
+def load_defectnet(weights: str | None = None, device: str | torch.device = "cpu") -> DefectNet:
+    """Load once per process (a Ray worker keeps it): float32, eval mode, on ``device``."""
+    path = Path(weights) if weights else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"DefectNet weights not found: {path} (train them with: {TRAIN_COMMAND})")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net = DefectNet(width=int(state.pop("width")))
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+    return net.to(device).eval()
