@@ -9,7 +9,7 @@ repeat (pave in grids, milgrain in rows) and follow the metal's form
 
 * On the backdrop everything small and darker than its surroundings goes
   (a morphological black-hat: closing minus image); nothing there is design.
-* On the piece, ``models/defectnet`` (a 19 k-parameter dilated CNN trained on
+* On the piece, ``models/defectnet`` (a 48 k-parameter dilated CNN trained on
   the simulator, whose defects and details have exact masks) marks removable
   defects (specks, lint, scratches) and fingerprint haze. A marked blob must
   also stand out locally (the classical evidence) to be repainted.
@@ -46,6 +46,8 @@ class DustParams(BaseModel):
                                                                     "surroundings by this much (sRGB)")
     haze: bool = Field(True, description="also clear fingerprint haze on polished metal")
     min_haze_area: int = Field(40, ge=1, description="smallest haze patch in px")
+    neighbours: int = Field(4, ge=0, description="a blob on the piece with more defects than this nearby is texture, not dust")
+    neighbourhood: int = Field(24, ge=4, description="radius in px of that neighbourhood")
     max_pinhole: int = Field(150, ge=0, description="holes in the piece mask up to this many px are specks, not outline")
     grow: int = Field(1, ge=0, le=8, description="px added around each defect before filling")
     network_weights: str | None = Field(None, description="DefectNet checkpoint; None = the weights shipped in models/defectnet")
@@ -86,6 +88,8 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustP
     local = torch.maximum(closing(y, 3) - y, y - opening(y, 3))
     stands_out = dilate((local > params.min_local_contrast).to(image.dtype), 1)
     removable[..., ys, xs] = (prob[:, :1] > params.strength).to(image.dtype) * stands_out
+    # design repeats (pave seats, milgrain, beads): a blob with several others close by is texture
+    removable = _uncrowded(removable, params.neighbours, params.neighbourhood)
     if piece is not None:
         # the outline's anti-aliased, decontaminated steps are not dust: blobs lying on it stay
         solid = torch.maximum(piece, _components(1 - piece, max_area=params.max_pinhole))
@@ -95,6 +99,23 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustP
         patch = opening((prob[:, 1:] > 0.5).to(image.dtype), 1)
         haze[..., ys, xs] = _components(patch, min_area=params.min_haze_area)
     return removable * (piece if piece is not None else 1), haze * region
+
+
+def _uncrowded(mask: torch.Tensor, neighbours: int, radius: int) -> torch.Tensor:
+    """Drop components with more than ``neighbours`` other components within ``radius`` px."""
+    m = (mask[0, 0] > 0.5).cpu().numpy().astype(np.uint8)
+    n, labels, _, centroids = cv2.connectedComponentsWithStats(m, connectivity=8)
+    if n <= 1:
+        return mask
+    points = np.zeros(m.shape, np.float32)
+    ix = centroids[1:, 0].round().astype(int).clip(0, m.shape[1] - 1)
+    iy = centroids[1:, 1].round().astype(int).clip(0, m.shape[0] - 1)
+    np.add.at(points, (iy, ix), 1.0)
+    k = 2 * radius + 1
+    density = cv2.boxFilter(points, -1, (k, k), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    keep = np.zeros(n, bool)
+    keep[1:] = density[iy, ix] - 1 <= neighbours
+    return torch.from_numpy(keep[labels]).to(mask)[None, None]
 
 
 def _components(mask: torch.Tensor, *, min_area: int = 1, max_area: int | None = None,

@@ -2,9 +2,13 @@
 
 Needs: linear RGB and the piece mask. Stones are piece pixels that are
 either clearly coloured (sapphire, ruby, emerald) or colourless with facet
-micro-contrast (diamond). Saturation is raised by scaling chroma about the
-pixel's own luminance, which leaves the hue where it was; the gain is capped
-per pixel so no channel leaves [0, 1].
+micro-contrast (diamond). Both lifts are corrective: facet contrast is raised
+only while the stones' mean relative facet contrast is below
+``target_facets``, colour only while coloured stones' median chroma is below
+``target_chroma``, each by a bounded amount, so stones that already sparkle
+(a retouched photo) pass untouched. Saturation is raised by scaling chroma
+about the pixel's own luminance, which leaves the hue where it was; the gain
+is capped per pixel so no channel leaves [0, 1].
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from tasks.ops import box_mean, dilate, erode, gaussian_blur, opening
 
 class GemsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    saturation: float = Field(0.12, ge=0, le=1, description="relative chroma gain on stones")
-    micro_contrast: float = Field(0.1, ge=0, le=2, description="facet contrast gain")
+    target_chroma: float = Field(0.5, gt=0, le=1, description="median chroma/max-channel of coloured stones to reach")
+    saturation: float = Field(0.12, ge=0, le=1, description="largest relative chroma gain on stones")
+    target_facets: float = Field(0.2, ge=0, le=4, description="mean relative facet contrast of stones to reach")
+    micro_contrast: float = Field(0.3, ge=0, le=2, description="largest facet contrast gain")
     min_chroma: float = Field(0.45, gt=0, lt=1, description="chroma/max-channel that makes a pixel a coloured stone")
     facet_contrast: float = Field(0.25, gt=0, description="local relative std that marks a colourless stone's facets")
 
@@ -31,7 +37,8 @@ def find_stones(image: torch.Tensor, piece: torch.Tensor, params: GemsParams) ->
     rel_std = (box_mean(y * y, 2) - box_mean(y, 2) ** 2).clamp(min=0).sqrt() / box_mean(y, 2).clamp(min=1e-3)
     # Gold is chromatic too: coloured stones are told apart by a hue far from gold's orange.
     r, g, b = image[:, 0:1], image[:, 1:2], image[:, 2:3]
-    not_gold = (b > g) | (g > r) | (r > 2.5 * g)
+    # ...and rubies from rose gold by green: rose gold keeps more green than blue, a ruby does not
+    not_gold = (b > g) | (g > r) | ((r > 2.5 * g) & (g < 1.2 * b))
     coloured = (chroma > params.min_chroma) & not_gold
     faceted = (chroma < 0.15) & (rel_std > params.facet_contrast) & (y > 0.4)
     stones = (coloured | faceted).to(image.dtype) * erode(piece, 1)
@@ -44,8 +51,22 @@ def clarify_gems(frame: Frame, params: GemsParams) -> Frame:
         return frame.noted("gems: skipped, no piece mask")
     image = frame.image
     stones = find_stones(image, piece, params)
+    sel = stones > 0.5
+    if not bool(sel.any()):
+        return frame.with_masks(stones=stones).noted("gems: no stones found")
+    # corrective: lift facets and colour only as far as the stones fall short of the targets
     y = luminance(image)
-    y_sharp = (y + params.micro_contrast * (y - gaussian_blur(y, 1.5))).clamp(min=0)
+    facets = y - gaussian_blur(y, 1.5)
+    contrast = float((facets.abs() / y.clamp(min=1e-3))[sel].mean())
+    sharpen = min(params.micro_contrast, max(0.0, params.target_facets / max(contrast, 1e-6) - 1.0))
+    peak0 = image.amax(1, keepdim=True).clamp(min=1e-4)
+    rel_chroma = (peak0 - image.amin(1, keepdim=True)) / peak0
+    coloured = sel & (rel_chroma > params.min_chroma)
+    median = float(rel_chroma[coloured].median()) if bool(coloured.any()) else params.target_chroma
+    boost = min(1 + params.saturation, max(1.0, params.target_chroma / max(median, 1e-6)))
+    if sharpen == 0 and boost == 1:
+        return frame.with_masks(stones=stones).noted(f"gems: {int(float(stones.sum()))} stone px, on target")
+    y_sharp = (y + sharpen * facets).clamp(min=0)
     lifted = image * (y_sharp / y.clamp(min=1e-5))
     peak = lifted.amax(1, keepdim=True)
     was_clipped = image.amax(1, keepdim=True) >= 0.999
@@ -55,8 +76,10 @@ def clarify_gems(frame: Frame, params: GemsParams) -> Frame:
     # Largest gain that keeps every channel inside [0, 1) so nothing new clips.
     up = torch.where(chroma > 0, (0.998 - y2).clamp(min=0) / chroma.clamp(min=1e-6), torch.full_like(chroma, 1e6))
     down = torch.where(chroma < 0, y2 / (-chroma).clamp(min=1e-6), torch.full_like(chroma, 1e6))
-    gain = torch.minimum(torch.minimum(up, down).amin(1, keepdim=True), torch.full_like(y2, 1 + params.saturation))
+    gain = torch.minimum(torch.minimum(up, down).amin(1, keepdim=True), torch.full_like(y2, boost))
     gain = gain.clamp(min=1.0)
     out = (y2 + chroma * gain).clamp(0, 1)
     image = stones * out + (1 - stones) * image
-    return frame.replace(image=image).with_masks(stones=stones).noted(f"gems: {int(float(stones.sum()))} stone px")
+    return frame.replace(image=image).with_masks(stones=stones).noted(
+        f"gems: {int(float(stones.sum()))} stone px, facets {contrast:.2f} (lifted {sharpen:.2f}), "
+        f"chroma {median:.2f} (x{boost:.2f})")

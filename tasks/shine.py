@@ -5,16 +5,22 @@ minus its stones, found as ``gems`` finds them) and on luminance only: every
 change is a per-pixel gain applied to R, G and B alike, so chromaticity, and
 with it gold's warmth, stays where it was.
 
-1. Dodge and burn: the metal's large-scale light (a Gaussian of its
-   luminance, normalised over the metal only) is compressed towards its
-   median by ``evenness``: a hot spot is burnt down, a dull side dodged up,
-   the fine structure riding on top is kept as it is.
-2. Clarity: local contrast at ``radius`` (the "clarity" of raw editors).
-3. Highlights roll off with a soft knee so no new pixel clips; a pixel that
-   would still leave the gamut is scaled back with its siblings (same hue).
-   The clipped fraction on the piece never rises.
-4. White metals (silver, white gold, platinum) lose their residual tint:
-   metal pixels with little chroma have it scaled by ``1 - neutral_white``.
+Every step is corrective: it measures the metal against a catalog target
+and changes only what misses it, so a photo that is already retouched passes
+through (almost) untouched.
+
+1. Dodge and burn: the metal's large-scale light (a Gaussian of its log
+   luminance over the metal only) may span at most ``max_light_range``
+   stops between its 5th and 95th percentile; a wider span is compressed
+   towards the median (hot spots burnt down, dull sides dodged up); the fine
+   structure riding on top is kept.
+2. Clarity: local contrast (log luminance minus its ``radius`` blur) is lifted
+   until its mean reaches ``target_contrast``, by at most ``clarity``.
+3. Whatever was brightened rolls off with a soft knee so no new pixel clips;
+   a pixel that would still leave the gamut is scaled back with its siblings
+   (same hue). The clipped fraction on the piece never rises.
+4. A white-metal piece (median chroma below ``white_chroma``) loses part of
+   its residual tint (``neutral_white``); gold and rose gold are left warm.
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ from tasks.ops import erode, gaussian_blur
 
 class ShineParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    evenness: float = Field(0.25, ge=0, le=0.9, description="share of the metal's large-scale light variation removed (dodge/burn)")
+    max_light_range: float = Field(3.0, gt=0, le=12, description="widest span of the metal's large-scale light, stops (dodge/burn beyond it)")
     light_radius: float = Field(24.0, gt=0, le=256, description="scale of 'large-scale light', px")
-    clarity: float = Field(0.05, ge=0, le=1, description="local contrast added to the metal")
+    target_contrast: float = Field(0.35, ge=0, le=4, description="mean local contrast of the metal to reach, stops")
+    clarity: float = Field(0.5, ge=0, le=2, description="largest relative lift of local contrast")
     radius: float = Field(8.0, gt=0, le=64, description="scale of that contrast, px")
     knee: float = Field(0.85, gt=0.5, lt=1, description="luminance where the highlight roll-off starts")
-    neutral_white: float = Field(0.5, ge=0, le=1, description="share of a white metal's residual tint removed")
+    neutral_white: float = Field(0.3, ge=0, le=1, description="share of a white metal's residual tint removed")
     white_chroma: float = Field(0.06, gt=0, le=0.5, description="chroma/luminance below which metal counts as white")
 
 
@@ -47,6 +54,11 @@ def _soft_knee(y: torch.Tensor, knee: float) -> torch.Tensor:
 def _masked_blur(y: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian of ``y`` over ``mask`` only (normalised convolution), so the backdrop does not bleed in."""
     return gaussian_blur(y * mask, sigma) / gaussian_blur(mask, sigma).clamp(min=1e-4)
+
+
+def _quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> list[float]:
+    step = max(1, values.numel() // 1_000_000)  # torch.quantile refuses huge inputs
+    return torch.quantile(values[::step].float(), values.new_tensor(qs, dtype=torch.float32)).tolist()
 
 
 def metal_mask(image: torch.Tensor, piece: torch.Tensor) -> torch.Tensor:
@@ -64,12 +76,18 @@ def add_shine(frame: Frame, params: ShineParams) -> Frame:
     if float(metal.sum()) < 16:
         return frame.noted("shine: skipped, no metal found")
     y = luminance(image).clamp(min=1e-5)
-    log_y = torch.log(y)
+    log_y = torch.log2(y)
+    sel = metal > 0.5
     light = _masked_blur(log_y, metal, params.light_radius)
-    centre = log_y[metal > 0.5].median()
-    even = log_y - params.evenness * (light - centre)
-    detail = even - _masked_blur(even, metal, params.radius)
-    y_new = _soft_knee(torch.exp(even + params.clarity * detail), params.knee)
+    lo, centre, hi = _quantiles(light[sel], (0.05, 0.5, 0.95))
+    squeeze = max(0.0, 1.0 - params.max_light_range / max(hi - lo, 1e-6))
+    shift = -squeeze * (light - centre)
+    detail = log_y + shift - _masked_blur(log_y + shift, metal, params.radius)
+    contrast = float(detail[sel].abs().mean())
+    lift = min(params.clarity, max(0.0, params.target_contrast / max(contrast, 1e-6) - 1.0))
+    y_new = y * torch.exp2(shift + lift * detail)  # exactly y where nothing is to be done
+    # only what was brightened rolls off, so untouched pixels stay exactly as they were
+    y_new = torch.where(y_new > y, y + _soft_knee(y_new, params.knee) - _soft_knee(y, params.knee), y_new)
     was_clipped = image.amax(1, keepdim=True) >= 0.999
     ratio = torch.where(was_clipped, torch.ones_like(y), y_new / y)
     out = image * ratio
@@ -78,8 +96,10 @@ def add_shine(frame: Frame, params: ShineParams) -> Frame:
     out = torch.where((peak > 0.998) & ~was_clipped, out * (0.998 / peak), out)
     y_out = luminance(out)
     chroma = (out.amax(1, keepdim=True) - out.amin(1, keepdim=True)) / y_out.clamp(min=1e-4)
-    white = (chroma < params.white_chroma).to(out.dtype) * params.neutral_white
-    out = out + white * (y_out - out)
+    white_metal = float(chroma[sel].median()) < params.white_chroma
+    if white_metal and params.neutral_white > 0:
+        out = out + (chroma < params.white_chroma).to(out.dtype) * params.neutral_white * (y_out - out)
     image = metal * out + (1 - metal) * image
     return frame.replace(image=image).with_masks(metal=metal).noted(
-        f"shine: evenness {params.evenness}, clarity {params.clarity}")
+        f"shine: light range {hi - lo:.2f} stops (squeezed {squeeze:.2f}), contrast {contrast:.2f} (lifted {lift:.2f})"
+        + (", white metal neutralised" if white_metal and params.neutral_white > 0 else ""))

@@ -5,7 +5,7 @@ to any filter; what tells them apart is context (rows, grids, grooves that
 follow the metal's form). DefectNet learns that context from the studio
 simulator, whose defects and design details come with exact masks
 (``models/defectnet/train.py``; weights ship as ``weights.pt``, float16,
-~50 KB). Full resolution in, full resolution out, receptive field 35 px:
+~100 KB, 48 k parameters). Full resolution in and out, receptive field 35 px:
 
     net = load_defectnet()                              # cached, eval mode
     logits = net(linear_to_srgb(image))                 # (B, 2, H, W)
@@ -39,7 +39,7 @@ class DefectNet(nn.Module):
     shading do not matter. Output: logits ``(B, 2, H, W)`` for ``CHANNELS``.
     """
 
-    def __init__(self, width: int = 20):
+    def __init__(self, width: int = 32):
         super().__init__()
         self.width = width
         dilations = (1, 1, 2, 4, 8, 1)

@@ -126,3 +126,12 @@ def test_shapes_and_device(device):
     # only masked pixels change
     changed = (out.image != f.image).any(1, keepdim=True)
     assert not bool((changed & (m == 0)).any())
+
+
+def test_sensor_dust_mask_is_reported_as_defects():
+    """Sensor dust is divided out before the stages (tasks/sensor_dust); dust reports its mask with the rest."""
+    img = torch.full((1, 3, 48, 48), 0.7)
+    spot = torch.zeros((1, 1, 48, 48))
+    spot[..., 10:20, 10:20] = 1
+    out = remove_dust(Frame(img).with_masks(sensor_dust=spot), DustParams())
+    assert torch.equal(out.masks["defects"], spot) and torch.equal(out.image, img)

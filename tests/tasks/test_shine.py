@@ -28,7 +28,7 @@ def test_clipped_fraction_does_not_rise(ev):
     # +1 EV makes real highlights clip; measured before == after: band 0.348, solitaire 0.189, pave 0.333 (0 at 0 EV)
     for seed, kw in GOLD:
         f = _frame(seed, kw, ev)
-        out = add_shine(f, ShineParams(clarity=0.3))
+        out = add_shine(f, ShineParams(target_contrast=2.0, clarity=0.3, max_light_range=1.0))
         piece = f.masks["piece"]
         assert _clipped(out.image, piece) <= _clipped(f.image, piece), (kw["piece"], ev)
         # no pixel that was below clipping is pushed to it
@@ -54,7 +54,7 @@ def test_gold_hue_kept():
 def test_adds_local_contrast_on_metal_only():
     seed, kw = GOLD[0]
     f = _frame(seed, kw)
-    out = add_shine(f, ShineParams(clarity=0.3))
+    out = add_shine(f, ShineParams(target_contrast=2.0, clarity=0.3))
     metal = out.masks["metal"]
     assert torch.equal(out.image * (1 - metal), f.image * (1 - metal))  # backdrop untouched
     y0, y1 = luminance(f.image), luminance(out.image)
@@ -88,3 +88,40 @@ def test_shapes_and_device(device):
     out = add_shine(f, ShineParams())
     assert out.image.shape == f.image.shape and out.image.device == f.image.device
     assert out.image.dtype == torch.float32 and out.masks["metal"].shape == f.masks["piece"].shape
+
+
+def test_metal_on_target_is_left_alone():
+    """Corrective, not a look: metal whose light and contrast already meet the targets is not touched."""
+    seed, kw = GOLD[0]
+    f = _frame(seed, kw)
+    out = add_shine(f, ShineParams(target_contrast=0.0, max_light_range=12.0))
+    assert torch.equal(out.image, f.image)
+
+
+def test_dodge_and_burn_narrows_the_light():
+    from tasks.shine import _masked_blur, _quantiles
+
+    seed, kw = GOLD[0]
+    f = _frame(seed, kw)
+    out = add_shine(f, ShineParams(target_contrast=0.0, max_light_range=0.5))
+    metal = out.masks["metal"]
+
+    def span(img):
+        light = _masked_blur(torch.log2(luminance(img).clamp(min=1e-5)), metal, 24.0)
+        lo, hi = _quantiles(light[metal > 0.5], (0.05, 0.95))
+        return hi - lo
+
+    before, after = span(f.image), span(out.image)
+    assert before > 0.9 and after < 0.8 * before, (before, after)  # measured 1.09 -> 0.6
+
+
+def test_white_metal_loses_tint_gold_keeps_it():
+    # a faintly blue-tinted grey plate counts as white metal; a gold one does not
+    piece = torch.ones((1, 1, 32, 32))
+    grey = torch.tensor([0.50, 0.50, 0.53]).view(1, 3, 1, 1).expand(1, 3, 32, 32).contiguous()
+    gold = torch.tensor([0.60, 0.42, 0.15]).view(1, 3, 1, 1).expand(1, 3, 32, 32).contiguous()
+    params = ShineParams(target_contrast=0.0)
+    out = add_shine(Frame(grey).with_masks(piece=piece), params).image[..., 8:-8, 8:-8]
+    tint = lambda x: float((x.amax(1) - x.amin(1)).mean())  # noqa: E731
+    assert tint(out) < 0.75 * tint(grey[..., 8:-8, 8:-8])
+    assert torch.equal(add_shine(Frame(gold).with_masks(piece=piece), params).image, gold)

@@ -1,0 +1,40 @@
+"""DefectNet: shipped weights load, any size in, same size out, same answer on every device."""
+
+import pytest
+import torch
+
+from helpers import DEVICES
+from models.defectnet import CHANNELS, DEFAULT_WEIGHTS, DefectNet, load_defectnet
+
+
+def test_shipped_weights_are_small_and_load():
+    assert DEFAULT_WEIGHTS.stat().st_size < 200_000
+    net = load_defectnet()
+    assert isinstance(net, DefectNet) and not net.training
+    assert load_defectnet() is net  # cached: loaded once per process
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_any_size_in_same_size_out(device):
+    net = load_defectnet(device=device)
+    x = torch.rand((1, 3, 37, 53), generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        out = net(x)
+    assert out.shape == (1, len(CHANNELS), 37, 53) and out.device.type == device
+
+
+def test_dark_speck_on_plain_metal_scores_higher_than_a_row_of_them():
+    """The context the net learned: a lone speck is dust, a regular row of identical dots is design."""
+    img = torch.full((1, 3, 96, 160), 0.75)
+    img[..., 20:24, 30:34] = 0.15                      # lone speck
+    for x in range(40, 150, 7):                        # a milgrain-like row
+        img[..., 70:74, x:x + 4] = 0.15
+    with torch.no_grad():
+        p = torch.sigmoid(load_defectnet()(img))[0, 0]
+    assert float(p[20:24, 30:34].max()) > 0.5
+    assert float(p[70:74, 60:130].max()) < float(p[20:24, 30:34].max())
+
+
+def test_missing_weights_say_how_to_train(tmp_path):
+    with pytest.raises(FileNotFoundError, match="models.defectnet.train"):
+        load_defectnet(str(tmp_path / "none.pt"))
