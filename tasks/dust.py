@@ -12,7 +12,9 @@ repeat (pave in grids, milgrain in rows) and follow the metal's form
 * On the piece, ``models/defectnet`` (a 48 k-parameter dilated CNN trained on
   the simulator, whose defects and details have exact masks) marks removable
   defects (specks, lint, scratches) and fingerprint haze. A marked blob must
-  also stand out locally (the classical evidence) to be repainted.
+  also stand out locally (the classical evidence), must not lie on the
+  piece's outline (its anti-aliased steps), and must not have more than
+  ``neighbours`` others close by (what repeats is design) to be repainted.
 * Specks, lint and scratches are filled from their surroundings (push-pull,
   ``tasks.ops.fill_holes``); fingerprint haze is a low-contrast ridge pattern
   on flat polished metal, so its area is replaced by a low-pass of itself
