@@ -81,23 +81,43 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def cmd_review(a: argparse.Namespace) -> int:
-    from flows.review import ReviewError, approve, list_queue, reject
+    from flows.review import ReviewError, approve, list_queue, parse_set, reject, rerun
 
     out = a.out
     state = a.state or out / ".state"
+    if a.action == "serve":
+        return _review_serve(a, state)
     if a.action == "list":
         for row in list_queue(state):
             print(f"{row['image_id']}  {row['shoot']}/{row['source']}  {row['reasons']}")
         return 0
     try:
         if a.action == "approve":
-            approve(state, out, a.image_id, who=a.who)
-        else:
+            approve(state, out, a.image_id, who=a.who, note=a.note or "")
+        elif a.action == "reject":
             reject(state, out, a.image_id, note=a.note or "", who=a.who)
+        else:
+            status = rerun(state, out, a.image_id, {"stages": parse_set(a.set), "skip": a.skip}, who=a.who,
+                           preset=a.preset, device=a.device)
+            print(f"re-ran {a.image_id}: {status}")
+            return 0
     except ReviewError as exc:
         print(f"error: {exc} (see `loupe review list --out {out}`)", file=sys.stderr)
         return 2
     print(f"{a.action}d {a.image_id}")
+    return 0
+
+
+def _review_serve(a: argparse.Namespace, state: Path) -> int:
+    from infra.reviewapp.app import is_loopback, serve
+
+    token = a.token or os.environ.get("LOUPE_REVIEW_TOKEN") or None
+    if not is_loopback(a.host) and not token:
+        print(f"error: refusing to listen on {a.host} without a login token: set LOUPE_REVIEW_TOKEN "
+              "or pass --token (or keep the default --host 127.0.0.1)", file=sys.stderr)
+        return 2
+    print(f"review queue: http://{a.host}:{a.port}/queue" + ("  (login with the token)" if token else ""))
+    serve(state, a.out, host=a.host, port=a.port, token=token, preset=a.preset, who=a.who, device=a.device)
     return 0
 
 
@@ -143,13 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--state", type=Path)
     rep.set_defaults(func=cmd_report)
 
-    rv = sub.add_parser("review", help="work the review queue from the shell")
-    rv.add_argument("action", choices=("list", "approve", "reject"))
+    rv = sub.add_parser("review", help="work the review queue from the shell, or serve it to a browser")
+    rv.add_argument("action", choices=("list", "approve", "reject", "rerun", "serve"))
     rv.add_argument("image_id", nargs="?")
     rv.add_argument("--out", type=Path, required=True)
     rv.add_argument("--state", type=Path)
     rv.add_argument("--note")
     rv.add_argument("--who", default=os.environ.get("USER", "reviewer"))
+    rv.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
+                    help="rerun: a stage parameter override, e.g. dust.strength=0.3 or cutout.band=4 (repeatable)")
+    rv.add_argument("--skip", action="append", default=[], metavar="STAGE", help="rerun: leave a stage out (repeatable)")
+    rv.add_argument("--preset", help="rerun/serve: preset file when the images' preset is not a built-in")
+    rv.add_argument("--device", choices=DEVICES, default="auto")
+    rv.add_argument("--host", default="127.0.0.1", help="serve: address to bind (default 127.0.0.1)")
+    rv.add_argument("--port", type=int, default=8765, help="serve: port (default 8765)")
+    rv.add_argument("--token", help="serve: login token (default: LOUPE_REVIEW_TOKEN); required off loopback")
     rv.set_defaults(func=cmd_review)
 
     sv = sub.add_parser("serve", help="run every night on new shoot folders under ROOT (needs a Prefect server)")
@@ -163,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "review" and args.action != "list" and not args.image_id:
-        print("error: review approve/reject needs an IMAGE_ID (see `loupe review list`)", file=sys.stderr)
+    if args.command == "review" and args.action not in ("list", "serve") and not args.image_id:
+        print(f"error: review {args.action} needs an IMAGE_ID (see `loupe review list`)", file=sys.stderr)
         return 2
     _quiet_env()
     return args.func(args)

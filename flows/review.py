@@ -1,4 +1,11 @@
-"""Reviewer decisions: approve (publish the staged exports) or reject."""
+"""Reviewer decisions: approve (publish the staged exports), reject, or re-run with overrides.
+
+Every decision is written to the review queue and the audit log (who, when, what); the
+command line (``loupe review ...``) and the review web app (``infra/reviewapp``) call
+the same functions. A re-run is the Prefect flow ``loupe-rerun``: the image goes through
+the shoot flow's own tasks (sensor-dust survey, retouch on Ray, the preset's QA suite,
+route), so it ends exported or back in the queue like any other image.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,18 @@ import shutil
 import time
 from pathlib import Path
 
+from prefect import flow
 from sqlalchemy import update
 
-from flows.shoot import publish, staging_dir
+from flows.retouch import SHOOT_LEVEL
+from flows.shoot import Job, RunConfig, check, publish, retouch, route, staging_dir, survey_sensor_dust
 from infra.catalog import Catalog, review_queue
+from infra.presets import Preset, PresetError, load_preset
+from infra.shoots import Shoot, read_shoot
 from qa.report import write_manifest
+from tasks.pipeline import STAGE_NAMES, stage_params
+
+QUEUE_STATES = ("open", "rerunning", "approved", "rejected", "rerun")
 
 
 class ReviewError(ValueError):
@@ -22,13 +36,24 @@ def list_queue(state: Path | str, state_filter: str | None = "open") -> list[dic
     return Catalog.open(state).queue(state_filter)
 
 
-def _decide(catalog: Catalog, image_id: str, decision: str, who: str, note: str) -> dict:
+def _set_queue(catalog: Catalog, image_id: str, **values) -> None:
+    with catalog.engine.begin() as c:
+        c.execute(update(review_queue).where(review_queue.c.image_id == image_id).values(**values))
+
+
+def _waiting(catalog: Catalog, image_id: str) -> dict:
     row = catalog.by_image_id(image_id)
     if row is None or row["status"] != "review":
         raise ReviewError(f"{image_id} is not waiting for review")
-    with catalog.engine.begin() as c:
-        c.execute(update(review_queue).where(review_queue.c.image_id == image_id).values(
-            state=decision, note=note, decided_at=time.time(), decided_by=who))
+    queued = [q for q in catalog.queue(None) if q["image_id"] == image_id]
+    if queued and queued[0]["state"] == "rerunning":
+        raise ReviewError(f"{image_id} is being re-run; wait for it to come back to the queue")
+    return row
+
+
+def _decide(catalog: Catalog, image_id: str, decision: str, who: str, note: str) -> dict:
+    row = _waiting(catalog, image_id)
+    _set_queue(catalog, image_id, state=decision, note=note, decided_at=time.time(), decided_by=who)
     return row
 
 
@@ -39,8 +64,21 @@ def approve(state: Path | str, out: Path, image_id: str, *, who: str, note: str 
     exports = publish(Path(out), row["shoot"], row["sku"], row["view"], json.loads(row["staged"]))
     catalog.set_status(row["shoot"], row["source"], status="exported", exports=exports, staged={})
     shutil.rmtree(staging_dir(Path(out), row["shoot"], image_id), ignore_errors=True)
+    catalog.audit(who, "approve", image_id, {"note": note, "exports": sorted(exports.values())})
     write_manifest(catalog, Path(out))
     return exports
+
+
+def approve_many(state: Path | str, out: Path, image_ids: list[str], *, who: str) -> dict[str, str]:
+    """Approve several images; returns image_id -> "exported" or the error for that image."""
+    results = {}
+    for image_id in image_ids:
+        try:
+            approve(state, out, image_id, who=who, note="batch")
+            results[image_id] = "exported"
+        except ReviewError as exc:
+            results[image_id] = str(exc)
+    return results
 
 
 def reject(state: Path | str, out: Path, image_id: str, *, who: str, note: str = "") -> None:
@@ -51,4 +89,115 @@ def reject(state: Path | str, out: Path, image_id: str, *, who: str, note: str =
     catalog.set_status(row["shoot"], row["source"], status="rejected", reasons=reasons,
                        error=f"rejected by {who}: {note}".strip(), staged={})
     shutil.rmtree(staging_dir(Path(out), row["shoot"], image_id), ignore_errors=True)
+    catalog.audit(who, "reject", image_id, {"note": note})
     write_manifest(catalog, Path(out))
+
+
+# --- re-run with overrides ---------------------------------------------------
+
+def validate_overrides(overrides: dict | None) -> dict:
+    """``{"stages": {name: {param: value}}, "skip": [...]}`` checked against the stages' own
+    parameter models, so a bad value is the reviewer's error now, not a rejected image later."""
+    overrides = overrides or {}
+    unknown = set(overrides) - {"stages", "skip"}
+    if unknown:
+        raise ReviewError(f"unknown override key(s) {sorted(unknown)}; use 'stages' and 'skip'")
+    stages = {k: dict(v) for k, v in (overrides.get("stages") or {}).items() if v}
+    skip = sorted(set(overrides.get("skip") or ()))
+    bad = [s for s in skip if s not in STAGE_NAMES]
+    if bad:
+        raise ReviewError(f"cannot skip {bad}; stages are {', '.join(STAGE_NAMES)}")
+    try:
+        stage_params({k: v for k, v in stages.items() if k not in SHOOT_LEVEL})
+    except ValueError as exc:   # pydantic's ValidationError is a ValueError
+        raise ReviewError(f"bad override: {exc}") from None
+    return {"stages": stages, "skip": skip}
+
+
+def shoot_preset(shoot: Shoot, preset: str | Path) -> Preset:
+    """The preset a shoot runs with: the sidecar's choice, background and stage overrides on top."""
+    chosen = load_preset(shoot.preset or preset)
+    if shoot.background:
+        chosen = chosen.model_copy(update={"background": shoot.background})
+    if shoot.stages:
+        merged = {k: {**chosen.stages.get(k, {}), **shoot.stages.get(k, {})} for k in {*chosen.stages, *shoot.stages}}
+        chosen = chosen.model_copy(update={"stages": merged})
+    return chosen
+
+
+def with_overrides(preset: Preset, overrides: dict) -> Preset:
+    stages = {k: {**preset.stages.get(k, {}), **overrides["stages"].get(k, {})}
+              for k in {*preset.stages, *overrides["stages"]}}
+    skip = tuple(dict.fromkeys([*preset.skip, *overrides["skip"]]))
+    return preset.model_copy(update={"stages": stages, "skip": skip})
+
+
+def request_rerun(state: Path | str, image_id: str, overrides: dict | None, *, who: str) -> dict:
+    """Check the image and the overrides, mark it ``rerunning`` in the queue; returns the clean overrides."""
+    catalog = Catalog.open(state)
+    clean = validate_overrides(overrides)
+    _waiting(catalog, image_id)
+    _set_queue(catalog, image_id, state="rerunning", note=json.dumps(clean, sort_keys=True),
+               decided_at=time.time(), decided_by=who)
+    catalog.audit(who, "rerun", image_id, clean)
+    return clean
+
+
+@flow(name="loupe-rerun", log_prints=True)
+def rerun_flow(state: str, out: Path, image_id: str, overrides: dict, who: str, preset: str | None = None,
+               device: str = "auto", ray_address: str | None = None) -> str:
+    """Re-process one flagged image with overrides through the shoot flow's tasks; returns its new status."""
+    out = Path(out)
+    catalog = Catalog.open(state)
+    try:
+        row = catalog.by_image_id(image_id)
+        folder = Path(row["path"]).parent
+        shoot = read_shoot(folder)
+        src = next((s for s in shoot.sources if s.image_id == image_id), None)
+        if src is None:
+            raise ReviewError(f"{row['path']} is gone or changed since it was processed")
+        try:
+            chosen = with_overrides(shoot_preset(shoot, preset or row["preset"]), overrides)
+        except PresetError as exc:
+            raise ReviewError(f"{exc} (start the review app / command with --preset FILE)") from None
+        job = Job(src, row["view"])
+        config = RunConfig(out=out, state=state, device=device, ray_address=ray_address)
+        dust = survey_sensor_dust(shoot, [job], chosen, config)
+        outcomes = retouch([job], chosen, config, dust)
+        # QA tables of a re-run go beside the shoot's, not over them: OUT/qa/<shoot>/reruns/<image_id>/
+        verdicts = check(f"{shoot.shoot_id}/reruns/{image_id}", outcomes, chosen, out)
+        counts = route(shoot.shoot_id, [job], outcomes, verdicts, catalog, out)
+    except Exception as exc:
+        _set_queue(catalog, image_id, state="open")
+        catalog.audit(who, "rerun_failed", image_id, {"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    status = next(k for k, v in counts.items() if v)
+    if status != "review":   # route re-queues an image that fails QA again; otherwise the queue row is done
+        _set_queue(catalog, image_id, state="rerun")
+    new = catalog.by_image_id(image_id)
+    catalog.audit(who, "rerun_done", image_id, {"status": status, "reasons": new["reasons"]})
+    write_manifest(catalog, out)
+    return status
+
+
+def rerun(state: Path | str, out: Path, image_id: str, overrides: dict | None, *, who: str,
+          preset: str | None = None, device: str = "auto", ray_address: str | None = None) -> str:
+    """Re-run a flagged image now (blocking); returns ``exported``, ``review`` or ``rejected``."""
+    clean = request_rerun(state, image_id, overrides, who=who)
+    return rerun_flow(str(state), Path(out), image_id, clean, who, preset, device, ray_address)
+
+
+def parse_set(items: list[str]) -> dict[str, dict]:
+    """``["dust.strength=0.3", "cutout.band=4"]`` -> ``{"dust": {"strength": 0.3}, "cutout": {"band": 4}}``."""
+    stages: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        stage, dot, param = key.strip().partition(".")
+        if not (sep and dot and stage and param):
+            raise ReviewError(f"--set wants STAGE.PARAM=VALUE, got {item!r}")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        stages.setdefault(stage, {})[param] = parsed
+    return stages

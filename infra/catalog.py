@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import (Column, Float, MetaData, String, Table, Text, create_engine, select, update)
+from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, create_engine, select, update)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
@@ -52,6 +52,15 @@ review_queue = Table(
     Column("created_at", Float, nullable=False),
     Column("decided_at", Float),
     Column("decided_by", String),
+)
+audit_log = Table(                                    # every reviewer action: who, when, what
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False, index=True),
+    Column("who", String, nullable=False),
+    Column("action", String, nullable=False),          # approve | reject | rerun | rerun_done | rerun_failed | login
+    Column("image_id", String, nullable=False, default="", index=True),
+    Column("details", Text, nullable=False, default="{}"),   # JSON
 )
 
 
@@ -124,5 +133,20 @@ class Catalog:
         q = select(review_queue).order_by(review_queue.c.created_at)
         if state:
             q = q.where(review_queue.c.state == state)
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
+    # --- audit log --------------------------------------------------------
+    def audit(self, who: str, action: str, image_id: str = "", details: dict | None = None) -> None:
+        """Record one reviewer action (who, when, what)."""
+        with self.engine.begin() as c:
+            c.execute(audit_log.insert().values(at=time.time(), who=who, action=action, image_id=image_id,
+                                                details=json.dumps(details or {}, sort_keys=True)))
+
+    def audit_rows(self, image_id: str | None = None, limit: int = 500) -> list[dict]:
+        """Newest first."""
+        q = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        if image_id:
+            q = q.where(audit_log.c.image_id == image_id)
         with self.engine.connect() as c:
             return [dict(r) for r in c.execute(q).mappings()]

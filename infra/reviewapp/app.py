@@ -1,0 +1,372 @@
+"""Review queue web app: server-rendered pages over the catalog's review queue.
+
+A reviewer works the queue from the keyboard: the queue page (filter by shoot,
+reason, status; batch approve), an image page (before/after side by side, swipe
+or toggle, a zoom loupe to 400%, cut-out / defect / detail-loss overlays, the
+metrics against the preset's thresholds) and the actions approve, reject (with a
+note) and re-run with overrides, which go through the same functions as
+``loupe review ...`` (``flows.review``) and land in the audit log.
+
+Safety: binds 127.0.0.1 unless told otherwise, and then only with a token
+(login page -> signed cookie); every POST carries a CSRF token that must match
+the ``loupe_csrf`` cookie (double submit, SameSite=Strict); images are served
+only by catalog lookup of an ``image_id`` and a fixed set of names, never from a
+path taken from the URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import ipaddress
+import json
+import logging
+import re
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from PIL import Image, ImageFilter
+
+from flows import review
+from infra.catalog import Catalog
+from infra.presets import PresetError, load_preset
+from tasks.pipeline import STAGE_NAMES
+
+HERE = Path(__file__).parent
+IMAGE_ID = re.compile(r"^[0-9a-f]{16}$")
+PREVIEWS = {"before": "before.jpg", "after": "after.jpg", "overlay": "overlay.png"}
+OVERLAYS = ("mask", "defects", "detail")          # planes of overlay.png: B = alpha, R = defects, G = detail loss
+FILTERS = ("shoot", "reason", "status")
+CSRF_COOKIE, AUTH_COOKIE, WHO_COOKIE = "loupe_csrf", "loupe_auth", "loupe_who"
+log = logging.getLogger("loupe.review")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Forbidden(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def create_app(state: Path | str, out: Path, *, token: str | None = None, preset: str | None = None,
+               who: str = "reviewer", device: str = "auto", ray_address: str | None = None) -> FastAPI:
+    """The app for one OUT folder. ``token``: require a login with it (always set it when not on loopback)."""
+    out = Path(out).resolve()
+    state = str(state)
+    catalog = Catalog.open(state)
+    secret = secrets.token_bytes(32)
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+    env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
+    reruns = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loupe-rerun")   # one re-run at a time
+    jobs: dict[str, object] = {}
+    jobs_lock = threading.Lock()
+
+    app = FastAPI(title="Loupe review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.state.reruns, app.state.jobs = reruns, jobs
+
+    def auth_value() -> str:
+        return hmac.new(secret, (token or "").encode(), hashlib.sha256).hexdigest()
+
+    def authed(request: Request) -> bool:
+        return token is None or hmac.compare_digest(request.cookies.get(AUTH_COOKIE, ""), auth_value())
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        csrf = request.cookies.get(CSRF_COOKIE) or ""
+        fresh = not csrf
+        request.state.csrf = csrf or secrets.token_urlsafe(32)
+        path = request.url.path
+        open_path = path.startswith("/static/") or path == "/login"
+        if not open_path and not authed(request):
+            if request.method == "GET":
+                response = RedirectResponse("/login?" + urlencode({"next": path}), status_code=303)
+            else:
+                response = Response("login required", status_code=401)
+        elif request.method == "POST":
+            body = await request.body()
+            form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+            sent = request.headers.get("x-csrf-token") or (form.get("csrf") or [""])[0]
+            if fresh or not sent or not hmac.compare_digest(sent, csrf):
+                response = Response("CSRF token missing or wrong: reload the page and try again", status_code=403)
+            else:
+                request.state.form = form
+                response = await call_next(request)
+        else:
+            response = await call_next(request)
+        if fresh:
+            response.set_cookie(CSRF_COOKIE, request.state.csrf, httponly=True, samesite="strict")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    # --- helpers -----------------------------------------------------------
+    def render(request: Request, name: str, **context) -> HTMLResponse:
+        html = env.get_template(name).render(csrf=request.state.csrf, who=reviewer(request),
+                                             auth=token is not None, **context)
+        return HTMLResponse(html)
+
+    def reviewer(request: Request) -> str:
+        return (request.cookies.get(WHO_COOKIE) or who)[:64]
+
+    def form(request: Request) -> dict[str, list[str]]:
+        return getattr(request.state, "form", {})
+
+    def first(f: dict, key: str, default: str = "") -> str:
+        return (f.get(key) or [default])[0]
+
+    def filters_of(params) -> dict[str, str]:
+        got = {k: (params.get(k) or "") for k in FILTERS}
+        got["status"] = got["status"] or "open"
+        return got
+
+    def ctx_of(f: dict) -> dict[str, str]:
+        return filters_of({k: v[0] for k, v in parse_qs(first(f, "ctx")).items()})
+
+    def queue_rows(flt: dict[str, str]) -> list[dict]:
+        rows = []
+        for q in catalog.queue(None if flt["status"] == "all" else flt["status"]):
+            if flt["shoot"] and q["shoot"] != flt["shoot"]:
+                continue
+            if flt["reason"] and flt["reason"] not in q["reasons"].split(";"):
+                continue
+            image = catalog.by_image_id(q["image_id"]) or {}
+            rows.append({**q, "sku": image.get("sku", ""), "view": image.get("view", ""),
+                         "status": image.get("status", "")})
+        return rows
+
+    def next_after(image_id: str, before: list[str], flt: dict[str, str]) -> str:
+        """Where to go after acting on ``image_id``: the next image still in the filtered queue."""
+        now = [r["image_id"] for r in queue_rows(flt)]
+        if image_id in before:
+            i = before.index(image_id)
+            for candidate in before[i + 1:] + before[:i][::-1]:
+                if candidate in now:
+                    return f"/image/{candidate}?{urlencode(flt)}"
+        return f"/queue?{urlencode(flt)}"
+
+    def with_msg(url: str, msg: str) -> str:
+        return url + ("&" if "?" in url else "?") + urlencode({"msg": msg})
+
+    def known_image(image_id: str) -> dict | None:
+        if not IMAGE_ID.match(image_id):
+            return None
+        return catalog.by_image_id(image_id)
+
+    def preview_file(row: dict, name: str) -> Path | None:
+        root = (out / "review").resolve()
+        path = (root / row["shoot"] / row["image_id"] / PREVIEWS[name]).resolve()
+        if root not in path.parents or not path.is_file():   # shoot names come from folder names: still check
+            return None
+        return path
+
+    @lru_cache(maxsize=64)
+    def rules_for(preset_name: str):
+        try:
+            return load_preset(preset or preset_name).qa, ""
+        except PresetError as exc:
+            return (), str(exc).splitlines()[0]
+
+    # --- pages -------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def home():
+        return RedirectResponse("/queue", status_code=303)
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request, next: str = "/queue", error: str = ""):
+        return render(request, "login.html", next=next if next.startswith("/") and not next.startswith("//") else "/queue",
+                      error=error, need_token=token is not None)
+
+    @app.post("/login")
+    def login(request: Request):
+        f = form(request)
+        name = first(f, "who").strip()[:64] or who
+        nxt = first(f, "next", "/queue")
+        nxt = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/queue"
+        if token is not None and not hmac.compare_digest(first(f, "token").encode(), token.encode()):
+            catalog.audit(name, "login_failed", "", {"client": request.client.host if request.client else ""})
+            return RedirectResponse("/login?" + urlencode({"next": nxt, "error": "wrong token"}), status_code=303)
+        response = RedirectResponse(nxt, status_code=303)
+        if token is not None:
+            response.set_cookie(AUTH_COOKIE, auth_value(), httponly=True, samesite="strict")
+        response.set_cookie(WHO_COOKIE, name, httponly=True, samesite="strict")
+        catalog.audit(name, "login", "", {})
+        return response
+
+    @app.get("/queue", response_class=HTMLResponse)
+    def queue_page(request: Request, msg: str = ""):
+        flt = filters_of(request.query_params)
+        rows = queue_rows(flt)
+        everything = catalog.queue(None)
+        shoots = sorted({q["shoot"] for q in everything})
+        reasons = sorted({r for q in everything for r in q["reasons"].split(";") if r})
+        return render(request, "queue.html", rows=rows, flt=flt, shoots=shoots, reasons=reasons,
+                      states=review.QUEUE_STATES, ctx=urlencode(flt), msg=msg)
+
+    @app.get("/image/{image_id}", response_class=HTMLResponse)
+    def image_page(request: Request, image_id: str, msg: str = ""):
+        row = known_image(image_id)
+        if row is None:
+            return HTMLResponse("no such image", status_code=404)
+        flt = filters_of(request.query_params)
+        ids = [r["image_id"] for r in queue_rows(flt)]
+        pos = ids.index(image_id) if image_id in ids else -1
+        nav = {"prev": ids[pos - 1] if pos > 0 else None,
+               "next": ids[pos + 1] if 0 <= pos < len(ids) - 1 else None}
+        queued = next((q for q in catalog.queue(None) if q["image_id"] == image_id), None)
+        metrics = json.loads(row["metrics"] or "{}")
+        rules, rules_error = rules_for(row["preset"])
+        flagged = set(row["reasons"].split(";"))
+        table = []
+        for name in sorted(metrics):
+            value = metrics[name]
+            for rule in [r for r in rules if r.column == name] or [None]:
+                fail = rule is not None and value is not None and (
+                    (rule.min is not None and value < rule.min) or (rule.max is not None and value > rule.max))
+                table.append({"name": name, "value": value, "rule": rule, "fail": fail,
+                              "reason_flagged": rule is not None and rule.reason in flagged})
+        table.sort(key=lambda t: (not t["fail"], t["rule"] is None, t["name"]))
+        actionable = row["status"] == "review" and (queued is None or queued["state"] == "open")
+        return render(request, "image.html", row=row, queued=queued, table=table, rules_error=rules_error,
+                      nav=nav, pos=pos, total=len(ids), ctx=urlencode(flt), flt=flt, msg=msg,
+                      actionable=actionable, stages=STAGE_NAMES, has_preview=preview_file(row, "after") is not None,
+                      audit=catalog.audit_rows(image_id, limit=50), exports=json.loads(row["exports"] or "{}"))
+
+    @app.get("/audit", response_class=HTMLResponse)
+    def audit_page(request: Request, image_id: str = ""):
+        return render(request, "audit.html", rows=catalog.audit_rows(image_id or None), image_id=image_id)
+
+    @app.get("/img/{image_id}/{name}")
+    def image_file(image_id: str, name: str):
+        row = known_image(image_id)
+        if row is None or (name not in PREVIEWS and name not in OVERLAYS):
+            return Response("not found", status_code=404)
+        if name in PREVIEWS:
+            path = preview_file(row, name)
+            if path is None:
+                return Response("not found", status_code=404)
+            return FileResponse(path, headers={"Cache-Control": "no-cache"})
+        path = preview_file(row, "overlay")
+        if path is None:
+            return Response("not found", status_code=404)
+        return Response(overlay_png(str(path), path.stat().st_mtime_ns, name), media_type="image/png",
+                        headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/jobs")
+    def job_status():
+        with jobs_lock:
+            return JSONResponse({i: ("running" if not f.done() else "failed" if f.exception() else f.result())
+                                 for i, f in jobs.items()})
+
+    # --- actions -----------------------------------------------------------
+    @app.post("/image/{image_id}/approve")
+    def approve_one(request: Request, image_id: str):
+        return act(request, image_id, lambda who_: review.approve(state, out, image_id, who=who_,
+                                                                    note=first(form(request), "note")), "approved")
+
+    @app.post("/image/{image_id}/reject")
+    def reject_one(request: Request, image_id: str):
+        return act(request, image_id, lambda who_: review.reject(state, out, image_id, who=who_,
+                                                                   note=first(form(request), "note")), "rejected")
+
+    @app.post("/image/{image_id}/rerun")
+    def rerun_one(request: Request, image_id: str):
+        f = form(request)
+        stages: dict[str, dict] = {}
+        for key, values in f.items():
+            stage, dot, param = key.partition(".")
+            if dot and stage in STAGE_NAMES and values and values[0].strip():
+                try:
+                    value = json.loads(values[0])
+                except json.JSONDecodeError:
+                    value = values[0].strip()
+                stages.setdefault(stage, {})[param] = value
+        overrides = {"stages": stages, "skip": f.get("skip", [])}
+
+        def start(who_: str) -> None:
+            clean = review.request_rerun(state, image_id, overrides, who=who_)
+            with jobs_lock:
+                jobs[image_id] = reruns.submit(run_rerun, image_id, clean, who_)
+        return act(request, image_id, start, "sent to re-run")
+
+    def run_rerun(image_id: str, clean: dict, who_: str) -> str:
+        try:
+            return review.rerun_flow(state, out, image_id, clean, who_, preset, device, ray_address)
+        except Exception:
+            log.exception("re-run of %s failed", image_id)
+            raise
+
+    def act(request: Request, image_id: str, do, done: str):
+        if known_image(image_id) is None:
+            return Response("not found", status_code=404)
+        flt = ctx_of(form(request))
+        before = [r["image_id"] for r in queue_rows(flt)]
+        try:
+            do(reviewer(request))
+        except review.ReviewError as exc:
+            return RedirectResponse(with_msg(f"/image/{image_id}?{urlencode(flt)}", f"error: {exc}"), status_code=303)
+        return RedirectResponse(with_msg(next_after(image_id, before, flt), f"{image_id} {done}"), status_code=303)
+
+    @app.post("/batch/approve")
+    def batch_approve(request: Request):
+        f = form(request)
+        ids = [i for i in f.get("ids", []) if IMAGE_ID.match(i)]
+        flt = ctx_of(f)
+        if not ids:
+            return RedirectResponse(with_msg(f"/queue?{urlencode(flt)}", "nothing selected (x marks a row)"), status_code=303)
+        results = review.approve_many(state, out, ids, who=reviewer(request))
+        ok = sum(v == "exported" for v in results.values())
+        errors = "; ".join(f"{i}: {v}" for i, v in results.items() if v != "exported")
+        return RedirectResponse(with_msg(f"/queue?{urlencode(flt)}", f"approved {ok} of {len(ids)}" +
+                                         (f" ({errors})" if errors else "")), status_code=303)
+
+    return app
+
+
+@lru_cache(maxsize=32)
+def overlay_png(path: str, mtime_ns: int, name: str) -> bytes:
+    """One plane of the preview overlay as a tinted RGBA PNG to lay over before/after."""
+    planes = np.asarray(Image.open(path).convert("RGB")).astype(np.float32) / 255
+    if name == "mask":        # the cut-out: piece tinted blue
+        v = planes[..., 2]
+        rgba = np.stack([np.zeros_like(v), np.full_like(v, 0.55), np.ones_like(v), 0.45 * v], -1)
+    elif name == "defects":   # what dust removal touched, grown so a 2 px speck shows
+        v = np.asarray(Image.fromarray((planes[..., 0] * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(5)),
+                       np.float32) / 255
+        rgba = np.stack([np.ones_like(v), np.full_like(v, 0.1), np.full_like(v, 0.1), 0.9 * v], -1)
+    else:                     # detail loss: yellow -> red heat map
+        v = np.clip(planes[..., 1], 0, 1)
+        rgba = np.stack([np.ones_like(v), 1 - v, np.zeros_like(v), np.clip(1.5 * v, 0, 0.85)], -1)
+    buf = io.BytesIO()
+    Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def serve(state: Path | str, out: Path, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+          **options) -> None:
+    """Run the app with uvicorn (blocking)."""
+    import uvicorn
+
+    if not is_loopback(host) and not token:
+        raise ValueError(f"refusing to listen on {host} without a token: set LOUPE_REVIEW_TOKEN or pass --token")
+    uvicorn.run(create_app(state, out, token=token, **options), host=host, port=port, log_level="warning")
