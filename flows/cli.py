@@ -72,11 +72,12 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 def cmd_report(a: argparse.Namespace) -> int:
     from infra.catalog import Catalog
-    from qa.report import write_manifest, write_report
+    from infra.presets import load_preset
+    from qa.report import REVIEW_URL, write_manifest, write_report
 
     catalog = Catalog.open(a.state or a.out / ".state")
     write_manifest(catalog, a.out)
-    print(write_report(catalog, a.out))
+    print(write_report(catalog, a.out, review_url=a.review_url or REVIEW_URL, rules=load_preset(a.preset).qa))
     return 0
 
 
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rewrite manifest.csv and report.html for OUT")
     rep.add_argument("out", type=Path)
     rep.add_argument("--state", type=Path)
+    rep.add_argument("--preset", default="catalog", help="whose QA thresholds the plots mark")
+    rep.add_argument("--review-url", help="where the review app runs, for links (default: $LOUPE_REVIEW_URL or "
+                                          "http://127.0.0.1:8765)")
     rep.set_defaults(func=cmd_report)
 
     rv = sub.add_parser("review", help="work the review queue from the shell, or serve it to a browser")

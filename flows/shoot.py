@@ -21,7 +21,7 @@ from infra.presets import Preset, load_preset
 from infra.raycluster import ensure_ray
 from infra.shoots import Shoot, Source, read_shoot
 from tasks.sensor_dust import SensorDustParams, Spot, find_sensor_dust
-from qa.report import write_manifest, write_report
+from qa.report import thumbnail_dir, write_manifest, write_report, write_thumbnails
 from qa.suite import Rule, run_suite
 
 
@@ -180,6 +180,7 @@ def route(shoot: str, jobs: list[Job], outcomes: dict[str, Outcome], verdicts: d
             counts["rejected"] += 1
             continue
         reasons = verdicts.get(src.image_id, [])
+        write_thumbnails(staging_dir(out, shoot, src.image_id) / "preview", thumbnail_dir(out, shoot, src.image_id))
         if reasons:
             review = out / "review" / shoot / src.image_id
             shutil.rmtree(review, ignore_errors=True)
@@ -237,7 +238,7 @@ def run_shoots(shoot_dirs: list[Path], out: Path, preset: str = "catalog", state
         for k, v in counts.items():
             totals[k] += v
     write_manifest(catalog, out)
-    write_report(catalog, out)
+    write_report(catalog, out, rules=load_preset(preset).qa)
     return totals
 
 

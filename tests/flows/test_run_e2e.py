@@ -119,6 +119,24 @@ def test_qa_outputs_written(sim_shoot, first_run):
     assert "Loupe QA report" in (out / "report.html").read_text()
 
 
+def test_report_has_counts_plots_thumbnails_and_review_links(sim_shoot, first_run):
+    out, _ = first_run
+    page = (out / "report.html").read_text()
+    df = _manifest(out)
+    ok = df[df["status"] != "rejected"]
+    # every processed image has a before/after thumbnail pair that the page shows
+    for _, row in ok.iterrows():
+        for k in ("before", "after"):
+            thumb = out / "qa" / row["shoot"] / "thumbs" / row["image_id"] / f"{k}.jpg"
+            assert thumb.exists() and max(Image.open(thumb).size) <= 240
+            assert str(thumb.relative_to(out)) in page
+    # one histogram per QA-ruled metric, with the thresholds drawn
+    assert page.count("<svg") >= 5 and "stroke=\"#c00\"" in page
+    for _, row in df[df["status"] == "review"].iterrows():
+        assert f"/image/{row['image_id']}" in page
+    assert f"<td>{len(df)}</td>" in page
+
+
 def test_second_run_reprocesses_nothing(sim_shoot, first_run):
     out, _ = first_run
     before = sqlite3.connect(out / ".state" / "catalog.sqlite").execute(
