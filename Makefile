@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED = false
 export RAY_AUTH_MODE = disabled
 export RAY_USAGE_STATS_ENABLED = 0
 
-.PHONY: venv demo test bench clean
+.PHONY: venv chromium demo test bench clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (set PYTHON=...)"; exit 1; }
@@ -21,12 +21,19 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-venv: $(STAMP)
+venv: $(STAMP) chromium
+
+# The review app's browser test drives Debian's chromium (never a browser Playwright downloads).
+# Installed where apt-get runs as root (CI); elsewhere the test skips and says why.
+chromium:
+	@command -v chromium >/dev/null || [ ! -x /usr/bin/apt-get ] || [ "$$(id -u)" != 0 ] || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "warning: could not install Debian chromium; the browser test will be skipped"
 
 demo: $(STAMP)
 	$(BIN)/loupe demo --out demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
