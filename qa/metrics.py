@@ -1,9 +1,14 @@
 """Per-image QA metrics: did the retouch drift colour, lose detail, or cut badly?
 
-Every metric compares the retouched piece with the neutralized input (the
-colour-corrected original), on the piece's interior. Column names are
-stable: they appear in ``OUT/qa/<shoot>/metrics.csv``, in ``manifest.csv``
-and in the preset's QA rules. ``METRIC_DOCS`` says what each one means.
+Colour and detail metrics compare the retouched piece with the neutralized
+input (the colour-corrected original), on the piece's interior; cut-out
+metrics look at the matte itself and at what the input shows around it;
+``background_a``/``background_b`` read the neutralized input's backdrop (the
+exported backdrop is exactly white or the preset's colour by construction, so
+the residual cast lives in the input the pipeline called neutral). Column
+names are stable: they appear in ``OUT/qa/<shoot>/metrics.csv``, in
+``manifest.csv`` and in the preset's QA rules. ``METRIC_DOCS`` says what each
+one means; ``qa/faults.py`` and ``bench/qa.py`` calibrate the thresholds.
 """
 
 from __future__ import annotations
@@ -15,16 +20,31 @@ import torch
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab
 from tasks.frame import Frame, luminance
 from tasks.pipeline import FLAG_CODES
-from tasks.ops import erode, gaussian_blur
+from tasks.ops import dilate, erode, gaussian_blur
 
 METRIC_DOCS = {
     "delta_e_mean": "mean CIEDE2000 between output and neutralized input over the piece interior",
     "delta_e_p95": "95th percentile of the same (catches local colour damage)",
     "detail_retention": "band-pass (DoG, sigma 1-2 px) energy of the output over the input, piece interior; 1 = all fine detail kept",
     "edge_recall": "share of the input's strong edges inside the piece still at least half as strong in the output",
+    "hue_shift_metal": "chroma-weighted mean |CIELAB hue change| in degrees, output vs neutralized input, on the metal "
+                       "(masks['metal'] from shine, piece interior); nan when the image has no metal mask",
+    "hue_shift_stone": "the same on the coloured stones (masks['stones'] from gems); nan when there are no stones",
+    "background_a": "mean CIELAB a* of the neutralized input's backdrop (alpha < 0.01, > 12 px from the piece): "
+                    "residual green(-)/magenta(+) cast neutralize left; 0 = neutral",
+    "background_b": "mean CIELAB b* of the same: residual blue(-)/yellow(+) cast; 0 = neutral",
+    "background_cast": "hypot(background_a, background_b): the residual cast's chroma",
+    "thin_retention": "share of the input's thin structures (luminance top-hat, radius 3 px, within 12 px of the piece; "
+                      "morphological skeleton) that the cut-out (alpha > 0.5) keeps within 1 px; 1 = all kept",
+    "thin_gap": "largest run of those thin structures, in skeleton px, that the cut-out drops while touching it "
+                "(a chopped chain link or prong tip); 0 = none",
+    "edge_halo": "mean CIEDE2000 between the piece composited over white and pure white in the ring 2-4 px outside "
+                 "the cut-out: a fringe or alpha bleeding around the piece; 0 = clean",
     "mask_coverage": "mean alpha: share of the frame that is piece",
     "mask_components": "connected pieces in the mask (a pair of earrings is 2)",
     "mask_touches_frame": "share of the frame border covered by the piece (0 = piece fully inside)",
+    "mask_holes": "enclosed holes (>= 4 px) in the cut-out: ring interiors, link gaps (a solid band has 0)",
+    "mask_hole_area": "share of the cut-out's filled outline that is enclosed hole",
     "dust_area": "share of piece pixels the dust stage filled",
     "sensor_dust_spots": "sensor-dust spots found across the shoot and divided out of this image (set by the flow)",
     "clipped_before": "share of piece pixels with a clipped channel in the input",
@@ -33,6 +53,143 @@ METRIC_DOCS = {
     "stage_flags": "count of stage warnings",
     **{f"flag_{c}": f"1 when a stage raised '{c}' (see the image's notes for why)" for c in FLAG_CODES},
 }
+
+# cut-out geometry (px): holes smaller than this are matting noise, not holes
+HOLE_MIN_PX = 4
+# backdrop pixels this far from the piece are read for the residual cast (contact shadows, fringes excluded)
+BACKDROP_MARGIN = 12
+# thin structures: luminance top-hat radius, its sRGB contrast floor, and how far from the cut-out they are sought
+THIN_RADIUS = 3
+THIN_CONTRAST = 0.08
+THIN_NEAR = 12
+
+
+def _lab_at(rgb: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """CIELAB of the pixels of ``rgb`` (1, 3, H, W) where ``where`` (1, 1, H, W) holds, as (1, 3, N, 1)."""
+    return rgb_to_lab(rgb[0][:, where[0, 0]][None, :, :, None])
+
+
+def hue_shift(before: torch.Tensor, after: torch.Tensor, where: torch.Tensor) -> float:
+    """Chroma-weighted mean |CIELAB hue change| in degrees over ``where``.
+
+    ``before``/``after``: ``(1, 3, H, W)`` linear RGB; ``where``: ``(1, 1, H, W)`` bool.
+    Weighting by the input's chroma keeps near-grey pixels (whose hue is noise) from
+    dominating. Returns nan when ``where`` is empty.
+
+    >>> x = torch.rand(1, 3, 8, 8); float(hue_shift(x, x, x[:, :1] > -1))
+    0.0
+    """
+    if not bool(where.any()):
+        return float("nan")
+    lab0, lab1 = _lab_at(before, where), _lab_at(after, where)
+    h0 = torch.atan2(lab0[:, 2], lab0[:, 1])
+    h1 = torch.atan2(lab1[:, 2], lab1[:, 1])
+    dh = torch.rad2deg(torch.atan2(torch.sin(h1 - h0), torch.cos(h1 - h0)).abs())
+    weight = torch.hypot(lab0[:, 1], lab0[:, 2])
+    return float((dh * weight).sum() / weight.sum().clamp(min=1e-6))
+
+
+def mask_holes(piece: np.ndarray, min_px: int = HOLE_MIN_PX) -> tuple[int, float]:
+    """Enclosed holes of a bool ``(H, W)`` mask: (count of holes >= ``min_px`` px, hole share of the filled outline).
+
+    A hole is a 4-connected background region the frame border cannot reach.
+    """
+    m = piece.astype(np.uint8)
+    if not m.any():
+        return 0, 0.0
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(1 - m, connectivity=4)
+    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    holes = [k for k in range(1, n) if k not in set(border.tolist()) and stats[k, cv2.CC_STAT_AREA] >= min_px]
+    area = float(sum(stats[k, cv2.CC_STAT_AREA] for k in holes))
+    return len(holes), area / (area + float(m.sum()))
+
+
+def backdrop_cast(image: torch.Tensor, alpha: torch.Tensor, margin: int = BACKDROP_MARGIN) -> tuple[float, float]:
+    """Mean CIELAB (a*, b*) of ``image``'s backdrop: alpha < 0.01 and > ``margin`` px from alpha > 0.5.
+
+    On the neutralized input this is the cast neutralize left in (a neutral sweep
+    reads (0, 0) at any brightness). Returns (nan, nan) when there is no backdrop.
+    """
+    far = (alpha < 0.01) & (dilate((alpha > 0.5).to(alpha.dtype), margin) < 0.5)
+    if not bool(far.any()):
+        return float("nan"), float("nan")
+    lab = _lab_at(image, far)
+    return float(lab[:, 1].mean()), float(lab[:, 2].mean())
+
+
+def _disk(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def skeleton(mask: np.ndarray) -> np.ndarray:
+    """Morphological (Lantuejoul) skeleton of a bool mask: union of erosion residues."""
+    img = mask.astype(np.uint8)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    skel = np.zeros_like(img)
+    while img.any():
+        eroded = cv2.erode(img, cross)
+        skel |= img - cv2.dilate(eroded, cross)
+        img = eroded
+    return skel > 0
+
+
+def thin_structures(y: np.ndarray, radius: int = THIN_RADIUS, contrast: float = THIN_CONTRAST) -> np.ndarray:
+    """Lines and specks at most ``2 * radius + 1`` px wide that stand out by ``contrast`` from their surroundings.
+
+    ``y``: ``(H, W)`` sRGB luminance. Bright and dark alike (white and black top-hat),
+    after a 0.7 px Gaussian against sensor noise.
+    """
+    y = cv2.GaussianBlur(y.astype(np.float32), (0, 0), 0.7)
+    k = _disk(radius)
+    hat = np.maximum(cv2.morphologyEx(y, cv2.MORPH_TOPHAT, k), cv2.morphologyEx(y, cv2.MORPH_BLACKHAT, k))
+    return hat > contrast
+
+
+def thin_retention(y: np.ndarray, piece: np.ndarray, near: int = THIN_NEAR) -> tuple[float, float]:
+    """(share kept, largest dropped run in px) of the input's thin structures around the cut-out.
+
+    ``y``: the input's sRGB luminance ``(H, W)``; ``piece``: the cut-out, bool ``(H, W)``.
+    Structures are sought within ``near`` px of the piece but not in its solid interior
+    (eroded by ``near // 3``: kept by definition), reduced to their skeleton; a skeleton
+    pixel is kept when the cut-out covers it within 1 px. A dropped run counts for the gap
+    only when it touches a thin part of the cut-out (a link cut out of a chain, not lint
+    on the sweep or a contact shadow along a solid outline).
+    """
+    if not piece.any():
+        return float("nan"), float("nan")
+    m = piece.astype(np.uint8)
+    zone = (cv2.dilate(m, _disk(near)) > 0) & (cv2.erode(m, _disk(max(1, near // 3))) == 0)
+    skel = skeleton(thin_structures(y) & zone)
+    total = int(skel.sum())
+    if total == 0:
+        return 1.0, 0.0
+    covered = cv2.dilate(m, _disk(1)) > 0
+    missed = skel & ~covered
+    gap = 0
+    if missed.any():
+        # a dropped run counts when it continues a thin part of the cut-out (a wire's cut end),
+        # not when it runs along a solid outline (a contact shadow's crease)
+        thin = (m > 0) & (cv2.morphologyEx(m, cv2.MORPH_OPEN, _disk(THIN_RADIUS)) == 0)
+        ends = cv2.dilate(thin.astype(np.uint8), _disk(2)) > 0
+        n, lab = cv2.connectedComponents(cv2.dilate(missed.astype(np.uint8), np.ones((3, 3), np.uint8)), connectivity=8)
+        touching = set(np.unique(lab[ends & (lab > 0)]).tolist()) - {0}
+        counts = np.bincount(lab[missed], minlength=n)
+        gap = max((int(counts[k]) for k in touching), default=0)
+    return float((skel & covered).sum()) / total, float(gap)
+
+
+def edge_halo(foreground: torch.Tensor, alpha: torch.Tensor) -> float:
+    """Mean CIEDE2000 between the piece over white and white, 2-4 px outside alpha > 0.5.
+
+    A clean matte is (nearly) 0 there; a fringe of the old backdrop or bleeding alpha is not.
+    """
+    piece = (alpha > 0.5).to(alpha.dtype)
+    ring = (dilate(piece, 4) > 0.5) & (dilate(piece, 1) < 0.5)
+    if not bool(ring.any()):
+        return float("nan")
+    composite = _lab_at(alpha * foreground + (1 - alpha), ring)
+    white = rgb_to_lab(torch.ones_like(composite))
+    return float(delta_e2000(composite, white).mean())
 
 
 def _interior(alpha: torch.Tensor) -> torch.Tensor:
@@ -75,9 +232,20 @@ def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
         m["edge_recall"] = float((g1[strong] >= 0.5 * g0[strong]).float().mean()) if strong.any() else 1.0
     else:
         m.update(delta_e_mean=float("nan"), delta_e_p95=float("nan"), detail_retention=float("nan"), edge_recall=float("nan"))
-    m["mask_coverage"] = float(alpha.mean())
+    for name, key in (("hue_shift_metal", "metal"), ("hue_shift_stone", "stones")):
+        layer = result.masks.get(key)
+        m[name] = hue_shift(before, after, inner & (layer > 0.5)) if layer is not None else float("nan")
+    m["background_a"], m["background_b"] = backdrop_cast(before, alpha)
+    m["background_cast"] = float(np.hypot(m["background_a"], m["background_b"]))
     mask_np = piece[0, 0].to(torch.uint8).cpu().numpy()
+    y_in = linear_to_srgb(luminance(before))[0, 0].cpu().numpy()
+    m["thin_retention"], m["thin_gap"] = thin_retention(y_in, mask_np > 0)
+    foreground = result.foreground if result.foreground is not None else result.image
+    m["edge_halo"] = edge_halo(foreground, alpha) if piece.any() else float("nan")
+    m["mask_coverage"] = float(alpha.mean())
     m["mask_components"] = float(cv2.connectedComponents(mask_np, connectivity=8)[0] - 1)
+    holes, hole_area = mask_holes(mask_np > 0)
+    m["mask_holes"], m["mask_hole_area"] = float(holes), hole_area
     border = torch.cat([piece[0, 0, 0], piece[0, 0, -1], piece[0, 0, :, 0], piece[0, 0, :, -1]])
     m["mask_touches_frame"] = float(border.float().mean())
     defects = result.masks.get("defects")
