@@ -15,7 +15,7 @@ structure to chop, no metal or stone to shift) returns ``None``.
 | ``oversmooth`` | Gaussian (sigma 1.5 px) over the piece: milgrain, pave, engraving go soft | ``detail_loss`` |
 | ``hue_metal`` | rotates the metal's CIELAB hue (``masks['metal']``) by 6 degrees | ``color_drift`` |
 | ``hue_stone`` | rotates the stones' hue (``masks['stones']``) by 8 degrees | ``color_drift`` |
-| ``chop`` | cuts the matte across a thin structure (chain wire, prong, hook), 10 px radius | ``mask_suspect`` |
+| ``chop`` | cuts the matte across a thin structure (chain wire, prong, hook), 12 px radius | ``mask_suspect`` |
 | ``cast`` | a cast neutralize left in: 7% warm/cool/green/magenta gains on the whole neutralized frame and so on the output | ``color_cast`` |
 | ``halo`` | alpha bleeding: a 4 px fringe of the old backdrop (alpha 0.45 fading out) around the piece | ``mask_suspect`` |
 """
@@ -110,7 +110,7 @@ def thin_part(piece: np.ndarray, radius: int = 3) -> np.ndarray:
     return (m > 0) & (cv2.morphologyEx(m, cv2.MORPH_OPEN, disk) == 0)
 
 
-def chop(reference: Frame, result: Frame, rng: np.random.Generator, radius: int = 10,
+def chop(reference: Frame, result: Frame, rng: np.random.Generator, radius: int = 12,
          where: np.ndarray | None = None) -> Pair | None:
     """Cut the matte across a thin structure: alpha 0 in a disc on a thin part, the thin part only.
 

@@ -58,7 +58,7 @@ def test_identity_is_perfect():
     assert m["detail_retention"] == pytest.approx(1.0)
     assert m["edge_recall"] == 1.0
     assert m["hue_shift_metal"] == pytest.approx(0, abs=1e-3)
-    assert math.isnan(m["hue_shift_stone"])  # no stones mask
+    assert m["hue_shift_stone"] == 0.0  # no stones mask: nothing to shift
     assert m["background_a"] == pytest.approx(0, abs=0.05) and m["background_b"] == pytest.approx(0, abs=0.05)
     assert m["mask_holes"] == 0 and m["mask_components"] == 1
     assert m["edge_halo"] == pytest.approx(0, abs=1e-3)
