@@ -63,7 +63,7 @@ CANDIDATES = [
     ("background_b", "color_cast", "both", 1.5),
     ("detail_retention", "detail_loss", "min", 0.85),
     ("edge_recall", "detail_loss", "min", 0.90),
-    ("thin_gap", "mask_suspect", "max", 16.0),
+    ("thin_gap", "mask_suspect", "max", 18.0),
     ("edge_halo", "mask_suspect", "max", 0.8),
 ]
 QUANTILE = 0.99

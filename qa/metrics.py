@@ -36,8 +36,8 @@ METRIC_DOCS = {
     "background_cast": "hypot(background_a, background_b): the residual cast's chroma",
     "thin_retention": "share of the input's thin structures (luminance top-hat, radius 3 px, within 12 px of the piece; "
                       "morphological skeleton) that the cut-out (alpha > 0.5) keeps within 1 px; 1 = all kept",
-    "thin_gap": "largest run of those thin structures, in skeleton px, that the cut-out drops while touching it "
-                "(a chopped chain link or prong tip); 0 = none",
+    "thin_gap": "largest run of those thin structures that the cut-out drops where it continues a thin part of the "
+                "cut-out (a chopped chain link or prong tip), in skeleton px per 1000 px of the long edge; 0 = none",
     "edge_halo": "mean CIEDE2000 between the piece composited over white and pure white in the ring 2-4 px outside "
                  "the cut-out: a fringe or alpha bleeding around the piece; 0 = clean",
     "mask_coverage": "mean alpha: share of the frame that is piece",
@@ -241,7 +241,8 @@ def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
     m["background_cast"] = float(np.hypot(m["background_a"], m["background_b"]))
     mask_np = piece[0, 0].to(torch.uint8).cpu().numpy()
     y_in = linear_to_srgb(luminance(before))[0, 0].cpu().numpy()
-    m["thin_retention"], m["thin_gap"] = thin_retention(y_in, mask_np > 0)
+    m["thin_retention"], gap = thin_retention(y_in, mask_np > 0)
+    m["thin_gap"] = gap * 1000 / max(mask_np.shape)  # resolution-independent: per 1000 px of the long edge
     foreground = result.foreground if result.foreground is not None else result.image
     m["edge_halo"] = edge_halo(foreground, alpha) if piece.any() else float("nan")
     m["mask_coverage"] = float(alpha.mean())
