@@ -72,6 +72,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.simulator import BACKGROUNDS, PIECES, lighting_gain, render_scene  # noqa: E402
+from qa.metrics import hue_shift  # noqa: E402
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab  # noqa: E402
 from tasks.frame import Frame  # noqa: E402
 from tasks.pipeline import STAGE_NAMES, run_stages, stage_params  # noqa: E402
@@ -217,17 +218,6 @@ def _srgb_y(rgb: np.ndarray) -> np.ndarray:
     return linear_to_srgb(torch.from_numpy(np.clip(y, 0, 1).astype(np.float32))).numpy()
 
 
-def hue_shift(before: np.ndarray, after: np.ndarray, where: np.ndarray) -> float:
-    """Chroma-weighted mean |CIELAB hue change| in degrees over ``where`` (nan if nothing there)."""
-    if not where.any():
-        return float("nan")
-    lab0, lab1 = _lab(before)[0].numpy(), _lab(after)[0].numpy()
-    h0, h1 = np.arctan2(lab0[2], lab0[1]), np.arctan2(lab1[2], lab1[1])
-    dh = np.abs(np.degrees(np.angle(np.exp(1j * (h1 - h0)))))
-    weight = np.hypot(lab0[1], lab0[2])[where]
-    return float((dh[where] * weight).sum() / max(weight.sum(), 1e-6))
-
-
 def grade_retouch(scene, final: Frame, neutral: Frame) -> dict[str, float]:
     found = final.masks["defects"][0, 0].cpu().numpy() > 0.5
     on_piece = scene.alpha > 0.5
@@ -262,8 +252,8 @@ def grade_retouch(scene, final: Frame, neutral: Frame) -> dict[str, float]:
         "ssim": float(ssim_map(y_out, y_true)[interior].mean()),
         "ssim_in": float(ssim_map(y_in, y_true)[interior].mean()),
         "hf": float((band(y_out)[clean_zone] ** 2).sum() / max((band(y_true)[clean_zone] ** 2).sum(), 1e-9)),
-        "hue_metal": hue_shift(before, after, metal),
-        "hue_stone": hue_shift(before, after, stone),
+        "hue_metal": hue_shift(neutral.image, final.image, torch.from_numpy(metal)[None, None]),
+        "hue_stone": hue_shift(neutral.image, final.image, torch.from_numpy(stone)[None, None]),
         "clip_in": clipped(before), "clip_out": clipped(after),
     }
 
