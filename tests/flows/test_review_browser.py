@@ -177,3 +177,79 @@ def test_keyboard_only_review(flagged, server, tmp_path):
         ("kbd-reviewer", "rerun", ids[2]), ("kbd-reviewer", "rerun_done", ids[2])]
     assert json.loads(audit[2]["details"]) == {"stages": {"dust": {"strength": 0.3}, "cutout": {"band": 3}},
                                                "skip": ["shine"]}
+
+
+@pytest.fixture(scope="module")
+def hundred(flagged, tmp_path_factory):
+    """A copy of the flagged run whose queue holds 100 images (clones of one flagged image)."""
+    src_out, preset = flagged
+    out = tmp_path_factory.mktemp("hundred") / "out"
+    shutil.copytree(src_out, out)
+    catalog = Catalog.open(out / ".state")
+    row = next(r for r in catalog.rows() if r["status"] == "review")
+    shoot, staged = row["shoot"], json.loads(row["staged"])
+    for r in catalog.queue("open"):                    # start from an empty queue
+        catalog.set_status(r["shoot"], r["source"], status="rejected", staged={})
+    from sqlalchemy import delete
+
+    from infra.catalog import review_queue
+    with catalog.engine.begin() as c:
+        c.execute(delete(review_queue))
+    for i in range(100):
+        image_id, sku = f"{i + 1:016x}", f"K{i:03d}"
+        stage = out / ".staging" / shoot / image_id
+        stage.mkdir(parents=True)
+        copies = {}
+        for name, path in staged.items():
+            target = stage / Path(path).name
+            shutil.copy(out / Path(path).relative_to(src_out), target)
+            copies[name] = str(target)
+        shutil.copytree(out / "review" / shoot / row["image_id"], out / "review" / shoot / image_id)
+        catalog.upsert(**{**row, "source": f"{sku}_front.jpg", "image_id": image_id, "sku": sku,
+                          "staged": copies, "metrics": json.loads(row["metrics"])})
+        catalog.enqueue(image_id, shoot, f"{sku}_front.jpg", row["reasons"].split(";"))
+    return out, preset
+
+
+def test_a_hundred_images_cleared_from_the_keyboard(hundred):
+    """The issue's target: a reviewer clears 100 flagged images without touching the mouse."""
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    from infra.reviewapp import create_app
+
+    out, preset = hundred
+    app = create_app(out / ".state", out, preset=str(preset), who="kbd-reviewer", device="cpu")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            page.goto(f"http://127.0.0.1:{port}/queue")
+            assert page.locator("tr.item").count() == 100
+            page.keyboard.press("Enter")
+            t0 = time.perf_counter()
+            for k in range(100):
+                current = page.url
+                page.keyboard.press("a")                    # approve; the next image opens
+                page.wait_for_function("u => location.href !== u", arg=current)
+            seconds = time.perf_counter() - t0
+            browser.close()
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+    catalog = Catalog.open(out / ".state")
+    assert catalog.queue("open") == []
+    df = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    cleared = df[df["sku"].str.startswith("K")]
+    assert len(cleared) == 100 and (cleared["status"] == "exported").all()
+    assert all((out / p).is_file() for p in ";".join(cleared["exports"]).split(";"))
+    print(f"100 images approved from the keyboard in {seconds:.1f} s")
