@@ -18,10 +18,11 @@ from prefect import flow
 from sqlalchemy import update
 
 from flows.retouch import SHOOT_LEVEL
-from flows.shoot import Job, RunConfig, check, publish, retouch, route, staging_dir, survey_sensor_dust
+from flows.shoot import (Job, RunConfig, check, merge_stages, publish, retouch, route, shoot_preset, staging_dir,
+                         survey_sensor_dust)
 from infra.catalog import Catalog, review_queue
-from infra.presets import Preset, PresetError, load_preset
-from infra.shoots import Shoot, read_shoot
+from infra.presets import Preset, PresetError
+from infra.shoots import read_shoot
 from qa.report import write_manifest
 from tasks.pipeline import STAGE_NAMES, stage_params
 
@@ -114,20 +115,8 @@ def validate_overrides(overrides: dict | None) -> dict:
     return {"stages": stages, "skip": skip}
 
 
-def shoot_preset(shoot: Shoot, preset: str | Path) -> Preset:
-    """The preset a shoot runs with: the sidecar's choice, background and stage overrides on top."""
-    chosen = load_preset(shoot.preset or preset)
-    if shoot.background:
-        chosen = chosen.model_copy(update={"background": shoot.background})
-    if shoot.stages:
-        merged = {k: {**chosen.stages.get(k, {}), **shoot.stages.get(k, {})} for k in {*chosen.stages, *shoot.stages}}
-        chosen = chosen.model_copy(update={"stages": merged})
-    return chosen
-
-
 def with_overrides(preset: Preset, overrides: dict) -> Preset:
-    stages = {k: {**preset.stages.get(k, {}), **overrides["stages"].get(k, {})}
-              for k in {*preset.stages, *overrides["stages"]}}
+    stages = merge_stages(preset.stages, overrides["stages"])
     skip = tuple(dict.fromkeys([*preset.skip, *overrides["skip"]]))
     return preset.model_copy(update={"stages": stages, "skip": skip})
 

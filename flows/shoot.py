@@ -208,6 +208,21 @@ def publish(out: Path, shoot: str, sku: str, view: str, staged: dict[str, str]) 
     return exports
 
 
+def merge_stages(base: dict[str, dict], extra: dict[str, dict]) -> dict[str, dict]:
+    """Per-stage parameter tables with ``extra``'s keys over ``base``'s."""
+    return {k: {**base.get(k, {}), **extra.get(k, {})} for k in {*base, *extra}}
+
+
+def shoot_preset(shoot: Shoot, preset: str | Path) -> Preset:
+    """The preset a shoot runs with: the sidecar's choice, background and stage overrides on top."""
+    chosen = load_preset(shoot.preset or preset)
+    if shoot.background:
+        chosen = chosen.model_copy(update={"background": shoot.background})
+    if shoot.stages:
+        chosen = chosen.model_copy(update={"stages": merge_stages(chosen.stages, shoot.stages)})
+    return chosen
+
+
 @flow(name="loupe-run", log_prints=True)
 def run_shoots(shoot_dirs: list[Path], out: Path, preset: str = "catalog", state: Path | None = None,
                device: str = "auto", ray_address: str | None = None, progress: bool = False) -> dict[str, int]:
@@ -220,12 +235,7 @@ def run_shoots(shoot_dirs: list[Path], out: Path, preset: str = "catalog", state
     totals = {"exported": 0, "review": 0, "rejected": 0, "skipped": 0}
     for folder in map(Path, shoot_dirs):
         shoot = read_shoot(folder)
-        chosen = load_preset(shoot.preset or preset)
-        if shoot.background:
-            chosen = chosen.model_copy(update={"background": shoot.background})
-        if shoot.stages:
-            merged = {k: {**chosen.stages.get(k, {}), **shoot.stages.get(k, {})} for k in {*chosen.stages, *shoot.stages}}
-            chosen = chosen.model_copy(update={"stages": merged})
+        chosen = shoot_preset(shoot, preset)
         jobs = ingest(folder, chosen, catalog)
         dust = survey_sensor_dust(shoot, jobs, chosen, config)
         if dust:
