@@ -151,14 +151,20 @@ def _hwc(t: torch.Tensor) -> np.ndarray:
     return t[0].permute(1, 2, 0).cpu().numpy()
 
 
-def truth_scale(image: np.ndarray, scene, where: np.ndarray) -> np.ndarray:
-    """``image`` with the light's fall-off divided out and its exposure matched to the truth over ``where``.
+def truth_scaler(image: np.ndarray, scene, where: np.ndarray):
+    """A function that divides the light's fall-off out of an image and applies the exposure gain
+    that matches ``image`` to the truth over ``where``.
 
     Neither is a colour or retouch error, so grading starts from the truth's scale."""
     h, w = where.shape
-    flat = image / lighting_gain(scene.meta["lighting"], w, h)[..., None]
-    gain = float(np.median(scene.clean[where].mean(1) / np.maximum(flat[where].mean(1), 1e-6)))
-    return flat * gain
+    fall = lighting_gain(scene.meta["lighting"], w, h)[..., None]
+    gain = float(np.median(scene.clean[where].mean(1) / np.maximum((image / fall)[where].mean(1), 1e-6)))
+    return lambda x: x / fall * gain
+
+
+def truth_scale(image: np.ndarray, scene, where: np.ndarray) -> np.ndarray:
+    """``image`` on the truth's scale (see :func:`truth_scaler`)."""
+    return truth_scaler(image, scene, where)(image)
 
 
 def grade_cutout(scene, final: Frame, neutral: Frame) -> dict[str, float]:
@@ -177,13 +183,11 @@ def grade_cutout(scene, final: Frame, neutral: Frame) -> dict[str, float]:
     white = float((out8[far_bg] == 255).all(axis=1).mean())
 
     # colour: undo exposure and light fall-off with the truth, then compare in the piece interior
-    h, w = truth.shape
     neutral_img = _hwc(neutral.image)
-    fall = lighting_gain(scene.meta["lighting"], w, h)[..., None]
-    gain = float(np.median(scene.clean[interior].mean(1) / np.maximum((neutral_img / fall)[interior].mean(1), 1e-6)))
-    de = delta_e_map(np.clip(neutral_img / fall * gain, 0, 1), scene.clean)
+    to_truth = truth_scaler(neutral_img, scene, interior)
+    de = delta_e_map(np.clip(to_truth(neutral_img), 0, 1), scene.clean)
 
-    matched = np.clip(_hwc(final.foreground) / fall * gain, 0, 1) * alpha[..., None] + (1 - alpha[..., None])
+    matched = np.clip(to_truth(_hwc(final.foreground)), 0, 1) * alpha[..., None] + (1 - alpha[..., None])
     halo = delta_e_map(matched, true_composite)[band].mean()
     return {
         "iou": mask_iou(pred, truth),
@@ -224,7 +228,8 @@ def grade_retouch(scene, final: Frame, neutral: Frame) -> dict[str, float]:
     interior = cv2.erode((scene.alpha > 0.99).astype(np.uint8), _disk(1)) > 0  # chains: wire is 2-4 px
     interior &= final.alpha[0, 0].cpu().numpy() >= 1.0  # cut-out misses are the cutout suite's business
     before, after = _hwc(neutral.image), _hwc(final.image)
-    srgb_in = linear_to_srgb(torch.from_numpy(np.clip(truth_scale(before, scene, interior), 0, 1))).numpy()
+    scaled_in = np.clip(truth_scale(before, scene, interior), 0, 1)
+    srgb_in = linear_to_srgb(torch.from_numpy(scaled_in)).numpy()
     srgb_true = linear_to_srgb(torch.from_numpy(scene.clean)).numpy()
     change = np.abs(srgb_in - srgb_true).mean(2)
     parts = _components(np.isin(scene.defects, (1, 2, 3)))
@@ -233,7 +238,7 @@ def grade_retouch(scene, final: Frame, neutral: Frame) -> dict[str, float]:
     bg_parts = [p for p in visible if on_piece[p].mean() <= 0.5]
     features = [p for k in np.unique(scene.details)[1:] for p in _components(scene.details == k)]
     y_true = _srgb_y(scene.clean)
-    y_in = _srgb_y(np.clip(truth_scale(before, scene, interior), 0, 1))
+    y_in = _srgb_y(scaled_in)
     y_out = _srgb_y(np.clip(truth_scale(after, scene, interior), 0, 1))
     # high frequencies of the design only: defects (truth) are meant to lose theirs
     clean_zone = interior & (cv2.dilate((scene.defects > 0).astype(np.uint8), _disk(3)) == 0)

@@ -76,6 +76,15 @@ def u8(x: torch.Tensor) -> np.ndarray:
     return (linear_to_srgb(x)[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
 
+def write_sheet(tiles: list[np.ndarray], path: Path) -> None:
+    """Stack RGB tiles of any width into one PNG, separated by a dark gap."""
+    width = max(t.shape[1] for t in tiles)
+    sheet = np.concatenate([np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=40) for t in tiles], 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    print(f"sheet: {path}")
+
+
 def retouch_photo(path: Path, long_edge: int) -> tuple[dict, np.ndarray]:
     """Per-stage changes on one photo and a before | after | changes tile (crop at full resolution)."""
     decoded = read_source(path)
@@ -125,11 +134,7 @@ def main_retouch(args) -> int:
         tiles.append(tile)
     pd.set_option("display.width", 200)
     print(pd.DataFrame(rows).round(4).to_string(index=False))
-    width = max(t.shape[1] for t in tiles)
-    sheet = np.concatenate([np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=40) for t in tiles], 0)
-    args.sheet.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.sheet), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    print(f"sheet: {args.sheet}")
+    write_sheet(tiles, args.sheet)
     return 0
 
 
@@ -163,11 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         scale = args.tile / before.shape[0]
         row = [cv2.resize(x, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for x in (before, after, overlay)]
         rows.append(np.concatenate(row, 1))
-    width = max(r.shape[1] for r in rows)
-    sheet = np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=40) for r in rows], 0)
-    args.sheet.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.sheet), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    print(f"sheet: {args.sheet}")
+    write_sheet(rows, args.sheet)
     return 0
 
 
