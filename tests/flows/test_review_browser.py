@@ -10,6 +10,7 @@ audit log must say so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -66,13 +67,13 @@ def flagged(tmp_path_factory, prefect_server, ray_session):
     return out, preset
 
 
-@pytest.fixture(scope="module")
-def server(flagged):
+@contextlib.contextmanager
+def serving(out: Path, preset: Path):
+    """The review app for ``out`` on a free loopback port, in a thread: yields (base URL, app)."""
     import uvicorn
 
     from infra.reviewapp import create_app
 
-    out, preset = flagged
     app = create_app(out / ".state", out, preset=str(preset), who="kbd-reviewer", device="cpu")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,9 +85,17 @@ def server(flagged):
     while not srv.started:
         assert time.time() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(flagged):
+    with serving(*flagged) as served:
+        yield served
 
 
 def test_keyboard_only_review(flagged, server, tmp_path):
@@ -213,39 +222,23 @@ def hundred(flagged, tmp_path_factory):
 
 def test_a_hundred_images_cleared_from_the_keyboard(hundred):
     """The issue's target: a reviewer clears 100 flagged images without touching the mouse."""
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
-    from infra.reviewapp import create_app
-
     out, preset = hundred
-    app = create_app(out / ".state", out, preset=str(preset), who="kbd-reviewer", device="cpu")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.05)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-            page = browser.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(f"http://127.0.0.1:{port}/queue")
-            assert page.locator("tr.item").count() == 100
-            page.keyboard.press("Enter")
-            t0 = time.perf_counter()
-            for k in range(100):
-                current = page.url
-                page.keyboard.press("a")                    # approve; the next image opens
-                page.wait_for_function("u => location.href !== u", arg=current)
-            seconds = time.perf_counter() - t0
-            browser.close()
-    finally:
-        srv.should_exit = True
-        thread.join(10)
+    with serving(out, preset) as (base, _), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        page = browser.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(f"{base}/queue")
+        assert page.locator("tr.item").count() == 100
+        page.keyboard.press("Enter")
+        t0 = time.perf_counter()
+        for _ in range(100):
+            current = page.url
+            page.keyboard.press("a")                        # approve; the next image opens
+            page.wait_for_function("u => location.href !== u", arg=current)
+        seconds = time.perf_counter() - t0
+        browser.close()
     catalog = Catalog.open(out / ".state")
     assert catalog.queue("open") == []
     df = pd.read_csv(out / "manifest.csv", keep_default_na=False)
