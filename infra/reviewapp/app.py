@@ -2,9 +2,11 @@
 
 A reviewer works the queue from the keyboard: the queue page (filter by shoot,
 reason, status; batch approve), an image page (before/after side by side, swipe
-or toggle, a zoom loupe to 400%, cut-out / defect / detail-loss overlays, the
-metrics against the preset's thresholds) and the actions approve, reject (with a
-note) and re-run with overrides, which go through the same functions as
+or toggle, a zoom loupe to 400%, cut-out / defect / detail-loss / QA-evidence
+overlays, the staged full-resolution cut-out in 512 px tiles over a white,
+checkerboard or contrasting backdrop, QA's located findings with a jump to each,
+the metrics against the preset's thresholds) and the actions approve, reject
+(with a note) and re-run with overrides, which go through the same functions as
 ``loupe review ...`` (``flows.review``) and land in the audit log.
 
 Safety: binds 127.0.0.1 unless told otherwise, and then only with a token
@@ -24,8 +26,10 @@ import json
 import logging
 import re
 import secrets
+import math
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -45,8 +49,15 @@ from tasks.pipeline import STAGE_NAMES
 
 HERE = Path(__file__).parent
 IMAGE_ID = re.compile(r"^[0-9a-f]{16}$")
-PREVIEWS = {"before": "before.jpg", "after": "after.jpg", "overlay": "overlay.png"}
+PREVIEWS = {"before": "before.jpg", "after": "after.jpg", "overlay": "overlay.png",
+            "evidence": "evidence.png"}         # evidence.png: QA's own RGBA overlay at preview size
 OVERLAYS = ("mask", "defects", "detail")          # planes of overlay.png: B = alpha, R = defects, G = detail loss
+EVIDENCE = "evidence.json"                        # QA's findings with boxes in source pixels, next to before.jpg
+BACKDROPS = (("white", "white"), ("checker", "checkerboard"), ("grey", "mid grey"), ("black", "black"),
+             ("magenta", "magenta"))
+TILE = 512                                        # tile edge of the full-resolution viewer
+NUMBER = re.compile(r"^[0-9]{1,5}$")
+MAX_FINDINGS = 200
 FILTERS = ("shoot", "reason", "status")
 CSRF_COOKIE, AUTH_COOKIE, WHO_COOKIE = "loupe_csrf", "loupe_auth", "loupe_who"
 log = logging.getLogger("loupe.review")
@@ -67,9 +78,115 @@ class Forbidden(Exception):
         self.status, self.message = status, message
 
 
+def levels_for(width: int, height: int) -> int:
+    """Zoom levels of a ``width`` x ``height`` image: 0 is full resolution, each next halves, the last fits one tile."""
+    return 1 + max(0, math.ceil(math.log2(max(width, height, 1) / TILE)))
+
+
+class Pyramids:
+    """Decoded cut-outs at every zoom level, least recently used first out, bounded by bytes.
+
+    An entry is keyed by path, mtime and size, so a re-run's new file is decoded afresh. One image larger
+    than the whole budget is still kept (alone) while it is the one being looked at.
+    """
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self.entries: OrderedDict[tuple, tuple[list[Image.Image], int]] = OrderedDict()
+        self.lock = threading.Lock()
+        self.loading: dict[tuple, threading.Lock] = {}
+
+    @property
+    def nbytes(self) -> int:
+        with self.lock:
+            return sum(n for _, n in self.entries.values())
+
+    def get(self, path: Path) -> list[Image.Image]:
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.entries[key][0]
+            gate = self.loading.setdefault(key, threading.Lock())
+        with gate:                                    # one decode per file, other files go on
+            with self.lock:
+                if key in self.entries:
+                    self.entries.move_to_end(key)
+                    return self.entries[key][0]
+            levels = self.decode(path)
+            with self.lock:
+                for other in [k for k in self.entries if k[0] == key[0]]:
+                    del self.entries[other]           # an older version of the same file
+                self.entries[key] = (levels, sum(im.width * im.height * 4 for im in levels))
+                self.loading.pop(key, None)
+                total = sum(n for _, n in self.entries.values())
+                while total > self.budget and len(self.entries) > 1:
+                    _, (_, n) = self.entries.popitem(last=False)
+                    total -= n
+        return levels
+
+    @staticmethod
+    def decode(path: Path) -> list[Image.Image]:
+        with Image.open(path) as im:
+            base = im.convert("RGBA")                 # a 16-bit PNG arrives as 8-bit RGBA
+        levels, cur = [base], base.convert("RGBa")    # halve premultiplied: no dark or coloured fringe
+        for _ in range(levels_for(*base.size) - 1):
+            cur = cur.reduce(2)
+            levels.append(cur.convert("RGBA"))
+        return levels
+
+
+def where_in(box: list[float], width: float, height: float) -> str:
+    """The box's centre in words: upper/middle/lower and left/centre/right thirds."""
+    cx, cy = (box[0] + box[2]) / 2 / width, (box[1] + box[3]) / 2 / height
+    row = ("upper", "middle", "lower")[min(2, max(0, int(cy * 3)))]
+    col = ("left", "centre", "right")[min(2, max(0, int(cx * 3)))]
+    return "centre" if (row, col) == ("middle", "centre") else f"{row} {col}"
+
+
+def read_evidence(path: Path | None, size: tuple[int, int] | None) -> dict:
+    """QA's ``evidence.json`` for the page: findings with their text, box (source pixels, clipped) and the box as
+    fractions of the image (for the viewer). ``size``: the cut-out's, used when the file gives none."""
+    got = {"present": path is not None, "error": "", "findings": []}
+    if path is None:
+        return got
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        got["error"] = f"{EVIDENCE} unreadable: {exc}"
+        return got
+    given = data.get("size")
+    if (isinstance(given, list) and len(given) == 2 and all(isinstance(v, (int, float)) for v in given)
+            and min(given) > 0):
+        size = (float(given[0]), float(given[1]))
+    findings = data.get("findings")
+    for f in (findings if isinstance(findings, list) else [])[:MAX_FINDINGS]:
+        if not isinstance(f, dict):
+            continue
+        item = {"code": str(f.get("code") or "")[:80], "text": str(f.get("text") or "")[:500],
+                "box": None, "frac": None, "where": ""}
+        box = f.get("box")
+        if (size and isinstance(box, list) and len(box) == 4
+                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)):
+            w, h = size
+            x0, x1 = sorted((min(max(box[0], 0), w), min(max(box[2], 0), w)))
+            y0, y1 = sorted((min(max(box[1], 0), h), min(max(box[3], 0), h)))
+            if x1 > x0 and y1 > y0:
+                item["box"] = [round(v) for v in (x0, y0, x1, y1)]
+                item["frac"] = [x0 / w, y0 / h, x1 / w, y1 / h]
+                item["where"] = where_in([x0, y0, x1, y1], w, h)
+        got["findings"].append(item)
+    return got
+
+
 def create_app(state: Path | str, out: Path, *, token: str | None = None, preset: str | None = None,
-               who: str = "reviewer", device: str = "auto", ray_address: str | None = None) -> FastAPI:
-    """The app for one OUT folder. ``token``: require a login with it (always set it when not on loopback)."""
+               who: str = "reviewer", device: str = "auto", ray_address: str | None = None,
+               tile_cache_mb: int = 512) -> FastAPI:
+    """The app for one OUT folder. ``token``: require a login with it (always set it when not on loopback).
+    ``tile_cache_mb``: memory for decoded full-resolution cut-outs (an LRU over images)."""
     out = Path(out).resolve()
     state = str(state)
     catalog = Catalog.open(state)
@@ -82,7 +199,8 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
 
     app = FastAPI(title="Loupe review", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.state.reruns, app.state.jobs = reruns, jobs
+    pyramids = Pyramids(tile_cache_mb << 20)
+    app.state.reruns, app.state.jobs, app.state.pyramids = reruns, jobs, pyramids
 
     def auth_value() -> str:
         return hmac.new(secret, (token or "").encode(), hashlib.sha256).hexdigest()
@@ -174,11 +292,39 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
         return catalog.by_image_id(image_id)
 
     def preview_file(row: dict, name: str) -> Path | None:
+        """``review/<shoot>/<image_id>/<file>`` for a name in PREVIEWS (or EVIDENCE), if it is there."""
         root = (out / "review").resolve()
-        path = (root / row["shoot"] / row["image_id"] / PREVIEWS[name]).resolve()
+        path = (root / row["shoot"] / row["image_id"] / PREVIEWS.get(name, EVIDENCE)).resolve()
         if root not in path.parents or not path.is_file():   # shoot names come from folder names: still check
             return None
         return path
+
+    def cutout_file(row: dict) -> Path | None:
+        """The full-resolution cut-out (RGBA PNG, source grid): the staged one, or once approved the exported
+        one. Paths come from the catalog, never from the URL, and must lie inside OUT."""
+        for paths in (row.get("staged"), row.get("exports")):
+            try:
+                name = json.loads(paths or "{}").get("cutout")
+            except (ValueError, AttributeError):
+                continue
+            if not isinstance(name, str) or not name:
+                continue
+            path = (out / name).resolve()           # exports are relative to OUT, staged files absolute
+            if out in path.parents and path.is_file():
+                return path
+        return None
+
+    def cutout_info(row: dict) -> dict | None:
+        path = cutout_file(row)
+        if path is None:
+            return None
+        try:
+            with Image.open(path) as im:             # reads the header only
+                width, height = im.size
+        except (OSError, ValueError):
+            return None
+        return {"width": width, "height": height, "levels": levels_for(width, height), "tile": TILE,
+                "version": path.stat().st_mtime_ns}
 
     @lru_cache(maxsize=64)
     def rules_for(preset_name: str):
@@ -247,10 +393,17 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
                               "reason_flagged": rule is not None and rule.reason in flagged})
         table.sort(key=lambda t: (not t["fail"], t["rule"] is None, t["name"]))
         actionable = row["status"] == "review" and (queued is None or queued["state"] == "open")
+        cutout = cutout_info(row)
+        evidence = read_evidence(preview_file(row, EVIDENCE),
+                                 (cutout["width"], cutout["height"]) if cutout else None)
+        overlays = [*OVERLAYS] if preview_file(row, "overlay") else []
+        if preview_file(row, "evidence"):
+            overlays.append("evidence")
         return render(request, "image.html", row=row, queued=queued, table=table, rules_error=rules_error,
                       nav=nav, pos=pos, total=len(ids), ctx=urlencode(flt), flt=flt, msg=msg,
                       actionable=actionable, stages=STAGE_NAMES, has_preview=preview_file(row, "after") is not None,
-                      audit=catalog.audit_rows(image_id, limit=50), exports=json.loads(row["exports"] or "{}"))
+                      audit=catalog.audit_rows(image_id, limit=50), exports=json.loads(row["exports"] or "{}"),
+                      cutout=cutout, evidence=evidence, overlays=overlays, backdrops=BACKDROPS)
 
     @app.get("/audit", response_class=HTMLResponse)
     def audit_page(request: Request, image_id: str = ""):
@@ -271,6 +424,30 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
             return Response("not found", status_code=404)
         return Response(overlay_png(str(path), path.stat().st_mtime_ns, name), media_type="image/png",
                         headers={"Cache-Control": "no-cache"})
+
+    @app.get("/img/{image_id}/tile/{level}/{tx}/{ty}.png")
+    def tile(image_id: str, level: str, tx: str, ty: str):
+        """A 512 px tile of the full-resolution cut-out: level 0 is full size, each next level halves."""
+        row = known_image(image_id)
+        if row is None or not all(NUMBER.match(v) for v in (level, tx, ty)):
+            return Response("not found", status_code=404)
+        path = cutout_file(row)
+        if path is None:
+            return Response("not found", status_code=404)
+        try:
+            levels = pyramids.get(path)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            log.exception("cannot decode %s", path)
+            return Response("not found", status_code=404)
+        lv, x, y = int(level), int(tx), int(ty)
+        if lv >= len(levels) or x * TILE >= levels[lv].width or y * TILE >= levels[lv].height:
+            return Response("not found", status_code=404)
+        im = levels[lv]
+        buf = io.BytesIO()
+        im.crop((x * TILE, y * TILE, min(im.width, (x + 1) * TILE), min(im.height, (y + 1) * TILE))).save(
+            buf, "PNG", compress_level=1)
+        # the page asks with ?v=<mtime>, so a re-run's new cut-out gets new URLs
+        return Response(buf.getvalue(), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/api/jobs")
     def job_status():

@@ -53,6 +53,50 @@ def queue(tmp_path) -> tuple[Path, Path]:
     return out, state
 
 
+CUT = (1300, 700)      # a cut-out of three zoom levels: 1300 x 700, 650 x 350, 325 x 175
+FINDINGS = [
+    {"code": "hole_not_backdrop", "text": "a hole in the piece does not look like the backdrop seen through it",
+     "box": [100, 50, 400, 250]},
+    {"code": "white_fringe", "text": "a <b>white</b> fringe along the shank", "box": [1200, 600, 1400, 900]},
+    {"code": "no_box", "text": "somewhere"},
+]
+
+
+def _cutout() -> np.ndarray:
+    """RGBA, source grid: transparent around an opaque gold block with a hole and a half-transparent shadow."""
+    rgba = np.zeros((CUT[1], CUT[0], 4), np.uint8)
+    rgba[..., :3] = (200, 0, 0)                         # colour under alpha 0 must not bleed into a smaller level
+    rgba[100:600, 202:1100] = (210, 170, 60, 255)
+    rgba[250:450, 500:800, 3] = 0                       # a hole
+    rgba[600:650, 202:1100] = (0, 0, 0, 96)             # a shadow slab
+    rgba[:, 1290:] = (255, 255, 255, 255)               # a column at the right edge, in the last tile
+    return rgba
+
+
+@pytest.fixture()
+def cutout_queue(queue) -> tuple[Path, Path]:
+    """``queue`` with a staged full-resolution cut-out for IDS[0] and QA's evidence.json / evidence.png."""
+    out, state = queue
+    catalog = Catalog.open(state)
+    row = catalog.by_image_id(IDS[0])
+    staging = out / ".staging" / row["shoot"] / IDS[0]
+    Image.fromarray(_cutout(), "RGBA").save(staging / "cutout.png")
+    catalog.set_status(row["shoot"], row["source"], staged={**json.loads(row["staged"]),
+                                                            "cutout": str(staging / "cutout.png")})
+    review = out / "review" / row["shoot"] / IDS[0]
+    (review / "evidence.json").write_text(json.dumps({"size": list(CUT), "findings": FINDINGS}))
+    Image.new("RGBA", (64, 48), (255, 0, 255, 160)).save(review / "evidence.png")
+    return out, state
+
+
+def _tile(client: TestClient, image_id: str, level, tx, ty) -> np.ndarray:
+    r = client.get(f"/img/{image_id}/tile/{level}/{tx}/{ty}.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", (level, tx, ty, r.status_code)
+    im = Image.open(io.BytesIO(r.content))
+    assert im.mode == "RGBA"
+    return np.asarray(im)
+
+
 def _client(out: Path, state: Path, **kw) -> TestClient:
     return TestClient(create_app(state, out, who="tester", **kw), follow_redirects=False)
 
@@ -141,10 +185,22 @@ def test_batch_approve(queue):
     f"/img/{IDS[0]}/%2e%2e", "/img/0000000000000000/before", f"/img/{IDS[0].upper()}/before",
     "/img/..%2F..%2F..%2Fetc%2Fpasswd/before", "/static/../app.py", "/static/%2e%2e/app.py",
     "/static/..%2Fapp.py", "/image/..%2F..%2Fetc%2Fpasswd",
+    # tiles: the same image has a real tile at /tile/0/0/0.png (checked below), these must not reach anything
+    f"/img/{IDS[0]}/tile/0/0/..%2F..%2F..%2F.state%2Fcatalog.sqlite", f"/img/{IDS[0]}/tile/0/0/%2e%2e.png",
+    f"/img/{IDS[0]}/tile/0/%2e%2e/0.png", f"/img/{IDS[0]}/tile/%2e%2e/0/0.png",
+    f"/img/{IDS[0]}/tile/..%2F..%2F.state/0/0.png", f"/img/{IDS[0]}/tile/0/0/0.png%2F..%2F..%2Fcutout.png",
+    f"/img/{IDS[0]}/tile/0/0/cutout.png", f"/img/{IDS[0]}/tile/0/0/0.png.png", f"/img/{IDS[0]}/tile/0/0/0",
+    f"/img/{IDS[0]}/tile/0/0/0.jpg", f"/img/{IDS[0]}/tile/0/-1/0.png", f"/img/{IDS[0]}/tile/-1/0/0.png",
+    f"/img/{IDS[0]}/tile/0/0/%200.png", f"/img/{IDS[0]}/tile/0/0/0x1.png", f"/img/{IDS[0]}/tile/1e1/0/0.png",
+    "/img/..%2F..%2F.staging/tile/0/0/0.png", f"/img/{IDS[0].upper()}/tile/0/0/0.png",
+    "/img/0000000000000000/tile/0/0/0.png", f"/img/{IDS[0]}/tile/0/0/0/0.png", f"/img/{IDS[0]}/tiles/0/0/0.png",
+    f"/img/{IDS[0]}/evidence.json", f"/img/{IDS[0]}/cutout",
 ])
-def test_no_path_traversal_through_image_urls(queue, url):
-    out, state = queue
-    r = _client(out, state).get(url)
+def test_no_path_traversal_through_image_urls(cutout_queue, url):
+    out, state = cutout_queue
+    client = _client(out, state)
+    assert client.get(f"/img/{IDS[0]}/tile/0/0/0.png").status_code == 200
+    r = client.get(url)
     assert r.status_code == 404, (url, r.status_code)
 
 
@@ -164,6 +220,108 @@ def test_a_catalog_row_cannot_point_outside_the_review_folder(queue):
     with sqlite3.connect(state / "catalog.sqlite") as db:
         db.execute("update images set shoot = '../..' where image_id = ?", (IDS[0],))
     assert _client(out, state).get(f"/img/{IDS[0]}/before").status_code == 404
+
+
+def test_tiles_cut_the_staged_cutout_at_every_level(cutout_queue):
+    out, state = cutout_queue
+    client = _client(out, state)
+    src = _cutout()
+    # level 0 is the source grid: 3 x 2 tiles of 512, the last column 276 wide, the last row 188 high
+    for ty, h in enumerate((512, 188)):
+        for tx, w in enumerate((512, 512, 276)):
+            t = _tile(client, IDS[0], 0, tx, ty)
+            assert t.shape == (h, w, 4)
+            assert np.array_equal(t, src[ty * 512:ty * 512 + h, tx * 512:tx * 512 + w])
+    # each next level halves: 650 x 350 in two tiles, then 325 x 175 in one
+    assert _tile(client, IDS[0], 1, 0, 0).shape == (350, 512, 4) and _tile(client, IDS[0], 1, 1, 0).shape == (350, 138, 4)
+    top = _tile(client, IDS[0], 2, 0, 0)
+    assert top.shape == (175, 325, 4)
+    assert top[0, 0, 3] == 0 and tuple(top[60, 100]) == (210, 170, 60, 255)   # outside / on the piece
+    assert top[87, 162, 3] == 0                                                   # the hole is still a hole
+    edge = top[40:140, 50]                           # half transparent, half gold: no red from under alpha 0
+    assert (abs(edge[:, 3].astype(int) - 128) < 8).all() and (abs(edge[:, :3].astype(int) - (210, 170, 60)) <= 2).all()
+    for level, tx, ty in [(3, 0, 0), (0, 3, 0), (0, 0, 2), (1, 2, 0), (1, 0, 1), (2, 1, 0), (2, 0, 1),
+                          (99999, 0, 0), (0, 99999, 99999)]:
+        assert client.get(f"/img/{IDS[0]}/tile/{level}/{tx}/{ty}.png").status_code == 404, (level, tx, ty)
+    assert client.get(f"/img/{IDS[1]}/tile/0/0/0.png").status_code == 404          # no staged cut-out
+    assert client.get("/img/ffffffffffffffff/tile/0/0/0.png").status_code == 404    # unknown image
+
+
+def test_tiles_come_from_the_catalog_row_inside_out_only(cutout_queue, tmp_path):
+    out, state = cutout_queue
+    outside = tmp_path / "elsewhere.png"
+    Image.fromarray(_cutout(), "RGBA").save(outside)
+    row = Catalog.open(state).by_image_id(IDS[0])
+    for bad in (str(outside), "../elsewhere.png", str(out / ".state" / "catalog.sqlite")):
+        Catalog.open(state).set_status(row["shoot"], row["source"], staged={"cutout": bad}, exports={})
+        assert _client(out, state).get(f"/img/{IDS[0]}/tile/0/0/0.png").status_code == 404, bad
+    page = _client(out, state).get(f"/image/{IDS[0]}").text
+    assert 'id="deep"' not in page and "no staged full-resolution cut-out" in page
+
+
+def test_decoded_cutouts_are_an_lru_bounded_in_memory(cutout_queue):
+    out, state = cutout_queue
+    catalog = Catalog.open(state)
+    for image_id in IDS[1:]:                          # every image gets a cut-out of its own
+        row = catalog.by_image_id(image_id)
+        path = out / ".staging" / row["shoot"] / image_id / "cutout.png"
+        Image.fromarray(_cutout(), "RGBA").save(path)
+        catalog.set_status(row["shoot"], row["source"], staged={"cutout": str(path)})
+    app = create_app(state, out, who="tester", tile_cache_mb=8)     # one decoded cut-out is ~4.8 MB
+    client = TestClient(app)
+    for image_id in (*IDS, IDS[0]):
+        assert client.get(f"/img/{image_id}/tile/1/0/0.png").status_code == 200
+        assert len(app.state.pyramids.entries) == 1 and app.state.pyramids.nbytes <= 8 << 20
+    assert client.get(f"/img/{IDS[0]}/tile/0/1/1.png").status_code == 200
+    assert next(iter(app.state.pyramids.entries))[0].endswith(f"{IDS[0]}/cutout.png")
+
+
+def test_an_approved_image_tiles_its_exported_cutout(cutout_queue):
+    out, state = cutout_queue
+    client = _client(out, state)
+    token = _csrf(client)
+    assert client.post(f"/image/{IDS[0]}/approve", data={"csrf": token}).status_code == 303
+    assert _status(out, IDS[0]) == "exported"
+    assert _tile(client, IDS[0], 0, 2, 1).shape == (188, 276, 4)
+
+
+def test_image_page_offers_backdrops_full_resolution_viewer_and_findings(cutout_queue):
+    out, state = cutout_queue
+    client = _client(out, state)
+    page = client.get(f"/image/{IDS[0]}").text
+    for kind in ("white", "checker", "grey", "black", "magenta"):
+        assert f'data-backdrop="{kind}"' in page
+    assert "<kbd>g</kbd> backdrop" in page and "<kbd>1</kbd>&ndash;<kbd>9</kbd> jump" in page    # in the ? help
+    assert all(a in page for a in ('data-width="1300"', 'data-height="700"', 'data-levels="3"', 'data-tile="512"'))
+    # the findings, in words, with where they are and a jump to their box (as fractions of the image)
+    assert "hole_not_backdrop" in page and "does not look like the backdrop seen through it" in page
+    assert "upper left: x 100&ndash;400, y 50&ndash;250 (300 &times; 200 px)" in page
+    assert f'data-box="{100 / 1300} {50 / 700} {400 / 1300} {250 / 700}"' in page
+    assert "lower right: x 1200&ndash;1300, y 600&ndash;700 (100 &times; 100 px)" in page   # clipped to the image
+    assert "a &lt;b&gt;white&lt;/b&gt; fringe" in page and "<b>white</b>" not in page
+    assert page.count('class="jump"') == 2 and "no location given" in page        # a finding without a box
+    assert 'data-overlays="mask defects detail evidence"' in page
+    r = client.get(f"/img/{IDS[0]}/evidence")
+    assert r.status_code == 200 and r.content == (out / "review" / "shoot-a" / IDS[0] / "evidence.png").read_bytes()
+
+
+def test_image_page_without_or_with_broken_evidence(cutout_queue):
+    out, state = cutout_queue
+    client = _client(out, state)
+    r = client.get(f"/image/{IDS[1]}")                          # an older image: no evidence, no cut-out
+    assert r.status_code == 200
+    page = r.text
+    assert "no evidence.json" in page and 'id="findings"' not in page and 'id="deep"' not in page
+    assert 'data-overlays="mask defects detail"' in page
+    assert client.get(f"/img/{IDS[1]}/evidence").status_code == 404
+    review = out / "review" / "shoot-a" / IDS[0]
+    (review / "evidence.json").write_text("{not json")
+    r = client.get(f"/image/{IDS[0]}")
+    assert r.status_code == 200 and "evidence.json unreadable" in r.text
+    (review / "evidence.json").write_text(json.dumps({"findings": [{"code": "x", "text": "y", "box": "1,2,3,4"},
+                                                                   "junk", {"code": "z", "box": [5, 5, 5, 9]}]}))
+    r = client.get(f"/image/{IDS[0]}")
+    assert r.status_code == 200 and r.text.count('class="finding"') == 2 and 'class="jump"' not in r.text
 
 
 def test_token_login_when_required(queue):

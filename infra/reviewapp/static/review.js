@@ -47,7 +47,7 @@
   // --- image page ---------------------------------------------------------
   const viewer = $("#viewer");
   const VIEWS = [["side", "side by side"], ["swipe", "swipe"], ["toggle", "toggle"]];
-  const OVERLAYS = ["none", "mask", "defects", "detail"];
+  const OVERLAYS = ["none", ...((viewer && viewer.dataset.overlays) || "").split(" ").filter(Boolean)];
   const ZOOMS = [0, 1, 2, 4];
   let focus = {x: 0.5, y: 0.5};
   const cycle = (list, cur) => list[(list.indexOf(cur) + 1) % list.length];
@@ -71,9 +71,10 @@
   function overlay(kind) {
     viewer.dataset.overlay = kind;
     $("#overlay-name").textContent = kind;
-    viewer.querySelectorAll(".ov").forEach((o) => {
+    viewer.querySelectorAll(".ov").forEach((o) => {   // "none" draws nothing: hidden and no image at all
       o.hidden = kind === "none";
-      if (kind !== "none") o.src = `/img/${viewer.dataset.id}/${kind}`;
+      if (kind === "none") o.removeAttribute("src");
+      else o.src = `/img/${viewer.dataset.id}/${kind}`;
     });
   }
   const pan = (dx, dy) => (e) => {
@@ -87,6 +88,155 @@
       viewer.style.setProperty("--split", `${Math.min(100, Math.max(0, split + dx * step * 100))}%`);
     }
   };
+  // --- full-resolution cut-out: 512 px tiles over a backdrop, findings' boxes on top ---------------
+  const deep = $("#deep");
+  const BACKDROPS = ["white", "checker", "grey", "black", "magenta"];
+  const findings = [...document.querySelectorAll("li.finding")];
+  const D = deep ? {w: +deep.dataset.width, h: +deep.dataset.height, levels: +deep.dataset.levels,
+                    tile: +deep.dataset.tile, v: deep.dataset.version, id: deep.dataset.id} : null;
+  const MAX_SCALE = 16;                         // 1600%: one source pixel is 16 screen pixels
+  let cam = null;                               // {s: screen px per source px, cx, cy: source px at the centre}
+  let fitted = true;
+  const tiles = new Map();
+  const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
+  const fitScale = () => Math.min(deep.clientWidth / D.w, deep.clientHeight / D.h) * 0.96;
+  function backdrop(kind) {
+    if (!deep) return;
+    deep.dataset.backdrop = kind;
+    document.querySelectorAll(".backdrops button").forEach((b) =>
+      b.setAttribute("aria-pressed", String(b.dataset.backdrop === kind)));
+    try { localStorage.setItem("loupe.backdrop", kind); } catch (err) { /* private mode */ }
+  }
+  function place(el, x0, y0, x1, y1) {       // source-pixel rectangle -> screen position in #deep
+    const ox = deep.clientWidth / 2 - cam.cx * cam.s, oy = deep.clientHeight / 2 - cam.cy * cam.s;
+    el.style.left = `${ox + x0 * cam.s}px`; el.style.top = `${oy + y0 * cam.s}px`;
+    el.style.width = `${(x1 - x0) * cam.s}px`; el.style.height = `${(y1 - y0) * cam.s}px`;
+  }
+  function draw() {
+    if (!deep || !deep.clientWidth) return;
+    const fit = fitScale();
+    if (!cam || fitted) cam = {s: fit, cx: D.w / 2, cy: D.h / 2};
+    cam.s = clamp(cam.s, Math.min(fit, 1) * 0.5, MAX_SCALE);
+    cam.cx = clamp(cam.cx, 0, D.w); cam.cy = clamp(cam.cy, 0, D.h);
+    const level = clamp(Math.floor(Math.log2(1 / cam.s)), 0, D.levels - 1);
+    const f = 2 ** level, span = D.tile * f;
+    const lw = Math.ceil(D.w / f), lh = Math.ceil(D.h / f);          // the level's size in its own pixels
+    place(deep.querySelector(".plate"), 0, 0, D.w, D.h);
+    const x0 = cam.cx - deep.clientWidth / 2 / cam.s, x1 = cam.cx + deep.clientWidth / 2 / cam.s;
+    const y0 = cam.cy - deep.clientHeight / 2 / cam.s, y1 = cam.cy + deep.clientHeight / 2 / cam.s;
+    const want = new Set();
+    const top = D.levels - 1, tf = 2 ** top;   // the coarsest level, one tile: shown until the sharp ones load
+    const layer = deep.querySelector(".tiles");
+    const show = (lv, tx, ty, extra) => {
+      const key = `${lv}/${tx}/${ty}`, g = 2 ** lv;
+      want.add(key);
+      let img = tiles.get(key);
+      if (!img) {
+        img = new Image();
+        img.alt = ""; img.draggable = false; img.dataset.level = lv; img.className = extra || "";
+        img.onload = () => settle();
+        img.src = `/img/${D.id}/tile/${lv}/${tx}/${ty}.png?v=${D.v}`;
+        tiles.set(key, img);
+        layer.appendChild(img);
+      }
+      const tw = Math.min(D.tile, Math.ceil(D.w / g) - tx * D.tile), th = Math.min(D.tile, Math.ceil(D.h / g) - ty * D.tile);
+      place(img, tx * D.tile * g, ty * D.tile * g, tx * D.tile * g + tw * g, ty * D.tile * g + th * g);
+    };
+    if (level !== top) show(top, 0, 0, "base");
+    for (let ty = Math.max(0, Math.floor(y0 / span)); ty <= Math.min(Math.ceil(lh / D.tile) - 1, Math.floor(y1 / span)); ty++) {
+      for (let tx = Math.max(0, Math.floor(x0 / span)); tx <= Math.min(Math.ceil(lw / D.tile) - 1, Math.floor(x1 / span)); tx++) {
+        show(level, tx, ty, "");
+      }
+    }
+    for (const [key, img] of tiles) if (!want.has(key)) { img.remove(); tiles.delete(key); }
+    settle();
+    deep.querySelectorAll(".box").forEach((b) => {
+      const [a, b2, c, d] = b.dataset.box.split(" ").map(Number);
+      place(b, a * D.w, b2 * D.h, c * D.w, d * D.h);
+    });
+    deep.dataset.scale = cam.s.toFixed(4);
+    deep.dataset.cx = cam.cx.toFixed(1); deep.dataset.cy = cam.cy.toFixed(1);
+    deep.dataset.level = level;
+    deep.dataset.pixelated = cam.s >= 2 ? "1" : "0";   // past 200%: see the pixels, not a blur
+    $("#deep-zoom").textContent = fitted ? `fit (${Math.round(cam.s * 100)}%)` : `${Math.round(cam.s * 100)}%`;
+  }
+  function settle() {   // the coarse base layer goes once the sharp tiles are in (it would double a soft edge)
+    const sharp = [...tiles.values()].filter((t) => t.className !== "base");
+    const ready = sharp.every((t) => t.complete && t.naturalWidth);
+    tiles.forEach((t) => { if (t.className === "base") t.style.visibility = ready ? "hidden" : "visible"; });
+    deep.dataset.loaded = ready ? "1" : "0";
+  }
+  function zoomAt(factor, mx, my) {           // keep the source pixel under (mx, my) where it is
+    if (!cam) return;
+    const px = cam.cx + (mx - deep.clientWidth / 2) / cam.s, py = cam.cy + (my - deep.clientHeight / 2) / cam.s;
+    fitted = false;
+    cam.s = clamp(cam.s * factor, Math.min(fitScale(), 1) * 0.5, MAX_SCALE);
+    cam.cx = px - (mx - deep.clientWidth / 2) / cam.s; cam.cy = py - (my - deep.clientHeight / 2) / cam.s;
+    draw();
+  }
+  const zoomKey = (factor) => () => { if (deep) zoomAt(factor, deep.clientWidth / 2, deep.clientHeight / 2); };
+  const panDeep = (dx, dy) => (e) => {
+    const step = (e.shiftKey ? 0.02 : 0.1) / cam.s;
+    fitted = false;
+    cam.cx += dx * step * deep.clientWidth; cam.cy += dy * step * deep.clientHeight;
+    draw();
+  };
+  function jump(n) {                          // zoom the viewer onto finding n's box (1-based)
+    const li = findings[n - 1];
+    if (!deep || !li || !li.dataset.box) return;
+    const [a, b, c, d] = li.dataset.box.split(" ").map(Number);
+    const bw = Math.max((c - a) * D.w, 1), bh = Math.max((d - b) * D.h, 1);
+    fitted = false;
+    cam = {s: clamp(Math.min(deep.clientWidth / bw, deep.clientHeight / bh) * 0.6, Math.min(fitScale(), 1), 8),
+           cx: (a + c) / 2 * D.w, cy: (b + d) / 2 * D.h};
+    findings.forEach((x, i) => x.classList.toggle("active", i === n - 1));
+    deep.querySelectorAll(".box").forEach((x) => x.classList.toggle("active", x.dataset.n === String(n)));
+    deep.dataset.finding = String(n);
+    deep.scrollIntoView({block: "nearest"});
+    deep.focus({preventScroll: true});
+    draw();
+  }
+  if (deep) {
+    findings.forEach((li, i) => {
+      if (!li.dataset.box) return;
+      const b = document.createElement("div");
+      b.className = "box"; b.dataset.box = li.dataset.box; b.dataset.n = String(i + 1);
+      const label = document.createElement("span");
+      label.textContent = `${i + 1} ${li.querySelector(".reason").textContent}`;
+      b.appendChild(label);
+      deep.querySelector(".boxes").appendChild(b);
+      li.querySelector(".jump").addEventListener("click", () => jump(i + 1));
+    });
+    document.querySelectorAll(".backdrops button").forEach((b) =>
+      b.addEventListener("click", () => backdrop(b.dataset.backdrop)));
+    let saved = null;
+    try { saved = localStorage.getItem("loupe.backdrop"); } catch (err) { /* private mode */ }
+    backdrop(BACKDROPS.includes(saved) ? saved : "white");
+    let drag = null;
+    deep.addEventListener("pointerdown", (e) => {
+      if (e.button !== 0) return;
+      drag = {x: e.clientX, y: e.clientY};
+      deep.setPointerCapture(e.pointerId); deep.classList.add("dragging"); deep.focus({preventScroll: true});
+    });
+    deep.addEventListener("pointermove", (e) => {
+      if (!drag) return;
+      fitted = false;
+      cam.cx -= (e.clientX - drag.x) / cam.s; cam.cy -= (e.clientY - drag.y) / cam.s;
+      drag = {x: e.clientX, y: e.clientY};
+      draw();
+    });
+    const stop = () => { drag = null; deep.classList.remove("dragging"); };
+    deep.addEventListener("pointerup", stop); deep.addEventListener("pointercancel", stop);
+    deep.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      const r = deep.getBoundingClientRect();
+      zoomAt(Math.pow(1.0015, -e.deltaY * (e.deltaMode === 1 ? 33 : 1)), e.clientX - r.left, e.clientY - r.top);
+    }, {passive: false});
+    window.addEventListener("resize", draw);
+    draw();
+  }
+  const deepKeys = {ArrowLeft: panDeep(-1, 0), ArrowRight: panDeep(1, 0), ArrowUp: panDeep(0, -1), ArrowDown: panDeep(0, 1)};
+
   const image = {
     a: () => submit($("#approve-form")),
     r: () => { const n = $("#reject-note"); if (n) n.focus(); },
@@ -99,7 +249,12 @@
     o: () => viewer && overlay(cycle(OVERLAYS, viewer.dataset.overlay)),
     z: () => { if (!viewer) return; viewer.dataset.zoom = String(cycle(ZOOMS, Number(viewer.dataset.zoom))); lens(); },
     ArrowLeft: pan(-1, 0), ArrowRight: pan(1, 0), ArrowUp: pan(0, -1), ArrowDown: pan(0, 1),
+    g: () => deep && backdrop(cycle(BACKDROPS, deep.dataset.backdrop)),
+    "+": zoomKey(1.5), "=": zoomKey(1.5), "-": zoomKey(1 / 1.5),
+    0: () => { if (deep) { fitted = true; draw(); } },
+    v: () => { if (deep) { deep.scrollIntoView({block: "nearest"}); deep.focus({preventScroll: true}); } },
   };
+  for (let n = 1; n <= 9; n++) image[n] = () => jump(n);
   if (viewer) {
     viewer.addEventListener("mousemove", (e) => {
       const img = e.target.closest(".pane") && e.target.closest(".pane").querySelector(".photo");
@@ -117,7 +272,7 @@
     if (e.ctrlKey || e.metaKey || e.altKey || typing(e.target)) return;
     if (e.target.tagName === "INPUT" && e.key === " ") return;   // Space ticks a focused checkbox
     if (e.target.tagName === "BUTTON" && (e.key === "Enter" || e.key === " ")) return;
-    const handler = keys[e.key] || common[e.key];
+    const handler = (deep && e.target === deep && deepKeys[e.key]) || keys[e.key] || common[e.key];
     if (handler) { e.preventDefault(); handler(e); }
   });
 })();
