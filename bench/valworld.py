@@ -270,10 +270,10 @@ class Layer:
     def plate(self, x0, y0, cov, mat, bevel, label=0, dome=0.15):
         """Bevelled flat piece from a coverage window (holes included): rounded edges, a faint dome."""
         m = (cov > 0.5).astype(np.uint8)
-        dt = cv2.distanceTransform(np.pad(m, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+        dt = cv2.distanceTransform(np.pad(m, 1), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
         t = np.minimum(dt / bevel, 1.0)
         hgt = bevel * np.sqrt(1 - (1 - t) ** 2) + dome * cv2.GaussianBlur(dt, (0, 0), 3.0)
-        hgt = cv2.GaussianBlur(hgt.astype(np.float32), (0, 0), 0.8)
+        hgt = cv2.GaussianBlur(hgt.astype(np.float32), (0, 0), 1.2)
         gy, gx = np.gradient(hgt)
         n = np.sqrt(gx * gx + gy * gy + 1)
         nx, ny, nz = -gx / n, -gy / n, 1 / n
@@ -484,10 +484,12 @@ def draw_pendant(L, rng, mat, box, stone):
     body_r = min(bw * 0.36, bh * 0.28)
     by = y1 - body_r * 1.15
     wire = max(3.0, bw * rng.uniform(0.008, 0.014))
+    shape = rng.choice(["disc", "drop", "heart"])
     eye_r = max(4.0, body_r * 0.2)
-    eye_cy = by - body_r - eye_r * 0.65
+    te = max(1.8, eye_r * 0.3)
+    eye_cy = by - body_r * (1.2 if shape == "drop" else 1.0) - eye_r * 0.75
     bail_h, bail_w = eye_r * 2.4, eye_r * 1.25
-    bail_cy = eye_cy - eye_r - bail_h * 0.55
+    bail_cy = eye_cy - eye_r + te - bail_h
     # short chain: two strands from the top corners into the bail
     link = wire * rng.uniform(3.6, 5.0)
     for side in (-1, 1):
@@ -497,9 +499,7 @@ def draw_pendant(L, rng, mat, box, stone):
         draw_chain(L, rng, mat, path, link, wire)
     tb = max(2.4, bail_w * 0.28)
     L.tube(_ellipse_pts(cx, bail_cy, bail_w - tb, bail_h - tb), tb, mat, label=D_BAIL)
-    te = max(1.8, eye_r * 0.3)
     L.tube(_ellipse_pts(cx, eye_cy, eye_r, eye_r * rng.uniform(0.8, 1.0), 0.0), te, mat, label=D_BAIL)
-    shape = rng.choice(["disc", "drop", "heart"])
     h, w = int(body_r * 2.6 + 8), int(body_r * 2.4 + 8)
     ox, oy = int(cx - w / 2), int(by - h / 2)
     m = np.zeros((h, w), np.uint8)
@@ -568,8 +568,8 @@ def draw_earring(L, rng, mat, box, stone, hoop):
         L.stone(rng, stone, c[0] + ox, c[1] + oy, dr * 0.24, dr * 0.24, rng.uniform(0, 1))
     top = dcy - dr * 1.55
     er = max(3.5, dr * 0.13)
-    L.tube(_ellipse_pts(cx, top - er * 0.8, er, er), max(1.3, er * 0.3), mat, label=D_BAIL)
-    hook = _bezier([(cx, top - er * 1.7), (cx, y0 + bh * 0.02), (cx + dr * 0.9, y0), (cx + dr * 0.8, y0 + bh * 0.25)], 60)
+    L.tube(_ellipse_pts(cx, top - er * 1.05, er, er), max(1.3, er * 0.3), mat, label=D_BAIL)
+    hook = _bezier([(cx, top - er * 1.9), (cx, y0 + bh * 0.02), (cx + dr * 0.9, y0), (cx + dr * 0.8, y0 + bh * 0.25)], 60)
     L.tube(hook, hook_w / 2, mat)
     return {"kind": "openwork"}
 
@@ -699,12 +699,14 @@ def render(seed: int, index: int, size=(1200, 800), family=None, piece=None, met
     # where the piece goes (1x px): 15-50 % of the frame area
     aspect = {"ring": 1.25, "pave": 1.3, "chain": 1.5, "pendant": 0.75, "earring": 0.6}[piece] * rng.uniform(0.85, 1.2)
     area = rng.uniform(0.3, 0.5) if view == "detail" else rng.uniform(0.15, 0.4)
+    if family == "acrylic_riser":  # leave room below for the block and the reflection
+        area *= 0.7
     bw = math.sqrt(area * w * h * aspect)
     bh = bw / aspect
     mg = 0.05 * min(w, h)
     sc = min(1.0, (w - 2 * mg) / bw, (h - 2 * mg) / bh)
     bw, bh = bw * sc, bh * sc
-    ymax = h * 0.66 if family == "acrylic_riser" else h - mg
+    ymax = h * 0.6 if family == "acrylic_riser" else h - mg
     bx = rng.uniform(mg, max(mg, w - mg - bw))
     by = rng.uniform(mg, max(mg, ymax - bh))
     box = (bx, by, bx + bw, by + bh)
@@ -802,7 +804,7 @@ def render(seed: int, index: int, size=(1200, 800), family=None, piece=None, met
         ax0 = int(max(0, box[0] - rng.uniform(0.05, 0.3) * bw))
         ax1 = int(min(w, box[2] + rng.uniform(0.05, 0.3) * bw))
         top_y = ybot
-        depth = int(min(h - top_y - 4, bh * rng.uniform(0.7, 1.1)))
+        depth = int(max(4, min(h - top_y - 0.06 * h, bh * rng.uniform(0.7, 1.1))))
         front = int(min(h - top_y - depth, rng.uniform(0.08, 0.3) * h))
         R = float(rng.uniform(0.2, 0.4))
         fade = max(4.0, bh * rng.uniform(0.3, 0.7))
