@@ -354,7 +354,7 @@ class Layer:
 # ------------------------------------------------------------------------------ pieces
 def _ellipse_pts(cx, cy, a, b, rot=0.0, t0=0.0, t1=2 * math.pi, n=None):
     if n is None:
-        n = int(np.clip((a + b) * abs(t1 - t0) / 6, 12, 160))
+        n = int(np.clip((a + b) * abs(t1 - t0) / 7, 12, 700))
     t = np.linspace(t0, t1, n + 1)
     c, s = math.cos(rot), math.sin(rot)
     u, v = a * np.cos(t), b * np.sin(t)
