@@ -246,3 +246,160 @@ def test_a_hundred_images_cleared_from_the_keyboard(hundred):
     assert len(cleared) == 100 and (cleared["status"] == "exported").all()
     assert all((out / p).is_file() for p in ";".join(cleared["exports"]).split(";"))
     print(f"100 images approved from the keyboard in {seconds:.1f} s")
+
+
+CUT = (2400, 1600)                 # the fixture's cut-out: four zoom levels (2400, 1200, 600, 300 px wide)
+EVIDENCE = [
+    {"code": "hole_not_backdrop", "text": "a hole in the piece does not look like the backdrop seen through it",
+     "box": [1100, 700, 1300, 900]},
+    {"code": "white_fringe", "text": "a white fringe along the outer edge", "box": [1780, 700, 1810, 900]},
+    {"code": "shadow_slab", "text": "a shadow slab left under the piece", "box": [600, 1420, 1800, 1560]},
+]
+
+
+def _cutout_rgba():
+    """A ring on nothing: gold band with a white-filled patch in its hole, a white fringe, a shadow slab."""
+    import numpy as np
+
+    y, x = np.mgrid[:CUT[1], :CUT[0]]
+    r = np.hypot(x - 1200, y - 800)
+    rgba = np.zeros((CUT[1], CUT[0], 4), np.uint8)
+    rgba[(r >= 380) & (r < 600)] = (212, 175, 55, 255)
+    rgba[(r >= 600) & (r < 604)] = (255, 255, 255, 255)           # white fringe
+    rgba[(np.abs(x - 1200) < 80) & (np.abs(y - 800) < 80)] = (250, 250, 250, 255)   # the hole filled white
+    slab = (y >= 1440) & (y < 1540) & (x >= 620) & (x < 1780) & (rgba[..., 3] == 0)
+    rgba[slab] = (30, 30, 30, 90)                                  # a half-transparent shadow slab
+    return rgba
+
+
+@pytest.fixture(scope="module")
+def evidenced(flagged, tmp_path_factory):
+    """A copy of the flagged run where one queued image has a staged 2400 x 1600 RGBA cut-out and QA's
+    evidence.json (three located findings) and evidence.png next to its previews. Yields (out, preset, image_id)."""
+    from PIL import Image, ImageDraw
+
+    src_out, preset = flagged
+    out = tmp_path_factory.mktemp("evidence") / "out"
+    shutil.copytree(src_out, out)
+    catalog = Catalog.open(out / ".state")
+    row = next(r for r in catalog.rows() if r["status"] == "review" and
+               any(q["image_id"] == r["image_id"] for q in catalog.queue("open")))
+    staged = {k: str(out / Path(v).relative_to(src_out)) for k, v in json.loads(row["staged"]).items()}
+    assert "cutout" in staged, staged                  # the preset stages one; the fixture's replaces it
+    path = Path(staged["cutout"]).with_name("cutout-fixture.png")
+    Image.fromarray(_cutout_rgba(), "RGBA").save(path)
+    catalog.set_status(row["shoot"], row["source"], staged={**staged, "cutout": str(path)})
+    review = out / "review" / row["shoot"] / row["image_id"]
+    (review / "evidence.json").write_text(json.dumps({"size": list(CUT), "findings": EVIDENCE}))
+    size = Image.open(review / "after.jpg").size
+    mark = Image.new("RGBA", size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(mark)
+    for f in EVIDENCE:
+        x0, y0, x1, y1 = f["box"]
+        draw.rectangle([x0 * size[0] / CUT[0], y0 * size[1] / CUT[1], x1 * size[0] / CUT[0], y1 * size[1] / CUT[1]],
+                       fill=(255, 0, 255, 150))
+    mark.save(review / "evidence.png")
+    return out, preset, row["image_id"]
+
+
+def test_backdrops_full_resolution_tiles_findings_and_overlay_none(evidenced, tmp_path):
+    """What QA cannot see: the cut-out over white, checkerboard and a contrasting colour, zoomed from
+    full-resolution tiles onto QA's findings by key; and overlay "none" really draws nothing."""
+    import io
+
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    out, preset, image_id = evidenced
+    with serving(out, preset) as (base, _), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(20_000)
+            page.goto(f"{base}/image/{image_id}")
+            deep = page.locator("#deep")
+            state = lambda: deep.evaluate("d => ({...d.dataset})")     # noqa: E731
+            page.wait_for_function("() => document.querySelector('#deep').dataset.loaded === '1'")
+            assert page.locator("li.finding").count() == 3
+            assert "does not look like the backdrop seen through it" in page.locator("#finding-1").inner_text()
+            assert page.locator("#deep .box").count() == 3
+
+            def pixel(sx, sy):
+                """The screen colour over source pixel (sx, sy) of the cut-out."""
+                s = state()
+                box = deep.bounding_box()
+                x = box["x"] + box["width"] / 2 + (sx - float(s["cx"])) * float(s["scale"])
+                y = box["y"] + box["height"] / 2 + (sy - float(s["cy"])) * float(s["scale"])
+                shot = page.screenshot(clip={"x": round(x) - 1, "y": round(y) - 1, "width": 3, "height": 3})
+                return Image.open(io.BytesIO(shot)).convert("RGB").getpixel((1, 1))
+
+            page.locator("#deep").scroll_into_view_if_needed()
+            plate = "() => getComputedStyle(document.querySelector('#deep .plate'))"
+            assert state()["backdrop"] == "white" and state()["level"] in ("1", "2")   # fit: reduced tiles
+            assert page.evaluate(f"({plate})().backgroundColor") == "rgb(255, 255, 255)"
+            corner, hole = (60, 60), (1200, 520)           # transparent: outside the ring and inside its hole
+            assert pixel(*corner) == pixel(*hole) == (255, 255, 255)
+            page.screenshot(path=str(tmp_path / "backdrop-white.png"))
+            page.keyboard.press("g")                       # checkerboard
+            assert state()["backdrop"] == "checker"
+            assert "conic-gradient" in page.evaluate(f"({plate})().backgroundImage")
+            page.screenshot(path=str(tmp_path / "backdrop-checker.png"))
+            for _ in range(3):                             # grey, black, magenta
+                page.keyboard.press("g")
+            assert state()["backdrop"] == "magenta"
+            assert page.evaluate(f"({plate})().backgroundColor") == "rgb(255, 0, 255)"
+            assert pixel(*corner) == pixel(*hole) == (255, 0, 255)
+            assert pixel(1200, 800) != (255, 0, 255)       # the white-filled hole does not show the backdrop
+            page.screenshot(path=str(tmp_path / "backdrop-magenta.png"))
+
+            fit = float(state()["scale"])
+            page.keyboard.press("1")                       # jump to finding 1: centred on its box, zoomed in
+            s = state()
+            assert s["finding"] == "1" and abs(float(s["cx"]) - 1200) < 1 and abs(float(s["cy"]) - 800) < 1
+            assert float(s["scale"]) > 4 * fit and s["level"] == "0"
+            assert page.evaluate("document.activeElement.id") == "deep"
+            page.wait_for_function("() => document.querySelector('#deep').dataset.loaded === '1'")
+            tiles = page.eval_on_selector_all("#deep .tiles img:not(.base)", "ts => ts.map(t => t.src)")
+            assert tiles and all("/tile/0/" in t for t in tiles)   # level 0: full resolution
+            box = page.locator("#deep .box.active").bounding_box()
+            view = deep.bounding_box()
+            assert view["x"] < box["x"] and box["x"] + box["width"] < view["x"] + view["width"]
+            assert pixel(1105, 705) == (255, 0, 255)      # full resolution, still over the chosen backdrop
+            page.screenshot(path=str(tmp_path / "finding-1.png"))
+            page.keyboard.press("3")
+            s = state()
+            assert s["finding"] == "3" and abs(float(s["cx"]) - 1200) < 1 and abs(float(s["cy"]) - 1490) < 1
+            page.keyboard.press("ArrowRight")              # the viewer has the focus: arrows pan it
+            assert float(state()["cx"]) > 1200
+            page.keyboard.press("0")                       # fit again; +/- and the wheel zoom, a drag pans
+            assert abs(float(state()["scale"]) - fit) < 1e-3
+            page.keyboard.press("+")
+            assert abs(float(state()["scale"]) - 1.5 * fit) < 1e-3
+            page.mouse.move(view["x"] + view["width"] / 2, view["y"] + view["height"] / 2)
+            page.mouse.wheel(0, -300)
+            page.wait_for_function(f"() => +document.querySelector('#deep').dataset.scale > {1.6 * fit}")
+            cx = float(state()["cx"])
+            page.mouse.down()
+            page.mouse.move(view["x"] + view["width"] / 2 - 100, view["y"] + view["height"] / 2, steps=4)
+            page.mouse.up()
+            assert float(state()["cx"]) > cx + 20
+
+            viewer, ov = page.locator("#viewer"), page.locator(".pane.after .ov")
+            clean = page.locator(".pane.after").screenshot()
+            seen = []
+            for _ in range(5):                             # mask, defects, detail, evidence, none
+                page.keyboard.press("o")
+                kind = viewer.get_attribute("data-overlay")
+                seen.append(kind)
+                if kind != "none":
+                    page.wait_for_function("() => document.querySelector('.pane.after .ov').naturalWidth > 0")
+                    assert ov.is_visible()
+            assert seen == ["mask", "defects", "detail", "evidence", "none"]
+            assert not ov.is_visible() and ov.get_attribute("src") is None
+            assert page.evaluate("getComputedStyle(document.querySelector('.pane.after .ov')).display") == "none"
+            assert page.locator(".pane.after").screenshot() == clean      # nothing drawn over the after image
+            page.keyboard.press("?")
+            assert "backdrop" in page.locator("#help").inner_text()
+            page.screenshot(path=str(tmp_path / "help.png"), full_page=True)
+        finally:
+            browser.close()
