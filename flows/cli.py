@@ -39,7 +39,7 @@ def cmd_synth(a: argparse.Namespace) -> int:
     from models.simulator import synth_shoot
 
     paths = synth_shoot(a.out, a.images, a.seed, size=a.size, formats=tuple(a.formats.split(",")),
-                        sensor_dust=a.sensor_dust)
+                        sensor_dust=a.sensor_dust, world=a.world)
     print(f"wrote {len(paths)} images and ground truth to {a.out}")
     return 0
 
@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--formats", default="dng,jpg,tif", help="comma list of dng,jpg,tif (default: all, cycled)")
     s.add_argument("--sensor-dust", type=int, default=0, metavar="N",
                    help="N sensor-dust spots at the same place in every image (default: 0)")
+    s.add_argument("--world", choices=("default", "wide"), default="default",
+                   help="studio world: default, or wide (papers, light box, acrylic riser, hard shadows, "
+                        "white on white, pendants, camera noise/JPEG)")
     s.set_defaults(func=cmd_synth)
 
     r = sub.add_parser("run", help="process shoot folders into OUT")

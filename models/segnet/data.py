@@ -46,6 +46,22 @@ P_NATIVE = 0.35
 HARD_KINDS = {"skin": 0.35, "fabric": 0.1, "marble": 0.15, "wood": 0.1, "clutter": 0.12, "gradient": 0.05,
               "sweep": 0.13}
 P_NATIVE_HARD = 0.15
+# "wide" profile: most samples are native scenes of the simulator's wide studio world
+# (``render_scene(..., world="wide")``: beige/kraft/coloured papers, light boxes, acrylic
+# risers with the piece's reflection, hard shadows, white metal on white, chains everywhere,
+# camera noise/JPEG), the rest the default recipe's natives and composites
+P_WIDE = 0.65
+P_NATIVE_IN_WIDE = 0.1
+# emphasis of the wide samples: hard cases drawn on purpose (backdrop, piece, metal), else free
+WIDE_FOCUS = (
+    (0.12, dict(background="white_sweep", metal="white_gold")),
+    (0.08, dict(background="white_sweep", metal="silver")),
+    (0.10, dict(background="light_box")),
+    (0.14, dict(background="acrylic")),
+    (0.12, dict(piece="chain")),
+    (0.06, dict(background="kraft_paper")),
+    (0.06, dict(background="beige_paper")),
+)
 SAMPLE_SIZE = (256, 256)  # (w, h) of a training sample
 RENDER_SIZE = (384, 256)  # (w, h) of the simulator render (the net runs at ~384 px long edge)
 
@@ -391,11 +407,21 @@ def make_sample(seed: int, index: int, size=SAMPLE_SIZE, profile: str = "default
     """Sample ``index`` of pool ``seed``: dict(image uint8 HxWx3 sRGB, alpha uint8 HxW, kind).
 
     ``profile``: "default" or "hard" (see ``HARD_KINDS``)."""
-    if profile not in ("default", "hard"):
+    if profile not in ("default", "hard", "wide"):
         raise ValueError(f"unknown profile {profile!r}")
     hard = profile == "hard"
     rng = sample_rng(seed, index)
     w, h = size
+    if profile == "wide":
+        r = rng.random()
+        if r < P_WIDE:
+            img, alpha, kind = _wide_native(rng, w, h)
+            return _finish(rng, img, alpha, kind)
+        if r < P_WIDE + P_NATIVE_IN_WIDE:
+            bgk = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+            scene = render_scene(rng, RENDER_SIZE, background=bgk)
+            img, alpha = _crop(rng, [scene.source, scene.alpha], w, h)
+            return _finish(rng, camera(rng, img) if rng.random() < 0.5 else img, alpha, f"native_{bgk}")
     if rng.random() < (P_NATIVE_HARD if hard else P_NATIVE):
         bgk = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
         scene = render_scene(rng, RENDER_SIZE, background=bgk)
@@ -437,11 +463,30 @@ def make_sample(seed: int, index: int, size=SAMPLE_SIZE, profile: str = "default
                                   metal.astype(np.float32), details.astype(np.uint8), enabled=True)
         img = camera(rng, img)
         alpha = a
+    return _finish(rng, img, alpha, kind)
+
+
+def _finish(rng, img, alpha, kind):
     if rng.random() < 0.5:
         img, alpha = img[:, ::-1], alpha[:, ::-1]
     srgb = np.round(linear_to_srgb(img) * 255).astype(np.uint8)
     return {"image": np.ascontiguousarray(srgb), "alpha": np.ascontiguousarray(
         np.round(np.clip(alpha, 0, 1) * 255).astype(np.uint8)), "kind": kind}
+
+
+def _wide_native(rng, w, h):
+    """A wide-world scene (a hard case on purpose about two thirds of the time), cropped."""
+    r, force = rng.random(), {}
+    for p, f in WIDE_FOCUS:
+        if r < p:
+            force = f
+            break
+        r -= p
+    scene = render_scene(rng, RENDER_SIZE, world="wide", **force)
+    img, alpha = _crop(rng, [scene.source, scene.alpha], w, h)
+    if rng.random() < 0.25:
+        img = camera(rng, img)
+    return img, alpha, "wide_" + scene.meta["studio"]["backdrop"]
 
 
 def make_pool(seed: int, count: int, start: int = 0, size=SAMPLE_SIZE, workers: int = 2, profile="default"):

@@ -26,17 +26,36 @@ import torch.nn.functional as F
 from models.segnet import SegNet, piece_probability
 from models.segnet.data import SAMPLE_SIZE, make_pool, make_sample
 from models.simulator import BACKGROUNDS, linear_to_srgb, render_scene
+from models.simulator.studio import WIDE_BACKDROPS
 
 VAL_NATIVE = 16  # held-out simulator scenes per background
 VAL_COMPOSITE = 64  # held-out composite samples (grouped by kind)
 VAL_POOL_SEED = 987_654  # composite validation pool seed (training uses --seed)
+VAL_WIDE = 12  # held-out wide-world scenes per wide backdrop
+
+
+def wide_val_rng(bg_index: int, i: int) -> np.random.Generator:
+    return np.random.default_rng([2025, bg_index, i])
 
 
 def native_val_rng(bg_index: int, i: int) -> np.random.Generator:
     return np.random.default_rng([2024, bg_index, i])
 
 
-def build_val():
+def build_wide_val(n=VAL_WIDE):
+    """Held-out wide-world scenes (384x256) per wide backdrop, named ``wide_<backdrop>``."""
+    sets = {}
+    for b, bg in enumerate(WIDE_BACKDROPS):
+        imgs, truths = [], []
+        for i in range(n):
+            s = render_scene(wide_val_rng(b, i), (384, 256), background=bg, world="wide")
+            imgs.append(linear_to_srgb(s.source))
+            truths.append(s.alpha > 0.5)
+        sets["wide_" + bg] = (np.stack(imgs), np.stack(truths))
+    return sets
+
+
+def build_val(wide=True):
     sets = {}
     for b, bg in enumerate(BACKGROUNDS):
         imgs, truths = [], []
@@ -55,6 +74,8 @@ def build_val():
         comp[o["kind"]][1].append(o["alpha"] > 127)
     for k in sorted(comp):
         sets["comp_" + k] = (np.stack(comp[k][0]), np.stack(comp[k][1]))
+    if wide:
+        sets.update(build_wide_val())
     return sets
 
 
@@ -133,6 +154,8 @@ def main(argv=None):
     ap.add_argument("--pool", type=int, default=4000, help="number of pre-generated samples")
     ap.add_argument("--pool-hard", type=int, default=0,
                     help="extra samples of the 'hard' profile (hands, clutter), pool seed --seed + 1")
+    ap.add_argument("--pool-wide", type=int, default=0,
+                    help="extra samples of the 'wide' profile (wide studio world), pool seed --seed + 2")
     ap.add_argument("--crop", type=int, default=224)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--workers", type=int, default=2)
@@ -172,6 +195,10 @@ def main(argv=None):
         im2, al2, kd2 = load_or_make(args.seed + 1, args.pool_hard, "hard")
         imgs, alphas = np.concatenate([imgs, im2]), np.concatenate([alphas, al2])
         kinds = kinds + ["hard_" + k for k in kd2]
+    if args.pool_wide:
+        im3, al3, kd3 = load_or_make(args.seed + 2, args.pool_wide, "wide")
+        imgs, alphas = np.concatenate([imgs, im3]), np.concatenate([alphas, al3])
+        kinds = kinds + ["w:" + k for k in kd3]
     kc = {k: kinds.count(k) for k in sorted(set(kinds))}
     print("pool kinds:", kc, flush=True)
     t = time.time()
@@ -249,7 +276,9 @@ def main(argv=None):
         "## Validation IoU (prob > 0.5 vs alpha > 0.5, mean per image)",
         "",
         "Native simulator scenes: 384x256, `render_scene(np.random.default_rng([2024, b, i]), background=...)`, "
-        f"{VAL_NATIVE} per background. Composites: `make_sample({VAL_POOL_SEED}, i)`, i < {VAL_COMPOSITE}.",
+        f"{VAL_NATIVE} per background. Composites: `make_sample({VAL_POOL_SEED}, i)`, i < {VAL_COMPOSITE}. "
+        f"Wide world: `render_scene(np.random.default_rng([2025, b, i]), background=..., world=\"wide\")`, "
+        f"{VAL_WIDE} per wide backdrop.",
         "",
         "| set | n | IoU |",
         "|---|---|---|",

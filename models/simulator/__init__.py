@@ -8,6 +8,11 @@ Image ``k`` of a shoot is rendered from ``SeedSequence(seed).spawn(k + 1)[k]``, 
 does not depend on how many images the shoot has; :func:`render_image` re-renders
 it in memory (e.g. to get the defected linear source that was encoded).
 
+``synth_shoot(..., world="wide")`` (``loupe synth --world wide``) renders the wide studio
+world (:mod:`models.simulator.studio`: beige/kraft/coloured papers, light boxes, acrylic
+risers with the piece's reflection, hard shadows, white metal on white, openwork pendants
+on bails, depth of field, ISO noise, JPEG); the default world is byte-identical to before.
+
 ``synth_shoot(..., sensor_dust=N)`` puts N sensor-dust spots (defect label 5) at the
 same frame position in every image; their positions come from a generator of their
 own (:func:`sensor_dust_rng`), so the images' own draws, and every file of a shoot
@@ -25,13 +30,14 @@ import numpy as np
 from .defects import DEFECT_NAMES, lighting_gain, sensor_dust_gain, sensor_dust_spots
 from .scene import (BACKGROUNDS, DETAIL_NAMES, METALS, PIECES, SKU_LETTER, STONES, VIEWS, Scene,
                     linear_to_srgb, render_scene, srgb_to_linear)
+from .studio import WIDE_BACKDROPS, WIDE_PIECES, WORLDS
 from .writers import WRITERS, read_truth, write_truth
 
 __all__ = [
     "synth_shoot", "load_truth", "render_scene", "render_image", "image_rng", "image_stem", "Scene",
     "PIECES", "METALS", "STONES", "BACKGROUNDS", "VIEWS", "DEFECT_NAMES", "DETAIL_NAMES",
     "lighting_gain", "linear_to_srgb", "srgb_to_linear", "develop_dng", "sensor_dust_rng",
-    "sensor_dust_spots", "sensor_dust_gain", "shoot_sensor_dust",
+    "sensor_dust_spots", "sensor_dust_gain", "shoot_sensor_dust", "WORLDS", "WIDE_BACKDROPS", "WIDE_PIECES",
 ]
 
 FORMATS = tuple(WRITERS)
@@ -59,10 +65,10 @@ def shoot_sensor_dust(seed: int, n: int) -> list[dict]:
 
 
 def render_image(seed: int, index: int, size=(1536, 1024), *, defects: bool = True,
-                 sensor_dust: int = 0) -> Scene:
+                 sensor_dust: int = 0, world: str = "default") -> Scene:
     """Re-render image ``index`` of shoot ``seed`` exactly as :func:`synth_shoot` did."""
     return render_scene(image_rng(seed, index), size, defects=defects,
-                        sensor_dust=shoot_sensor_dust(seed, sensor_dust) or None)
+                        sensor_dust=shoot_sensor_dust(seed, sensor_dust) or None, world=world)
 
 
 def image_stem(scene: Scene, index: int) -> str:
@@ -71,11 +77,12 @@ def image_stem(scene: Scene, index: int) -> str:
 
 def synth_shoot(out_dir: Path, images: int, seed: int, *, size: tuple[int, int] = (1536, 1024),
                 formats: tuple[str, ...] = ("dng", "jpg", "tif"), defects: bool = True,
-                sensor_dust: int = 0) -> list[Path]:
+                sensor_dust: int = 0, world: str = "default") -> list[Path]:
     """Render ``images`` scenes into the shoot folder ``out_dir``; return the source files.
 
     Image k is written as ``formats[k % len(formats)]``; truth goes to ``out_dir/truth/<stem>/``.
     ``sensor_dust``: number of sensor-dust spots shared by every image (0: none).
+    ``world``: "default" or "wide" (see :mod:`models.simulator.studio`).
     """
     out_dir = Path(out_dir)
     formats = tuple(formats)
@@ -87,7 +94,7 @@ def synth_shoot(out_dir: Path, images: int, seed: int, *, size: tuple[int, int] 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for k in range(int(images)):
-        scene = render_image(seed, k, size, defects=defects, sensor_dust=sensor_dust)
+        scene = render_image(seed, k, size, defects=defects, sensor_dust=sensor_dust, world=world)
         fmt = formats[k % len(formats)]
         stem = image_stem(scene, k)
         path = out_dir / f"{stem}.{fmt}"

@@ -33,7 +33,7 @@ STONES = {
     "emerald": (0.02, 0.38, 0.12),
 }
 VIEWS = ("front", "top", "side", "detail")
-SKU_LETTER = {"band": "R", "solitaire": "S", "pave": "P", "chain": "C", "earring": "E"}
+SKU_LETTER = {"band": "R", "solitaire": "S", "pave": "P", "chain": "C", "earring": "E", "pendant": "D"}
 
 # detail labels (details.png)
 DETAIL_PAVE, DETAIL_MILGRAIN, DETAIL_ENGRAVING, DETAIL_PRONG, DETAIL_CHAIN = 1, 2, 3, 4, 5
@@ -66,6 +66,7 @@ class Scene:
     details: np.ndarray
     metal: np.ndarray
     meta: dict = field(default_factory=dict)
+    layers: dict = field(default_factory=dict)  # wide world helpers: "shadow", "reflection" (HxW float32)
 
 
 class Canvas:
@@ -252,11 +253,17 @@ def shade_metal(base, nx, ny, nz, light, gloss: float = 1.0):
     rx, ry, rz = 2 * nz * nx, 2 * nz * ny, 2 * nz * nz - 1
     env, ck = _env(rx, ry, rz, light)
     spec = np.power(np.clip(ck, 0, 1), 400.0) * 1.6 * gloss
+    if "spec_gain" in light:  # wide world only
+        spec = spec * light["spec_gain"]
     # dim reflections are inter-reflections (metal seen in metal): more saturated colour;
     # Fresnel whitening only towards grazing angles
     sat = base[None, :] ** (1.0 + 0.6 * (1.0 - np.clip(env, 0, 1))[..., None])
     tint = np.clip(0.02 + 0.3 * (1 - nz) ** 3, 0, 1)[..., None]
     col = env[..., None] * (sat * (1 - tint) + tint)
+    if "mirror" in light:  # wide world only: polished faces mirror the backdrop
+        from .studio import mirror_shade
+
+        col = mirror_shade(col, rx, ry, rz, ck, base, light)
     col = col * 0.9 + spec[..., None] * (0.6 * base + 0.4)
     return np.clip(col, 0.0, 1.0).astype(np.float32)
 
@@ -843,7 +850,7 @@ def _piece_box(rng, piece, view, w2, h2):
     """Bounding box of the piece (supersampled px): 15-50 % of the frame, with margin."""
     ring_aspect = {"top": 1.15, "side": 2.2}.get(view, 1.6)
     aspect = {"band": ring_aspect, "solitaire": ring_aspect * 0.8, "pave": ring_aspect, "chain": 1.6,
-              "earring": 1.05}[piece]
+              "earring": 1.05, "pendant": 0.8}[piece]
     aspect *= rng.uniform(0.85, 1.15)
     lo, hi = (0.32, 0.52) if view == "detail" else (0.2, 0.45)
     area = rng.uniform(lo, hi) * w2 * h2
@@ -858,23 +865,38 @@ def _piece_box(rng, piece, view, w2, h2):
 
 
 def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, metal=None, stone=None,
-                 background=None, defects: bool = True, view=None, sensor_dust: list[dict] | None = None) -> Scene:
+                 background=None, defects: bool = True, view=None, sensor_dust: list[dict] | None = None,
+                 world: str = "default") -> Scene:
     """Render one scene.  ``size`` is (width, height).  Pure function of ``rng`` and arguments.
 
     ``sensor_dust``: normalised spots (``defects.sensor_dust_spots``) darkening the light at
     fixed frame positions; drawn by the caller so a whole shoot shares them.
+    ``world``: "default" (the narrow studio, byte-identical to before) or "wide" (see
+    :mod:`models.simulator.studio`: more backdrops, acrylic risers, hard shadows, light
+    boxes, openwork pendants, camera effects; its studio draws come from a child generator).
     """
     from . import defects as dfx  # local import to avoid a cycle
+    from . import studio
 
+    if world not in studio.WORLDS:
+        raise ValueError(f"unknown world {world!r}; choose from {studio.WORLDS}")
+    wide = world == "wide"
     w, h = int(size[0]), int(size[1])
-    piece = _choose(rng, PIECES, piece, "piece")
+    if wide:
+        wrng = studio.child_rng(rng)
+        plan = studio.plan(wrng, piece=piece, metal=metal, background=background, metals=tuple(METALS))
+        piece, metal, background = plan["piece"], plan["metal"], plan["backdrop"]
+        wbg, wbg_meta = studio.backdrop(wrng, plan["under"], w, h)
+        wbg, sweep_meta = studio.sweep_light(wrng, wbg, plan["under"])
+        wbg_meta.update(sweep_meta, under=plan["under"])
+    piece = _choose(rng, tuple(studio.WIDE_PIECES) if wide else PIECES, piece, "piece")
     metal = _choose(rng, METALS, metal, "metal")
-    background = _choose(rng, BACKGROUNDS, background, "background")
+    background = _choose(rng, tuple(studio.WIDE_BACKDROPS) if wide else BACKGROUNDS, background, "background")
     view = _choose(rng, VIEWS, view, "view")
     stone_pick = _choose(rng, STONES, stone, "stone")
     if piece in ("band", "chain") and stone is None:
         stone_used = None
-    elif piece == "earring" and stone is None:
+    elif piece in ("earring", "pendant") and stone is None:
         stone_used = stone_pick if rng.random() < 0.5 else None
     elif piece == "pave" and stone is None:
         stone_used = "diamond" if rng.random() < 0.7 else stone_pick
@@ -887,6 +909,10 @@ def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, met
     canvas = Canvas(h2, w2, light)
     box = _piece_box(rng, piece, view, w2, h2)
     extra = {}
+    if wide:
+        box = studio.adjust_box(box, background, w2, h2)
+        light = studio.mirror_light(wrng, light, wbg, box, SS, metal, plan["under"])
+        canvas.light = light
     if piece == "band":
         g = draw_band(canvas, rng, metal, box, view)
         extra["ring_center"] = [g["cx"] / SS, g["cy"] / SS + g["hb"] / SS / 2]
@@ -900,6 +926,8 @@ def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, met
         draw_solitaire(canvas, rng, metal, stone_used, box, view)
     elif piece == "chain":
         extra["chain"] = draw_chain(canvas, rng, metal, box, view, stone_used)
+    elif piece == "pendant":
+        extra["pendant"] = studio.draw_pendant(canvas, rng, metal, stone_used, box, view)
     else:
         draw_earring(canvas, rng, metal, stone_used, box, view)
 
@@ -913,8 +941,12 @@ def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, met
         details[m >= (0.35 if lab == DETAIL_ENGRAVING else 0.5)] = lab
     del canvas
 
-    bg, bg_meta = render_background(rng, background, w, h)
-    if background in ("white_sweep", "grey_sweep", "colored_paper"):
+    layers = {}
+    if wide:
+        bg, bg_meta = _wide_backdrop(wrng, plan, wbg, wbg_meta, alpha, color, light, layers)
+    else:
+        bg, bg_meta = render_background(rng, background, w, h)
+    if not wide and background in ("white_sweep", "grey_sweep", "colored_paper"):
         # soft contact shadow: background darkening below the piece
         sh = np.roll(alpha, int(0.01 * h) + 2, axis=0)
         sh = cv2.GaussianBlur(sh, (0, 0), 0.012 * max(w, h))
@@ -939,5 +971,20 @@ def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, met
     meta.update(dmeta)
     meta["lighting"]["studio"] = light
     meta["size"] = [w, h]
+    if wide:
+        source, cam = studio.camera(wrng, source, alpha, background)
+        meta["world"] = "wide"
+        meta["studio"] = {"backdrop": background, "under": plan["under"], "shadow": plan["shadow"], "camera": cam}
     return Scene(source=source, clean=clean, alpha=alpha.astype(np.float32), defects=defect_mask,
-                 details=details, metal=metal_w.astype(np.float32), meta=meta)
+                 details=details, metal=metal_w.astype(np.float32), meta=meta, layers=layers)
+
+
+def _wide_backdrop(wrng, plan, bg, bg_meta, alpha, color, light, layers):
+    """Wide world: cast shadows and the acrylic riser drawn into the backdrop (alpha stays 0)."""
+    from . import studio
+
+    bg, shadow, bg_meta["shadow"] = studio.shadows(wrng, bg, alpha, light, plan["shadow"])
+    layers["shadow"] = shadow
+    if plan["backdrop"] == "acrylic":
+        bg, layers["reflection"], bg_meta["acrylic"] = studio.acrylic(wrng, bg, color, alpha)
+    return bg, bg_meta

@@ -243,3 +243,123 @@ def test_sensor_dust_repeats_across_the_shoot_and_leaves_the_rest_bit_identical(
         assert np.abs(ratio - gain[inside]).mean() < 0.02
     assert 0.05 <= min(s["strength"] for s in spots) and max(s["strength"] for s in spots) <= 0.25
     assert all(4 / 1536 <= s["r"] <= 15 / 1536 for s in spots)
+
+
+# --------------------------------------------------------------------------------------
+# the wide studio world (render_scene(..., world="wide"))
+# --------------------------------------------------------------------------------------
+WIDE_SIZE = (192, 128)
+
+
+def _wide(seed, **kw):
+    return render_scene(np.random.default_rng(seed), WIDE_SIZE, world="wide", **kw)
+
+
+@pytest.mark.parametrize("backdrop", ["white_sweep", "grey_sweep", "colored_paper", "textured_desk", "beige_paper",
+                                      "kraft_paper", "light_box", "acrylic"])
+def test_wide_world_renders_every_backdrop(backdrop):
+    sc = _wide(3, background=backdrop)
+    assert sc.meta["world"] == "wide" and sc.meta["background"] == backdrop
+    assert sc.meta["studio"]["backdrop"] == backdrop and "camera" in sc.meta["studio"]
+    for a in (sc.source, sc.clean):
+        assert a.shape == (WIDE_SIZE[1], WIDE_SIZE[0], 3) and a.dtype == np.float32
+        assert np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
+    assert sc.alpha.dtype == np.float32 and 0.002 < (sc.alpha > 0.5).mean() < 0.7
+    assert sc.defects.shape == sc.details.shape == sc.metal.shape == sc.alpha.shape
+
+
+@pytest.mark.parametrize("piece", ["band", "solitaire", "pave", "chain", "earring", "pendant"])
+def test_wide_world_pieces(piece):
+    sc = _wide(4, piece=piece)
+    assert sc.meta["piece"] == piece
+    holes = (sc.alpha < 0.02)
+    # every piece has true holes fully enclosed by metal (link gaps, ring centres, openwork, eyelets)
+    n, lab = cv2.connectedComponents(holes.astype(np.uint8), connectivity=4)
+    border = set(np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])))
+    assert n - 1 > len(border), piece
+
+
+def test_wide_world_options_all_drawn():
+    seen = {"shadow": set(), "iso": set(), "jpeg": set(), "dof": False, "metal": set()}
+    for i in range(40):
+        sc = render_scene(np.random.default_rng([8, i]), (96, 64), world="wide")
+        st = sc.meta["studio"]
+        seen["shadow"].add(st["shadow"])
+        seen["iso"].add(st["camera"]["iso"])
+        seen["jpeg"].add("jpeg_quality" in st["camera"])
+        seen["dof"] |= "dof_sigma_px" in st["camera"]
+        seen["metal"].add(sc.meta["metal"])
+    assert seen["shadow"] == {"none", "soft", "hard", "both"}
+    assert len(seen["iso"]) >= 4 and seen["jpeg"] == {True, False} and seen["dof"]
+    assert seen["metal"] == set(METALS)
+
+
+def test_wide_world_deterministic_and_default_untouched():
+    a, b = _wide([9, 1]), _wide([9, 1])
+    for x, y in zip((a.source, a.clean, a.alpha, a.defects, a.details), (b.source, b.clean, b.alpha, b.defects,
+                                                                         b.details)):
+        assert np.array_equal(x, y)
+    assert a.meta == b.meta
+    # the wide studio draws from a child generator: the default world's stream is unchanged
+    d1 = render_scene(np.random.default_rng([9, 1]), WIDE_SIZE)
+    d2 = render_scene(np.random.default_rng([9, 1]), WIDE_SIZE, world="default")
+    assert np.array_equal(d1.source, d2.source) and "world" not in d1.meta and not d1.layers
+    with pytest.raises(ValueError):
+        render_scene(np.random.default_rng(0), WIDE_SIZE, world="moon")
+
+
+def test_wide_acrylic_reflection_is_background():
+    for i in range(3):
+        sc = _wide([10, i], background="acrylic", piece=["band", "pendant", "solitaire"][i])
+        refl = sc.layers["reflection"]
+        top = sc.meta["background_params"]["acrylic"]["top_y"]
+        assert refl.max() > 0.15  # a visible mirror image of the piece
+        below = refl > 0.05
+        below[:top + 2] = False
+        assert below.sum() > 20 and sc.alpha[below].max() == 0.0
+        # the reflection really is in the picture: it darkens/colours the riser where it falls
+        assert np.abs(sc.clean[below] - sc.clean[below].mean(0)).mean() > 0.003
+
+
+def test_wide_hard_shadow_has_alpha_zero():
+    found = 0
+    for i in range(12):
+        sc = _wide([11, i], background="white_sweep")
+        if sc.meta["studio"]["shadow"] not in ("hard", "both"):
+            continue
+        found += 1
+        dark = sc.layers["shadow"] > 0.25
+        off_piece = dark & (sc.alpha < 0.02)
+        assert off_piece.sum() > 30
+        assert sc.alpha[off_piece].max() < 0.02
+        # a hard shadow is a grey slab: clearly darker than the sweep next to it
+        open_bg = (sc.layers["shadow"] < 0.01) & (sc.alpha == 0)
+        assert sc.clean[off_piece].mean() < 0.85 * np.median(sc.clean[open_bg])
+    assert found >= 2
+
+
+def test_wide_light_box_is_near_white():
+    for i in range(3):
+        sc = _wide([12, i], background="light_box")
+        bg = sc.clean[(sc.alpha == 0) & (sc.layers["shadow"] < 0.02)]
+        assert np.median(bg) > 0.85 and np.ptp(bg.mean(0)) < 0.05  # bright and neutral
+        assert sc.meta["studio"]["camera"]["exposure_push"] > 1.0
+
+
+def test_wide_white_metal_on_white_mirrors_the_backdrop():
+    sc = _wide(13, background="white_sweep", metal="silver", piece="band")
+    assert sc.meta["lighting"]["studio"]["mirror"]["mix"] >= 0.45
+    bgl = np.median(sc.clean[sc.alpha == 0])
+    metal = sc.clean[(sc.metal > 0.9) & (sc.alpha > 0.99)].mean(1)
+    assert np.mean(np.abs(metal - bgl) < 0.15) > 0.3  # much of the metal is as bright as the sweep
+
+
+def test_wide_shoot_and_cli(tmp_path):
+    from flows.cli import main as cli_main
+
+    paths = synth_shoot(tmp_path / "a", 2, 5, size=WIDE_SIZE, formats=("jpg",), world="wide")
+    m = load_truth(tmp_path / "a", paths[0].stem)["meta"]
+    assert m["world"] == "wide" and "studio" in m
+    assert cli_main(["synth", str(tmp_path / "b"), "--images", "2", "--seed", "5", "--size", "192x128",
+                     "--formats", "jpg", "--world", "wide"]) == 0
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
