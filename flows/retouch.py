@@ -8,7 +8,9 @@ publishes them after QA passes, or a reviewer's approval does.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -20,9 +22,10 @@ from PIL import Image
 
 from infra.imageio import UnreadableSource, atomic_write, encode, read_source
 from infra.presets import ExportSpec, Preset
+from qa.evidence import Evidence, gather_evidence, kept_findings
 from qa.metrics import compute_metrics, detail_loss_map
 from tasks.color import srgb_to_linear
-from tasks.compose import on_canvas, quantize
+from tasks.compose import canvas_scale, on_canvas, quantize
 from tasks.develop import DevelopParams, develop
 from tasks.frame import Frame
 from tasks.pipeline import stage_params, run_stages
@@ -87,9 +90,13 @@ def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
         params = stage_params({k: v for k, v in stages.items() if k not in SHOOT_LEVEL}, background)
         result, reference, timings = run_stages(frame, params, skip)
         metrics = compute_metrics(reference, result)
+        evidence = gather_evidence(frame.image, reference, result,
+                                   light_known=params["neutralize"].kelvin is not None)
+        metrics.update(evidence.metrics)
         metrics["sensor_dust_spots"] = float(len(spots))
+        metrics["upscale"] = _upscale(result, preset)
         staged = _stage_exports(result, preset, staging)
-        _stage_previews(reference, result, staging)
+        _stage_previews(reference, result, staging, evidence, preset)
     return Outcome(
         image_id, ok=True, metrics=metrics, flags=result.flags, notes=result.notes, timings=timings,
         seconds=time.perf_counter() - t0, staged=staged, size=(pixels.shape[-1], pixels.shape[-2]))
@@ -108,6 +115,14 @@ def sensor_dust_evidence(source: Path, params: SensorDustParams) -> np.ndarray |
     with torch.inference_mode():
         frame = develop(pixels, decoded.transfer, DevelopParams())
         return dust_evidence(frame.image, params)[0, 0].cpu().numpy()
+
+
+def _upscale(frame: Frame, preset: Preset) -> float:
+    """Largest enlargement of the source's pixels among the preset's canvas exports (0 without any)."""
+    if frame.alpha is None:
+        return 0.0
+    return max((canvas_scale(frame.alpha, spec.long_edge or 2400, spec.margin)
+                for spec in preset.exports if spec.grid != "source"), default=0.0)
 
 
 def _stage_exports(frame: Frame, preset: Preset, staging: Path) -> dict[str, str]:
@@ -142,8 +157,15 @@ def _jpeg(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _stage_previews(reference: Frame, result: Frame, staging: Path) -> None:
-    """Before/after JPEGs and a mask/defect/detail-loss overlay for the review queue."""
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _stage_previews(reference: Frame, result: Frame, staging: Path, evidence: Evidence, preset: Preset) -> None:
+    """Before/after JPEGs, a mask/defect/detail-loss overlay, and QA's evidence (where it disagrees
+    with the result, and the findings that failed a rule, in words with a box) for the review queue."""
     before, after = _preview(reference.image), _preview(result.image)
     atomic_write(staging / "preview" / "before.jpg", _jpeg(before))
     atomic_write(staging / "preview" / "after.jpg", _jpeg(after))
@@ -155,9 +177,15 @@ def _stage_previews(reference: Frame, result: Frame, staging: Path) -> None:
         planes[0] = result.masks["defects"][0, 0].float().cpu().numpy()
     planes[1] = detail_loss_map(reference, result)
     overlay = Image.fromarray((np.stack(planes, -1) * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-    buf = io.BytesIO()
-    overlay.save(buf, "PNG")
-    atomic_write(staging / "preview" / "overlay.png", buf.getvalue())
+    atomic_write(staging / "preview" / "overlay.png", _png(overlay))
+    where = np.zeros((*evidence.overlay.shape, 4), np.uint8)
+    where[evidence.overlay] = (255, 0, 200, 170)
+    atomic_write(staging / "preview" / "evidence.png",
+                 _png(Image.fromarray(where).resize(size, Image.Resampling.NEAREST)))
+    findings = kept_findings(evidence, preset.qa)
+    h, w = reference.image.shape[-2:]
+    atomic_write(staging / "preview" / "evidence.json", json.dumps(
+        {"size": [w, h], "findings": [dataclasses.asdict(f) for f in findings]}, indent=1).encode())
 
 
 def describe_failure(exc: BaseException) -> str:

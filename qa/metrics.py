@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 
+from qa.evidence import EVIDENCE_DOCS
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab
 from tasks.frame import Frame, luminance
 from tasks.pipeline import FLAG_CODES
@@ -40,6 +41,10 @@ METRIC_DOCS = {
                 "cut-out (a chopped chain link or prong tip), in skeleton px per 1000 px of the long edge; 0 = none",
     "edge_halo": "mean CIEDE2000 between the piece composited over white and pure white in the ring 2-4 px outside "
                  "the cut-out: a fringe or alpha bleeding around the piece; 0 = clean",
+    "edge_halo_dark": "the same over a dark grey canvas (linear 0.05): a white or light fringe, invisible over "
+                      "white, shows here",
+    "upscale": "largest enlargement of the source's pixels in a canvas export (piece's long side on the canvas / "
+               "in the source); above 1 the export is softer than the source (set by the flow)",
     "mask_coverage": "mean alpha: share of the frame that is piece",
     "mask_components": "connected pieces in the mask (a pair of earrings is 2)",
     "mask_touches_frame": "share of the frame border covered by the piece (0 = piece fully inside)",
@@ -52,6 +57,7 @@ METRIC_DOCS = {
     "clipped_increase": "clipped_after - clipped_before",
     "stage_flags": "count of stage warnings",
     **{f"flag_{c}": f"1 when a stage raised '{c}' (see the image's notes for why)" for c in FLAG_CODES},
+    **EVIDENCE_DOCS,
 }
 
 # cut-out geometry (px): holes smaller than this are matting noise, not holes
@@ -178,18 +184,19 @@ def thin_retention(y: np.ndarray, piece: np.ndarray, near: int = THIN_NEAR) -> t
     return float((skel & covered).sum()) / total, float(gap)
 
 
-def edge_halo(foreground: torch.Tensor, alpha: torch.Tensor) -> float:
-    """Mean CIEDE2000 between the piece over white and white, 2-4 px outside alpha > 0.5.
+def edge_halo(foreground: torch.Tensor, alpha: torch.Tensor, canvas: float = 1.0) -> float:
+    """Mean CIEDE2000 between the piece over a grey ``canvas`` (linear) and the canvas, 2-4 px outside alpha > 0.5.
 
     A clean matte is (nearly) 0 there; a fringe of the old backdrop or bleeding alpha is not.
+    Over white (1.0) a dark fringe shows; over a dark canvas a white one does.
     """
     piece = (alpha > 0.5).to(alpha.dtype)
     ring = (dilate(piece, 4) > 0.5) & (dilate(piece, 1) < 0.5)
     if not bool(ring.any()):
         return float("nan")
-    composite = _lab_at(alpha * foreground + (1 - alpha), ring)
-    white = rgb_to_lab(torch.ones_like(composite))
-    return float(delta_e2000(composite, white).mean())
+    composite = _lab_at(alpha * foreground + (1 - alpha) * canvas, ring)
+    plain = rgb_to_lab(torch.full_like(composite, canvas))
+    return float(delta_e2000(composite, plain).mean())
 
 
 def _interior(alpha: torch.Tensor) -> torch.Tensor:
@@ -245,6 +252,7 @@ def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
     m["thin_gap"] = gap * 1000 / max(mask_np.shape)  # resolution-independent: per 1000 px of the long edge
     foreground = result.foreground if result.foreground is not None else result.image
     m["edge_halo"] = edge_halo(foreground, alpha) if piece.any() else float("nan")
+    m["edge_halo_dark"] = edge_halo(foreground, alpha, 0.05) if piece.any() else float("nan")
     m["mask_coverage"] = float(alpha.mean())
     m["mask_components"] = float(cv2.connectedComponents(mask_np, connectivity=8)[0] - 1)
     holes, hole_area = mask_holes(mask_np > 0)

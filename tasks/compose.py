@@ -24,6 +24,12 @@ def piece_box(alpha: torch.Tensor, threshold: float = 0.02) -> tuple[int, int, i
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+def canvas_scale(alpha: torch.Tensor, size: int, margin: float) -> float:
+    """How much ``on_canvas`` enlarges the piece: its long side on the canvas over its long side in the source."""
+    top, bottom, left, right = piece_box(alpha)
+    return max(1, round(size * (1 - 2 * margin))) / max(bottom - top, right - left)
+
+
 def on_canvas(image: torch.Tensor, alpha: torch.Tensor, size: int, margin: float,
               backdrop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Centre the piece on a ``size`` x ``size`` canvas.
@@ -38,8 +44,7 @@ def on_canvas(image: torch.Tensor, alpha: torch.Tensor, size: int, margin: float
     top, bottom, left, right = piece_box(alpha)
     crop, crop_a = image[..., top:bottom, left:right], alpha[..., top:bottom, left:right]
     h, w = crop.shape[-2:]
-    fit = max(1, round(size * (1 - 2 * margin)))
-    scale = fit / max(h, w)
+    scale = canvas_scale(alpha, size, margin)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     # Resample premultiplied colour so the backdrop never bleeds into edges.
     rgba = torch.cat([crop * crop_a, crop_a], 1)

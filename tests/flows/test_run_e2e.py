@@ -19,9 +19,22 @@ STATUSES = {"exported", "review", "rejected"}
 
 
 @pytest.fixture(scope="module")
-def first_run(sim_shoot, prefect_server, ray_session, tmp_path_factory):
+def small_sources_preset(tmp_path_factory) -> Path:
+    """The catalog preset with its enlargement bound lifted: the test shoot is 480 px (for speed),
+    which the catalog's 2400/3000 px canvases would enlarge ~20x (see test_small_sources_...)."""
+    path = tmp_path_factory.mktemp("presets") / "catalog-small.toml"
+    text = Path("infra/presets/catalog.toml").read_text()
+    assert 'column = "upscale"\nreason = "low_resolution"\nmax = 8.0' in text
+    path.write_text(text.replace('name = "catalog"', 'name = "catalog-small"')
+                    .replace('column = "upscale"\nreason = "low_resolution"\nmax = 8.0',
+                             'column = "upscale"\nreason = "low_resolution"\nmax = 100.0'))
+    return path
+
+
+@pytest.fixture(scope="module")
+def first_run(sim_shoot, small_sources_preset, prefect_server, ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    counts = run_shoots([sim_shoot], out)
+    counts = run_shoots([sim_shoot], out, preset=str(small_sources_preset))
     return out, counts
 
 
@@ -49,20 +62,51 @@ def test_unreadable_file_is_rejected_with_reason(first_run):
     assert row["error"].startswith("unreadable:")
 
 
+def _cutout_iou(out: Path, shoot: Path, source: str) -> float:
+    """IoU of the image's cut-out export (published or staged) against the simulator's truth."""
+    from infra.catalog import Catalog
+    from models.simulator import load_truth
+
+    row = Catalog.open(out / ".state").get(shoot.name, source)
+    exports, staged = json.loads(row["exports"] or "{}"), json.loads(row["staged"] or "{}")
+    path = out / exports["cutout"] if "cutout" in exports else Path(staged["cutout"])
+    pred = np.asarray(Image.open(path))[..., 3] > 127
+    truth = load_truth(shoot, Path(source).stem)["alpha"] > 0.5
+    return float((pred & truth).sum() / (pred | truth).sum())
+
+
 def test_clean_studio_sweeps_pass_qa_and_clutter_is_flagged(sim_shoot, first_run):
-    """Sweep shots must export. On a wooden desk there is no white reference for the
-    colour (the network cuts the piece, but the cast is unknown): a person must see it."""
+    """A sweep shot whose cut-out is right (IoU >= 0.95 against the truth, the trust bench's bar) must export: QA's
+    evidence raises no false alarm on it. One that is wrong may be held for review. On a
+    wooden desk there is no white reference for the colour: a person must see it."""
     out, _ = first_run
     df = _manifest(out).set_index("source")
+    right = 0
     for src in df.index:
         meta_file = sim_shoot / "truth" / Path(src).stem / "meta.json"
         if not meta_file.exists():
             continue
         background = json.loads(meta_file.read_text())["background"]
-        if background in ("white_sweep", "grey_sweep"):
+        if background in ("white_sweep", "grey_sweep") and _cutout_iou(out, sim_shoot, src) >= 0.95:
+            right += 1
             assert df.loc[src, "status"] == "exported", (src, df.loc[src, "reasons"])
         if background == "textured_desk":
             assert df.loc[src, "status"] == "review" and "color_cast" in df.loc[src, "reasons"]
+    assert right >= 1
+
+
+def test_small_sources_are_not_enlarged_silently(first_run):
+    """The catalog preset's own rules send a 480 px source whose piece its 3000 px zoom canvas
+    would enlarge more than 8x to review as ``low_resolution``, and no other."""
+    from qa.suite import Rule, run_suite
+
+    out, _ = first_run
+    metrics = pd.read_csv(out / "qa" / "sim-shoot" / "metrics.csv").set_index("image_id", drop=False)
+    assert (metrics["upscale"] > 8).any() and (metrics["upscale"] > 2).all()
+    rules = [Rule(**r.model_dump()) for r in load_preset("catalog").qa]
+    verdicts = run_suite(metrics.drop(columns=["reasons"]), rules, suite_name="catalog").reasons
+    for image_id, codes in verdicts.items():
+        assert ("low_resolution" in codes) == (metrics.loc[image_id, "upscale"] > 8), (image_id, codes)
 
 
 def test_exports_have_preset_sizes_formats_and_icc(sim_shoot, first_run):
@@ -137,11 +181,11 @@ def test_report_has_counts_plots_thumbnails_and_review_links(sim_shoot, first_ru
     assert f"<td>{len(df)}</td>" in page
 
 
-def test_second_run_reprocesses_nothing(sim_shoot, first_run):
+def test_second_run_reprocesses_nothing(sim_shoot, first_run, small_sources_preset):
     out, _ = first_run
     before = sqlite3.connect(out / ".state" / "catalog.sqlite").execute(
         "select source, updated_at from images order by source").fetchall()
-    counts = run_shoots([sim_shoot], out)
+    counts = run_shoots([sim_shoot], out, preset=str(small_sources_preset))
     assert counts["skipped"] == len([p for p in sim_shoot.iterdir() if p.is_file()])
     assert counts["exported"] == counts["review"] == counts["rejected"] == 0
     after = sqlite3.connect(out / ".state" / "catalog.sqlite").execute(

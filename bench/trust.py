@@ -1,0 +1,419 @@
+"""The studio's two numbers, on three sets side by side: right first time, and escapes.
+
+    python bench/trust.py                         # 24 images per world at 1200x800 + the real photos
+    python bench/trust.py --images 8 --size 900x600 --sets train val
+    python bench/trust.py --csv rows.csv --sheet sheet.png
+    python bench/trust.py --from-csv rows.csv     # re-print the tables without re-running
+
+The three sets (the validation discipline, README "Trust"):
+
+- ``train``: the studio simulator (``models/simulator``), the world the stages,
+  networks and QA thresholds were tuned on;
+- ``val``: ``bench/valworld.py``, an independent generator (its own pieces,
+  lighting, materials, backdrops, camera and seeds) that nothing is ever tuned on;
+- ``real``: the real photos in ``../shared/samples/jewelry`` (no colour truth;
+  coarse hand-drawn masks for some), listed one by one for a person to look at.
+
+Every set goes through the real code path: the shoot folders are written to
+disk and run by ``flows.shoot.run_shoots`` (the ``loupe run`` flow: Prefect,
+Ray, stages, QA suite, routing), then each image's cut-out export (RGBA PNG on
+the source grid, exported or staged for review) is graded against the truth.
+An image is *right* when all of these hold (the issue's definition):
+
+- ``iou`` >= 0.95: mask IoU, alpha > 0.5 vs the true alpha > 0.5;
+- ``holes`` >= 0.90: share of the true enclosed background (ring interiors,
+  link gaps, eyelets) left open;
+- ``thin`` >= 0.90: share of the truth's thin structures (what a 5 px opening
+  erases, in parts of >= 12 px: wire, prongs, bails, hooks) the mask keeps
+  within 1 px;
+- ``de_chroma`` <= 3: mean CIEDE2000 between the exported piece and the true
+  neutral render after matching each pixel's luminance (exposure, fall-off
+  and shine are not colour errors), piece interior;
+- ``lost`` <= 5%: design features (the truth's details mask, one per
+  component) lost: less than half inside the mask, or their contrast below
+  half of what the source showed (the retouch flattened them).
+
+``rft`` (right first time) is the share of all images exported *and* right;
+``escapes`` the share of exported images that are not right. ``dust`` is the
+share of visible specks/lint on the piece that the export no longer shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.quality import _disk, enclosed_background, mask_iou, thin_zone  # noqa: E402
+from tasks.color import delta_e2000, rgb_to_lab, srgb_to_linear  # noqa: E402
+
+SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
+SEEDS = {"train": 101, "val": 9001}
+RIGHT = {"iou": (">=", 0.95), "holes": (">=", 0.90), "thin": (">=", 0.90), "de_chroma": ("<=", 3.0),
+         "lost": ("<=", 0.05)}
+VISIBLE = 0.10   # relative luminance departure a speck makes from its surroundings to count as visible
+
+
+# --- the three sets -----------------------------------------------------------------------
+def write_sets(root: Path, sets: list[str], images: int, size: tuple[int, int]) -> list[Path]:
+    """Write one shoot folder per set under ``root``; returns the folders."""
+    folders = []
+    for name in sets:
+        folder = root / name
+        if name == "train":
+            from models.simulator import synth_shoot
+            synth_shoot(folder, images, SEEDS[name], size=size)
+        elif name == "val":
+            from bench.valworld import write_shoot
+            write_shoot(folder, images, SEEDS[name], size=size)
+        else:
+            if not SAMPLES.is_dir():
+                print(f"note: {SAMPLES} not found; the real set is skipped")
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in sorted(SAMPLES.rglob("*")):
+                if path.is_file() and path.suffix.lower() in (".jpg", ".jpeg", ".png") and not _is_mask(path):
+                    shutil.copyfile(path, folder / path.name)
+        folders.append(folder)
+    return folders
+
+
+def _is_mask(path: Path) -> bool:
+    return path.stem.endswith("_mask") or path.parent.name == "masks" or path.stem.endswith("_alpha")
+
+
+def real_mask(name: str) -> np.ndarray | None:
+    """The coarse hand-drawn mask shipped with a real photo, if any (bool)."""
+    stem = Path(name).stem
+    for cand in (SAMPLES / "rings_white_bg_with_masks" / "masks" / f"{stem}.jpg",
+                 SAMPLES / "hands_with_rings_masks" / f"{stem}_mask.png"):
+        if cand.exists():
+            m = cv2.imread(str(cand), cv2.IMREAD_GRAYSCALE)
+            return m > 127
+    return None
+
+
+# --- grading --------------------------------------------------------------------------------
+def read_cutout(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(linear RGB float32 HxWx3, alpha float32 HxW) of an RGBA cut-out export."""
+    bgra = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    scale = 65535.0 if bgra.dtype == np.uint16 else 255.0
+    rgb = srgb_to_linear(torch.from_numpy(bgra[..., 2::-1].astype(np.float32) / scale)).numpy()
+    return rgb, bgra[..., 3].astype(np.float32) / scale
+
+
+def _lab(rgb: np.ndarray) -> torch.Tensor:
+    return rgb_to_lab(torch.from_numpy(np.ascontiguousarray(rgb.T.reshape(3, -1, 1)))[None].float())
+
+
+def chroma_delta_e(out: np.ndarray, truth: np.ndarray, where: np.ndarray) -> float:
+    """Mean CIEDE2000 over ``where`` after each output pixel is scaled to the truth's luminance.
+
+    Both are averaged over 1.5 px first and near-black pixels are left out: sensor noise and 8-bit
+    steps in the shadows are not a colour error, a cast is (it is smooth)."""
+    w = np.array([0.2126, 0.7152, 0.0722], np.float32)
+    out, truth = cv2.GaussianBlur(out, (0, 0), 1.5), cv2.GaussianBlur(truth, (0, 0), 1.5)
+    where = where & (truth @ w > 0.02)
+    if not where.any():
+        return float("nan")
+    o, t = out[where], truth[where]
+    o = o * ((t @ w) / np.maximum(o @ w, 1e-6))[:, None]
+    return float(delta_e2000(_lab(np.clip(o, 0, 1)), _lab(t)).mean())
+
+
+def _y(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+
+
+def thin_parts(true: np.ndarray) -> np.ndarray:
+    """The truth's thin structures: what an opening 5 px wide erases (wire, prongs, bails, hooks), in
+    parts of at least 12 px (an opening also nicks every convex corner by a few pixels: not a part)."""
+    t8 = true.astype(np.uint8)
+    thin = (t8 > 0) & (cv2.morphologyEx(t8, cv2.MORPH_OPEN, _disk(2)) == 0)
+    parts, _, _ = _parts(thin, 12)
+    return np.any(parts, 0) if parts else np.zeros_like(true)
+
+
+def _parts(mask: np.ndarray, min_px: int):
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return [lab == k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_px], lab, stats
+
+
+def features_lost(details: np.ndarray, pred: np.ndarray, out: np.ndarray, source: np.ndarray) -> float:
+    """Share of design features (components of ``details``) the export lost: less than half inside
+    the mask, or their contrast (std of sRGB luminance over the feature and 2 px around it, inside
+    the mask) below
+    half of what the camera recorded (the source: the truth is sharper than any lens)."""
+    y_out, y_src = linear_to_srgb_np(_y(out)), linear_to_srgb_np(_y(source))
+    lost, total = 0, 0
+    for label in np.unique(details)[1:]:
+        n, lab = cv2.connectedComponents((details == label).astype(np.uint8), connectivity=8)
+        for k in range(1, n):
+            part = lab == k
+            total += 1
+            around = (cv2.dilate(part.astype(np.uint8), _disk(2)) > 0) & pred   # inside: the backdrop is replaced
+            lost += pred[part].mean() < 0.5 or y_out[around].std() < 0.5 * y_src[around].std()
+    return lost / total if total else 0.0
+
+
+def dust_removed(defects: np.ndarray, alpha: np.ndarray, source: np.ndarray, out: np.ndarray,
+                 clean: np.ndarray) -> tuple[int, int]:
+    """(removed, visible) specks/lint/scratches on the piece: a speck's relative departure from its
+    1-3 px surroundings, minus the truth's, must fall below half of what the source showed."""
+    on = alpha > 0.5
+    n, lab = cv2.connectedComponents(np.isin(defects, (1, 2, 3)).astype(np.uint8), connectivity=8)
+    visible = removed = 0
+    ys, yo, yt = _y(source), _y(out), _y(clean)
+    for k in range(1, n):
+        part = lab == k
+        if on[part].mean() < 0.5:
+            continue
+        ring = (cv2.dilate(part.astype(np.uint8), _disk(3)) > 0) & (cv2.dilate(part.astype(np.uint8), _disk(1)) == 0) & on
+        if ring.sum() < 4:
+            continue
+        rel = lambda y: float(y[part].mean() / max(y[ring].mean(), 1e-4))  # noqa: E731
+        before = abs(rel(ys) - rel(yt))
+        if before < VISIBLE:
+            continue
+        visible += 1
+        removed += abs(rel(yo) - rel(yt)) < 0.5 * before
+    return removed, visible
+
+
+def grade_image(cutout: Path, truth: dict, source: np.ndarray | None) -> dict:
+    out, alpha = read_cutout(cutout)
+    true_alpha = truth["alpha"]
+    if out.shape[:2] != true_alpha.shape:
+        return {"iou": 0.0, "note": f"export {out.shape[1]}x{out.shape[0]} is not the source grid"}
+    pred, true = alpha > 0.5, true_alpha > 0.5
+    holes = enclosed_background(true) & (cv2.dilate(true.astype(np.uint8), _disk(1)) == 0)
+    thin = thin_parts(true)
+    near = cv2.dilate(pred.astype(np.uint8), _disk(1)) > 0
+    t8 = true.astype(np.uint8)
+    interior = (cv2.erode(t8, _disk(2)) > 0) & (cv2.erode(pred.astype(np.uint8), _disk(2)) > 0)
+    row = {
+        "iou": mask_iou(pred, true),
+        "holes": float((~pred[holes]).mean()) if holes.any() else 1.0,
+        "thin": float(near[thin].mean()) if thin.any() else 1.0,
+        "de_chroma": chroma_delta_e(out, truth["clean"], interior),
+    }
+    if source is not None:
+        row["lost"] = features_lost(truth["details"], pred, out, source)
+        row["dust_removed"], row["dust_visible"] = dust_removed(truth["defects"], true_alpha, source, out, truth["clean"])
+    return row
+
+
+def _checker(h: int, w: int, cell: int = 8) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.where(((yy // cell + xx // cell) % 2)[..., None] == 0, 0.55, 0.30).astype(np.float32) * np.ones(3, np.float32)
+
+
+def sheet_tile(source: Path, cutout: Path | None, truth: dict | None, label: str, width: int = 360) -> np.ndarray:
+    """Source | the cut-out export over a checker (fringes, filled gaps and slabs show) | mask errors
+    against the truth (white right, red piece missed, blue backdrop kept), with ``label`` on top."""
+    from infra.imageio import read_source
+
+    src = read_source(source).pixels
+    h, w = src.shape[:2]
+    size = (width, max(1, round(h * width / w)))
+    to8 = lambda x: (np.clip(linear_to_srgb_np(x), 0, 1) * 255).astype(np.uint8)  # noqa: E731
+    tiles = [cv2.resize(to8(src / max(float(np.percentile(src, 99.5)), 1e-3)), size, interpolation=cv2.INTER_AREA)]
+    if cutout is not None and cutout.exists():
+        rgb, alpha = read_cutout(cutout)
+        over = rgb * alpha[..., None] + srgb_to_linear(torch.from_numpy(_checker(h, w))).numpy() * (1 - alpha[..., None])
+        tiles.append(cv2.resize(to8(over), size, interpolation=cv2.INTER_AREA))
+        if truth is not None and truth["alpha"].shape == alpha.shape:
+            t, p = truth["alpha"] > 0.5, alpha > 0.5
+            err = np.full((h, w, 3), 40, np.uint8)
+            err[t & p], err[t & ~p], err[~t & p] = 255, (255, 40, 40), (60, 110, 255)
+            tiles.append(cv2.resize(err, size, interpolation=cv2.INTER_NEAREST))
+    while len(tiles) < 3:
+        tiles.append(np.zeros_like(tiles[0]))
+    row = np.concatenate(tiles, 1)
+    bar = np.full((22, row.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([bar, row], 0)
+
+
+def linear_to_srgb_np(x: np.ndarray) -> np.ndarray:
+    from tasks.color import linear_to_srgb
+    return linear_to_srgb(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+
+def write_sheet(path: Path, out: Path, shoots: list[Path], table: pd.DataFrame, sets: tuple[str, ...]) -> None:
+    """A contact sheet of every image of ``sets``: source | cut-out over a checker | mask errors."""
+    from infra.catalog import Catalog
+    from models.simulator.writers import read_truth
+
+    rows = {(r["shoot"], r["source"]): r for r in Catalog.open(out / ".state").rows()}
+    tiles = []
+    for _, g in table[table["set"].isin(sets)].iterrows():
+        r = rows[(g["set"], g["source"])]
+        folder = next(f for f in shoots if f.name == g["set"])
+        exports, staged = json.loads(r["exports"] or "{}"), json.loads(r["staged"] or "{}")
+        cutout = out / exports["cutout"] if "cutout" in exports else (Path(staged["cutout"]) if "cutout" in staged else None)
+        truth_dir = folder / "truth" / Path(g["source"]).stem
+        truth = read_truth(truth_dir) if truth_dir.is_dir() else None
+        verdict = "" if pd.isna(g.get("right", float("nan"))) else ("right" if g["right"] else "WRONG")
+        label = f"{g['set']}/{g['source']}  {g['status']}  {verdict}  {g['reasons'] or ''}"[:70]
+        tiles.append(sheet_tile(folder / g["source"], cutout, truth, label))
+    if tiles:
+        width = max(t.shape[1] for t in tiles)
+        tiles = [np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]
+        cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(tiles, 0), cv2.COLOR_RGB2BGR))
+
+
+def is_right(row: dict) -> bool:
+    ok = True
+    for key, (op, bound) in RIGHT.items():
+        v = row.get(key, float("nan"))
+        ok &= bool(v >= bound) if op == ">=" else bool(v <= bound)
+    return ok
+
+
+def grade(out: Path, shoots: list[Path]) -> pd.DataFrame:
+    """One row per source file: set, status, reasons and the grades."""
+    from infra.catalog import Catalog
+    from infra.imageio import read_source
+    from models.simulator.writers import read_truth
+
+    rows = []
+    for r in Catalog.open(out / ".state").rows():
+        folder = next(f for f in shoots if f.name == r["shoot"])
+        row = {"set": r["shoot"], "source": r["source"], "status": r["status"], "reasons": r["reasons"]}
+        exports, staged = json.loads(r["exports"] or "{}"), json.loads(r["staged"] or "{}")
+        cutout = out / exports["cutout"] if "cutout" in exports else Path(staged.get("cutout", "/nonexistent"))
+        truth_dir = folder / "truth" / Path(r["source"]).stem
+        if truth_dir.is_dir():
+            truth = read_truth(truth_dir)
+            meta = truth["meta"]
+            row.update(family=meta.get("family", meta.get("background")), piece=meta.get("piece"),
+                       metal=meta.get("metal"))
+            if cutout.exists():
+                source = read_source(folder / r["source"]).pixels
+                row.update(grade_image(cutout, truth, source if source.shape[:2] == truth["alpha"].shape else None))
+                row["right"] = is_right(row)
+        elif cutout.exists():
+            mask = real_mask(r["source"])
+            if mask is not None:
+                _, alpha = read_cutout(cutout)
+                if alpha.shape == mask.shape:
+                    row["iou_coarse"] = mask_iou(alpha > 0.5, mask)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def two_numbers(table: pd.DataFrame) -> pd.Series:
+    graded = table[table["right"].notna()] if "right" in table else table.iloc[:0]
+    exported = graded[graded["status"] == "exported"]
+    right = graded["right"].astype(bool) if len(graded) else graded.get("right", pd.Series(dtype=bool))
+    out = {
+        "n": len(table),
+        "exported": int((table["status"] == "exported").sum()),
+        "review": int((table["status"] == "review").sum()),
+        "rejected": int((table["status"] == "rejected").sum()),
+        "right": float(right.mean()) if len(graded) else float("nan"),
+        "rft": float(((graded["status"] == "exported") & right).mean()) if len(graded) else float("nan"),
+        "escapes": float((~exported["right"].astype(bool)).mean()) if len(exported) else float("nan"),
+    }
+    for key in ("iou", "holes", "thin", "de_chroma", "lost"):
+        out[key] = float(graded[key].mean()) if key in graded and len(graded) else float("nan")
+    if "dust_visible" in graded and graded["dust_visible"].sum() > 0:
+        out["dust"] = float(graded["dust_removed"].sum() / graded["dust_visible"].sum())
+    return pd.Series(out)
+
+
+def summarize(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``two_numbers`` for each group of ``keys``."""
+    groups = {k if isinstance(k, tuple) else (k,): two_numbers(g) for k, g in table.groupby(keys, sort=False)}
+    frame = pd.DataFrame(groups).T
+    frame.index = frame.index.set_names(keys)
+    return frame
+
+
+def report(table: pd.DataFrame) -> str:
+    pd.set_option("display.width", 200)
+    lines = ["## The two numbers, per set (rft = exported and right / all; escapes = exported but wrong / exported)",
+             summarize(table, ["set"]).round(3).to_string()]
+    graded = table[table.get("right", pd.Series(index=table.index)).notna()]
+    for key in ("family", "piece"):
+        if key in graded and len(graded):
+            lines += [f"\n## by {key}", summarize(graded, ["set", key])[
+                ["n", "exported", "right", "rft", "escapes", "iou", "holes", "de_chroma"]].round(3).to_string()]
+    escapes = graded[(graded["status"] == "exported") & ~graded["right"].astype(bool)]
+    if len(escapes):
+        cols = [c for c in ("set", "source", "family", "piece", "iou", "holes", "thin", "de_chroma", "lost")
+                if c in escapes]
+        lines += ["\n## escapes (exported but wrong)", escapes[cols].round(3).to_string(index=False)]
+    real = table[table["set"] == "real"]
+    if len(real):
+        cols = [c for c in ("source", "status", "reasons", "iou_coarse") if c in real]
+        lines += ["\n## real photos, one by one (look at each: bench/out/trust/)", real[cols].round(3).to_string(index=False)]
+    return "\n".join(lines)
+
+
+def _sheets(args, table: pd.DataFrame, shoots: list[Path]) -> None:
+    out = args.work / "out"
+    if args.sheet:
+        write_sheet(args.sheet, out, shoots, table, ("train", "val"))
+    if args.real_sheet:
+        write_sheet(args.real_sheet, out, shoots, table, ("real",))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sets", nargs="*", default=["train", "val", "real"], choices=["train", "val", "real"])
+    ap.add_argument("--images", type=int, default=24, help="images per simulated set")
+    ap.add_argument("--size", default="1200x800", help="WxH of the simulated sets")
+    ap.add_argument("--preset", default="catalog")
+    ap.add_argument("--work", type=Path, help="keep shoots and OUT here (default: a temporary folder)")
+    ap.add_argument("--csv", type=Path, help="write every image's row here")
+    ap.add_argument("--from-csv", type=Path, help="re-print the tables from a CSV written by --csv")
+    ap.add_argument("--sheet", type=Path, help="write a contact sheet PNG of the simulated sets (source | cut-out "
+                                                "over a checker | mask errors); --real-sheet for the real photos")
+    ap.add_argument("--real-sheet", type=Path, help="the same for the real photos (never commit it: no licence)")
+    ap.add_argument("--sheet-only", action="store_true", help="with --work and --from-csv: only draw the sheets")
+    ap.add_argument("--regrade", action="store_true", help="with --work: grade its finished run again, run nothing")
+    args = ap.parse_args(argv)
+    if args.from_csv:
+        table = pd.read_csv(args.from_csv, keep_default_na=False, na_values=[""])
+        if args.work:
+            _sheets(args, table, sorted(p for p in (args.work / "shoots").iterdir() if p.is_dir()))
+        if not args.sheet_only:
+            print(report(table))
+        return 0
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="loupe-trust-"))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_HOME", str(work / "prefect"))   # its own server database, never a shared one
+    from flows.shoot import run_shoots
+
+    if args.regrade:
+        shoots = sorted(p for p in (work / "shoots").iterdir() if p.is_dir())
+    else:
+        shoots = write_sets(work / "shoots", args.sets, args.images, (w, h))
+        run_shoots(shoots, work / "out", preset=args.preset)
+    table = grade(work / "out", shoots)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    args.work = work
+    _sheets(args, table, shoots)
+    print(f"work folder: {work}\n")
+    print(report(table))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,332 @@
+"""Evidence QA gathers itself, so the gate does not trust the stages.
+
+The metrics in ``qa/metrics.py`` compare a stage's output with its own input;
+a cut-out that calls a polished face a hole, or a correction that reads beige
+paper as warm light, passes them. Here every check brings evidence the stage
+did not decide with:
+
+- **the backdrop seen through a hole**: every hole of the cut-out must look
+  like the backdrop (a smooth surface fitted to the frame, at most darkened
+  by a grey shadow, no texture); a face mirroring the sweep is brighter or
+  darker in patches, carries engraving or highlights, and is not;
+- **piece pixels that are plain backdrop**: opaque mask pixels that match the
+  unshaded backdrop exactly (a white fringe, a link loop or a gap between
+  stones filled with backdrop);
+- **a second cut-out**: the segmentation network, asked about the whole
+  scene, must agree with the final mask at its own resolution;
+- **shadow slabs and stray parts**: opaque regions that are only a grey,
+  flat darkening of the backdrop and that the network calls background;
+  mask components apart from the piece that do not look like piece;
+- **colour against the source**: what neutralize changed on the piece, how
+  coloured the backdrop was in the source when the light was estimated from
+  it, and whether the corrected metal has a colour metal can have.
+
+Each finding carries a stable code, words for the reviewer and a box in
+source pixels; ``overlay`` marks where the evidence disagrees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
+from tasks.cutout import fit_backdrop
+from tasks.frame import Frame
+from tasks.ops import resize
+
+EVIDENCE_DOCS = {
+    "hole_suspect_area": "area of the cut-out's holes that do not look like the backdrop seen through them "
+                         "(textured, patchy or called piece by the network), per piece area",
+    "piece_backdrop_share": "opaque piece pixels in blobs that are exactly the plain, unshaded backdrop "
+                            "(fringes, filled link loops or gaps between stones), per piece area",
+    "cutout_disagreement": "area where the segmentation network and the final mask disagree by more than 0.5, "
+                           "at the network's resolution, per piece area",
+    "shadow_slab_share": "opaque piece pixels that are only a flat grey darkening of the backdrop and that the "
+                         "network calls background (contact shadows, reflections), per piece area",
+    "stray_components": "mask components apart from the largest that neither the network nor their colour "
+                        "or texture call piece",
+    "neutralize_delta_e": "mean CIEDE2000 between the source (before neutralize) and the neutralized piece: "
+                          "how much the colour correction changed the piece",
+    "source_backdrop_chroma": "CIELAB chroma of the backdrop in the source: how coloured the light + backdrop were",
+    "cast_unverified": "1 when the light was estimated from a backdrop that was coloured in the source and the "
+                       "piece's most neutral bright parts (which a coloured light tints, coloured paper does not) "
+                       "sit nearer neutral than the backdrop's colour; 0 with a known light or plate",
+    "metal_chroma": "median CIELAB chroma of the finished metal",
+    "metal_hue": "chroma-weighted mean CIELAB hue (degrees) of the finished metal",
+    "metal_implausible": "1 when the finished metal is coloured (chroma > 8) with a hue no gold or white metal has "
+                         "(outside 25-100 deg): a wrong correction (gold turned green, white metal blue)",
+}
+
+FINDING_TEXT = {
+    "hole_not_backdrop": "a hole in the piece does not look like the backdrop seen through it (a face or a "
+                         "stone cut out?)",
+    "backdrop_in_piece": "part of the piece is plain backdrop (a fringe, or a link loop / gap between stones "
+                         "filled in)",
+    "cutout_disagree": "the second cut-out (segmentation network) disagrees with the mask here",
+    "shadow_slab": "a flat grey darkening of the backdrop (shadow or reflection) is kept as piece",
+    "stray_part": "a separate part of the mask does not look like piece (dust, shadow, clutter)",
+    "cast_unverified": "the light was estimated from a coloured backdrop (coloured paper, or strong light?) "
+                       "with no known light or plate to confirm it",
+    "metal_implausible": "the finished metal has a colour no gold or white metal has (wrong colour correction?)",
+}
+
+# the metric each finding is measured by: a finding is shown when a rule on that metric fails
+FINDING_METRIC = {
+    "hole_not_backdrop": "hole_suspect_area", "backdrop_in_piece": "piece_backdrop_share",
+    "cutout_disagree": "cutout_disagreement", "shadow_slab": "shadow_slab_share", "stray_part": "stray_components",
+    "cast_unverified": "cast_unverified", "metal_implausible": "metal_implausible",
+}
+
+# noise units on a 1.5 px Gaussian average: 1 / (2 sqrt(pi) 1.5)
+SMOOTH_NOISE = 0.19
+PLAIN_SIGMAS = 3.0        # |departure| from the unshaded backdrop, averaged, that is still plain backdrop
+EXPLAINED_SIGMAS = 4.0    # colour a grey shade of the backdrop cannot explain, averaged
+FIT_FLOOR = 0.012         # sRGB: below this a departure from the fitted backdrop is the fit's, not the scene's
+TEXTURE_SIGMAS = 4.0      # high-pass |departure| that is texture (engraving, highlights), not noise
+HOLE_BACKDROP_SHARE = 0.6 # a hole is backdrop when this share of its core is explained and flat
+CAST_LOG_CHROMA = 0.06    # log-chroma of the source backdrop above which an estimated light needs confirming
+NET_SIZE = 384
+
+
+@dataclass
+class Finding:
+    code: str
+    box: tuple[int, int, int, int]     # x0, y0, x1, y1 in source pixels
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        self.text = self.text or FINDING_TEXT[self.code]
+
+
+@dataclass
+class Evidence:
+    metrics: dict[str, float]
+    findings: list[Finding] = field(default_factory=list)
+    overlay: np.ndarray | None = None   # (H, W) bool: where the evidence disagrees with the result
+
+
+def _hwc(t: torch.Tensor) -> np.ndarray:
+    return t[0].permute(1, 2, 0).float().cpu().numpy()
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _components(mask: np.ndarray, min_px: int, connectivity: int = 8):
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=connectivity)
+    return [(lab == k, k) for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_px], lab, stats
+
+
+def _lab_mean(rgb: np.ndarray) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(rgb.reshape(-1, 3).T[:, :, None]))[None].float()
+    return rgb_to_lab(t)[0, :, :, 0].numpy().T
+
+
+@dataclass
+class _Backdrop:
+    """The reference frame's smooth backdrop and how each pixel departs from it."""
+    plain: np.ndarray       # matches the unshaded backdrop (1.5 px average)
+    explained: np.ndarray   # a grey shade of the backdrop explains its colour
+    flat: np.ndarray        # no texture above noise (the piece's own edges not counted)
+    shade: np.ndarray       # luminance ratio to the backdrop
+    border: np.ndarray      # pixels the backdrop fit used
+
+
+def _backdrop(image: torch.Tensor, piece: np.ndarray) -> _Backdrop:
+    enc = linear_to_srgb(image.clamp(0, 1))
+    h, w = enc.shape[-2:]
+    s = NET_SIZE / max(h, w)
+    small = resize(enc, (max(8, round(h * s)), max(8, round(w * s))))
+    back_small, used = fit_backdrop(small)
+    e, b = _hwc(enc), _hwc(resize(back_small, (h, w)).clamp(0, 1))
+    border = _hwc(resize(used, (h, w)))[..., 0] > 0.5
+    diff = e - b
+    sigma = np.maximum(1.4826 * np.median(np.abs(diff[border]), 0), 2.5e-3) if border.sum() > 64 else np.full(3, 0.01)
+    blur = lambda x, s_: cv2.GaussianBlur(x, (0, 0), s_)  # noqa: E731
+    # tolerances in sRGB on a 1.5 px average: noise-scaled, floored by how well a smooth surface fits a sweep
+    plain = (np.abs(blur(diff, 1.5)) / np.maximum(PLAIN_SIGMAS * SMOOTH_NOISE * sigma, FIT_FLOOR)).max(2) < 1
+    lin_img, lin_back = _hwc(image.clamp(0, 1)), srgb_to_linear(torch.from_numpy(b)).numpy()
+    wy = np.array([0.2126, 0.7152, 0.0722], np.float32)
+    shade = (lin_img @ wy) / np.maximum(lin_back @ wy, 1e-4)
+    shaded = linear_to_srgb(torch.from_numpy(lin_back * np.clip(shade, 0, 1)[..., None])).numpy()
+    explained = (np.abs(blur(e - shaded, 1.5)) / np.maximum(EXPLAINED_SIGMAS * SMOOTH_NOISE * sigma, FIT_FLOOR)).max(2) < 1
+    # texture of what is not piece: piece pixels read as the backdrop, so a hole's rim is no texture
+    seen = np.where(piece[..., None], b, e)
+    texture = (np.abs(seen - blur(seen, 2.0)) / sigma).max(2)
+    flat = blur((texture > TEXTURE_SIGMAS).astype(np.float32), 1.0) < 0.25
+    return _Backdrop(plain, explained, flat, shade, border)
+
+
+def _network(image: torch.Tensor) -> np.ndarray:
+    """The segmentation network's piece probability (H, W), at the network's own resolution, upsampled."""
+    from models.segnet import load_segnet, piece_probability
+
+    enc = linear_to_srgb(image.clamp(0, 1))
+    return piece_probability(enc, load_segnet(None, enc.device), size=NET_SIZE)[0, 0].float().cpu().numpy()
+
+
+def _holes(piece: np.ndarray, bd: _Backdrop, prob: np.ndarray) -> tuple[float, list[Finding], np.ndarray]:
+    """Holes of the cut-out whose core does not look like the backdrop seen through them."""
+    area = max(int(piece.sum()), 1)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats((~piece).astype(np.uint8), connectivity=4)
+    border = set(np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])).tolist())
+    findings, bad, suspect = [], 0, np.zeros_like(piece)
+    for k in range(1, n):
+        if k in border or stats[k, cv2.CC_STAT_AREA] < 25:
+            continue
+        hole = lab == k
+        core = cv2.erode(hole.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0   # the mixed rim is the edge's
+        if core.sum() < 10:
+            continue
+        backdrop_like = float((bd.explained & bd.flat)[core].mean())
+        if backdrop_like < HOLE_BACKDROP_SHARE or float(prob[core].mean()) > 0.5:
+            bad += int(hole.sum())
+            suspect |= hole
+            findings.append(Finding("hole_not_backdrop", _box(hole)))
+    return bad / area, findings, suspect
+
+
+def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, light_known: bool) -> Evidence:
+    """Independent evidence for one image (B=1).
+
+    ``source``: (1, 3, H, W) linear RGB as developed, before any stage; ``reference``: the frame
+    after neutralize (before the cut-out); ``result``: the finished frame; ``light_known``: the
+    shoot gave the light (kelvin or a plate), so it was not estimated from the backdrop.
+    """
+    alpha = result.alpha if result.alpha is not None else torch.zeros_like(result.image[:, :1])
+    a = alpha[0, 0].float().cpu().numpy()
+    piece = a > 0.5
+    area = max(int(piece.sum()), 1)
+    m: dict[str, float] = {}
+    findings: list[Finding] = []
+    overlay = np.zeros_like(piece)
+    bd = _backdrop(reference.image, piece)
+    prob = _network(reference.image)
+
+    m["hole_suspect_area"], found, suspect = _holes(piece, bd, prob)
+    findings += found
+    overlay |= suspect
+
+    # opaque pixels that are the plain, unshaded backdrop
+    plain = (a > 0.9) & bd.plain
+    plain = cv2.morphologyEx(plain.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) > 0
+    blobs, _, _ = _components(plain, max(20, int(0.002 * area)))
+    m["piece_backdrop_share"] = sum(int(b.sum()) for b, _ in blobs) / area
+    findings += [Finding("backdrop_in_piece", _box(b)) for b, _ in sorted(blobs, key=lambda x: -x[0].sum())[:3]]
+    overlay |= np.any([b for b, _ in blobs], 0) if blobs else False
+
+    # the second cut-out, compared at the network's resolution (finer than that it cannot see)
+    h, w = piece.shape
+    s = NET_SIZE / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    a_small = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+    p_small = cv2.resize(prob, size, interpolation=cv2.INTER_AREA)
+    disagree, _, _ = _components(np.abs(a_small - p_small) > 0.5, 4)
+    m["cutout_disagreement"] = sum(int(d.sum()) for d, _ in disagree) / max(float((a_small > 0.5).sum()), 1.0)
+    for d, _ in sorted(disagree, key=lambda x: -x[0].sum())[:2]:
+        x0, y0, x1, y1 = _box(d)
+        findings.append(Finding("cutout_disagree", (int(x0 / s), int(y0 / s), int(x1 / s) + 1, int(y1 / s) + 1)))
+        overlay |= cv2.resize(d.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+
+    # shadow and reflection slabs: flat grey darkenings of the backdrop the network calls background
+    slab = piece & bd.explained & bd.flat & (bd.shade < 0.93) & (prob < 0.3)
+    slabs, _, _ = _components(slab, max(25, int(0.003 * area)))
+    m["shadow_slab_share"] = sum(int(b.sum()) for b, _ in slabs) / area
+    findings += [Finding("shadow_slab", _box(b)) for b, _ in sorted(slabs, key=lambda x: -x[0].sum())[:2]]
+    overlay |= np.any([b for b, _ in slabs], 0) if slabs else False
+
+    # parts apart from the piece must look like piece themselves
+    parts, _, stats = _components(piece, 10)
+    stray = 0
+    if len(parts) > 1:
+        biggest = max(int(p.sum()) for p, _ in parts)
+        for p, _ in parts:
+            if int(p.sum()) == biggest:
+                continue
+            if prob[p].mean() < 0.4 and (bd.explained & bd.flat)[p].mean() > 0.6:
+                stray += 1
+                findings.append(Finding("stray_part", _box(p)))
+                overlay |= p
+    m["stray_components"] = float(stray)
+
+    m.update(_colour_evidence(source, reference, result, piece, bd, light_known))
+    if m["cast_unverified"]:
+        findings.append(Finding("cast_unverified", (0, 0, w, h)))
+    if m["metal_implausible"]:
+        findings.append(Finding("metal_implausible", _box(piece) if piece.any() else (0, 0, w, h)))
+    return Evidence(m, findings, overlay)
+
+
+def _log_chroma(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.maximum(rgb, 1e-4)
+    return np.array([np.log(rgb[0] / rgb[1]), np.log(rgb[2] / rgb[1])])
+
+
+def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndarray) -> bool:
+    """A coloured backdrop in the source is either coloured light on a white sweep or coloured paper.
+    Light tints the whole piece, so even its most neutral bright parts (diamond facets, white-metal
+    highlights) carry the backdrop's colour; paper tints nothing on the piece. Each bright, unclipped
+    piece pixel is placed on the line from neutral (0) to the backdrop's colour (1) in log-chroma; when
+    the most neutral of them (5th percentile) sit nearer neutral than the backdrop, the backdrop's
+    colour is not the light's. True then, and when the piece shows too few bright pixels to tell."""
+    bg = _log_chroma(backdrop_rgb)
+    norm = float(bg @ bg)
+    if np.sqrt(norm) < CAST_LOG_CHROMA:
+        return False   # a near-neutral backdrop: the correction is small whatever it is
+    y = src @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    usable = (cv2.erode(piece.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & (src.max(2) < 0.95) & (y > 0.05)
+    if usable.sum() < 200:
+        return True
+    bright = np.maximum(src[usable & (y >= np.quantile(y[usable], 0.9))], 1e-4)
+    lc = np.stack([np.log(bright[:, 0] / bright[:, 1]), np.log(bright[:, 2] / bright[:, 1])], 1)
+    return bool(np.quantile(lc @ bg / norm, 0.05) < 0.5)
+
+
+def _colour_evidence(source: torch.Tensor, reference: Frame, result: Frame, piece: np.ndarray, bd: _Backdrop,
+                     light_known: bool) -> dict[str, float]:
+    m: dict[str, float] = {}
+    interior = cv2.erode(piece.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    src, ref = _hwc(source.clamp(0, 1)), _hwc(reference.image.clamp(0, 1))
+    if interior.any():
+        take = np.flatnonzero(interior.ravel())[:: max(1, int(interior.sum()) // 200_000)]
+        lab_s = rgb_to_lab(torch.from_numpy(src.reshape(-1, 3)[take].T[None, :, :, None].copy()))
+        lab_r = rgb_to_lab(torch.from_numpy(ref.reshape(-1, 3)[take].T[None, :, :, None].copy()))
+        m["neutralize_delta_e"] = float(delta_e2000(lab_s, lab_r).mean())
+    else:
+        m["neutralize_delta_e"] = 0.0
+    backdrop = bd.border & ~(cv2.dilate(piece.astype(np.uint8), np.ones((25, 25), np.uint8)) > 0)
+    bg_rgb = src[backdrop].mean(0) if backdrop.sum() > 64 else np.ones(3, np.float32)
+    lab_bg = _lab_mean(bg_rgb[None])
+    m["source_backdrop_chroma"] = float(np.hypot(lab_bg[0, 1], lab_bg[0, 2]))
+    m["cast_unverified"] = float(not light_known and _light_unconfirmed(src, piece, bg_rgb))
+    metal = result.masks.get("metal")
+    where = interior & (metal[0, 0].float().cpu().numpy() > 0.5) if metal is not None else interior
+    after = result.foreground if result.foreground is not None else result.image
+    if where.sum() >= 50:
+        rgb = _hwc(after.clamp(0, 1))[where][:: max(1, int(where.sum()) // 200_000)]
+        lab = _lab_mean(rgb)
+        chroma = np.hypot(lab[:, 1], lab[:, 2])
+        hue = np.degrees(np.arctan2((np.sin(np.arctan2(lab[:, 2], lab[:, 1])) * chroma).sum(),
+                                    (np.cos(np.arctan2(lab[:, 2], lab[:, 1])) * chroma).sum())) % 360
+        m["metal_chroma"], m["metal_hue"] = float(np.median(chroma)), float(hue)
+        m["metal_implausible"] = float(m["metal_chroma"] > 8 and not 25 <= hue <= 100)
+    else:
+        m["metal_chroma"], m["metal_hue"], m["metal_implausible"] = 0.0, 0.0, 0.0
+    return m
+
+
+def kept_findings(evidence: Evidence, rules) -> list[Finding]:
+    """The findings whose metric breaks one of ``rules`` (objects with column/min/max): what the reviewer is
+    shown. Findings under a metric no rule watches, or within bounds, are left out as noise."""
+    def broken(column: str) -> bool:
+        v = evidence.metrics.get(column)
+        return v is not None and any(
+            r.column == column and ((r.min is not None and v < r.min) or (r.max is not None and v > r.max))
+            for r in rules)
+    return [f for f in evidence.findings if broken(FINDING_METRIC[f.code])]

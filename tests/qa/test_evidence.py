@@ -1,0 +1,103 @@
+"""QA's independent evidence: a right cut-out passes, each kind of wrong one is seen where it is wrong."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from infra.presets import load_preset
+from models.simulator import render_scene
+from qa.evidence import FINDING_METRIC, FINDING_TEXT, Evidence, Finding, gather_evidence, kept_findings
+from tasks.frame import Frame
+
+
+def _scene(piece: str, background: str = "white_sweep", seed: int = 3, **kw):
+    rng = np.random.default_rng([seed, 77])
+    return render_scene(rng, (600, 400), piece=piece, background=background, defects=False, **kw)
+
+
+def _t(x: np.ndarray) -> torch.Tensor:
+    x = x if x.ndim == 3 else x[..., None]
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].float()
+
+
+def _evidence(scene, alpha: np.ndarray, *, metal=None, light_known: bool = False) -> Evidence:
+    image = _t(scene.clean)   # the neutral render stands in for the neutralized frame
+    a = _t(alpha.astype(np.float32))
+    result = Frame(image * a + (1 - a), alpha=a, foreground=image,
+                   masks={"metal": _t(metal if metal is not None else (scene.metal > 0.5).astype(np.float32))})
+    return gather_evidence(_t(scene.source), Frame(image), result, light_known=light_known)
+
+
+@pytest.fixture(scope="module")
+def band():
+    return _scene("band")
+
+
+def test_true_cutout_gives_no_evidence_against_it(band):
+    ev = _evidence(band, band.alpha)
+    m = ev.metrics
+    assert m["hole_suspect_area"] < 0.01 and m["piece_backdrop_share"] < 0.005
+    assert m["cutout_disagreement"] < 0.05 and m["shadow_slab_share"] < 0.005 and m["stray_components"] == 0
+    assert m["metal_implausible"] == 0
+    assert kept_findings(ev, load_preset("catalog").qa) == []
+
+
+def test_a_hole_cut_into_metal_is_not_the_backdrop(band):
+    solid = cv2.erode((band.alpha > 0.99).astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+    cy, cx = np.argwhere(solid)[len(np.argwhere(solid)) // 2]
+    alpha = band.alpha.copy()
+    cv2.circle(alpha, (int(cx), int(cy)), 6, 0.0, -1)
+    ev = _evidence(band, alpha)
+    hole_share = float((band.alpha > 0.5).sum() - (alpha > 0.5).sum()) / float((alpha > 0.5).sum())
+    assert ev.metrics["hole_suspect_area"] > 0.5 * hole_share
+    boxes = [f.box for f in ev.findings if f.code == "hole_not_backdrop"]
+    assert any(x0 <= cx <= x1 and y0 <= cy <= y1 for x0, y0, x1, y1 in boxes)
+    assert ev.overlay[cy, cx]
+
+
+def test_backdrop_kept_as_piece_is_seen(band):
+    piece = (band.alpha > 0.5).astype(np.uint8)
+    fringe = cv2.dilate(piece, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (15, 15)))
+    ev = _evidence(band, np.maximum(band.alpha, fringe.astype(np.float32)))
+    assert ev.metrics["piece_backdrop_share"] > 0.01
+    assert any(f.code == "backdrop_in_piece" for f in ev.findings)
+
+
+def test_a_stray_part_on_the_sweep_is_reported(band):
+    alpha = band.alpha.copy()
+    alpha[10:22, 10:22] = 1.0     # a patch of plain sweep in the corner
+    ev = _evidence(band, alpha)
+    assert ev.metrics["stray_components"] >= 1
+    assert any(f.code == "stray_part" and f.box[0] <= 12 <= f.box[2] for f in ev.findings)
+
+
+def test_metal_with_a_colour_no_metal_has_is_flagged(band):
+    scene = _scene("band")
+    blue = scene.clean * np.array([0.6, 0.8, 1.3], np.float32)   # white metal turned blue
+    scene.clean[:] = np.where(scene.alpha[..., None] > 0.5, np.clip(blue, 0, 1), scene.clean)
+    ev = _evidence(scene, scene.alpha)
+    assert ev.metrics["metal_chroma"] > 8 and ev.metrics["metal_implausible"] == 1
+
+
+def test_coloured_paper_is_told_from_coloured_light_by_the_highlights():
+    """Warm light tints everything, the diamonds too; beige paper tints only the backdrop."""
+    warm = np.array([1.0, 0.8, 0.5], np.float32)
+    light = _scene("pave", metal="yellow_gold", stone="diamond")
+    light.source[:] = light.source * warm
+    assert _evidence(light, light.alpha).metrics["cast_unverified"] == 0
+    paper = _scene("pave", metal="yellow_gold", stone="diamond")
+    backdrop = (1 - paper.alpha)[..., None]
+    paper.source[:] = paper.source * (paper.alpha[..., None] + backdrop * warm)
+    assert _evidence(paper, paper.alpha).metrics["cast_unverified"] == 1
+    assert _evidence(paper, paper.alpha, light_known=True).metrics["cast_unverified"] == 0
+
+
+def test_findings_shown_are_those_a_rule_fails_on():
+    ev = Evidence({"hole_suspect_area": 0.2, "stray_components": 0.0},
+                  [Finding("hole_not_backdrop", (1, 2, 3, 4)), Finding("stray_part", (0, 0, 1, 1))])
+    kept = kept_findings(ev, load_preset("catalog").qa)
+    assert [f.code for f in kept] == ["hole_not_backdrop"] and kept[0].text == FINDING_TEXT["hole_not_backdrop"]
+    assert set(FINDING_METRIC) == set(FINDING_TEXT)
