@@ -1,6 +1,6 @@
 """valworld: an independent "validation family" of studio jewelry photos with exact truth.
 
-    python bench/valworld.py OUT --images 24 --seed 9001 [--size 1200x800] [--family F] [--plate]
+    python bench/valworld.py OUT --images 24 --seed 9001 [--size 1200x800] [--family F] [--plate] [--setup shared]
     python bench/valworld.py OUT --images 24 --seed 1 --size 600x400 --sheet /tmp/valworld_sheet.png
 
 Used ONLY to grade Loupe (never to tune or train it).  Written from scratch, apart
@@ -25,6 +25,15 @@ Image ``k`` of shoot ``seed`` comes from ``SeedSequence([seed, 0x7A11D, k])``
 only (independent of the shoot size and of the simulator's seeds); its sensor
 noise and defects come from a child stream, and :func:`render_plate` re-renders
 the same draw without the piece and with independent noise.
+
+``setup="shared"`` (:func:`write_shoot`, ``--setup shared``): a studio shooting a collection with one
+setup.  :func:`shoot_setup` draws, once per shoot from ``SeedSequence([seed, 0x5E7A9, 0])``, the
+backdrop (family, albedo and texture, seam), the studio seen in reflections, the light (kelvin, tint,
+exposure, fall-off, vignette; shadow direction, relative length, strength, hard or soft) and the
+camera (ISO, JPEG quality, aperture and a fixed focus row); each image draws only its piece (kind,
+metal, stone, view, position, scale) from its own stream, as above.  ``acrylic_riser`` is not
+offered in shared mode (the block and its reflection are staged per piece).  Every image's meta
+carries ``"setup": "shared"`` and ``"setup_params"``; the plate is that setup's empty backdrop.
 """
 
 from __future__ import annotations
@@ -63,6 +72,11 @@ PAPERS = {"beige": (0.74, 0.63, 0.48), "cream": (0.86, 0.80, 0.64), "kraft": (0.
 D_PAVE, D_MILGRAIN, D_ENGRAVE, D_PRONG, D_CHAIN, D_BAIL, D_OPENWORK = 1, 2, 3, 4, 5, 6, 7
 SS = 2
 _SEED_TAG = 0x7A11D
+_SETUP_TAG = 0x5E7A9  # shared studio setup of a shoot (setup="shared")
+SETUPS = ("per_image", "shared")
+# families not offered with a shared setup: the acrylic block and its reflection are staged under
+# each piece (they would move with it), so a shared clean plate could not show them
+SHARED_EXCLUDED = ("acrylic_riser",)
 
 
 def _ss(e0, e1, x):
@@ -675,14 +689,110 @@ def _shift(a, dx, dy):
     return cv2.warpAffine(a, M, (a.shape[1], a.shape[0]), flags=cv2.INTER_LINEAR, borderValue=0)
 
 
+def _draw_light(rng, family, w, h, kelvin=None) -> dict:
+    """The light of a set (cast, exposure, fall-off, vignette, sweep seam) and its shadow's direction,
+    relative length, strength and softness; draws in a fixed order (the per-image order of old)."""
+    kelvin = float(rng.uniform(2800, 7500) if kelvin is None else (rng.uniform(0, 1), kelvin)[1])
+    duv = float(rng.uniform(-0.006, 0.006))
+    exposure = float(rng.uniform(0.25, 0.6) if family == "light_box" else rng.uniform(-0.35, 0.35))
+    hard = family != "light_box" and rng.random() < 0.4
+    falloff = float(rng.uniform(0.0, 0.3) if family == "light_box" else rng.uniform(0.1, 1.5))
+    radial = rng.random() < 0.4
+    vign = float(rng.uniform(0.0, 0.35))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if radial:
+        hx, hy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.0, 0.6) * h
+        t = np.clip(np.hypot(xx - hx, yy - hy) / math.hypot(w, h), 0, 1)
+        geo = {"hotspot": [float(hx), float(hy)]}
+    else:
+        th = math.radians(rng.uniform(45, 135))  # mostly top to bottom
+        p = (xx - w / 2) * math.cos(th) + (yy - h / 2) * math.sin(th)
+        t = (p - p.min()) / max(1e-6, p.max() - p.min())
+        geo = {"direction_deg": math.degrees(th)}
+    illum = np.power(2.0, -falloff * t)
+    r2 = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
+    illum *= 1 - vign * r2 ** 1.5
+    seam = None
+    if family in ("white_sweep", "grey_sweep", "paper", "acrylic_riser"):
+        s0, curv = rng.uniform(0.05, 0.55) * h, rng.uniform(-0.25, 0.25) * h / (w / 2) ** 2
+        sw, step = rng.uniform(0.04, 0.12) * h, rng.uniform(-0.18, 0.12)
+        ys_ = s0 + curv * (xx - w / 2) ** 2
+        illum *= 1 + step * _ss(-sw, sw, yy - ys_)
+        seam = {"y": float(s0), "step": float(step)}
+        geo.update(seam_curvature=float(curv), seam_width=float(sw))
+    sh_ang = math.radians(rng.uniform(20, 160))
+    sh_k = rng.uniform(0.03, 0.12) if hard else rng.uniform(0.02, 0.07)  # x the piece's size
+    sh_str = float(rng.uniform(0.3, 0.6) if hard else rng.uniform(0.2, 0.45))
+    sh_blur = rng.uniform(0.5, 1.2) if hard else rng.uniform(0.02, 0.05)  # px (hard) or x size (soft)
+    return {"kelvin": kelvin, "duv": duv, "exposure": exposure, "hard": hard, "falloff": falloff,
+            "radial": radial, "vign": vign, "illum": illum, "seam": seam, "geo": geo, "sh_ang": sh_ang,
+            "sh_k": sh_k, "sh_str": sh_str, "sh_blur": sh_blur}
+
+
+class ShootSetup:
+    """One studio setup shared by a whole shoot: backdrop (family, albedo with its texture, so
+    paper colour and fibres too), the studio seen in reflections, the light (cast, tint, exposure,
+    fall-off, vignette, sweep seam), the shadow's direction/length/strength/softness, and the
+    camera (ISO, JPEG quality, aperture and focus row).  ``params`` is its JSON-able record."""
+
+    def __init__(self, seed: int, size=(1200, 800), family=None, kelvin=None):
+        w, h = int(size[0]), int(size[1])
+        self.size = (w, h)
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SETUP_TAG, 0]))
+        fams = [f for f in FAMILIES if f not in SHARED_EXCLUDED]
+        if family in SHARED_EXCLUDED:
+            raise ValueError(f"family {family!r} is not available with a shared setup (the riser is staged "
+                             "per piece)")
+        self.family = _pick(rng, fams, [FAMILIES[f] for f in fams], family, "family")
+        self.bg, self.bg_meta = backdrop(rng, self.family, w, h)
+        self.studio = Studio(rng, self.bg.reshape(-1, 3).mean(0))
+        self.light = _draw_light(rng, self.family, w, h, kelvin)
+        self.dof = float(rng.uniform(0.6, 2.2)) if rng.random() < 0.5 else 0.0
+        self.focus_y = float(rng.uniform(0.3, 0.7) * h)
+        self.iso = int(ISOS[int(rng.integers(4))])
+        self.jpeg_quality = int(JPEG_QUALITIES[int(rng.integers(4))])
+        lt, st = self.light, self.studio
+        self.params = {
+            "seed": int(seed), "size": [w, h], "family": self.family, "backdrop": self.bg_meta,
+            "studio": {"tent": bool(st.tent), "dark": float(st.dark), "card": float(st.card),
+                       "boxes": [[float(v) for v in b] for b in st.boxes]},
+            "lighting": {"kelvin": lt["kelvin"], "tint": lt["duv"], "exposure": lt["exposure"],
+                         "falloff_stops": lt["falloff"], "falloff": "radial" if lt["radial"] else "linear",
+                         "vignette": lt["vign"], "seam": lt["seam"], **lt["geo"],
+                         "shadow": "hard" if lt["hard"] else "soft", "shadow_strength": lt["sh_str"],
+                         "shadow_angle_deg": math.degrees(lt["sh_ang"]), "shadow_length": float(lt["sh_k"]),
+                         "shadow_blur": float(lt["sh_blur"]),
+                         "gains": [float(g) for g in cast_gains(lt["kelvin"], lt["duv"])]},
+            "iso": self.iso, "jpeg_quality": self.jpeg_quality, "dof": self.dof, "focus_y": self.focus_y,
+        }
+
+
+def shoot_setup(seed: int, size=(1200, 800), family=None, kelvin=None) -> ShootSetup:
+    """The shared studio setup of shoot ``seed``: drawn from ``SeedSequence([seed, 0x5E7A9, 0])`` only;
+    ``family`` / ``kelvin`` force those draws (``acrylic_riser`` is not offered: see SHARED_EXCLUDED)."""
+    return ShootSetup(seed, size, family, kelvin)
+
+
 def render(seed: int, index: int, size=(1200, 800), family=None, piece=None, metal=None, *, kelvin=None,
-           _plate=False) -> Scene:
+           setup: "ShootSetup | None" = None, _plate=False) -> Scene:
     """Render image ``index`` of shoot ``seed`` (``size`` = (width, height)); ``family``, ``piece``,
-    ``metal`` and ``kelvin`` force those draws (every other draw stays as it was)."""
+    ``metal`` and ``kelvin`` force those draws (every other draw stays as it was).
+
+    ``setup`` (from :func:`shoot_setup`): take the backdrop, light, shadow direction/hardness and
+    camera from that shared studio setup; only the piece comes from this image's own draws
+    (``kelvin`` is then ignored: force it in :func:`shoot_setup`)."""
     w, h = int(size[0]), int(size[1])
     rng = image_rng(seed, index)
-    cam_rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SEED_TAG, int(index), 1 + int(_plate)]))
-    family = _pick(rng, list(FAMILIES), list(FAMILIES.values()), family, "family")
+    if setup is not None and _plate:  # the shoot's clean plate: its own noise, apart from every image
+        cam_rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SETUP_TAG, 2]))
+    else:
+        cam_rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SEED_TAG, int(index), 1 + int(_plate)]))
+    if setup is None:
+        family = _pick(rng, list(FAMILIES), list(FAMILIES.values()), family, "family")
+    else:
+        if family is not None and family != setup.family:
+            raise ValueError(f"family {family!r} differs from the shared setup's {setup.family!r}")
+        family = setup.family
     piece = _pick(rng, list(PIECES), [0.2, 0.2, 0.2, 0.2, 0.2], piece, "piece")
     mw = [v[1] for v in METALS.values()]
     if family in ("white_sweep", "light_box"):  # the hard case: white metal on white, common
@@ -692,8 +802,13 @@ def render(seed: int, index: int, size=(1200, 800), family=None, piece=None, met
     satin = rng.random() < 0.25
     view = str(rng.choice(["front", "three_quarter", "top", "side", "detail"]))
 
-    bg, bg_meta = backdrop(rng, family, w, h)
-    studio = Studio(rng, bg.reshape(-1, 3).mean(0))
+    if setup is None:
+        bg, bg_meta = backdrop(rng, family, w, h)
+        studio = Studio(rng, bg.reshape(-1, 3).mean(0))
+    else:
+        if (w, h) != setup.size:
+            raise ValueError(f"size {(w, h)} differs from the shared setup's {setup.size}")
+        bg, bg_meta, studio = setup.bg, setup.bg_meta, setup.studio
     mat = Material(METALS[metal][0], 0.45 if satin else 0.0, 0.35 if satin else 1.0)
 
     # where the piece goes (1x px): 15-50 % of the frame area
@@ -760,42 +875,20 @@ def render(seed: int, index: int, size=(1200, 800), family=None, piece=None, met
     ybot = int(ys.max()) if len(ys) else int(box[3])
     size_px = max(bw, bh)
 
-    # lighting
-    kelvin = float(rng.uniform(2800, 7500) if kelvin is None else (rng.uniform(0, 1), kelvin)[1])
-    duv = float(rng.uniform(-0.006, 0.006))
-    exposure = float(rng.uniform(0.25, 0.6) if family == "light_box" else rng.uniform(-0.35, 0.35))
-    hard = family != "light_box" and rng.random() < 0.4
-    falloff = float(rng.uniform(0.0, 0.3) if family == "light_box" else rng.uniform(0.1, 1.5))
-    radial = rng.random() < 0.4
-    vign = float(rng.uniform(0.0, 0.35))
+    # lighting (+ the shadow's direction and hardness): one consecutive block of draws
+    lt = _draw_light(rng, family, w, h, kelvin) if setup is None else setup.light
+    kelvin, duv, exposure, hard, falloff = lt["kelvin"], lt["duv"], lt["exposure"], lt["hard"], lt["falloff"]
+    radial, vign, illum, seam = lt["radial"], lt["vign"], lt["illum"], lt["seam"]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    if radial:
-        hx, hy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.0, 0.6) * h
-        t = np.clip(np.hypot(xx - hx, yy - hy) / math.hypot(w, h), 0, 1)
-    else:
-        th = math.radians(rng.uniform(45, 135))  # mostly top to bottom
-        p = (xx - w / 2) * math.cos(th) + (yy - h / 2) * math.sin(th)
-        t = (p - p.min()) / max(1e-6, p.max() - p.min())
-    illum = np.power(2.0, -falloff * t)
-    r2 = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
-    illum *= 1 - vign * r2 ** 1.5
-    seam = None
-    if family in ("white_sweep", "grey_sweep", "paper", "acrylic_riser"):
-        s0, curv = rng.uniform(0.05, 0.55) * h, rng.uniform(-0.25, 0.25) * h / (w / 2) ** 2
-        sw, step = rng.uniform(0.04, 0.12) * h, rng.uniform(-0.18, 0.12)
-        ys_ = s0 + curv * (xx - w / 2) ** 2
-        illum *= 1 + step * _ss(-sw, sw, yy - ys_)
-        seam = {"y": float(s0), "step": float(step)}
 
     # shadow: a darkening of the backdrop next to / below the piece
-    sh_ang = math.radians(rng.uniform(20, 160))
-    sh_len = size_px * (rng.uniform(0.03, 0.12) if hard else rng.uniform(0.02, 0.07))
-    sh_str = float(rng.uniform(0.3, 0.6) if hard else rng.uniform(0.2, 0.45))
+    sh_ang, sh_str = lt["sh_ang"], lt["sh_str"]
+    sh_len = size_px * lt["sh_k"]
     cast = _shift(alpha, sh_len * math.cos(sh_ang), sh_len * math.sin(sh_ang))
     if hard:
-        shadow = cv2.GaussianBlur(cast, (0, 0), rng.uniform(0.5, 1.2))
+        shadow = cv2.GaussianBlur(cast, (0, 0), lt["sh_blur"])
     else:
-        shadow = np.clip(1.4 * cv2.GaussianBlur(cast, (0, 0), size_px * rng.uniform(0.02, 0.05)), 0, 1)
+        shadow = np.clip(1.4 * cv2.GaussianBlur(cast, (0, 0), size_px * lt["sh_blur"]), 0, 1)
     shadow = np.clip(shadow + 0.5 * cv2.GaussianBlur(alpha, (0, 0), 1.5 + size_px * 0.004), 0, 1)
     # acrylic riser: block under the piece, its top mirrors the piece
     refl_a = np.zeros((h, w), np.float32)
@@ -832,9 +925,12 @@ def render(seed: int, index: int, size=(1200, 800), family=None, piece=None, met
         bgs[top_y:top_y + 1, ax0:ax1] *= 0.85
 
     # depth of field: blur grows away from the focus row (the piece)
-    dof = float(rng.uniform(0.6, 2.2)) if rng.random() < 0.5 else 0.0
-    if dof > 0:
+    if setup is None:
+        dof = float(rng.uniform(0.6, 2.2)) if rng.random() < 0.5 else 0.0
         fy = (box[1] + box[3]) / 2
+    else:  # a fixed camera: the focus plane (row) belongs to the setup, not to the piece
+        dof, fy = setup.dof, setup.focus_y
+    if dof > 0:
         sig = dof * np.clip(np.abs(yy - fy) / (0.5 * h), 0, 1)
         prgb, alpha, metal_w, bgs = (_blur_depth(x, sig, dof) for x in (prgb, alpha, metal_w, bgs))
         alpha = np.clip(alpha, 0, 1)
@@ -879,13 +975,13 @@ def render(seed: int, index: int, size=(1200, 800), family=None, piece=None, met
             drec.append({"kind": "lint", "xy": [float(pts[0][0]), float(pts[0][1])], "length": len(pts)})
         dark = float(cam_rng.uniform(0.03, 0.12))  # speck colour under this light
         radiance = radiance * (1 - occ[..., None]) + dark * occ[..., None]
-    iso = int(ISOS[int(rng.integers(4))])
+    iso = int(ISOS[int(rng.integers(4))]) if setup is None else setup.iso
     x = np.clip(radiance, 0, 1)
     full = 30000.0 * 100 / iso
     read = 0.0006 * math.sqrt(iso / 100)
     src = x + cam_rng.standard_normal(x.shape).astype(np.float32) * np.sqrt(x / full + read * read).astype(np.float32)
     source = np.clip(src, 0, 1).astype(np.float32)
-    jq = int(JPEG_QUALITIES[int(rng.integers(4))])
+    jq = int(JPEG_QUALITIES[int(rng.integers(4))]) if setup is None else setup.jpeg_quality
 
     meta = {
         "generator": GENERATOR, "family": family, "piece": piece, "metal": metal, "stone": stone, "view": view,
@@ -898,18 +994,29 @@ def render(seed: int, index: int, size=(1200, 800), family=None, piece=None, met
         "size": [w, h], "seed": int(seed), "index": int(index), "box": [float(v) for v in box],
         "defects": drec, "plate": bool(_plate), **extra,
     }
+    if setup is not None:
+        meta.update(setup="shared", setup_params=setup.params)
     return Scene(source=source, clean=clean, alpha=alpha.astype(np.float32), defects=defects, details=details,
                  metal=metal_w.astype(np.float32), meta=meta)
 
 
-def render_plate(seed: int, index: int, size=(1200, 800), family=None) -> Scene:
-    """The same scene's empty set (no piece, shadow or reflection); same light and camera, own noise."""
-    return render(seed, index, size, family=family, _plate=True)
+def render_plate(seed: int, index: int, size=(1200, 800), family=None, setup: ShootSetup | None = None) -> Scene:
+    """The same scene's empty set (no piece, shadow or reflection); same light and camera, own noise.
+    With ``setup``: the shoot's clean plate of that shared setup (noise apart from every image's)."""
+    return render(seed, index, size, family=family, setup=setup, _plate=True)
 
 
 def write_shoot(out_dir, images: int, seed: int, size=(1200, 800), formats=("jpg", "tif", "dng"), plate=False,
-                family=None, on_scene=None) -> list[Path]:
-    """Write ``images`` scenes as ``<SKU>_<view>.<ext>`` with truth under ``truth/<stem>/``."""
+                family=None, on_scene=None, setup="per_image") -> list[Path]:
+    """Write ``images`` scenes as ``<SKU>_<view>.<ext>`` with truth under ``truth/<stem>/``.
+
+    ``setup="per_image"`` (default): every image draws its own studio.  ``setup="shared"``: one
+    :func:`shoot_setup` (backdrop, light, shadow direction/hardness, camera) for every image, only
+    the piece changes; ``plate=True`` then writes that setup's empty backdrop as
+    ``<folder>_plate.<formats[0]>`` (same writer, JPEG quality and size as the images)."""
+    if setup not in SETUPS:
+        raise ValueError(f"setup must be one of {SETUPS}")
+    shared = shoot_setup(seed, size, family) if setup == "shared" else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     formats = tuple(formats)
@@ -918,7 +1025,7 @@ def write_shoot(out_dir, images: int, seed: int, size=(1200, 800), formats=("jpg
         raise ValueError(f"formats must be a non-empty subset of {tuple(WRITERS)}")
     paths = []
     for k in range(int(images)):
-        sc = render(seed, k, size, family=family)
+        sc = render(seed, k, size, family=family, setup=shared)
         fmt = formats[k % len(formats)]
         stem = f"V{1000 + k}_{sc.meta['view']}"
         path = out_dir / f"{stem}.{fmt}"
@@ -931,7 +1038,15 @@ def write_shoot(out_dir, images: int, seed: int, size=(1200, 800), formats=("jpg
         paths.append(path)
         if on_scene is not None:
             on_scene(sc)
-    if plate:
+    if plate and shared is not None:
+        pl = render_plate(seed, 0, size, setup=shared)
+        ext = formats[0]
+        p = out_dir / f"{out_dir.name}_plate.{ext}"
+        if ext == "jpg":
+            write_jpeg_q(p, pl.source, shared.jpeg_quality)
+        else:
+            WRITERS[ext](p, pl.source)
+    elif plate:
         pl = render_plate(seed, 0, size, family=family)
         ext = "jpg" if "jpg" in formats or "tif" not in formats else "tif"
         p = out_dir / f"{out_dir.name}_plate.{ext}"
@@ -964,11 +1079,13 @@ def main(argv=None):
     ap.add_argument("--size", default="1200x800")
     ap.add_argument("--family", choices=list(FAMILIES))
     ap.add_argument("--plate", action="store_true")
+    ap.add_argument("--setup", choices=SETUPS, default="per_image",
+                    help="shared: one studio setup (backdrop, light, camera) for the whole shoot")
     ap.add_argument("--sheet", type=Path, help="also write a contact sheet (sRGB, 4 columns) of the sources")
     a = ap.parse_args(argv)
     size = tuple(int(v) for v in a.size.lower().split("x"))
     srcs = []
-    paths = write_shoot(a.out, a.images, a.seed, size, plate=a.plate, family=a.family,
+    paths = write_shoot(a.out, a.images, a.seed, size, plate=a.plate, family=a.family, setup=a.setup,
                         on_scene=(lambda s: srcs.append(s.source)) if a.sheet else None)
     if a.sheet:
         sheet = contact_sheet(srcs)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.valworld import FAMILIES, PIECES, render, render_plate, write_shoot
+from bench.valworld import FAMILIES, PIECES, main, render, render_plate, shoot_setup, write_shoot
 
 SIZE = (300, 200)
 
@@ -142,3 +142,73 @@ def test_family_forcing_and_meta_json(fam):
     json.dumps(sc.meta)
     with pytest.raises(ValueError):
         render(2, 1, SIZE, family="beach")
+
+
+def _far(alphas, k=61):
+    far = np.ones(alphas[0].shape, bool)
+    for a in alphas:
+        far &= cv2.dilate((a > 0).astype(np.uint8), np.ones((k, k), np.uint8)) == 0
+    return far
+
+
+def test_shared_setup_same_backdrop_and_light_different_pieces():
+    for seed in (3, 7):
+        setup = shoot_setup(seed, SIZE)
+        scs = [render(seed, k, SIZE, setup=setup) for k in range(3)]
+        far = _far([sc.alpha for sc in scs])
+        assert far.mean() > 0.1
+        for sc in scs:
+            assert sc.meta["setup"] == "shared" and sc.meta["setup_params"] == scs[0].meta["setup_params"]
+            for key in ("family", "backdrop", "lighting", "iso", "jpeg_quality", "dof", "studio"):
+                assert sc.meta[key] == scs[0].meta[key], key
+            # backdrop-only pixels of the truth: the same set under the same light
+            assert np.abs(sc.clean[far] - scs[0].clean[far]).max() < 1e-4
+        assert sc.meta["family"] != "acrylic_riser"
+        # the pieces differ (position / kind / shape)
+        assert not np.array_equal(scs[0].alpha, scs[1].alpha) and not np.array_equal(scs[1].alpha, scs[2].alpha)
+        assert len({tuple(sc.meta["box"]) for sc in scs}) == 3
+        # the clean plate: same size, backdrop within noise of an image's source far from its piece
+        pl = render_plate(seed, 0, SIZE, setup=setup)
+        assert pl.source.shape == scs[0].source.shape and pl.alpha.max() == 0
+        assert pl.meta["setup_params"] == scs[0].meta["setup_params"]
+        for sc in scs:
+            ok = far & (sc.defects == 0)
+            assert np.median(np.abs(pl.source[ok] - sc.source[ok])) < 0.02
+            assert np.abs(pl.clean[ok] - sc.clean[ok]).max() < 1e-4
+            assert not np.array_equal(pl.source[ok], sc.source[ok])  # independent noise
+    # family forcing still works; one family per shoot; the riser is not offered
+    assert shoot_setup(5, SIZE, family="paper").family == "paper"
+    assert render(5, 1, SIZE, setup=shoot_setup(5, SIZE, family="desk")).meta["family"] == "desk"
+    with pytest.raises(ValueError):
+        shoot_setup(5, SIZE, family="acrylic_riser")
+    # per-image rendering is untouched by the shared mode's existence
+    assert "setup" not in render(3, 0, SIZE).meta
+
+
+def test_write_shoot_shared_with_plate(tmp_path):
+    from PIL import Image
+
+    from infra.imageio import read_source
+    from models.simulator.writers import read_truth
+
+    a = write_shoot(tmp_path / "s", 3, 13, size=SIZE, formats=("jpg", "tif"), plate=True, setup="shared")
+    b = write_shoot(tmp_path / "t", 2, 13, size=SIZE, formats=("jpg", "tif"), setup="shared")
+    for pa, pb in zip(a, b):  # image k does not depend on the shoot size
+        assert pa.name == pb.name and pa.read_bytes() == pb.read_bytes()
+    metas = [read_truth(p.parent / "truth" / p.stem)["meta"] for p in a]
+    assert all(m["setup"] == "shared" and m["setup_params"] == metas[0]["setup_params"] for m in metas)
+    plate = tmp_path / "s" / "s_plate.jpg"
+    assert sorted(p.name for p in (tmp_path / "s").glob("*_plate.*")) == ["s_plate.jpg"]
+    assert read_source(plate).pixels.shape[:2] == (200, 300)
+    with Image.open(plate) as im_p, Image.open(a[0]) as im_a:
+        assert im_p.size == im_a.size == SIZE
+        assert im_p.quantization == im_a.quantization  # the images' JPEG quality
+    # first format decides the plate's writer
+    write_shoot(tmp_path / "u", 1, 13, size=SIZE, formats=("tif", "jpg"), plate=True, setup="shared")
+    assert [p.name for p in (tmp_path / "u").glob("*_plate.*")] == ["u_plate.tif"]
+    with pytest.raises(ValueError):
+        write_shoot(tmp_path / "v", 1, 13, size=SIZE, setup="sometimes")
+    # CLI
+    main([str(tmp_path / "w"), "--images", "2", "--seed", "13", "--size", "300x200", "--setup", "shared", "--plate"])
+    assert (tmp_path / "w" / "w_plate.jpg").exists()
+    assert (tmp_path / "w" / a[0].name).read_bytes() == a[0].read_bytes()
