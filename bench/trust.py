@@ -11,6 +11,10 @@ The three sets (the validation discipline, README "Trust"):
   networks and QA thresholds were tuned on;
 - ``val``: ``bench/valworld.py``, an independent generator (its own pieces,
   lighting, materials, backdrops, camera and seeds) that nothing is ever tuned on;
+- ``studio``: the validation family as a studio shoots it: shoots of
+  ``STUDIO_SHOOT`` images sharing one setup (backdrop, light, camera), each
+  with its clean plate (``<shoot>_plate.jpg``) and its light in ``shoot.toml``
+  (``[stages.neutralize] kelvin``, what a grey card gives);
 - ``real``: the real photos in ``../shared/samples/jewelry`` (no colour truth;
   coarse hand-drawn masks for some), listed one by one for a person to look at.
 
@@ -60,7 +64,8 @@ from bench.quality import _disk, enclosed_background, mask_iou, thin_zone  # noq
 from tasks.color import delta_e2000, rgb_to_lab, srgb_to_linear  # noqa: E402
 
 SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
-SEEDS = {"train": 101, "val": 9001}
+SEEDS = {"train": 101, "val": 9001, "studio": 9100}
+STUDIO_SHOOT = 6
 RIGHT = {"iou": (">=", 0.95), "holes": (">=", 0.90), "thin": (">=", 0.90), "de_chroma": ("<=", 3.0),
          "lost": ("<=", 0.05)}
 VISIBLE = 0.10   # relative luminance departure a speck makes from its surroundings to count as visible
@@ -68,10 +73,13 @@ VISIBLE = 0.10   # relative luminance departure a speck makes from its surroundi
 
 # --- the three sets -----------------------------------------------------------------------
 def write_sets(root: Path, sets: list[str], images: int, size: tuple[int, int]) -> list[Path]:
-    """Write one shoot folder per set under ``root``; returns the folders."""
+    """Write the shoot folders of each set under ``root`` (``<set>`` or ``<set>-<k>``); returns them."""
     folders = []
     for name in sets:
         folder = root / name
+        if name == "studio":
+            folders += write_studio_shoots(root, images, size)
+            continue
         if name == "train":
             from models.simulator import synth_shoot
             synth_shoot(folder, images, SEEDS[name], size=size)
@@ -88,6 +96,25 @@ def write_sets(root: Path, sets: list[str], images: int, size: tuple[int, int]) 
                     shutil.copyfile(path, folder / path.name)
         folders.append(folder)
     return folders
+
+
+def write_studio_shoots(root: Path, images: int, size: tuple[int, int]) -> list[Path]:
+    """Shoots of one setup each, with a clean plate and the light in shoot.toml."""
+    from bench.valworld import write_shoot
+
+    folders = []
+    for k in range(max(1, images // STUDIO_SHOOT)):
+        folder = root / f"studio-{k + 1}"
+        write_shoot(folder, STUDIO_SHOOT, SEEDS["studio"] + k, size=size, setup="shared", plate=True)
+        light = json.loads(next((folder / "truth").glob("*/meta.json")).read_text())["lighting"]
+        tint = min(max(light["tint"], -0.03), 0.03)
+        (folder / "shoot.toml").write_text(f"[stages.neutralize]\nkelvin = {light['kelvin']:.0f}\ntint = {tint:.4f}\n")
+        folders.append(folder)
+    return folders
+
+
+def set_of(shoot: str) -> str:
+    return shoot.split("-")[0]
 
 
 def _is_mask(path: Path) -> bool:
@@ -260,14 +287,14 @@ def write_sheet(path: Path, out: Path, shoots: list[Path], table: pd.DataFrame, 
     rows = {(r["shoot"], r["source"]): r for r in Catalog.open(out / ".state").rows()}
     tiles = []
     for _, g in table[table["set"].isin(sets)].iterrows():
-        r = rows[(g["set"], g["source"])]
-        folder = next(f for f in shoots if f.name == g["set"])
+        r = rows[(g["shoot"], g["source"])]
+        folder = next(f for f in shoots if f.name == g["shoot"])
         exports, staged = json.loads(r["exports"] or "{}"), json.loads(r["staged"] or "{}")
         cutout = out / exports["cutout"] if "cutout" in exports else (Path(staged["cutout"]) if "cutout" in staged else None)
         truth_dir = folder / "truth" / Path(g["source"]).stem
         truth = read_truth(truth_dir) if truth_dir.is_dir() else None
         verdict = "" if pd.isna(g.get("right", float("nan"))) else ("right" if g["right"] else "WRONG")
-        label = f"{g['set']}/{g['source']}  {g['status']}  {verdict}  {g['reasons'] or ''}"[:70]
+        label = f"{g['shoot']}/{g['source']}  {g['status']}  {verdict}  {g['reasons'] or ''}"[:70]
         tiles.append(sheet_tile(folder / g["source"], cutout, truth, label))
     if tiles:
         width = max(t.shape[1] for t in tiles)
@@ -292,7 +319,8 @@ def grade(out: Path, shoots: list[Path]) -> pd.DataFrame:
     rows = []
     for r in Catalog.open(out / ".state").rows():
         folder = next(f for f in shoots if f.name == r["shoot"])
-        row = {"set": r["shoot"], "source": r["source"], "status": r["status"], "reasons": r["reasons"]}
+        row = {"set": set_of(r["shoot"]), "shoot": r["shoot"], "source": r["source"], "status": r["status"],
+               "reasons": r["reasons"]}
         exports, staged = json.loads(r["exports"] or "{}"), json.loads(r["staged"] or "{}")
         cutout = out / exports["cutout"] if "cutout" in exports else Path(staged.get("cutout", "/nonexistent"))
         truth_dir = folder / "truth" / Path(r["source"]).stem
@@ -367,14 +395,15 @@ def report(table: pd.DataFrame) -> str:
 def _sheets(args, table: pd.DataFrame, shoots: list[Path]) -> None:
     out = args.work / "out"
     if args.sheet:
-        write_sheet(args.sheet, out, shoots, table, ("train", "val"))
+        write_sheet(args.sheet, out, shoots, table, ("train", "val", "studio"))
     if args.real_sheet:
         write_sheet(args.real_sheet, out, shoots, table, ("real",))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sets", nargs="*", default=["train", "val", "real"], choices=["train", "val", "real"])
+    ap.add_argument("--sets", nargs="*", default=["train", "val", "studio", "real"],
+                    choices=["train", "val", "studio", "real"])
     ap.add_argument("--images", type=int, default=24, help="images per simulated set")
     ap.add_argument("--size", default="1200x800", help="WxH of the simulated sets")
     ap.add_argument("--preset", default="catalog")

@@ -66,11 +66,12 @@ def resolve_device(device: str) -> torch.device:
 
 def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
                   device: str = "auto", overrides: dict | None = None,
-                  sensor_dust: list[Spot] | None = None) -> Outcome:
+                  sensor_dust: list[Spot] | None = None, plate: Path | None = None) -> Outcome:
     """Process one source file; never raises for a bad file (returns ok=False).
 
     ``sensor_dust``: the shoot's sensor-dust spots (from the flow's survey of the whole
-    shoot), divided out right after ``develop``, before every stage.
+    shoot), divided out right after ``develop``, before every stage. ``plate``: the shoot's
+    clean plate (a frame of the empty backdrop), developed alike and handed to the stages.
     """
     t0 = time.perf_counter()
     try:
@@ -87,6 +88,8 @@ def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
         frame = develop(pixels, decoded.transfer, DevelopParams(**stages.get("develop", {})))
         spots = sensor_dust if sensor_dust and SensorDustParams(**stages.get("sensor_dust", {})).enabled else []
         frame = correct_sensor_dust(frame, spots)
+        if plate is not None:
+            frame = _with_plate(frame, plate, stages, spots, dev)
         params = stage_params({k: v for k, v in stages.items() if k not in SHOOT_LEVEL}, background)
         result, reference, timings = run_stages(frame, params, skip)
         metrics = compute_metrics(reference, result)
@@ -100,6 +103,21 @@ def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
     return Outcome(
         image_id, ok=True, metrics=metrics, flags=result.flags, notes=result.notes, timings=timings,
         seconds=time.perf_counter() - t0, staged=staged, size=(pixels.shape[-1], pixels.shape[-2]))
+
+
+def _with_plate(frame: Frame, plate: Path, stages: dict, spots: list[Spot], dev: torch.device) -> Frame:
+    """``frame`` with the shoot's clean plate developed like the image (same size and orientation
+    required; otherwise the image goes on without it, with a note)."""
+    try:
+        decoded = read_source(plate)
+    except UnreadableSource as exc:
+        return frame.noted(f"plate: {plate.name} unreadable ({exc}); backdrop fitted instead")
+    pixels = torch.from_numpy(decoded.pixels).permute(2, 0, 1)[None].to(dev)
+    if pixels.shape[-2:] != frame.image.shape[-2:]:
+        return frame.noted(f"plate: {plate.name} is {pixels.shape[-1]}x{pixels.shape[-2]}, the image "
+                           f"{frame.image.shape[-1]}x{frame.image.shape[-2]}; backdrop fitted instead")
+    developed = correct_sensor_dust(develop(pixels, decoded.transfer, DevelopParams(**stages.get("develop", {}))), spots)
+    return frame.replace(plate=developed.image).noted(f"plate: backdrop from {plate.name}")
 
 
 def sensor_dust_evidence(source: Path, params: SensorDustParams) -> np.ndarray | None:

@@ -152,7 +152,7 @@ def rerun_flow(state: str, out: Path, image_id: str, overrides: dict, who: str, 
         job = Job(src, row["view"])
         config = RunConfig(out=out, state=state, device=device, ray_address=ray_address)
         dust = survey_sensor_dust(shoot, [job], chosen, config)
-        outcomes = retouch([job], chosen, config, dust)
+        outcomes = retouch([job], chosen, config, dust, shoot.plate)
         # QA tables of a re-run go beside the shoot's, not over them: OUT/qa/<shoot>/reruns/<image_id>/
         verdicts = check(f"{shoot.shoot_id}/reruns/{image_id}", outcomes, chosen, out)
         counts = route(shoot.shoot_id, [job], outcomes, verdicts, catalog, out)

@@ -112,8 +112,8 @@ def survey_sensor_dust(shoot: Shoot, jobs: list[Job], preset: Preset, config: Ru
 
 @task(cache_policy=NONE)
 def retouch(jobs: list[Job], preset: Preset, config: RunConfig,
-            sensor_dust: dict[str, list[Spot]] | None = None) -> dict[str, Outcome]:
-    """Fan the images out over Ray, at most a few in flight per CPU/GPU."""
+            sensor_dust: dict[str, list[Spot]] | None = None, plate: Path | None = None) -> dict[str, Outcome]:
+    """Fan the images out over Ray, at most a few in flight per CPU/GPU (``plate``: the shoot's clean plate)."""
     import ray
 
     if not jobs:
@@ -132,7 +132,7 @@ def retouch(jobs: list[Job], preset: Preset, config: RunConfig,
             job = queue.pop(0)
             src = job.source
             ref = remote.remote(src.path, src.image_id, preset, staging_dir(config.out, src.shoot, src.image_id),
-                                device=device, sensor_dust=(sensor_dust or {}).get(src.image_id))
+                                device=device, sensor_dust=(sensor_dust or {}).get(src.image_id), plate=plate)
             pending[ref] = src
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
@@ -240,7 +240,9 @@ def run_shoots(shoot_dirs: list[Path], out: Path, preset: str = "catalog", state
         dust = survey_sensor_dust(shoot, jobs, chosen, config)
         if dust:
             logger.info("shoot %s: sensor dust: %d spots", shoot.shoot_id, max(map(len, dust.values())))
-        outcomes = retouch(jobs, chosen, config, dust)
+        if shoot.plate:
+            logger.info("shoot %s: clean plate %s", shoot.shoot_id, shoot.plate.name)
+        outcomes = retouch(jobs, chosen, config, dust, shoot.plate)
         verdicts = check(shoot.shoot_id, outcomes, chosen, out)
         counts = route(shoot.shoot_id, jobs, outcomes, verdicts, catalog, out)
         counts["skipped"] = len(shoot.sources) - len(jobs)

@@ -8,6 +8,10 @@
     kelvin = 3200                 # e.g. the light read off a grey card
     [sku]                         # file stem -> "SKU_view" when names do not follow it
     "IMG_0042" = "R1001_front"
+
+A file named ``<anything>_plate.<ext>`` is the shoot's clean plate: a frame of the
+empty backdrop, same camera position and light. It is not a source (never
+exported, no manifest row); the cut-out and QA take the backdrop from it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class Shoot:
     preset: str | None
     background: str | None
     stages: dict[str, dict] = field(default_factory=dict)
+    plate: Path | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -66,12 +71,15 @@ def read_shoot(folder: Path) -> Shoot:
     sidecar = folder / "shoot.toml"
     config = tomllib.loads(sidecar.read_text()) if sidecar.exists() else {}
     mapping = {str(k): str(v) for k, v in config.get("sku", {}).items()}
-    sources = []
+    sources, plates = [], []
     for path in sorted(folder.iterdir()):
         if not path.is_file() or path.name.startswith(".") or path.name == "shoot.toml":
+            continue
+        if path.stem.lower().endswith("_plate"):
+            plates.append(path)
             continue
         sku, view = sku_and_view(path.stem, mapping)
         sources.append(Source(folder.name, path, file_sha256(path), sku, view))
     return Shoot(folder.name, folder, tuple(sources), config.get("preset"), config.get("background"),
-                 config.get("stages", {}))
+                 config.get("stages", {}), plates[0] if plates else None)
 

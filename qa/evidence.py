@@ -6,7 +6,8 @@ paper as warm light, passes them. Here every check brings evidence the stage
 did not decide with:
 
 - **the backdrop seen through a hole**: every hole of the cut-out must look
-  like the backdrop (a smooth surface fitted to the frame, at most darkened
+  like the backdrop (the shoot's clean plate, or a smooth surface fitted to
+  the frame, at most darkened
   by a grey shadow, no texture); a face mirroring the sweep is brighter or
   darker in patches, carries engraving or highlights, and is not;
 - **piece pixels that are plain backdrop**: opaque mask pixels that match the
@@ -34,9 +35,9 @@ import numpy as np
 import torch
 
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
-from tasks.cutout import fit_backdrop
+from tasks.cutout import fit_backdrop, frame_border
 from tasks.frame import Frame
-from tasks.ops import resize
+from tasks.ops import gaussian_blur, resize
 
 EVIDENCE_DOCS = {
     "hole_suspect_area": "area of the cut-out's holes that do not look like the backdrop seen through them "
@@ -138,14 +139,18 @@ class _Backdrop:
     border: np.ndarray      # pixels the backdrop fit used
 
 
-def _backdrop(image: torch.Tensor, piece: np.ndarray) -> _Backdrop:
+def _backdrop(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None) -> _Backdrop:
+    """The backdrop is the shoot's clean plate when there is one, else a smooth surface fitted to the frame."""
     enc = linear_to_srgb(image.clamp(0, 1))
     h, w = enc.shape[-2:]
-    s = NET_SIZE / max(h, w)
-    small = resize(enc, (max(8, round(h * s)), max(8, round(w * s))))
-    back_small, used = fit_backdrop(small)
-    e, b = _hwc(enc), _hwc(resize(back_small, (h, w)).clamp(0, 1))
-    border = _hwc(resize(used, (h, w)))[..., 0] > 0.5
+    if plate is not None:
+        e, b = _hwc(enc), _hwc(linear_to_srgb(gaussian_blur(plate.clamp(0, 1), 1.0)))
+        border = _hwc(frame_border(h, w, enc.device).float())[..., 0] > 0.5
+    else:
+        s = NET_SIZE / max(h, w)
+        back_small, used = fit_backdrop(resize(enc, (max(8, round(h * s)), max(8, round(w * s)))))
+        e, b = _hwc(enc), _hwc(resize(back_small, (h, w)).clamp(0, 1))
+        border = _hwc(resize(used, (h, w)))[..., 0] > 0.5
     diff = e - b
     sigma = np.maximum(1.4826 * np.median(np.abs(diff[border]), 0), 2.5e-3) if border.sum() > 64 else np.full(3, 0.01)
     blur = lambda x, s_: cv2.GaussianBlur(x, (0, 0), s_)  # noqa: E731
@@ -206,7 +211,7 @@ def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, li
     m: dict[str, float] = {}
     findings: list[Finding] = []
     overlay = np.zeros_like(piece)
-    bd = _backdrop(reference.image, piece)
+    bd = _backdrop(reference.image, piece, reference.plate)
     prob = _network(reference.image)
 
     m["hole_suspect_area"], found, suspect = _holes(piece, bd, prob)

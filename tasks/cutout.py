@@ -16,6 +16,10 @@ shadow or a gap is what the edge is mixed with, and edge pixels are
 decontaminated: their colour becomes the estimated piece colour, so no
 backdrop fringe survives compositing onto white.
 
+With the shoot's clean plate (a frame of the empty backdrop, ``Frame.plate``)
+the plate is the backdrop: no surface is fitted, and even a desk's grain is
+known, so every backdrop takes the sweep path.
+
 Cluttered backdrops (desk, hand, fabric) do not fit a smooth surface. There
 a small segmentation network (``models/segnet``, trained on simulator
 composites) gives the piece's probability at ~384 px; the edge is refined at
@@ -68,15 +72,20 @@ def _design(h: int, w: int, device, dtype) -> torch.Tensor:
     return torch.stack([torch.ones_like(x), x, y, x * y, x * x, y * y], -1).reshape(-1, 6)
 
 
+def frame_border(h: int, w: int, device) -> torch.Tensor:
+    """(1, 1, H, W) bool: the frame's outer twelfth, where the backdrop is seen."""
+    border = torch.zeros((1, 1, h, w), dtype=torch.bool, device=device)
+    bw = max(2, min(h, w) // 12)
+    border[..., :bw, :], border[..., -bw:, :], border[..., :, :bw], border[..., :, -bw:] = True, True, True, True
+    return border
+
+
 def fit_backdrop(small: torch.Tensor, iterations: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """Robust quadratic surface per channel; returns (backdrop, backdrop mask) at ``small``'s size."""
     _, c, h, w = small.shape
     a = _design(h, w, small.device, small.dtype)
     target = small[0].reshape(c, -1).T
-    border = torch.zeros((h, w), dtype=torch.bool, device=small.device)
-    bw = max(2, min(h, w) // 12)
-    border[:bw], border[-bw:], border[:, :bw], border[:, -bw:] = True, True, True, True
-    use = border.reshape(-1)
+    use = frame_border(h, w, small.device).reshape(-1)
     for _ in range(iterations):
         coef = torch.linalg.lstsq(a[use], target[use]).solution
         resid = (target - a @ coef).abs().max(1).values
@@ -255,14 +264,21 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     scale = params.model_size / max(h, w)
     small_size = (max(8, round(h * scale)), max(8, round(w * scale)))
     enc = linear_to_srgb(image)  # thresholds in a perceptual scale
-    backdrop_small, bg_small = fit_backdrop(resize(enc, small_size))
-    backdrop = resize(backdrop_small, (h, w))
-
-    diff = (enc - backdrop).abs().amax(1, keepdim=True)
-    bg_ref = resize(bg_small, (h, w)) > 0.5
+    if frame.plate is not None:
+        # the studio's clean plate is the backdrop itself: fall-off, seams, paper texture, a desk's grain
+        backdrop = linear_to_srgb(gaussian_blur(frame.plate, 1.0))
+        diff = (enc - backdrop).abs().amax(1, keepdim=True)
+        border = frame_border(h, w, image.device)
+        bg_ref = border & (diff < 4 * 1.4826 * diff[border].median())
+        fit_error = 0.0
+    else:
+        backdrop_small, bg_small = fit_backdrop(resize(enc, small_size))
+        backdrop = resize(backdrop_small, (h, w))
+        diff = (enc - backdrop).abs().amax(1, keepdim=True)
+        bg_ref = resize(bg_small, (h, w)) > 0.5
+        residual = (resize(enc, small_size) - backdrop_small).abs().amax(1, keepdim=True)[bg_small > 0.5]
+        fit_error = float(residual.mean()) if residual.numel() else 1.0
     noise = 1.4826 * diff[bg_ref].median() if bg_ref.any() else diff.new_tensor(0.01)
-    residual = (resize(enc, small_size) - backdrop_small).abs().amax(1, keepdim=True)[bg_small > 0.5]
-    fit_error = float(residual.mean()) if residual.numel() else 1.0
     if params.method == "network" or (params.method == "auto" and fit_error > params.max_backdrop_residual):
         return _network_cut(frame, params, f"backdrop fit error {fit_error:.3f}")
     t_fg = max(params.fg_sigmas * float(noise), params.min_contrast)
@@ -290,7 +306,8 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     decontaminated = torch.where((alpha > 0) & (alpha < 1), fg_colour, image)
     piece = (alpha > 0.5).to(image.dtype)
     result = frame.replace(image=decontaminated, alpha=alpha).with_masks(piece=piece)
-    result = result.noted(f"cutout: backdrop noise {float(noise):.4f}, fit error {fit_error:.4f}, coverage {float(piece.mean()):.3f}")
+    model = "the clean plate" if frame.plate is not None else f"a smooth fit (error {fit_error:.4f})"
+    result = result.noted(f"cutout: backdrop from {model}, noise {float(noise):.4f}, coverage {float(piece.mean()):.3f}")
     if fit_error > params.max_backdrop_residual:
         result = result.flagged("mask_suspect", f"cutout: backdrop is not a smooth sweep (fit error {fit_error:.3f})")
     if not sure_fg.any():

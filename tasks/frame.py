@@ -26,6 +26,8 @@ class Frame:
     flags:  stable reason codes a stage raised instead of failing
             (e.g. ``cutout_uncertain``); QA turns them into review flags.
     notes:  human-readable lines explaining what each stage did.
+    plate:  (B, 3, H, W) the shoot's clean plate (the empty backdrop, same camera and light)
+            when the studio gave one; a stage that changes colour changes it alike.
     """
 
     image: torch.Tensor
@@ -34,11 +36,14 @@ class Frame:
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     flags: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    plate: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         check_shape(self.image, "image", channels=3)
         if self.alpha is not None:
             check_shape(self.alpha, "alpha", channels=1, like=self.image)
+        if self.plate is not None:
+            check_shape(self.plate, "plate", channels=3, like=self.image)
 
     def replace(self, **changes) -> "Frame":
         return dataclasses.replace(self, **changes)

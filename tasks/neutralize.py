@@ -91,6 +91,14 @@ def estimate_illuminant(image: torch.Tensor, params: NeutralizeParams) -> tuple[
     return white, kelvin, tint, float(dist[best])
 
 
+def _adapt(image: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    out = torch.einsum("ij,bjhw->bihw", m, image).clamp(0, 1)
+    # Clipped highlights carry no colour information: keep them white instead of
+    # turning them cyan or pink with the correction.
+    keep = ((image.amin(1, keepdim=True) - 0.95) / 0.04).clamp(0, 1)
+    return keep * image + (1 - keep) * out
+
+
 def neutralize(frame: Frame, params: NeutralizeParams) -> Frame:
     """Adapt the image from the estimated scene light to D65.
 
@@ -119,12 +127,8 @@ def neutralize(frame: Frame, params: NeutralizeParams) -> Frame:
     else:
         m = bradford_adaptation(white.double()).to(image.dtype)
         m = m * (white[1] / (m @ white)[1])  # keep green, as camera white balance does
-    out = torch.einsum("ij,bjhw->bihw", m, image).clamp(0, 1)
-    # Clipped highlights carry no colour information: keep them white instead of
-    # turning them cyan or pink with the correction.
-    keep = ((image.amin(1, keepdim=True) - 0.95) / 0.04).clamp(0, 1)
-    out = keep * image + (1 - keep) * out
-    result = frame.replace(image=out).noted(f"neutralize: light ~{kelvin:.0f} K, tint {tint:+.3f}")
+    result = frame.replace(image=_adapt(image, m), plate=None if frame.plate is None else _adapt(frame.plate, m))
+    result = result.noted(f"neutralize: light ~{kelvin:.0f} K, tint {tint:+.3f}")
     if off_locus > params.off_locus_flag:
         result = result.flagged(
             "cast_uncertain", f"neutralize: backdrop colour is {off_locus:.2f} off studio light; coloured backdrop?")

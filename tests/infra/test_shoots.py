@@ -21,3 +21,11 @@ def test_no_sidecar_means_no_overrides(tmp_path):
     shoot = read_shoot(tmp_path)
     assert shoot.preset is None and shoot.background is None and shoot.stages == {}
     assert [(s.sku, s.view) for s in shoot.sources] == [("E2001", "main")]
+
+
+def test_a_clean_plate_is_the_shoots_backdrop_not_a_source(tmp_path):
+    (tmp_path / "R1001_front.jpg").write_bytes(b"x")
+    (tmp_path / "studio-b_plate.JPG").write_bytes(b"y")
+    shoot = read_shoot(tmp_path)
+    assert [s.path.name for s in shoot.sources] == ["R1001_front.jpg"]
+    assert shoot.plate == tmp_path / "studio-b_plate.JPG"

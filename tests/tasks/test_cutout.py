@@ -195,3 +195,34 @@ def test_network_vetoes_contact_shadows():
     with_check, without = false_piece(True), false_piece(False)
     # measured: 0.057 vs 0.146 of the band's area wrongly taken as piece
     assert with_check <= 0.6 * without, (with_check, without)
+
+
+def _ring_on_wood(seed: int, with_piece: bool = True) -> tuple[torch.Tensor, np.ndarray]:
+    """A grey-gold ring on a wood-like grain (not a smooth sweep), linear RGB; noise drawn from ``seed``."""
+    h, w = 240, 360
+    grain = np.random.default_rng(0).standard_normal((h, 12)).astype(np.float32)
+    grain = cv2.resize(grain, (w, h), interpolation=cv2.INTER_CUBIC)[..., None]
+    wood = np.clip(np.array([0.30, 0.18, 0.09], np.float32) * (1 + 0.25 * grain), 0, 1)
+    alpha = np.zeros((h, w), np.float32)
+    cv2.circle(alpha, (180, 120), 70, 1.0, 14, lineType=cv2.LINE_AA)
+    alpha = alpha if with_piece else np.zeros_like(alpha)
+    image = wood * (1 - alpha[..., None]) + np.array([0.75, 0.62, 0.35], np.float32) * alpha[..., None]
+    image += np.random.default_rng(seed).normal(0, 0.004, image.shape).astype(np.float32)
+    return torch.from_numpy(np.clip(image, 0, 1).transpose(2, 0, 1).copy())[None], alpha
+
+
+def test_a_clean_plate_makes_a_textured_backdrop_exact():
+    image, truth = _ring_on_wood(1)
+    plate, _ = _ring_on_wood(2, with_piece=False)
+    with_plate = cut_out(Frame(image, plate=plate), CutoutParams())
+    without = cut_out(Frame(image), CutoutParams())
+
+    def iou(frame):
+        a, g = frame.alpha[0, 0].numpy() > 0.5, truth > 0.5
+        return float((a & g).sum() / (a | g).sum())
+
+    assert "backdrop from the clean plate" in " ".join(with_plate.notes)
+    assert iou(with_plate) >= 0.95 and iou(with_plate) > iou(without) + 0.05, (iou(with_plate), iou(without))
+    hole = np.zeros_like(truth, bool)
+    cv2.circle(hole.view(np.uint8), (180, 120), 50, 1, -1)
+    assert (with_plate.alpha[0, 0].numpy()[hole] < 0.5).mean() > 0.99     # the ring's interior stays open

@@ -135,3 +135,12 @@ def test_textured_desk_is_no_white_reference():
     assert torch.equal(out.image, frame.image)
     told = neutralize(frame, NeutralizeParams(kelvin=scene.meta["illuminant"]["kelvin"]))
     assert "cast_uncertain" not in told.flags and not torch.equal(told.image, frame.image)
+
+
+def test_the_clean_plate_is_corrected_with_the_image():
+    cast = torch.tensor([1.25, 1.0, 0.7]).view(1, 3, 1, 1)
+    image = torch.full((1, 3, 64, 64), 0.6) * cast
+    plate = torch.full((1, 3, 64, 64), 0.55) * cast
+    out = neutralize(Frame(image, plate=plate), NeutralizeParams())
+    assert torch.allclose(out.plate / out.plate.mean(1, keepdim=True), torch.ones_like(out.plate), atol=0.03)
+    assert torch.allclose(out.plate * 0.6 / 0.55, out.image, atol=1e-5)
