@@ -93,8 +93,10 @@ def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
         params = stage_params({k: v for k, v in stages.items() if k not in SHOOT_LEVEL}, background)
         result, reference, timings = run_stages(frame, params, skip)
         metrics = compute_metrics(reference, result)
-        evidence = gather_evidence(frame.image, reference, result,
-                                   light_known=params["neutralize"].kelvin is not None)
+        light_known = params["neutralize"].kelvin is not None
+        if light_known:   # the backdrop keeps its own colour (coloured paper): it is no residual cast
+            metrics.update(background_a=0.0, background_b=0.0, background_cast=0.0)
+        evidence = gather_evidence(frame.image, reference, result, light_known=light_known)
         metrics.update(evidence.metrics)
         metrics["sensor_dust_spots"] = float(len(spots))
         metrics["upscale"] = _upscale(result, preset)

@@ -89,7 +89,8 @@ EXPLAINED_SIGMAS = 4.0    # colour a grey shade of the backdrop cannot explain, 
 FIT_FLOOR = 0.012         # sRGB: below this a departure from the fitted backdrop is the fit's, not the scene's
 TEXTURE_SIGMAS = 4.0      # high-pass |departure| that is texture (engraving, highlights), not noise
 HOLE_BACKDROP_SHARE = 0.6 # a hole is backdrop when this share of its core is explained and flat
-CAST_LOG_CHROMA = 0.06    # log-chroma of the source backdrop above which an estimated light needs confirming
+CAST_LOG_CHROMA = 0.10    # log-chroma of the source backdrop above which an estimated light needs confirming
+STRONG_LOG_CHROMA = 0.25  # above this, a piece with no neutral parts to confirm the light goes to review
 NET_SIZE = 384
 
 
@@ -275,11 +276,12 @@ def _log_chroma(rgb: np.ndarray) -> np.ndarray:
 
 def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndarray) -> bool:
     """A coloured backdrop in the source is either coloured light on a white sweep or coloured paper.
-    Light tints the whole piece, so even its most neutral bright parts (diamond facets, white-metal
-    highlights) carry the backdrop's colour; paper tints nothing on the piece. Each bright, unclipped
-    piece pixel is placed on the line from neutral (0) to the backdrop's colour (1) in log-chroma; when
-    the most neutral of them (5th percentile) sit nearer neutral than the backdrop, the backdrop's
-    colour is not the light's. True then, and when the piece shows too few bright pixels to tell."""
+    Light tints the whole piece, so its neutral parts (diamond facets, white-metal highlights) carry
+    the backdrop's colour; paper tints nothing on the piece. The piece's bright, unclipped pixels
+    that lie near the line from neutral (0) to the backdrop's colour (1) in log-chroma are its
+    candidate neutral parts (gold and coloured stones lie off it); their median position says
+    which it is. True when they sit nearer neutral, or when a strongly coloured backdrop finds no
+    neutral parts on the piece to confirm it."""
     bg = _log_chroma(backdrop_rgb)
     norm = float(bg @ bg)
     if np.sqrt(norm) < CAST_LOG_CHROMA:
@@ -290,7 +292,12 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
         return True
     bright = np.maximum(src[usable & (y >= np.quantile(y[usable], 0.9))], 1e-4)
     lc = np.stack([np.log(bright[:, 0] / bright[:, 1]), np.log(bright[:, 2] / bright[:, 1])], 1)
-    return bool(np.quantile(lc @ bg / norm, 0.05) < 0.5)
+    t = np.clip(lc @ bg / norm, -0.25, 1.25)
+    off_line = np.hypot(*(lc - t[:, None] * bg).T)
+    anchors = t[off_line < max(0.05, 0.25 * np.sqrt(norm))]
+    if len(anchors) < max(30, 0.02 * len(t)):
+        return bool(np.sqrt(norm) > STRONG_LOG_CHROMA)   # nothing neutral to confirm a strong colour with
+    return bool(np.median(anchors) < 0.5)
 
 
 def _colour_evidence(source: torch.Tensor, reference: Frame, result: Frame, piece: np.ndarray, bd: _Backdrop,

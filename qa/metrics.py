@@ -32,7 +32,8 @@ METRIC_DOCS = {
                        "(masks['metal'] from shine, piece interior); 0 when the image has no metal",
     "hue_shift_stone": "the same on the stones (masks['stones'] from gems); 0 when there are none",
     "background_a": "mean CIELAB a* of the neutralized input's backdrop (alpha < 0.01, > 12 px from the piece): "
-                    "residual green(-)/magenta(+) cast neutralize left; 0 = neutral",
+                    "residual green(-)/magenta(+) cast neutralize left; 0 = neutral; 0 when the shoot gives its "
+                    "light (kelvin): the backdrop then keeps its own colour, no cast (set by the flow)",
     "background_b": "mean CIELAB b* of the same: residual blue(-)/yellow(+) cast; 0 = neutral",
     "background_cast": "hypot(background_a, background_b): the residual cast's chroma",
     "thin_retention": "share of the input's thin structures (luminance top-hat, radius 3 px, within 12 px of the piece; "
