@@ -52,6 +52,8 @@ class CutoutParams(BaseModel):
     hole_plain_share: float = Field(0.3, ge=0, le=1, description="an enclosed region is a hole when this share of it shows the plain backdrop")
     min_patch: float = Field(0.005, ge=0, description="smallest enclosed region (fraction of the piece's area) that may be filled as metal")
     min_patch_frame: float = Field(3e-4, ge=0, description="and at least this fraction of the frame")
+    pinhole_frame: float = Field(4e-5, ge=0, description="holes up to this fraction of the frame whose colour is "
+                                 "nearer the metal around them than the backdrop are highlights, not holes")
     network_checks: bool = Field(True, description="ask the network about shadows and enclosed regions on sweeps")
     deepest_shadow: float = Field(0.3, gt=0, le=1, description="darkest a shadow makes the backdrop (linear ratio)")
     shadow_p: float = Field(0.25, gt=0, lt=1, description="a grey darkening the network gives less than this piece probability is a shadow")
@@ -205,6 +207,34 @@ def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, prob: np.ndarray |
     return mask | fill[labels].astype(np.uint8)
 
 
+def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_area: int) -> np.ndarray:
+    """Fill small holes whose colour continues the surface around them.
+
+    A highlight on white metal can come within the noise of a white sweep and drop out as
+    a pinhole, but it is nearer in colour to the metal ringing it than to the backdrop.
+    A real small hole (a link's gap, an eyelet) shows the backdrop, unlike the wire around it.
+    ``enc``/``backdrop``: (H, W, 3) sRGB image and backdrop model.
+    """
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - mask, connectivity=4)
+    kernel = np.ones((5, 5), np.uint8)
+    out = mask.copy()
+    for k in range(1, n):
+        x, y, w, h, area = stats[k]
+        if area > max_area or x == 0 or y == 0 or x + w >= mask.shape[1] or y + h >= mask.shape[0]:
+            continue
+        y0, y1, x0, x1 = max(0, y - 2), y + h + 2, max(0, x - 2), x + w + 2
+        hole = labels[y0:y1, x0:x1] == k
+        ring = (cv2.dilate(hole.astype(np.uint8), kernel) > 0) & ~hole & (mask[y0:y1, x0:x1] > 0)
+        if ring.sum() < 4:
+            continue
+        colour = enc[y0:y1, x0:x1][hole].mean(0)
+        to_ring = np.abs(colour - enc[y0:y1, x0:x1][ring].mean(0)).max()
+        to_backdrop = np.abs(colour - backdrop[y0:y1, x0:x1][hole].mean(0)).max()
+        if to_ring < to_backdrop:
+            out[y0:y1, x0:x1][hole] = 1
+    return out
+
+
 def _robust_sigma(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-channel noise (1.4826 x median absolute value) of ``x`` over ``mask`` -> (1, C, 1, 1)."""
     vals = x[0][:, mask[0, 0]]
@@ -296,6 +326,8 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
         core = _drop_shadows(enc, sigma, shade, z_smooth, core, prob, params)
     core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
+    core = _fill_pinholes(core, enc[0].permute(1, 2, 0).cpu().numpy(), backdrop[0].permute(1, 2, 0).cpu().numpy(),
+                          int(params.pinhole_frame * h * w))
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     sure_bg = (diff < t_bg).to(image.dtype) * (1 - sure_fg)
 
