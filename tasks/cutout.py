@@ -208,11 +208,12 @@ def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, prob: np.ndarray |
 
 
 def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_area: int) -> np.ndarray:
-    """Fill small holes whose colour continues the surface around them.
+    """Fill small holes in a highlight: at most half as far in colour from the metal ringing
+    them as from the backdrop.
 
     A highlight on white metal can come within the noise of a white sweep and drop out as
-    a pinhole, but it is nearer in colour to the metal ringing it than to the backdrop.
-    A real small hole (a link's gap, an eyelet) shows the backdrop, unlike the wire around it.
+    a pinhole. A real small hole (a link's gap, an eyelet) shows the backdrop, unlike the wire
+    around it, and lies in the piece's shade.
     ``enc``/``backdrop``: (H, W, 3) sRGB image and backdrop model.
     """
     n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - mask, connectivity=4)
@@ -227,10 +228,11 @@ def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_
         ring = (cv2.dilate(hole.astype(np.uint8), kernel) > 0) & ~hole & (mask[y0:y1, x0:x1] > 0)
         if ring.sum() < 4:
             continue
-        colour = enc[y0:y1, x0:x1][hole].mean(0)
-        to_ring = np.abs(colour - enc[y0:y1, x0:x1][ring].mean(0)).max()
-        to_backdrop = np.abs(colour - backdrop[y0:y1, x0:x1][hole].mean(0)).max()
-        if to_ring < to_backdrop:
+        colour, around = enc[y0:y1, x0:x1][hole].mean(0), enc[y0:y1, x0:x1][ring].mean(0)
+        behind = backdrop[y0:y1, x0:x1][hole].mean(0)
+        # a dropout in a highlight matches the metal around it far better than the backdrop;
+        # a link's gap (the sweep in the chain's shade) is no closer to the wire than to the sweep
+        if np.abs(colour - around).max() < 0.5 * np.abs(colour - behind).max():
             out[y0:y1, x0:x1][hole] = 1
     return out
 
