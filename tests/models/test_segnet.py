@@ -13,7 +13,7 @@ from models.simulator import linear_to_srgb, render_scene
 # and from validation (default_rng([2024, b, i])).
 TEST_SEEDS = [(31337, i) for i in range(5)]
 # mean IoU measured on these scenes with the shipped weights (see TRAINING.md), minus a margin
-MEASURED_IOU = 0.903
+MEASURED_IOU = 0.895
 IOU_BAR = MEASURED_IOU - 0.05
 
 
