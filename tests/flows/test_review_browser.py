@@ -237,6 +237,7 @@ def test_a_hundred_images_cleared_from_the_keyboard(hundred):
             current = page.url
             page.keyboard.press("a")                        # approve; the next image opens
             page.wait_for_function("u => location.href !== u", arg=current)
+            page.wait_for_load_state("load")                # a key pressed before it lands on the old page
         seconds = time.perf_counter() - t0
         browser.close()
     catalog = Catalog.open(out / ".state")

@@ -38,7 +38,7 @@
       for (const [k, v] of [["csrf", $("meta[name=csrf]").content], ["ctx", $("#batch input[name=ctx]").value]]) {
         const i = document.createElement("input"); i.type = "hidden"; i.name = k; i.value = v; f.appendChild(i);
       }
-      document.body.appendChild(f); f.submit();
+      document.body.appendChild(f); leaving = true; f.submit();
     },
     A: () => submit($("#batch")),
     f: () => { const s = $("#filters select"); if (s) s.focus(); },
@@ -267,7 +267,11 @@
 
   const keys = {queue, image}[page] || {};
   if (page === "queue") mark();
+  // once a decision is on its way, keys wait for the next page (a second "a" would hit this image again)
+  let leaving = false;
+  document.addEventListener("submit", () => { leaving = true; });
   document.addEventListener("keydown", (e) => {
+    if (leaving) { e.preventDefault(); return; }
     if (e.key === "Escape") { if (document.activeElement) document.activeElement.blur(); help.hidden = true; return; }
     if (e.ctrlKey || e.metaKey || e.altKey || typing(e.target)) return;
     if (e.target.tagName === "INPUT" && e.key === " ") return;   // Space ticks a focused checkbox
