@@ -55,8 +55,7 @@ EVIDENCE_DOCS = {
     "source_backdrop_chroma": "CIELAB chroma of the backdrop in the source: how coloured the light + backdrop were",
     "cast_unverified": "1 when the light was estimated from a backdrop that was coloured in the source and the "
                        "piece's most neutral bright parts (which a coloured light tints, coloured paper does not) "
-                       "sit nearer neutral than the backdrop's colour, or the piece has none to tell; 0 with a "
-                       "known light",
+                       "sit nearer neutral than the backdrop's colour; 0 with a known light or plate",
     "metal_chroma": "median CIELAB chroma of the finished metal",
     "metal_hue": "chroma-weighted mean CIELAB hue (degrees) of the finished metal",
     "metal_implausible": "1 when the finished metal is coloured (chroma > 8) with a hue no gold or white metal has "
@@ -91,6 +90,7 @@ FIT_FLOOR = 0.012         # sRGB: below this a departure from the fitted backdro
 TEXTURE_SIGMAS = 4.0      # high-pass |departure| that is texture (engraving, highlights), not noise
 HOLE_BACKDROP_SHARE = 0.6 # a hole is backdrop when this share of its core is explained and flat
 CAST_LOG_CHROMA = 0.10    # log-chroma of the source backdrop above which an estimated light needs confirming
+STRONG_LOG_CHROMA = 0.25  # above this, a piece with no neutral parts to confirm the light goes to review
 NET_SIZE = 384
 
 
@@ -280,8 +280,8 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
     the backdrop's colour; paper tints nothing on the piece. The piece's bright, unclipped pixels
     that lie near the line from neutral (0) to the backdrop's colour (1) in log-chroma are its
     candidate neutral parts (gold and coloured stones lie off it); their median position says
-    which it is. True when they sit nearer neutral, or when the piece has no neutral parts to
-    confirm the light with (a plain gold piece on a coloured backdrop)."""
+    which it is. True when they sit nearer neutral, or when a strongly coloured backdrop finds no
+    neutral parts on the piece to confirm it."""
     bg = _log_chroma(backdrop_rgb)
     norm = float(bg @ bg)
     if np.sqrt(norm) < CAST_LOG_CHROMA:
@@ -296,7 +296,7 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
     off_line = np.hypot(*(lc - t[:, None] * bg).T)
     anchors = t[off_line < max(0.05, 0.25 * np.sqrt(norm))]
     if len(anchors) < max(30, 0.02 * len(t)):
-        return True   # nothing neutral on the piece to confirm the light with: when unsure, a person looks
+        return bool(np.sqrt(norm) > STRONG_LOG_CHROMA)   # nothing neutral to confirm a strong colour with
     return bool(np.median(anchors) < 0.5)
 
 
