@@ -186,15 +186,18 @@ def _holes(piece: np.ndarray, bd: _Backdrop, prob: np.ndarray) -> tuple[float, l
     for k in range(1, n):
         if k in border or stats[k, cv2.CC_STAT_AREA] < 25:
             continue
-        hole = lab == k
+        x, y, w, h = stats[k, :4]
+        # each hole looked at in its own box, 2 px wider than the erosion reaches
+        win = (slice(max(0, y - 2), y + h + 2), slice(max(0, x - 2), x + w + 2))
+        hole = lab[win] == k
         core = cv2.erode(hole.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0   # the mixed rim is the edge's
         if core.sum() < 10:
             continue
-        backdrop_like = float((bd.explained & bd.flat)[core].mean())
-        if backdrop_like < HOLE_BACKDROP_SHARE or float(prob[core].mean()) > 0.5:
+        backdrop_like = float((bd.explained[win] & bd.flat[win])[core].mean())
+        if backdrop_like < HOLE_BACKDROP_SHARE or float(prob[win][core].mean()) > 0.5:
             bad += int(hole.sum())
-            suspect |= hole
-            findings.append(Finding("hole_not_backdrop", _box(hole)))
+            suspect[win] |= hole
+            findings.append(Finding("hole_not_backdrop", (int(x), int(y), int(x + w), int(y + h))))
     return bad / area, findings, suspect
 
 
