@@ -60,8 +60,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.quality import _disk, enclosed_background, mask_iou, thin_zone  # noqa: E402
-from tasks.color import delta_e2000, rgb_to_lab, srgb_to_linear  # noqa: E402
+from bench.quality import _disk, _lab, enclosed_background, mask_iou  # noqa: E402
+from tasks.color import delta_e2000, srgb_to_linear  # noqa: E402
 
 SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
 SEEDS = {"train": 101, "val": 9001, "studio": 9100}
@@ -141,10 +141,6 @@ def read_cutout(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return rgb, bgra[..., 3].astype(np.float32) / scale
 
 
-def _lab(rgb: np.ndarray) -> torch.Tensor:
-    return rgb_to_lab(torch.from_numpy(np.ascontiguousarray(rgb.T.reshape(3, -1, 1)))[None].float())
-
-
 def chroma_delta_e(out: np.ndarray, truth: np.ndarray, where: np.ndarray) -> float:
     """Mean CIEDE2000 over ``where`` after each output pixel is scaled to the truth's luminance.
 
@@ -157,7 +153,7 @@ def chroma_delta_e(out: np.ndarray, truth: np.ndarray, where: np.ndarray) -> flo
         return float("nan")
     o, t = out[where], truth[where]
     o = o * ((t @ w) / np.maximum(o @ w, 1e-6))[:, None]
-    return float(delta_e2000(_lab(np.clip(o, 0, 1)), _lab(t)).mean())
+    return float(delta_e2000(_lab(np.clip(o, 0, 1)[:, None]), _lab(t[:, None])).mean())   # (N, 1, 3) images
 
 
 def _y(rgb: np.ndarray) -> np.ndarray:
