@@ -15,6 +15,9 @@ did not decide with:
   stones filled with backdrop);
 - **a second cut-out**: the segmentation network, asked about the whole
   scene, must agree with the final mask at its own resolution;
+- **the source's own edges**: the cut-out's outline must run along an edge
+  of the source; where the photo shows none, the outline follows a shadow's
+  fade, a face mirroring the sweep, or swallows a chain's link gaps;
 - **shadow slabs and stray parts**: opaque regions that are only a grey,
   flat darkening of the backdrop and that the network calls background;
   mask components apart from the piece that do not look like piece;
@@ -46,6 +49,8 @@ EVIDENCE_DOCS = {
                             "(fringes, filled link loops or gaps between stones), per piece area",
     "cutout_disagreement": "area where the segmentation network and the final mask disagree by more than 0.5, "
                            "at the network's resolution, per piece area",
+    "edge_unsupported": "share of the cut-out's outline where the source shows no edge (gradient on a 1 px "
+                        "Gaussian below 4 noise sigmas within 1 px)",
     "shadow_slab_share": "opaque piece pixels that are only a flat grey darkening of the backdrop and that the "
                          "network calls background (contact shadows, reflections), per piece area",
     "stray_components": "mask components apart from the largest that neither the network nor their colour "
@@ -55,7 +60,8 @@ EVIDENCE_DOCS = {
     "source_backdrop_chroma": "CIELAB chroma of the backdrop in the source: how coloured the light + backdrop were",
     "cast_unverified": "1 when the light was estimated from a backdrop that was coloured in the source and the "
                        "piece's most neutral bright parts (which a coloured light tints, coloured paper does not) "
-                       "sit nearer neutral than the backdrop's colour; 0 with a known light or plate",
+                       "sit nearer neutral than the backdrop's colour, or the piece has none to tell; 0 with a "
+                       "known light or plate",
     "metal_chroma": "median CIELAB chroma of the finished metal",
     "metal_hue": "chroma-weighted mean CIELAB hue (degrees) of the finished metal",
     "metal_implausible": "1 when the finished metal is coloured (chroma > 8) with a hue no gold or white metal has "
@@ -68,6 +74,8 @@ FINDING_TEXT = {
     "backdrop_in_piece": "part of the piece is plain backdrop (a fringe, or a link loop / gap between stones "
                          "filled in)",
     "cutout_disagree": "the second cut-out (segmentation network) disagrees with the mask here",
+    "edge_unsupported": "the cut-out's edge runs where the photo shows no edge (a shadow's fade, a face "
+                        "mirroring the backdrop, or link gaps swallowed)",
     "shadow_slab": "a flat grey darkening of the backdrop (shadow or reflection) is kept as piece",
     "stray_part": "a separate part of the mask does not look like piece (dust, shadow, clutter)",
     "cast_unverified": "the light was estimated from a coloured backdrop (coloured paper, or strong light?) "
@@ -78,7 +86,7 @@ FINDING_TEXT = {
 # the metric each finding is measured by: a finding is shown when a rule on that metric fails
 FINDING_METRIC = {
     "hole_not_backdrop": "hole_suspect_area", "backdrop_in_piece": "piece_backdrop_share",
-    "cutout_disagree": "cutout_disagreement", "shadow_slab": "shadow_slab_share", "stray_part": "stray_components",
+    "cutout_disagree": "cutout_disagreement", "edge_unsupported": "edge_unsupported", "shadow_slab": "shadow_slab_share", "stray_part": "stray_components",
     "cast_unverified": "cast_unverified", "metal_implausible": "metal_implausible",
 }
 
@@ -90,8 +98,8 @@ FIT_FLOOR = 0.012         # sRGB: below this a departure from the fitted backdro
 TEXTURE_SIGMAS = 4.0      # high-pass |departure| that is texture (engraving, highlights), not noise
 HOLE_BACKDROP_SHARE = 0.6 # a hole is backdrop when this share of its core is explained and flat
 CAST_LOG_CHROMA = 0.10    # log-chroma of the source backdrop above which an estimated light needs confirming
-STRONG_LOG_CHROMA = 0.25  # above this, a piece with no neutral parts to confirm the light goes to review
 NET_SIZE = 384
+EDGE_SIGMAS = 4.0         # gradient across the outline, in noise sigmas, that is an edge in the photo
 
 
 @dataclass
@@ -201,6 +209,31 @@ def _holes(piece: np.ndarray, bd: _Backdrop, prob: np.ndarray) -> tuple[float, l
     return bad / area, findings, suspect
 
 
+def _edge_support(source: torch.Tensor, piece: np.ndarray, border: np.ndarray
+                  ) -> tuple[float, list[Finding], np.ndarray]:
+    """Share of the cut-out's outline with no edge under it in the source (before any stage).
+
+    A piece ends in a step of colour; an outline that follows a shadow's fade, a polished face
+    fading into the sweep it mirrors, or the hull of a chain whose link gaps were filled runs
+    over smooth backdrop. The gradient is measured on a 1 px Gaussian, in units of the frame's
+    own noise (a high-pass of the backdrop), and may sit 1 px off the outline.
+    """
+    enc = _hwc(linear_to_srgb(source.clamp(0, 1)))
+    around = border & ~(cv2.dilate(piece.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0)
+    high = enc - cv2.GaussianBlur(enc, (0, 0), 1.0)
+    sigma = np.maximum(1.4826 * np.median(np.abs(high[around]), 0), 1e-3) if around.sum() > 64 else np.full(3, 0.01)
+    smooth = cv2.GaussianBlur(enc, (0, 0), 1.0)
+    gx, gy = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8, cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
+    strength = cv2.dilate((np.hypot(gx, gy) / sigma).max(2), np.ones((3, 3), np.uint8))
+    p = piece.astype(np.uint8)
+    outline = (p > 0) & (cv2.erode(p, np.ones((3, 3), np.uint8)) == 0)
+    weak = outline & (strength < EDGE_SIGMAS)
+    share = float(weak.sum()) / max(int(outline.sum()), 1)
+    runs, _, _ = _components(cv2.dilate(weak.astype(np.uint8), np.ones((5, 5), np.uint8)), 25)
+    findings = [Finding("edge_unsupported", _box(r)) for r, _ in sorted(runs, key=lambda x: -x[0].sum())[:2]]
+    return share, findings, cv2.dilate(weak.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+
+
 def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, light_known: bool) -> Evidence:
     """Independent evidence for one image (B=1).
 
@@ -243,6 +276,10 @@ def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, li
         findings.append(Finding("cutout_disagree", (int(x0 / s), int(y0 / s), int(x1 / s) + 1, int(y1 / s) + 1)))
         overlay |= cv2.resize(d.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
 
+    m["edge_unsupported"], found, weak = _edge_support(source, piece, bd.border)
+    findings += found
+    overlay |= weak
+
     # shadow and reflection slabs: flat grey darkenings of the backdrop the network calls background
     slab = piece & bd.explained & bd.flat & (bd.shade < 0.93) & (prob < 0.3)
     slabs, _, _ = _components(slab, max(25, int(0.003 * area)))
@@ -283,8 +320,8 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
     the backdrop's colour; paper tints nothing on the piece. The piece's bright, unclipped pixels
     that lie near the line from neutral (0) to the backdrop's colour (1) in log-chroma are its
     candidate neutral parts (gold and coloured stones lie off it); their median position says
-    which it is. True when they sit nearer neutral, or when a strongly coloured backdrop finds no
-    neutral parts on the piece to confirm it."""
+    which it is. True when they sit nearer neutral, or when the piece has no neutral parts to
+    confirm the light with (a plain gold piece on a coloured backdrop)."""
     bg = _log_chroma(backdrop_rgb)
     norm = float(bg @ bg)
     if np.sqrt(norm) < CAST_LOG_CHROMA:
@@ -299,7 +336,7 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
     off_line = np.hypot(*(lc - t[:, None] * bg).T)
     anchors = t[off_line < max(0.05, 0.25 * np.sqrt(norm))]
     if len(anchors) < max(30, 0.02 * len(t)):
-        return bool(np.sqrt(norm) > STRONG_LOG_CHROMA)   # nothing neutral to confirm a strong colour with
+        return True   # nothing neutral on the piece to confirm the light with: when unsure, a person looks
     return bool(np.median(anchors) < 0.5)
 
 

@@ -95,9 +95,39 @@ def test_coloured_paper_is_told_from_coloured_light_by_the_highlights():
     assert _evidence(paper, paper.alpha, light_known=True).metrics["cast_unverified"] == 0
 
 
+def test_plain_gold_on_beige_paper_is_left_to_a_person():
+    """No diamond or white highlight on the piece to tell paper from light: the estimate is unverified."""
+    paper = _scene("band", metal="yellow_gold")
+    beige = np.array([1.0, 0.88, 0.72], np.float32)     # |log-chroma| ~0.18: paper a warm light could also make
+    paper.source[:] = paper.source * (paper.alpha[..., None] + (1 - paper.alpha)[..., None] * beige)
+    assert _evidence(paper, paper.alpha).metrics["cast_unverified"] == 1
+
+
 def test_findings_shown_are_those_a_rule_fails_on():
     ev = Evidence({"hole_suspect_area": 0.2, "stray_components": 0.0},
                   [Finding("hole_not_backdrop", (1, 2, 3, 4)), Finding("stray_part", (0, 0, 1, 1))])
     kept = kept_findings(ev, load_preset("catalog").qa)
     assert [f.code for f in kept] == ["hole_not_backdrop"] and kept[0].text == FINDING_TEXT["hole_not_backdrop"]
     assert set(FINDING_METRIC) == set(FINDING_TEXT)
+
+
+def test_an_outline_off_the_photos_edges_is_seen(band):
+    """A cut-out grown 7 px past the piece (a shadow's fade, a fringe) runs over smooth sweep."""
+    assert _evidence(band, band.alpha).metrics["edge_unsupported"] < 0.01
+    grown = cv2.dilate((band.alpha > 0.5).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (15, 15)))
+    ev = _evidence(band, grown.astype(np.float32))
+    assert ev.metrics["edge_unsupported"] > 0.5
+    x0, y0, x1, y1 = next(f.box for f in ev.findings if f.code == "edge_unsupported")
+    ys, xs = np.nonzero(grown)
+    assert x0 <= xs.min() + 3 and x1 >= xs.min() or y0 <= ys.min() + 3 and y1 >= ys.min()
+
+
+def test_a_chain_cut_as_a_coarse_band_is_seen():
+    """A cut at a sixth of the resolution (the network's, on a large frame): the links merge into a band
+    over twice the wire's area, its outline out on the plain sweep."""
+    chain = _scene("chain", seed=5)
+    assert _evidence(chain, chain.alpha).metrics["edge_unsupported"] < 0.01
+    h, w = chain.alpha.shape
+    coarse = cv2.resize(cv2.resize(chain.alpha, (w // 6, h // 6), interpolation=cv2.INTER_AREA), (w, h)) > 0.1
+    assert coarse.sum() > 2 * (chain.alpha > 0.5).sum()
+    assert _evidence(chain, coarse.astype(np.float32)).metrics["edge_unsupported"] > 0.05
