@@ -3,6 +3,7 @@
     python bench/quality.py                 # 5 pieces x 4 backdrops x 2 seeds at 1200x800
     python bench/quality.py --seeds 1 --size 600 400   # quick look
     python bench/quality.py --suite retouch # dust, shine, gems graded on the same scenes
+    python bench/quality.py --world wide    # the simulator's wide world (6 pieces x 8 backdrops)
 
 Runs ``neutralize -> cutout -> background(white)`` on in-memory simulator
 scenes (the camera's linear RGB, cast, uneven light, defects and noise
@@ -72,12 +73,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.simulator import BACKGROUNDS, PIECES, lighting_gain, render_scene  # noqa: E402
+from models.simulator.studio import WIDE_BACKDROPS, WIDE_PIECES  # noqa: E402
 from qa.metrics import hue_shift  # noqa: E402
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab  # noqa: E402
 from tasks.frame import Frame  # noqa: E402
 from tasks.pipeline import STAGE_NAMES, run_stages, stage_params  # noqa: E402
 
 # the stages each suite grades; the others are skipped
+WORLDS = {"default": (tuple(PIECES), tuple(BACKGROUNDS)), "wide": (tuple(WIDE_PIECES), tuple(WIDE_BACKDROPS))}
 SUITES = {"cutout": ("neutralize", "cutout", "background"),
           "retouch": ("neutralize", "cutout", "dust", "shine", "gems")}  # fill: needs a checkpoint
 COLUMNS = {"cutout": ["iou", "thin_f", "hole_rec", "halo", "white", "de_piece", "s_per_mp"],
@@ -299,9 +302,10 @@ def retouch_tile(scene, final: Frame, neutral: Frame, edge: int = 400) -> np.nda
 
 def run_case(piece: str, background: str, seed: int, size: tuple[int, int], device: str,
              tiles: list | None = None, known_light: bool = False, suite: str = "cutout",
-             overrides: dict | None = None) -> dict:
-    rng = np.random.default_rng([seed, PIECES.index(piece), BACKGROUNDS.index(background)])
-    scene = render_scene(rng, size, piece=piece, background=background)
+             overrides: dict | None = None, world: str = "default") -> dict:
+    pieces, backgrounds = WORLDS[world]
+    rng = np.random.default_rng([seed, pieces.index(piece), backgrounds.index(background)])
+    scene = render_scene(rng, size, piece=piece, background=background, world=world)
     # known light: what a studio sets per shoot from a grey card ([stages.neutralize] kelvin)
     stages = {name: dict(values) for name, values in (overrides or {}).items()}
     if known_light:
@@ -333,8 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=2, help="scenes per backdrop x piece")
     ap.add_argument("--size", type=int, nargs=2, default=(1200, 800), metavar=("W", "H"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--backgrounds", nargs="*", default=list(BACKGROUNDS), choices=BACKGROUNDS)
-    ap.add_argument("--pieces", nargs="*", default=list(PIECES), choices=PIECES)
+    ap.add_argument("--world", choices=list(WORLDS), default="default",
+                    help="the simulator's world: default, or wide (papers, light boxes, acrylic, hard shadows, "
+                         "openwork, camera noise; what the trust bench's val family tests, drawn differently)")
+    ap.add_argument("--backgrounds", nargs="*", choices=sorted({*BACKGROUNDS, *WIDE_BACKDROPS}))
+    ap.add_argument("--pieces", nargs="*", choices=sorted({*PIECES, *WIDE_PIECES}))
     ap.add_argument("--suite", choices=list(SUITES), default="cutout", help="what to grade")
     ap.add_argument("--known-light", action="store_true", help="tell neutralize the shoot's light (grey-card workflow)")
     ap.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
@@ -349,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         stage, name = key.split(".", 1)
         overrides.setdefault(stage, {})[name] = json.loads(value) if value[:1] in "0123456789-[{tfn\"" else value
     tiles = [] if args.sheet else None
-    rows = [run_case(p, b, s, tuple(args.size), args.device, tiles, args.known_light, args.suite, overrides)
-            for b in args.backgrounds for p in args.pieces for s in range(args.seeds)]
+    pieces, backgrounds = WORLDS[args.world]
+    rows = [run_case(p, b, s, tuple(args.size), args.device, tiles, args.known_light, args.suite, overrides, args.world)
+            for b in args.backgrounds or backgrounds for p in args.pieces or pieces for s in range(args.seeds)]
     if args.sheet:
         cv2.imwrite(str(args.sheet), cv2.cvtColor(np.concatenate(tiles, 0), cv2.COLOR_RGB2BGR))
     table = pd.DataFrame(rows)

@@ -128,9 +128,38 @@ def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def _components(mask: np.ndarray, min_px: int, connectivity: int = 8):
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=connectivity)
-    return [(lab == k, k) for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_px], lab, stats
+@dataclass
+class _Blobs:
+    """The components of a mask with at least ``min_px`` pixels, largest first, as labels and stats
+    (a real photo can have thousands: no full-frame mask is made for each)."""
+    labels: np.ndarray
+    stats: np.ndarray
+    ids: np.ndarray
+
+    @classmethod
+    def of(cls, mask: np.ndarray, min_px: int, connectivity: int = 8) -> "_Blobs":
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=connectivity)
+        areas = stats[:, cv2.CC_STAT_AREA]
+        ids = np.flatnonzero(areas >= min_px)
+        ids = ids[ids > 0]
+        return cls(labels, stats, ids[np.argsort(-areas[ids], kind="stable")])
+
+    def area(self) -> int:
+        return int(self.stats[self.ids, cv2.CC_STAT_AREA].sum())
+
+    def box(self, k: int) -> tuple[int, int, int, int]:
+        x, y, w, h = (int(v) for v in self.stats[k, :4])
+        return x, y, x + w, y + h
+
+    def mask(self, ids: np.ndarray | None = None) -> np.ndarray:
+        keep = np.zeros(len(self.stats), bool)
+        keep[self.ids if ids is None else ids] = True
+        return keep[self.labels]
+
+    def mean(self, values: np.ndarray) -> np.ndarray:
+        """Mean of ``values`` over each label."""
+        return np.bincount(self.labels.ravel(), weights=values.ravel().astype(np.float64), minlength=len(self.stats)) \
+            / np.maximum(self.stats[:, cv2.CC_STAT_AREA], 1)
 
 
 def _lab_mean(rgb: np.ndarray) -> np.ndarray:
@@ -229,8 +258,8 @@ def _edge_support(source: torch.Tensor, piece: np.ndarray, border: np.ndarray
     outline = (p > 0) & (cv2.erode(p, np.ones((3, 3), np.uint8)) == 0)
     weak = outline & (strength < EDGE_SIGMAS)
     share = float(weak.sum()) / max(int(outline.sum()), 1)
-    runs, _, _ = _components(cv2.dilate(weak.astype(np.uint8), np.ones((5, 5), np.uint8)), 25)
-    findings = [Finding("edge_unsupported", _box(r)) for r, _ in sorted(runs, key=lambda x: -x[0].sum())[:2]]
+    runs = _Blobs.of(cv2.dilate(weak.astype(np.uint8), np.ones((5, 5), np.uint8)), 25)
+    findings = [Finding("edge_unsupported", runs.box(k)) for k in runs.ids[:2]]
     return share, findings, cv2.dilate(weak.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
 
 
@@ -258,10 +287,10 @@ def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, li
     # opaque pixels that are the plain, unshaded backdrop
     plain = (a > 0.9) & bd.plain
     plain = cv2.morphologyEx(plain.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) > 0
-    blobs, _, _ = _components(plain, max(20, int(0.002 * area)))
-    m["piece_backdrop_share"] = sum(int(b.sum()) for b, _ in blobs) / area
-    findings += [Finding("backdrop_in_piece", _box(b)) for b, _ in sorted(blobs, key=lambda x: -x[0].sum())[:3]]
-    overlay |= np.any([b for b, _ in blobs], 0) if blobs else False
+    blobs = _Blobs.of(plain, max(20, int(0.002 * area)))
+    m["piece_backdrop_share"] = blobs.area() / area
+    findings += [Finding("backdrop_in_piece", blobs.box(k)) for k in blobs.ids[:3]]
+    overlay |= blobs.mask()
 
     # the second cut-out, compared at the network's resolution (finer than that it cannot see)
     h, w = piece.shape
@@ -269,12 +298,12 @@ def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, li
     size = (max(1, round(w * s)), max(1, round(h * s)))
     a_small = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
     p_small = cv2.resize(prob, size, interpolation=cv2.INTER_AREA)
-    disagree, _, _ = _components(np.abs(a_small - p_small) > 0.5, 4)
-    m["cutout_disagreement"] = sum(int(d.sum()) for d, _ in disagree) / max(float((a_small > 0.5).sum()), 1.0)
-    for d, _ in sorted(disagree, key=lambda x: -x[0].sum())[:2]:
-        x0, y0, x1, y1 = _box(d)
+    disagree = _Blobs.of(np.abs(a_small - p_small) > 0.5, 4)
+    m["cutout_disagreement"] = disagree.area() / max(float((a_small > 0.5).sum()), 1.0)
+    for k in disagree.ids[:2]:
+        x0, y0, x1, y1 = disagree.box(k)
         findings.append(Finding("cutout_disagree", (int(x0 / s), int(y0 / s), int(x1 / s) + 1, int(y1 / s) + 1)))
-        overlay |= cv2.resize(d.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    overlay |= cv2.resize(disagree.mask(disagree.ids[:2]).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
 
     m["edge_unsupported"], found, weak = _edge_support(source, piece, bd.border)
     findings += found
@@ -282,24 +311,18 @@ def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, li
 
     # shadow and reflection slabs: flat grey darkenings of the backdrop the network calls background
     slab = piece & bd.explained & bd.flat & (bd.shade < 0.93) & (prob < 0.3)
-    slabs, _, _ = _components(slab, max(25, int(0.003 * area)))
-    m["shadow_slab_share"] = sum(int(b.sum()) for b, _ in slabs) / area
-    findings += [Finding("shadow_slab", _box(b)) for b, _ in sorted(slabs, key=lambda x: -x[0].sum())[:2]]
-    overlay |= np.any([b for b, _ in slabs], 0) if slabs else False
+    slabs = _Blobs.of(slab, max(25, int(0.003 * area)))
+    m["shadow_slab_share"] = slabs.area() / area
+    findings += [Finding("shadow_slab", slabs.box(k)) for k in slabs.ids[:2]]
+    overlay |= slabs.mask()
 
     # parts apart from the piece must look like piece themselves
-    parts, _, stats = _components(piece, 10)
-    stray = 0
-    if len(parts) > 1:
-        biggest = max(int(p.sum()) for p, _ in parts)
-        for p, _ in parts:
-            if int(p.sum()) == biggest:
-                continue
-            if prob[p].mean() < 0.4 and (bd.explained & bd.flat)[p].mean() > 0.6:
-                stray += 1
-                findings.append(Finding("stray_part", _box(p)))
-                overlay |= p
-    m["stray_components"] = float(stray)
+    parts = _Blobs.of(piece, 10)
+    piece_like, backdrop_like = parts.mean(prob), parts.mean(bd.explained & bd.flat)
+    stray = [k for k in parts.ids[1:] if piece_like[k] < 0.4 and backdrop_like[k] > 0.6]
+    findings += [Finding("stray_part", parts.box(k)) for k in stray]
+    overlay |= parts.mask(np.array(stray, int))
+    m["stray_components"] = float(len(stray))
 
     m.update(_colour_evidence(source, reference, result, piece, bd, light_known))
     if m["cast_unverified"]:
