@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
-from tasks.cutout import fit_backdrop, frame_border
+from tasks.cutout import edge_strength, fit_backdrop, frame_border
 from tasks.frame import Frame
 from tasks.ops import gaussian_blur, resize
 
@@ -243,17 +243,11 @@ def _edge_support(source: torch.Tensor, piece: np.ndarray, border: np.ndarray
     """Share of the cut-out's outline with no edge under it in the source (before any stage).
 
     A piece ends in a step of colour; an outline that follows a shadow's fade, a polished face
-    fading into the sweep it mirrors, or the hull of a chain whose link gaps were filled runs
-    over smooth backdrop. The gradient is measured on a 1 px Gaussian, in units of the frame's
-    own noise (a high-pass of the backdrop), and may sit 1 px off the outline.
+    fading into the sweep it mirrors, or the hull of a chain cut as a band runs over smooth
+    backdrop (``tasks.cutout.edge_strength``, in units of the frame's own noise).
     """
-    enc = _hwc(linear_to_srgb(source.clamp(0, 1)))
-    around = border & ~(cv2.dilate(piece.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0)
-    high = enc - cv2.GaussianBlur(enc, (0, 0), 1.0)
-    sigma = np.maximum(1.4826 * np.median(np.abs(high[around]), 0), 1e-3) if around.sum() > 64 else np.full(3, 0.01)
-    smooth = cv2.GaussianBlur(enc, (0, 0), 1.0)
-    gx, gy = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8, cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
-    strength = cv2.dilate((np.hypot(gx, gy) / sigma).max(2), np.ones((3, 3), np.uint8))
+    quiet = border & ~(cv2.dilate(piece.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0)
+    strength = edge_strength(_hwc(linear_to_srgb(source.clamp(0, 1))), quiet)
     p = piece.astype(np.uint8)
     outline = (p > 0) & (cv2.erode(p, np.ones((3, 3), np.uint8)) == 0)
     weak = outline & (strength < EDGE_SIGMAS)

@@ -55,6 +55,10 @@ class CutoutParams(BaseModel):
     pinhole_frame: float = Field(4e-5, ge=0, description="holes up to this fraction of the frame whose colour is "
                                  "nearer the metal around them than the backdrop are highlights, not holes")
     network_checks: bool = Field(True, description="ask the network about shadows and enclosed regions on sweeps")
+    edge_sigmas: float = Field(2.0, gt=0, description="gradient (1 px Gaussian, in noise sigmas) that is surely an edge of "
+                               "the photo (QA asks for 4 before it trusts an outline)")
+    min_edge_support: float = Field(0.5, ge=0, le=1, description="a part whose outline runs on an edge of the photo for "
+                                    "less than this share fades into the backdrop: fall-off, a shadow's fade")
     deepest_shadow: float = Field(0.3, gt=0, le=1, description="darkest a shadow makes the backdrop (linear ratio)")
     shadow_p: float = Field(0.25, gt=0, lt=1, description="a grey darkening the network gives less than this piece probability is a shadow")
     line_sigmas: float = Field(5.0, gt=0, description="contrast with its surroundings, in noise sigmas, that makes a thin line piece")
@@ -152,6 +156,41 @@ def _plain_backdrop(enc, backdrop, sigma, params: CutoutParams) -> np.ndarray:
     return (z < params.fg_sigmas)[0, 0].cpu().numpy()
 
 
+def edge_strength(enc: np.ndarray, quiet: np.ndarray) -> np.ndarray:
+    """Gradient of an image (H, W, 3: sRGB, or its departure from the backdrop) on a 1 px Gaussian,
+    in units of the noise over the ``quiet`` pixels (plain backdrop: their 1 px high-pass), largest
+    channel, taken within 1 px (H, W).
+
+    A piece ends in a step of colour; a sweep's fall-off, a shadow's fade and a face mirroring the
+    sweep do not. The cut-out drops parts with no edge around them (on the departure from the
+    backdrop, so a desk's or a paper's own texture is no edge); QA asks the same of the final
+    outline, on the source.
+    """
+    high = enc - cv2.GaussianBlur(enc, (0, 0), 1.0)
+    noise = np.maximum(1.4826 * np.median(np.abs(high[quiet]), 0), 1e-3) if quiet.sum() > 64 else np.full(3, 0.01)
+    smooth = cv2.GaussianBlur(enc, (0, 0), 1.0)
+    gx, gy = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8, cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
+    return cv2.dilate((np.hypot(gx, gy) / noise).max(2), np.ones((3, 3), np.uint8))
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    return (mask > 0) & (cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0)
+
+
+def _drop_edgeless(core: np.ndarray, edges: np.ndarray, params: CutoutParams) -> np.ndarray:
+    """Drop components of ``core`` whose outline mostly runs where the photo has no edge: a sweep's
+    fall-off or a patch of uneven light crossing the threshold, a detached shadow's fade."""
+    n, labels = cv2.connectedComponents(core, connectivity=8)
+    if n <= 1:
+        return core
+    rim = _outline(core)
+    support = _component_mean(labels[rim], n, edges[rim] >= params.edge_sigmas)
+    rim_px = np.bincount(labels[rim], minlength=n)
+    drop = (support < params.min_edge_support) & (rim_px >= 8)
+    drop[0] = False
+    return core & ~drop[labels].astype(np.uint8)
+
+
 def _piece_probability(enc: torch.Tensor, params: CutoutParams) -> torch.Tensor:
     from models.segnet import load_segnet, piece_probability
 
@@ -164,9 +203,11 @@ def _component_mean(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarra
         np.bincount(labels.ravel(), minlength=n), 1)
 
 
-def _drop_shadows(enc, sigma, shade, z_smooth, core: np.ndarray, prob: np.ndarray, params: CutoutParams) -> np.ndarray:
+def _drop_shadows(enc, sigma, shade, z_smooth, core: np.ndarray, prob: np.ndarray | None, edges: np.ndarray,
+                  params: CutoutParams) -> np.ndarray:
     """Remove parts of ``core`` that are a grey darkening of the backdrop and that the
-    segmentation network, which sees the whole scene, calls background (a shadow)."""
+    segmentation network, which sees the whole scene, calls background, or that fade into the
+    backdrop with no edge where they meet it (a shadow)."""
     grey = ((z_smooth < params.fg_sigmas) & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
     # split at edges, so a shadow touching grey metal is judged apart from the metal
     smooth = gaussian_blur(enc, 1.0)
@@ -177,7 +218,10 @@ def _drop_shadows(enc, sigma, shade, z_smooth, core: np.ndarray, prob: np.ndarra
     n, labels = cv2.connectedComponents(candidates.astype(np.uint8), connectivity=8)
     if n <= 1:
         return core
-    shadow = _component_mean(labels, n, prob) < params.shadow_p
+    rim = _outline(core) & candidates     # where a candidate meets the backdrop
+    fades = _component_mean(labels[rim], n, edges[rim] >= params.edge_sigmas) < params.min_edge_support
+    fades &= np.bincount(labels[rim], minlength=n) >= 8
+    shadow = fades | (_component_mean(labels, n, prob) < params.shadow_p if prob is not None else False)
     shadow[0] = False
     return core & ~shadow[labels].astype(np.uint8)
 
@@ -324,8 +368,9 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     prob = _piece_probability(enc, params)[0, 0].cpu().numpy() if params.network_checks else None
-    if prob is not None:
-        core = _drop_shadows(enc, sigma, shade, z_smooth, core, prob, params)
+    edges = edge_strength((enc - backdrop)[0].permute(1, 2, 0).cpu().numpy(), bg_ref[0, 0].cpu().numpy())
+    core = _drop_shadows(enc, sigma, shade, z_smooth, core, prob, edges, params)
+    core = _drop_edgeless(core, edges, params)
     core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
     core = _fill_pinholes(core, enc[0].permute(1, 2, 0).cpu().numpy(), backdrop[0].permute(1, 2, 0).cpu().numpy(),

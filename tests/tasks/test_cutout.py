@@ -90,6 +90,23 @@ def test_synthetic_disc_found():
     assert torch.equal(out.masks["piece"], (out.alpha > 0.5).float())
 
 
+def test_a_patch_of_uneven_light_is_no_piece():
+    """A broad, soft darkening of the sweep (a lamp's uneven fall-off, a diffuse shadow) that no
+    quadratic follows crosses the piece threshold, but nowhere does it have an edge: it is dropped,
+    the disc kept."""
+    h, w = 400, 600
+    yy, xx = np.mgrid[:h, :w]
+    sweep = 0.85 - 0.25 * np.exp(-((xx - 480) ** 2 + (yy - 90) ** 2) / (2 * 45.0 ** 2))
+    disc = (xx - 250) ** 2 + (yy - 220) ** 2 < 60 ** 2
+    img = np.where(disc, 0.2, sweep)[..., None] * np.ones(3)
+    img = img + np.random.default_rng(0).normal(0, 0.003, img.shape)
+    frame = Frame(torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None])
+    a = cut_out(frame, CutoutParams(network_checks=False)).alpha[0, 0].numpy() > 0.5
+    assert a[disc].mean() > 0.99 and not a[90 - 30:90 + 30, 480 - 30:480 + 30].any()
+    kept = cut_out(frame, CutoutParams(network_checks=False, min_edge_support=0.0)).alpha[0, 0].numpy() > 0.5
+    assert kept[90 - 30:90 + 30, 480 - 30:480 + 30].any()    # without the edge test the patch would be piece
+
+
 def test_synthetic_disc_tight():
     disc, out = _disc_cut()
     a = out.alpha[0, 0].numpy() > 0.5
