@@ -232,6 +232,8 @@ def test_a_hundred_images_cleared_from_the_keyboard(hundred):
         page.goto(f"{base}/queue")
         assert page.locator("tr.item").count() == 100
         page.keyboard.press("Enter")
+        page.wait_for_url("**/image/**")
+        page.wait_for_load_state("load")
         t0 = time.perf_counter()
         for _ in range(100):
             current = page.url

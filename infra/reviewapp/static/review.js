@@ -6,13 +6,17 @@
   const $ = (sel) => document.querySelector(sel);
   const typing = (el) => el && (el.tagName === "TEXTAREA" || el.tagName === "SELECT" ||
     (el.tagName === "INPUT" && !["checkbox", "radio", "submit", "button"].includes(el.type)));
-  const go = (a) => { if (a && a.getAttribute("href")) location.href = a.getAttribute("href"); };
+  // once the page is leaving (a link followed, a decision submitted), keys wait for the next page:
+  // a key pressed before it lands would act on this one (a second "a" would hit this image again)
+  let leaving = false;
+  const leave = (href) => { leaving = true; location.href = href; };
+  const go = (a) => { if (a && a.getAttribute("href")) leave(a.getAttribute("href")); };
   const submit = (form) => { if (form) form.requestSubmit ? form.requestSubmit() : form.submit(); };
 
   const common = {
     "?": () => { help.hidden = !help.hidden; },
-    q: () => { location.href = "/queue" + (page === "image" ? $("#back").search : ""); },
-    l: () => { location.href = "/audit"; },
+    q: () => leave("/queue" + (page === "image" ? $("#back").search : "")),
+    l: () => leave("/audit"),
   };
 
   // --- queue page ---------------------------------------------------------
@@ -26,7 +30,7 @@
     j: () => { sel = Math.min(sel + 1, rows.length - 1); mark(); },
     k: () => { sel = Math.max(sel - 1, 0); mark(); },
     ArrowDown: () => queue.j(), ArrowUp: () => queue.k(),
-    Enter: () => rows[sel] && (location.href = rows[sel].dataset.href),
+    Enter: () => rows[sel] && leave(rows[sel].dataset.href),
     o: () => queue.Enter(),
     x: () => { const c = rows[sel] && rows[sel].querySelector("input[type=checkbox]"); if (c) c.checked = !c.checked; },
     "*": () => { const all = rows.every((r) => r.querySelector("input").checked);
@@ -267,9 +271,8 @@
 
   const keys = {queue, image}[page] || {};
   if (page === "queue") mark();
-  // once a decision is on its way, keys wait for the next page (a second "a" would hit this image again)
-  let leaving = false;
   document.addEventListener("submit", () => { leaving = true; });
+  window.addEventListener("pageshow", () => { leaving = false; });   // back to a page kept by the browser
   document.addEventListener("keydown", (e) => {
     if (leaving) { e.preventDefault(); return; }
     if (e.key === "Escape") { if (document.activeElement) document.activeElement.blur(); help.hidden = true; return; }
