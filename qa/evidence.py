@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
-from tasks.cutout import edge_strength, fit_backdrop, frame_border
+from tasks.cutout import edge_strength, fit_backdrop, frame_border, outline
 from tasks.frame import Frame
 from tasks.ops import gaussian_blur, resize
 
@@ -86,7 +86,8 @@ FINDING_TEXT = {
 # the metric each finding is measured by: a finding is shown when a rule on that metric fails
 FINDING_METRIC = {
     "hole_not_backdrop": "hole_suspect_area", "backdrop_in_piece": "piece_backdrop_share",
-    "cutout_disagree": "cutout_disagreement", "edge_unsupported": "edge_unsupported", "shadow_slab": "shadow_slab_share", "stray_part": "stray_components",
+    "cutout_disagree": "cutout_disagreement", "edge_unsupported": "edge_unsupported",
+    "shadow_slab": "shadow_slab_share", "stray_part": "stray_components",
     "cast_unverified": "cast_unverified", "metal_implausible": "metal_implausible",
 }
 
@@ -248,10 +249,9 @@ def _edge_support(source: torch.Tensor, piece: np.ndarray, border: np.ndarray
     """
     quiet = border & ~(cv2.dilate(piece.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0)
     strength = edge_strength(_hwc(linear_to_srgb(source.clamp(0, 1))), quiet)
-    p = piece.astype(np.uint8)
-    outline = (p > 0) & (cv2.erode(p, np.ones((3, 3), np.uint8)) == 0)
-    weak = outline & (strength < EDGE_SIGMAS)
-    share = float(weak.sum()) / max(int(outline.sum()), 1)
+    rim = outline(piece)
+    weak = rim & (strength < EDGE_SIGMAS)
+    share = float(weak.sum()) / max(int(rim.sum()), 1)
     runs = _Blobs.of(cv2.dilate(weak.astype(np.uint8), np.ones((5, 5), np.uint8)), 25)
     findings = [Finding("edge_unsupported", runs.box(k)) for k in runs.ids[:2]]
     return share, findings, cv2.dilate(weak.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0

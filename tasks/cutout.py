@@ -173,7 +173,8 @@ def edge_strength(enc: np.ndarray, quiet: np.ndarray) -> np.ndarray:
     return cv2.dilate((np.hypot(gx, gy) / noise).max(2), np.ones((3, 3), np.uint8))
 
 
-def _outline(mask: np.ndarray) -> np.ndarray:
+def outline(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the mask's own pixels that touch the outside (8-neighbourhood)."""
     return (mask > 0) & (cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0)
 
 
@@ -183,7 +184,7 @@ def _drop_edgeless(core: np.ndarray, edges: np.ndarray, params: CutoutParams) ->
     n, labels = cv2.connectedComponents(core, connectivity=8)
     if n <= 1:
         return core
-    rim = _outline(core)
+    rim = outline(core)
     support = _component_mean(labels[rim], n, edges[rim] >= params.edge_sigmas)
     rim_px = np.bincount(labels[rim], minlength=n)
     drop = (support < params.min_edge_support) & (rim_px >= 8)
@@ -218,7 +219,7 @@ def _drop_shadows(enc, sigma, shade, z_smooth, core: np.ndarray, prob: np.ndarra
     n, labels = cv2.connectedComponents(candidates.astype(np.uint8), connectivity=8)
     if n <= 1:
         return core
-    rim = _outline(core) & candidates     # where a candidate meets the backdrop
+    rim = outline(core) & candidates     # where a candidate meets the backdrop
     fades = _component_mean(labels[rim], n, edges[rim] >= params.edge_sigmas) < params.min_edge_support
     fades &= np.bincount(labels[rim], minlength=n) >= 8
     shadow = fades | (_component_mean(labels, n, prob) < params.shadow_p if prob is not None else False)
