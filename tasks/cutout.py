@@ -179,15 +179,17 @@ def outline(mask: np.ndarray) -> np.ndarray:
 
 
 def _drop_edgeless(core: np.ndarray, edges: np.ndarray, params: CutoutParams) -> np.ndarray:
-    """Drop components of ``core`` whose outline mostly runs where the photo has no edge: a sweep's
-    fall-off or a patch of uneven light crossing the threshold, a detached shadow's fade."""
+    """Drop components of ``core`` with no edge around them and none inside: a sweep's fall-off or a
+    patch of uneven light crossing the threshold, a detached shadow's fade. A component with edges
+    inside holds a piece (merged with a glow or a shadow around it): it stays."""
     n, labels = cv2.connectedComponents(core, connectivity=8)
     if n <= 1:
         return core
     rim = outline(core)
     support = _component_mean(labels[rim], n, edges[rim] >= params.edge_sigmas)
-    rim_px = np.bincount(labels[rim], minlength=n)
-    drop = (support < params.min_edge_support) & (rim_px >= 8)
+    inside = (core > 0) & ~rim
+    structure = _component_mean(labels[inside], n, edges[inside] >= params.edge_sigmas)
+    drop = (support < params.min_edge_support) & (structure < 0.01) & (np.bincount(labels[rim], minlength=n) >= 8)
     drop[0] = False
     return core & ~drop[labels].astype(np.uint8)
 

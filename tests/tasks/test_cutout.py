@@ -107,6 +107,22 @@ def test_a_patch_of_uneven_light_is_no_piece():
     assert kept[90 - 30:90 + 30, 480 - 30:480 + 30].any()    # without the edge test the patch would be piece
 
 
+def test_a_piece_merged_with_a_soft_glow_is_kept():
+    """A disc inside a soft coloured glow that reaches it (a light box's glow warmed by the piece): the
+    part's outline has no edge, but the disc's edge lies inside it, so the part holds a piece and stays."""
+    h, w = 400, 600
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(xx - 300, yy - 200)
+    glow = np.exp(-np.maximum(r - 60, 0) ** 2 / (2 * 40.0 ** 2))[..., None]
+    sweep = 0.85 - glow * np.array([0.05, 0.2, 0.35])     # warmer, not a grey shade of the sweep
+    disc = r < 60
+    img = np.where(disc[..., None], 0.2, sweep)
+    img = img + np.random.default_rng(1).normal(0, 0.003, img.shape)
+    frame = Frame(torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None])
+    a = cut_out(frame, CutoutParams(network_checks=False)).alpha[0, 0].numpy() > 0.5
+    assert a[disc].mean() > 0.99
+
+
 def test_synthetic_disc_tight():
     disc, out = _disc_cut()
     a = out.alpha[0, 0].numpy() > 0.5
