@@ -354,8 +354,8 @@ def two_numbers(table: pd.DataFrame) -> pd.Series:
     }
     for key in ("iou", "holes", "thin", "de_chroma", "lost"):
         out[key] = float(graded[key].mean()) if key in graded and len(graded) else float("nan")
-    if "dust_visible" in graded and graded["dust_visible"].sum() > 0:
-        out["dust"] = float(graded["dust_removed"].sum() / graded["dust_visible"].sum())
+    seen = graded["dust_visible"].sum() if "dust_visible" in graded else 0
+    out["dust"] = float(graded["dust_removed"].sum() / seen) if seen > 0 else float("nan")   # every set: same columns
     return pd.Series(out)
 
 
