@@ -45,8 +45,12 @@ def staging_dir(out: Path, shoot: str, image_id: str) -> Path:
 
 
 @task(cache_policy=NONE)
-def ingest(folder: Path, preset: Preset, catalog: Catalog) -> list[Job]:
-    """Record every file of the shoot in the catalog; return those that need processing."""
+def ingest(folder: Path, preset: Preset, catalog: Catalog, out: Path) -> list[Job]:
+    """Record every file of the shoot in the catalog; return those that need processing.
+
+    A file processed again (changed, or a new preset) first has what it published withdrawn: the
+    old exports are no longer vouched for, and the new verdict may hold it for review.
+    """
     shoot = read_shoot(folder)
     jobs, seen_hash, seen_name = [], {}, {}
     for src in shoot.sources:
@@ -56,13 +60,16 @@ def ingest(folder: Path, preset: Preset, catalog: Catalog) -> list[Job]:
         prior = catalog.get(shoot.shoot_id, src.path.name)
         base = dict(shoot=shoot.shoot_id, source=src.path.name, path=str(src.path), image_id=src.image_id,
                     sha256=src.sha256, sku=src.sku, view=view, preset=preset.name, preset_digest=preset.digest)
+        finished = (prior and prior["sha256"] == src.sha256 and prior["preset_digest"] == preset.digest
+                    and prior["status"] in ("exported", "review", "rejected"))
+        if prior and not finished and prior["exports"]:
+            withdraw(out, json.loads(prior["exports"]))
         if src.sha256 in seen_hash:
             catalog.upsert(**base, status="rejected", reasons="duplicate",
                            error=f"same content as {seen_hash[src.sha256]}")
             continue
         seen_hash[src.sha256] = src.path.name
-        if (prior and prior["sha256"] == src.sha256 and prior["preset_digest"] == preset.digest
-                and prior["status"] in ("exported", "review", "rejected")):
+        if finished:
             continue  # finished with this exact file and preset
         catalog.upsert(**base, status="pending", reasons="", error="", metrics={}, exports={}, staged={}, notes="")
         jobs.append(Job(src, view))
@@ -208,6 +215,12 @@ def publish(out: Path, shoot: str, sku: str, view: str, staged: dict[str, str]) 
     return exports
 
 
+def withdraw(out: Path, exports: dict[str, str]) -> None:
+    """Remove published exports (paths relative to ``out``) that no longer stand."""
+    for path in exports.values():
+        (out / path).unlink(missing_ok=True)
+
+
 def merge_stages(base: dict[str, dict], extra: dict[str, dict]) -> dict[str, dict]:
     """Per-stage parameter tables with ``extra``'s keys over ``base``'s."""
     return {k: {**base.get(k, {}), **extra.get(k, {})} for k in {*base, *extra}}
@@ -236,7 +249,7 @@ def run_shoots(shoot_dirs: list[Path], out: Path, preset: str = "catalog", state
     for folder in map(Path, shoot_dirs):
         shoot = read_shoot(folder)
         chosen = shoot_preset(shoot, preset)
-        jobs = ingest(folder, chosen, catalog)
+        jobs = ingest(folder, chosen, catalog, out)
         dust = survey_sensor_dust(shoot, jobs, chosen, config)
         if dust:
             logger.info("shoot %s: sensor dust: %d spots", shoot.shoot_id, max(map(len, dust.values())))

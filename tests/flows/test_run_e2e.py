@@ -199,9 +199,17 @@ def test_changed_preset_reprocesses(sim_shoot, first_run, tmp_path):
     preset = tmp_path / "thin.toml"
     preset.write_text(Path("infra/presets/catalog.toml").read_text().replace('name = "catalog"', 'name = "thin"')
                       .replace("quality = 88", "quality = 80"))
+    exported_before = set(_manifest(out).query("status == 'exported'")["source"])
     counts = run_shoots([sim_shoot], out, preset=str(preset))
     assert counts["skipped"] == 0
-    assert len(_manifest(out)) == len([p for p in sim_shoot.iterdir() if p.is_file()])
+    manifest = _manifest(out)
+    assert len(manifest) == len([p for p in sim_shoot.iterdir() if p.is_file()])
+    # the catalog's 8x enlargement bound holds these 480 px sources now: what the first run published
+    # is withdrawn, so the exports folder holds exactly what the manifest calls exported
+    assert exported_before and counts["exported"] < len(exported_before)
+    on_disk = {str(p.relative_to(out)) for p in (out / "exports").rglob("*") if p.is_file()}
+    listed = {e for row in manifest.query("status == 'exported'")["exports"] for e in row.split(";") if e}
+    assert on_disk == listed
 
 
 def test_reviewer_approve_and_reject_from_cli(first_run, capsys):
