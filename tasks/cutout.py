@@ -255,12 +255,13 @@ def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, prob: np.ndarray |
 
 
 def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_area: int) -> np.ndarray:
-    """Fill small holes in a highlight: at most half as far in colour from the metal ringing
-    them as from the backdrop.
+    """Fill small holes that are metal: in a highlight (at most half as far in colour from the metal
+    ringing them as from the backdrop), or deep inside solid metal (the metal around is over 1.5x as
+    thick as the hole is wide).
 
     A highlight on white metal can come within the noise of a white sweep and drop out as
     a pinhole. A real small hole (a link's gap, an eyelet) shows the backdrop, unlike the wire
-    around it, and lies in the piece's shade.
+    around it, lies in the piece's shade, and is ringed by wire no thicker than itself.
     ``enc``/``backdrop``: (H, W, 3) sRGB image and backdrop model.
     """
     n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - mask, connectivity=4)
@@ -270,7 +271,9 @@ def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_
         x, y, w, h, area = stats[k]
         if area > max_area or x == 0 or y == 0 or x + w >= mask.shape[1] or y + h >= mask.shape[0]:
             continue
-        y0, y1, x0, x1 = max(0, y - 2), y + h + 2, max(0, x - 2), x + w + 2
+        width = 2 * np.sqrt(area / np.pi)
+        m = int(2 * width) + 4
+        y0, y1, x0, x1 = max(0, y - m), y + h + m, max(0, x - m), x + w + m
         hole = labels[y0:y1, x0:x1] == k
         ring = (cv2.dilate(hole.astype(np.uint8), kernel) > 0) & ~hole & (mask[y0:y1, x0:x1] > 0)
         if ring.sum() < 4:
@@ -279,7 +282,9 @@ def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_
         behind = backdrop[y0:y1, x0:x1][hole].mean(0)
         # a dropout in a highlight matches the metal around it far better than the backdrop;
         # a link's gap (the sweep in the chain's shade) is no closer to the wire than to the sweep
-        if np.abs(colour - around).max() < 0.5 * np.abs(colour - behind).max():
+        highlight = np.abs(colour - around).max() < 0.5 * np.abs(colour - behind).max()
+        depth = cv2.distanceTransform((mask[y0:y1, x0:x1] | hole).astype(np.uint8), cv2.DIST_L2, 3)[hole].max()
+        if highlight or depth >= 1.5 * width + 2:
             out[y0:y1, x0:x1][hole] = 1
     return out
 

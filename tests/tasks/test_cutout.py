@@ -283,6 +283,27 @@ def test_a_highlight_the_colour_of_the_sweep_is_no_hole_but_a_link_gap_is():
     assert alpha[99:102, 218:223].max() < 0.5         # the link's gap stays open
 
 
+def test_a_pinhole_deep_in_solid_metal_is_metal_a_link_gap_is_not():
+    """A spot exactly the sweep's colour deep inside a grey disc (a specular glint as bright as the
+    sweep) is no hole: metal far thicker than the spot surrounds it. A link's gap of the same size
+    is ringed by wire no thicker than itself and stays open."""
+    h, w = 200, 300
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.full((h, w, 3), 0.80, np.float32)
+    disc = (yy - 100) ** 2 + (xx - 100) ** 2 < 45 ** 2
+    image[disc] = 0.3
+    image[98:103, 110:115] = 0.80                      # 5x5 glint, 10 px off centre
+    link = np.zeros((h, w), np.float32)
+    cv2.ellipse(link, (220, 100), (16, 10), 0, 0, 360, 1.0, 3, lineType=cv2.LINE_AA)
+    image = image * (1 - link[..., None]) + 0.3 * link[..., None]
+    image += np.random.default_rng(5).normal(0, 0.005, image.shape).astype(np.float32)
+    frame = Frame(torch.from_numpy(np.clip(image, 0, 1).astype(np.float32).transpose(2, 0, 1).copy())[None])
+    # pinholes up to 60 px here (the default fraction of the frame is sized for 1.5 MP and up)
+    alpha = cut_out(frame, CutoutParams(network_checks=False, pinhole_frame=1e-3)).alpha[0, 0].numpy()
+    assert alpha[99:102, 111:114].min() > 0.5         # the glint is metal
+    assert alpha[99:102, 218:223].max() < 0.5         # the link's gap stays open
+
+
 def test_the_demo_bands_highlight_has_no_pinholes():
     """Demo shoot image 5 (P1005, white metal on a white sweep): its broad highlight used to drop
     out in pinholes that the background stage then painted white (squares in the export)."""
