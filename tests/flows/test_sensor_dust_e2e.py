@@ -39,7 +39,7 @@ def test_the_survey_can_be_turned_off_per_shoot(dusty_run, tmp_path):
     config = RunConfig(out=tmp_path, state=tmp_path / ".state")
     catalog = Catalog.open(config.state)
     preset = load_preset("catalog")
-    jobs = ingest.fn(shoot, preset, catalog)
+    jobs = ingest.fn(shoot, preset, catalog, tmp_path)
     assert len(jobs) == 6
     spots = survey_sensor_dust.fn(read_shoot(shoot), jobs, preset, config)
     assert set(spots) == {j.source.image_id for j in jobs} and all(len(s) >= 3 for s in spots.values())
