@@ -254,10 +254,11 @@ def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, prob: np.ndarray |
     return mask | fill[labels].astype(np.uint8)
 
 
-def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_area: int) -> np.ndarray:
+def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_area: int, t_fg: float) -> np.ndarray:
     """Fill small holes that are metal: in a highlight (at most half as far in colour from the metal
     ringing them as from the backdrop), or deep inside solid metal (the metal around is over 1.5x as
-    thick as the hole is wide).
+    thick as the hole is wide, and its ring is surely piece: more than ``t_fg`` off the backdrop, so
+    a mask already grown over a chain's gaps does not close the last ones).
 
     A highlight on white metal can come within the noise of a white sweep and drop out as
     a pinhole. A real small hole (a link's gap, an eyelet) shows the backdrop, unlike the wire
@@ -284,7 +285,11 @@ def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_
         # a link's gap (the sweep in the chain's shade) is no closer to the wire than to the sweep
         highlight = np.abs(colour - around).max() < 0.5 * np.abs(colour - behind).max()
         depth = cv2.distanceTransform((mask[y0:y1, x0:x1] | hole).astype(np.uint8), cv2.DIST_L2, 3)[hole].max()
-        if highlight or depth >= 1.5 * width + 2:
+        reach = 2 * int(width) + 7     # the metal beyond the hole's own mixed rim, as far again as it is wide
+        beyond = (cv2.dilate(hole.astype(np.uint8), np.ones((reach, reach), np.uint8)) > 0) & ~ring & ~hole
+        far = (mask[y0:y1, x0:x1] > 0) & (np.abs(enc[y0:y1, x0:x1] - backdrop[y0:y1, x0:x1]).max(-1) > t_fg)
+        solid = far[beyond].mean() >= 0.9
+        if highlight or (solid and depth >= 1.5 * width + 2):
             out[y0:y1, x0:x1][hole] = 1
     return out
 
@@ -382,7 +387,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
     core = _fill_pinholes(core, enc[0].permute(1, 2, 0).cpu().numpy(), backdrop[0].permute(1, 2, 0).cpu().numpy(),
-                          int(params.pinhole_frame * h * w))
+                          int(params.pinhole_frame * h * w), t_fg)
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     sure_bg = (diff < t_bg).to(image.dtype) * (1 - sure_fg)
 
