@@ -91,13 +91,15 @@ def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
         if plate is not None:
             frame = _with_plate(frame, plate, stages, spots, dev)
         params = stage_params({k: v for k, v in stages.items() if k not in SHOOT_LEVEL}, background)
-        result, reference, timings = run_stages(frame, params, skip)
-        metrics = compute_metrics(reference, result)
-        light_known = params["neutralize"].kelvin is not None
-        if light_known:   # the backdrop keeps its own colour (coloured paper): it is no residual cast
-            metrics.update(background_a=0.0, background_b=0.0, background_cast=0.0)
-        evidence = gather_evidence(frame.image, reference, result, light_known=light_known)
-        metrics.update(evidence.metrics)
+        result, reference, timings, metrics, evidence = _stages_and_evidence(frame, params, skip)
+        if metrics["cast_unverified"] and params["neutralize"].strength > 0:
+            # the light was estimated from a coloured backdrop and nothing on the piece confirms it:
+            # leave the colour as shot (QA holds the image either way), never "corrected" wrongly
+            params = {**params, "neutralize": params["neutralize"].model_copy(update={"strength": 0.0})}
+            first = timings
+            result, reference, timings, metrics, evidence = _stages_and_evidence(frame, params, skip)
+            timings = {k: first.get(k, 0.0) + v for k, v in timings.items()}
+            result = result.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")
         metrics["sensor_dust_spots"] = float(len(spots))
         metrics["upscale"] = _upscale(result, preset)
         staged = _stage_exports(result, preset, staging)
@@ -105,6 +107,18 @@ def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
     return Outcome(
         image_id, ok=True, metrics=metrics, flags=result.flags, notes=result.notes, timings=timings,
         seconds=time.perf_counter() - t0, staged=staged, size=(pixels.shape[-1], pixels.shape[-2]))
+
+
+def _stages_and_evidence(frame: Frame, params: dict, skip: tuple[str, ...]):
+    """The pixel pipe, then the metrics and QA's own evidence on its result."""
+    result, reference, timings = run_stages(frame, params, skip)
+    metrics = compute_metrics(reference, result)
+    light_known = params["neutralize"].kelvin is not None
+    if light_known:   # the backdrop keeps its own colour (coloured paper): it is no residual cast
+        metrics.update(background_a=0.0, background_b=0.0, background_cast=0.0)
+    evidence = gather_evidence(frame.image, reference, result, light_known=light_known)
+    metrics.update(evidence.metrics)
+    return result, reference, timings, metrics, evidence
 
 
 def _with_plate(frame: Frame, plate: Path, stages: dict, spots: list[Spot], dev: torch.device) -> Frame:

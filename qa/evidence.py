@@ -344,7 +344,8 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
     if np.sqrt(norm) < CAST_LOG_CHROMA:
         return False   # a near-neutral backdrop: the correction is small whatever it is
     y = src @ np.array([0.2126, 0.7152, 0.0722], np.float32)
-    usable = (cv2.erode(piece.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & (src.max(2) < 0.95) & (y > 0.05)
+    # 3 px in from the outline: edge pixels mix with the backdrop and would carry its colour
+    usable = (cv2.erode(piece.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0) & (src.max(2) < 0.95) & (y > 0.05)
     if usable.sum() < 200:
         return True
     bright = np.maximum(src[usable & (y >= np.quantile(y[usable], 0.9))], 1e-4)

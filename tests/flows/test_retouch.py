@@ -1,0 +1,41 @@
+"""One image through flows.retouch: what is staged when QA cannot confirm the light."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from bench.trust import read_cutout
+from flows.retouch import retouch_image
+from infra.presets import load_preset
+from models.simulator import render_scene
+from tasks.color import linear_to_srgb, rgb_to_lab
+
+
+def _chroma(rgb: np.ndarray) -> np.ndarray:
+    """Mean CIELAB (a, b) of (N, 3) linear RGB."""
+    lab = rgb_to_lab(torch.from_numpy(np.ascontiguousarray(rgb.T[None, :, :, None])).float())[0, :, :, 0]
+    return lab[1:].mean(1).numpy()
+
+
+@pytest.mark.parametrize("paper", [(1.0, 0.88, 0.72), (0.80, 0.95, 1.0)], ids=["beige", "pale_blue"])
+def test_an_unconfirmed_light_leaves_the_colour_as_shot(tmp_path, paper):
+    """Plain gold on beige or pale blue paper (|log-chroma| ~0.2): nothing on the piece tells the paper
+    from a coloured light, so the image goes to review with its colour as shot, never 'corrected'
+    (gold turned greenish or orange)."""
+    scene = render_scene(np.random.default_rng([7, 1]), (600, 400), piece="band", metal="yellow_gold",
+                         background="white_sweep", defects=False)
+    shot = scene.clean * (scene.alpha[..., None] + (1 - scene.alpha[..., None]) * np.array(paper, np.float32))
+    source = tmp_path / "B1_front.tif"
+    tifffile.imwrite(source, (linear_to_srgb(torch.from_numpy(shot)).numpy() * 65535).round().astype(np.uint16))
+
+    outcome = retouch_image(source, "b1", load_preset("catalog"), tmp_path / "staged", device="cpu")
+    assert outcome.ok and outcome.metrics["cast_unverified"] == 1
+    assert any("colour left as shot" in n for n in outcome.notes)
+    rgb, alpha = read_cutout(Path(outcome.staged["cutout"]))
+    piece = (alpha > 0.99) & (scene.alpha > 0.99)
+    assert np.abs(_chroma(rgb[piece]) - _chroma(scene.clean[piece])).max() < 2.0   # gold stays the gold shot
