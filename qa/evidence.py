@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
-from tasks.cutout import edge_strength, fit_backdrop, frame_border, outline
+from tasks.cutout import component_mean, edge_strength, fit_backdrop, frame_border, outline
 from tasks.frame import Frame
 from tasks.ops import gaussian_blur, resize
 
@@ -159,8 +159,7 @@ class _Blobs:
 
     def mean(self, values: np.ndarray) -> np.ndarray:
         """Mean of ``values`` over each label."""
-        return np.bincount(self.labels.ravel(), weights=values.ravel().astype(np.float64), minlength=len(self.stats)) \
-            / np.maximum(self.stats[:, cv2.CC_STAT_AREA], 1)
+        return component_mean(self.labels, len(self.stats), values)
 
 
 def _lab_mean(rgb: np.ndarray) -> np.ndarray:

@@ -178,6 +178,13 @@ def outline(mask: np.ndarray) -> np.ndarray:
     return (mask > 0) & (cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0)
 
 
+def _fades(labels: np.ndarray, n: int, rim: np.ndarray, edges: np.ndarray, params: CutoutParams) -> np.ndarray:
+    """Per label: its ``rim`` pixels (where it meets the backdrop, at least 8) mostly lie where the
+    photo has no edge."""
+    support = component_mean(labels[rim], n, edges[rim] >= params.edge_sigmas)
+    return (support < params.min_edge_support) & (np.bincount(labels[rim], minlength=n) >= 8)
+
+
 def _drop_edgeless(core: np.ndarray, edges: np.ndarray, params: CutoutParams) -> np.ndarray:
     """Drop components of ``core`` with no edge around them and none inside: a sweep's fall-off or a
     patch of uneven light crossing the threshold, a detached shadow's fade. A component with edges
@@ -186,10 +193,9 @@ def _drop_edgeless(core: np.ndarray, edges: np.ndarray, params: CutoutParams) ->
     if n <= 1:
         return core
     rim = outline(core)
-    support = _component_mean(labels[rim], n, edges[rim] >= params.edge_sigmas)
     inside = (core > 0) & ~rim
-    structure = _component_mean(labels[inside], n, edges[inside] >= params.edge_sigmas)
-    drop = (support < params.min_edge_support) & (structure < 0.01) & (np.bincount(labels[rim], minlength=n) >= 8)
+    structure = component_mean(labels[inside], n, edges[inside] >= params.edge_sigmas)
+    drop = _fades(labels, n, rim, edges, params) & (structure < 0.01)
     drop[0] = False
     return core & ~drop[labels].astype(np.uint8)
 
@@ -200,7 +206,7 @@ def _piece_probability(enc: torch.Tensor, params: CutoutParams) -> torch.Tensor:
     return piece_probability(enc, load_segnet(params.network_weights, enc.device))
 
 
-def _component_mean(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+def component_mean(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
     """Mean of ``values`` over each of the ``n`` labelled components."""
     return np.bincount(labels.ravel(), weights=values.ravel().astype(np.float64), minlength=n) / np.maximum(
         np.bincount(labels.ravel(), minlength=n), 1)
@@ -222,9 +228,9 @@ def _drop_shadows(enc, sigma, shade, z_smooth, core: np.ndarray, prob: np.ndarra
     if n <= 1:
         return core
     rim = outline(core) & candidates     # where a candidate meets the backdrop
-    fades = _component_mean(labels[rim], n, edges[rim] >= params.edge_sigmas) < params.min_edge_support
-    fades &= np.bincount(labels[rim], minlength=n) >= 8
-    shadow = fades | (_component_mean(labels, n, prob) < params.shadow_p if prob is not None else False)
+    shadow = _fades(labels, n, rim, edges, params)
+    if prob is not None:
+        shadow |= component_mean(labels, n, prob) < params.shadow_p
     shadow[0] = False
     return core & ~shadow[labels].astype(np.uint8)
 
@@ -247,18 +253,18 @@ def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, prob: np.ndarray |
     touches = np.zeros(n, bool)
     for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
         touches[np.unique(edge)] = True
-    fill = ~touches & (_component_mean(labels, n, plain) < plain_share) & (stats[:, cv2.CC_STAT_AREA] >= min_area)
+    fill = ~touches & (component_mean(labels, n, plain) < plain_share) & (stats[:, cv2.CC_STAT_AREA] >= min_area)
     if prob is not None:
-        fill &= _component_mean(labels, n, prob) >= 0.3
+        fill &= component_mean(labels, n, prob) >= 0.3
     fill[0] = False
     return mask | fill[labels].astype(np.uint8)
 
 
-def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_area: int, t_fg: float) -> np.ndarray:
+def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_area: int, sure: np.ndarray) -> np.ndarray:
     """Fill small holes that are metal: in a highlight (at most half as far in colour from the metal
     ringing them as from the backdrop), or deep inside solid metal (the metal around is over 1.5x as
-    thick as the hole is wide, and its ring is surely piece: more than ``t_fg`` off the backdrop, so
-    a mask already grown over a chain's gaps does not close the last ones).
+    thick as the hole is wide, and its ring is ``sure`` piece, far off the backdrop, so a mask
+    already grown over a chain's gaps does not close the last ones).
 
     A highlight on white metal can come within the noise of a white sweep and drop out as
     a pinhole. A real small hole (a link's gap, an eyelet) shows the backdrop, unlike the wire
@@ -287,8 +293,7 @@ def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_
         depth = cv2.distanceTransform((mask[y0:y1, x0:x1] | hole).astype(np.uint8), cv2.DIST_L2, 3)[hole].max()
         reach = 2 * int(width) + 7     # the metal beyond the hole's own mixed rim, as far again as it is wide
         beyond = (cv2.dilate(hole.astype(np.uint8), np.ones((reach, reach), np.uint8)) > 0) & ~ring & ~hole
-        far = (mask[y0:y1, x0:x1] > 0) & (np.abs(enc[y0:y1, x0:x1] - backdrop[y0:y1, x0:x1]).max(-1) > t_fg)
-        solid = far[beyond].mean() >= 0.9
+        solid = ((mask[y0:y1, x0:x1] > 0) & sure[y0:y1, x0:x1])[beyond].mean() >= 0.9
         if highlight or (solid and depth >= 1.5 * width + 2):
             out[y0:y1, x0:x1][hole] = 1
     return out
@@ -387,7 +392,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
     core = _fill_pinholes(core, enc[0].permute(1, 2, 0).cpu().numpy(), backdrop[0].permute(1, 2, 0).cpu().numpy(),
-                          int(params.pinhole_frame * h * w), t_fg)
+                          int(params.pinhole_frame * h * w), (diff > t_fg)[0, 0].cpu().numpy())
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     sure_bg = (diff < t_bg).to(image.dtype) * (1 - sure_fg)
 
