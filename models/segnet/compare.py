@@ -19,34 +19,12 @@ import argparse
 import numpy as np
 import torch
 
-from models.segnet import load_segnet, piece_probability
-from models.simulator import BACKGROUNDS, linear_to_srgb, render_scene
+from models.segnet import load_segnet
+from models.segnet.train import render_set, validate
+from models.simulator import BACKGROUNDS
 from models.simulator.studio import WIDE_BACKDROPS
 
-
-def scenes(world: str, n: int):
-    kinds = BACKGROUNDS if world == "default" else tuple(WIDE_BACKDROPS)
-    seed = 4242 if world == "default" else 4343
-    out = {}
-    for b, bg in enumerate(kinds):
-        imgs, truths = [], []
-        for i in range(n):
-            s = render_scene(np.random.default_rng([seed, b, i]), (384, 256), background=bg, world=world)
-            imgs.append(linear_to_srgb(s.source))
-            truths.append(s.alpha > 0.5)
-        out[bg] = (np.stack(imgs).astype(np.float32), np.stack(truths))
-    return out
-
-
-def mean_iou(net, imgs, truths) -> float:
-    vals = []
-    for j in range(0, len(imgs), 8):
-        x = torch.from_numpy(imgs[j:j + 8]).permute(0, 3, 1, 2)
-        pred = piece_probability(x, net)[:, 0].numpy() > 0.5
-        for p, t in zip(pred, truths[j:j + 8]):
-            u = np.logical_or(p, t).sum()
-            vals.append(np.logical_and(p, t).sum() / u if u else 1.0)
-    return float(np.mean(vals))
+SEEDS = {"default": 4242, "wide": 4343}
 
 
 def main(argv=None):
@@ -63,8 +41,9 @@ def main(argv=None):
     res = {}
     for world, n in (("default", a.n_default), ("wide", a.n_wide)):
         allv = [[] for _ in nets]
-        for bg, (imgs, truths) in scenes(world, n).items():
-            vals = [mean_iou(net, imgs, truths) for net in nets]
+        kinds = BACKGROUNDS if world == "default" else tuple(WIDE_BACKDROPS)
+        for bg, one in render_set(kinds, n, SEEDS[world], world=world).items():
+            vals = [validate(net, {bg: one}, "cpu")[bg] for net in nets]
             for k, v in enumerate(vals):
                 allv[k].append(v)
             res[(world, bg)] = vals

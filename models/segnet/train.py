@@ -34,36 +34,22 @@ VAL_POOL_SEED = 987_654  # composite validation pool seed (training uses --seed)
 VAL_WIDE = 12  # held-out wide-world scenes per wide backdrop
 
 
-def wide_val_rng(bg_index: int, i: int) -> np.random.Generator:
-    return np.random.default_rng([2025, bg_index, i])
-
-
-def native_val_rng(bg_index: int, i: int) -> np.random.Generator:
-    return np.random.default_rng([2024, bg_index, i])
-
-
-def build_wide_val(n=VAL_WIDE):
-    """Held-out wide-world scenes (384x256) per wide backdrop, named ``wide_<backdrop>``."""
+def render_set(kinds, n: int, seed: int, world: str = "default", prefix: str = "") -> dict:
+    """``n`` held-out scenes (384x256) per backdrop of ``kinds``, scene i of backdrop b from
+    ``default_rng([seed, b, i])``: ``{prefix + backdrop: (sRGB images, truth masks)}``."""
     sets = {}
-    for b, bg in enumerate(WIDE_BACKDROPS):
+    for b, bg in enumerate(kinds):
         imgs, truths = [], []
         for i in range(n):
-            s = render_scene(wide_val_rng(b, i), (384, 256), background=bg, world="wide")
+            s = render_scene(np.random.default_rng([seed, b, i]), (384, 256), background=bg, world=world)
             imgs.append(linear_to_srgb(s.source))
             truths.append(s.alpha > 0.5)
-        sets["wide_" + bg] = (np.stack(imgs), np.stack(truths))
+        sets[prefix + bg] = (np.stack(imgs), np.stack(truths))
     return sets
 
 
 def build_val(wide=True):
-    sets = {}
-    for b, bg in enumerate(BACKGROUNDS):
-        imgs, truths = [], []
-        for i in range(VAL_NATIVE):
-            s = render_scene(native_val_rng(b, i), (384, 256), background=bg)
-            imgs.append(linear_to_srgb(s.source))
-            truths.append(s.alpha > 0.5)
-        sets[bg] = (np.stack(imgs), np.stack(truths))
+    sets = render_set(BACKGROUNDS, VAL_NATIVE, 2024)
     comp = {}
     for i in range(VAL_COMPOSITE):
         o = make_sample(VAL_POOL_SEED, i)
@@ -75,7 +61,7 @@ def build_val(wide=True):
     for k in sorted(comp):
         sets["comp_" + k] = (np.stack(comp[k][0]), np.stack(comp[k][1]))
     if wide:
-        sets.update(build_wide_val())
+        sets.update(render_set(WIDE_BACKDROPS, VAL_WIDE, 2025, world="wide", prefix="wide_"))
     return sets
 
 
@@ -87,6 +73,8 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
 
 @torch.no_grad()
 def validate(net, sets, device, size=384):
+    """Mean IoU (prob > 0.5 vs truth) per set; the net's train/eval mode is left as it was."""
+    was_training = net.training
     net.eval()
     out = {}
     for name, (imgs, truths) in sets.items():
@@ -97,7 +85,7 @@ def validate(net, sets, device, size=384):
             pred = (p[:, 0] > 0.5).cpu().numpy()
             vals += [iou(a, b) for a, b in zip(pred, truths[j:j + 8])]
         out[name] = float(np.mean(vals))
-    net.train()
+    net.train(was_training)
     return out
 
 
