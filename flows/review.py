@@ -27,6 +27,7 @@ from qa.report import write_manifest
 from tasks.pipeline import STAGE_NAMES, stage_params
 
 QUEUE_STATES = ("open", "rerunning", "approved", "rejected", "rerun")
+MAX_NOTE = 2000      # characters: a note is stored in the queue and audit log and shown on every page of the image
 
 
 class ReviewError(ValueError):
@@ -53,6 +54,8 @@ def _waiting(catalog: Catalog, image_id: str) -> dict:
 
 
 def _decide(catalog: Catalog, image_id: str, decision: str, who: str, note: str) -> dict:
+    if len(note) > MAX_NOTE:
+        raise ReviewError(f"note too long ({len(note)} characters, at most {MAX_NOTE}): nothing recorded")
     row = _waiting(catalog, image_id)
     _set_queue(catalog, image_id, state=decision, note=note, decided_at=time.time(), decided_by=who)
     return row

@@ -10,8 +10,12 @@ the metrics against the preset's thresholds) and the actions approve, reject
 ``loupe review ...`` (``flows.review``) and land in the audit log.
 
 Safety: binds 127.0.0.1 unless told otherwise, and then only with a token
-(login page -> signed cookie); every POST carries a CSRF token that must match
-the ``loupe_csrf`` cookie (double submit, SameSite=Strict); images are served
+(login page -> signed cookie; failed logins throttled per client address);
+only requests whose ``Host`` names an allowed host are answered (else 400,
+before any cookie is set: DNS rebinding gives a page a foreign Host); every
+POST's ``Origin`` (or ``Referer``) must name an allowed host too, and the POST
+must carry a CSRF token that matches the ``loupe_csrf`` cookie (double submit,
+SameSite=Strict); request bodies are capped at ``MAX_BODY``; images are served
 only by catalog lookup of an ``image_id`` and a fixed set of names, never from a
 path taken from the URL.
 """
@@ -24,16 +28,19 @@ import io
 import ipaddress
 import json
 import logging
+import math
+import os
 import re
 import secrets
-import math
+import sys
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -60,6 +67,10 @@ NUMBER = re.compile(r"^[0-9]{1,5}$")
 MAX_FINDINGS = 200
 FILTERS = ("shoot", "reason", "status")
 CSRF_COOKIE, AUTH_COOKIE, WHO_COOKIE = "loupe_csrf", "loupe_auth", "loupe_who"
+MAX_BODY = 64 * 1024          # bytes of a POST; real forms (100 ids, a 2000-character note) are far smaller
+LOGIN_FAILURES, LOGIN_WINDOW_S = 5, 60.0      # wrong tokens per client address per window before 429
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+AUTHORITY = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?$")   # host[:port], IPv6 in brackets
 log = logging.getLogger("loupe.review")
 
 
@@ -70,6 +81,54 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def host_name(authority: str) -> str:
+    """``Host: name[:port]`` -> the lower-case name ('[::1]' keeps its brackets); '' when malformed."""
+    m = AUTHORITY.match(authority.strip().lower())
+    return m.group(1) if m else ""
+
+
+def as_host(name: str) -> str:
+    """A configured host name in the form ``host_name`` gives (a port is dropped, a bare IPv6 gets brackets)."""
+    got = host_name(name) or host_name(f"[{name.strip()}]")
+    if not got:
+        raise ValueError(f"not a host name: {name!r}")
+    return got
+
+
+def default_hosts(bind: str, extra: str = "") -> list[str]:
+    """The host names the app answers to when bound to ``bind``: that address, on loopback also localhost,
+    127.0.0.1 and [::1], plus ``extra`` (a comma list: ``serve`` passes $LOUPE_REVIEW_HOSTS). Any port."""
+    names = [bind, *(LOOPBACK_NAMES if is_loopback(bind) else ()), *extra.split(",")]
+    return list(dict.fromkeys(as_host(n) for n in names if n.strip()))
+
+
+def same_site(request: Request, allowed: set[str]) -> bool:
+    """A POST's ``Origin``, or its ``Referer`` when it has none, must name an allowed host ("null" and other
+    schemes fail). A request with neither comes from no browser page (curl, scripts, the tests), so it is no
+    cross-site threat; it still needs the CSRF token."""
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if source is None:
+        return True
+    parts = urlsplit(source)
+    return parts.scheme in ("http", "https") and host_name(parts.netloc) in allowed
+
+
+async def bounded_body(request: Request) -> bytes | None:
+    """The request body, or None when it is longer than MAX_BODY. A Content-Length over it is refused unread;
+    a chunked body (or one longer than it said) is read only up to the limit, never to its end."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        return None
+    chunks, size = [], 0
+    async with aclosing(request.stream()) as stream:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > MAX_BODY:
+                return None
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class Forbidden(Exception):
@@ -184,9 +243,10 @@ def read_evidence(path: Path | None, size: tuple[int, int] | None) -> dict:
 
 def create_app(state: Path | str, out: Path, *, token: str | None = None, preset: str | None = None,
                who: str = "reviewer", device: str = "auto", ray_address: str | None = None,
-               tile_cache_mb: int = 512) -> FastAPI:
+               tile_cache_mb: int = 512, allowed_hosts: list[str] | None = None) -> FastAPI:
     """The app for one OUT folder. ``token``: require a login with it (always set it when not on loopback).
-    ``tile_cache_mb``: memory for decoded full-resolution cut-outs (an LRU over images)."""
+    ``tile_cache_mb``: memory for decoded full-resolution cut-outs (an LRU over images). ``allowed_hosts``:
+    the names it answers to in ``Host`` (any port; default: the loopback names, see ``default_hosts``)."""
     out = Path(out).resolve()
     state = str(state)
     catalog = Catalog.open(state)
@@ -196,6 +256,9 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
     reruns = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loupe-rerun")   # one re-run at a time
     jobs: dict[str, object] = {}
     jobs_lock = threading.Lock()
+    allowed = set(default_hosts("127.0.0.1") if allowed_hosts is None else map(as_host, allowed_hosts))
+    failures: dict[str, list[float]] = {}             # client address -> times of its recent wrong tokens
+    failures_lock = threading.Lock()
 
     app = FastAPI(title="Loupe review", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -208,8 +271,35 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
     def authed(request: Request) -> bool:
         return token is None or hmac.compare_digest(request.cookies.get(AUTH_COOKIE, ""), auth_value())
 
+    def login_attempt(client: str) -> tuple[int, float]:
+        """(seconds ``client`` must wait, 0 if it may try now; this attempt's stamp). An attempt counts as a
+        failure from the start, so parallel guesses cannot all pass the check; a right token takes it back."""
+        now = time.monotonic()
+        with failures_lock:
+            recent = [t for t in failures.pop(client, []) if now - t < LOGIN_WINDOW_S]
+            wait = 0
+            if len(recent) >= LOGIN_FAILURES:         # until the oldest of the last few leaves the window
+                wait = max(1, math.ceil(recent[-LOGIN_FAILURES] + LOGIN_WINDOW_S - now))
+            failures[client] = recent if wait else recent + [now]
+            if len(failures) > 4096:                  # many addresses (IPv6): forget the stale ones
+                for k in [k for k, v in failures.items() if not v or now - v[-1] >= LOGIN_WINDOW_S]:
+                    del failures[k]
+        return wait, now
+
+    def login_succeeded(client: str, stamp: float) -> None:
+        with failures_lock:
+            if stamp in failures.get(client, ()):
+                failures[client].remove(stamp)
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
+        # DNS rebinding: a page on attacker.example re-pointed at 127.0.0.1 is same-origin with this app as
+        # far as the browser knows; only the Host header tells. Refuse it before anything, a cookie included.
+        if host_name(request.headers.get("host", "")) not in allowed:
+            return Response("unknown Host header: the review app answers only to its configured host names "
+                            "(LOUPE_REVIEW_HOSTS)", status_code=400)
+        if request.method == "POST" and not same_site(request, allowed):
+            return Response("cross-site request refused (Origin/Referer is not this app)", status_code=403)
         csrf = request.cookies.get(CSRF_COOKIE) or ""
         fresh = not csrf
         request.state.csrf = csrf or secrets.token_urlsafe(32)
@@ -221,10 +311,12 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
             else:
                 response = Response("login required", status_code=401)
         elif request.method == "POST":
-            body = await request.body()
-            form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+            body = await bounded_body(request)
+            form = parse_qs((body or b"").decode("utf-8", "replace"), keep_blank_values=True)
             sent = request.headers.get("x-csrf-token") or (form.get("csrf") or [""])[0]
-            if fresh or not sent or not hmac.compare_digest(sent, csrf):
+            if body is None:                          # nothing of it parsed: form is empty
+                response = Response(f"request body over {MAX_BODY // 1024} KB refused", status_code=413)
+            elif fresh or not sent or not hmac.compare_digest(sent, csrf):
                 response = Response("CSRF token missing or wrong: reload the page and try again", status_code=403)
             else:
                 request.state.form = form
@@ -349,9 +441,17 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
         name = first(f, "who").strip()[:64] or who
         nxt = first(f, "next", "/queue")
         nxt = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/queue"
-        if token is not None and not hmac.compare_digest(first(f, "token").encode(), token.encode()):
-            catalog.audit(name, "login_failed", "", {"client": request.client.host if request.client else ""})
-            return RedirectResponse("/login?" + urlencode({"next": nxt, "error": "wrong token"}), status_code=303)
+        client = request.client.host if request.client else ""
+        if token is not None:
+            wait, stamp = login_attempt(client)
+            if wait:                                  # not even compared: guessing stays at 5 a minute
+                return Response(f"too many wrong tokens from {client}: try again in {wait} s", status_code=429,
+                                headers={"Retry-After": str(wait)})
+            if not hmac.compare_digest(first(f, "token").encode(), token.encode()):
+                catalog.audit(name, "login_failed", "", {"client": client})
+                return RedirectResponse("/login?" + urlencode({"next": nxt, "error": "wrong token"}),
+                                        status_code=303)
+            login_succeeded(client, stamp)
         response = RedirectResponse(nxt, status_code=303)
         if token is not None:
             response.set_cookie(AUTH_COOKIE, auth_value(), httponly=True, samesite="strict")
@@ -540,10 +640,17 @@ def overlay_png(path: str, mtime_ns: int, name: str) -> bytes:
 
 
 def serve(state: Path | str, out: Path, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-          **options) -> None:
-    """Run the app with uvicorn (blocking)."""
+          allowed_hosts: list[str] | None = None, **options) -> None:
+    """Run the app with uvicorn (blocking). ``allowed_hosts``: default ``default_hosts(host, $LOUPE_REVIEW_HOSTS)``."""
     import uvicorn
 
     if not is_loopback(host) and not token:
         raise ValueError(f"refusing to listen on {host} without a token: set LOUPE_REVIEW_TOKEN or pass --token")
-    uvicorn.run(create_app(state, out, token=token, **options), host=host, port=port, log_level="warning")
+    if allowed_hosts is None:
+        extra = os.environ.get("LOUPE_REVIEW_HOSTS", "")
+        allowed_hosts = default_hosts(host, extra)
+        if not extra.strip() and host in ("0.0.0.0", "::"):
+            print(f"note: only requests for Host {host} are answered; list the names and addresses reviewers "
+                  "use in LOUPE_REVIEW_HOSTS (comma separated)", file=sys.stderr)
+    uvicorn.run(create_app(state, out, token=token, allowed_hosts=allowed_hosts, **options), host=host, port=port,
+                log_level="warning")

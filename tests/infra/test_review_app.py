@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
+import socket
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +19,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from infra.catalog import Catalog
+from infra.reviewapp import app as appmod
 from infra.reviewapp import create_app, is_loopback
 
 IDS = ("a1b2c3d4e5f60718", "0f1e2d3c4b5a6978", "1234567890abcdef")
+BASE = "http://127.0.0.1:8765"       # what a reviewer's browser sends as Host by default
 
 
 def _jpeg(colour) -> bytes:
@@ -97,8 +103,9 @@ def _tile(client: TestClient, image_id: str, level, tx, ty) -> np.ndarray:
     return np.asarray(im)
 
 
-def _client(out: Path, state: Path, **kw) -> TestClient:
-    return TestClient(create_app(state, out, who="tester", **kw), follow_redirects=False)
+def _client(out: Path, state: Path, base_url: str = BASE, client=("testclient", 50000), **kw) -> TestClient:
+    return TestClient(create_app(state, out, who="tester", **kw), base_url=base_url, client=client,
+                      follow_redirects=False)
 
 
 def _csrf(client: TestClient, page: str = "/queue") -> str:
@@ -268,7 +275,7 @@ def test_decoded_cutouts_are_an_lru_bounded_in_memory(cutout_queue):
         Image.fromarray(_cutout(), "RGBA").save(path)
         catalog.set_status(row["shoot"], row["source"], staged={"cutout": str(path)})
     app = create_app(state, out, who="tester", tile_cache_mb=8)     # one decoded cut-out is ~4.8 MB
-    client = TestClient(app)
+    client = TestClient(app, base_url=BASE)
     for image_id in (*IDS, IDS[0]):
         assert client.get(f"/img/{image_id}/tile/1/0/0.png").status_code == 200
         assert len(app.state.pyramids.entries) == 1 and app.state.pyramids.nbytes <= 8 << 20
@@ -371,3 +378,198 @@ def test_rerun_overrides_are_checked_before_anything_runs(queue):
         validate_overrides({"stages": {"cutout": {"band": 99}}})
     assert parse_set(["dust.strength=0.3", "cutout.band=4", "neutralize.method=bradford"]) == {
         "dust": {"strength": 0.3}, "cutout": {"band": 4}, "neutralize": {"method": "bradford"}}
+
+
+# --- hardening: Host / Origin, body and note limits, login throttling -------------------------------
+
+def _audit_actions(state: Path) -> list[str]:
+    return [a for (a,) in sqlite3.connect(state / "catalog.sqlite").execute("select action from audit_log")]
+
+
+def test_dns_rebinding_a_foreign_host_gets_400_and_no_cookie(queue):
+    out, state = queue
+    client = _client(out, state)
+    for url in ("/queue", "/", "/login", "/static/review.js", f"/img/{IDS[0]}/before", "/api/jobs"):
+        for host in ("attacker.example", "attacker.example:8765", "127.0.0.1.attacker.example:8765",
+                     "localhost.attacker.example", "", "127.0.0.1:8765@attacker.example"):
+            r = client.get(url, headers={"host": host})
+            assert r.status_code == 400, (url, host, r.status_code)
+            assert "set-cookie" not in r.headers and "\n" not in r.text.strip() and IDS[0] not in r.text
+    assert not client.cookies                                  # nothing was set on any of them
+    for host in ("127.0.0.1:8765", "localhost:8765", "LOCALHOST", "[::1]:8765", "127.0.0.1:9"):
+        assert client.get("/queue", headers={"host": host}).status_code == 200, host
+
+
+def test_a_post_from_a_foreign_host_or_origin_approves_nothing(queue):
+    out, state = queue
+    client = _client(out, state)
+    token = _csrf(client)                                      # a valid cookie and token, as a rebound page gets
+    form = {"csrf": token, "ids": list(IDS)}
+    refused = [({"host": "attacker.example:8765"}, 400),
+               ({"origin": "http://attacker.example:8765"}, 403),
+               ({"origin": "http://127.0.0.1.attacker.example:8765"}, 403),
+               ({"origin": "null"}, 403),
+               ({"origin": "file://"}, 403),
+               ({"referer": "http://attacker.example:8765/queue"}, 403),
+               ({"origin": "http://attacker.example", "referer": f"{BASE}/queue"}, 403)]   # Origin wins
+    for headers, status in refused:
+        for url in (f"/image/{IDS[0]}/approve", "/batch/approve", f"/image/{IDS[1]}/reject", "/login"):
+            r = client.post(url, data=form, headers=headers)
+            assert r.status_code == status, (url, headers, r.status_code)
+    assert [_status(out, i) for i in IDS] == ["review"] * 3
+    assert "approve" not in _audit_actions(state) and "reject" not in _audit_actions(state)
+    assert not (out / "exports").exists() or not list((out / "exports").rglob("*.jpg"))
+    # the app's own pages, as a browser sends them, still work
+    r = client.post(f"/image/{IDS[0]}/approve", data={"csrf": token}, headers={"origin": BASE})
+    assert r.status_code == 303 and _status(out, IDS[0]) == "exported"
+    r = client.post(f"/image/{IDS[1]}/approve", data={"csrf": token},
+                    headers={"referer": f"http://localhost:8765/image/{IDS[1]}"})
+    assert r.status_code == 303 and _status(out, IDS[1]) == "exported"
+
+
+def test_allowed_hosts_are_configurable_and_serve_reads_the_environment(queue, monkeypatch):
+    import uvicorn
+
+    out, state = queue
+    client = _client(out, state, base_url="http://review.example:8443",
+                     allowed_hosts=["Review.Example", "10.0.0.5:1234", "fd00::5"])
+    assert client.get("/queue").status_code == 200
+    for host, status in (("10.0.0.5", 200), ("[fd00::5]:8765", 200), ("127.0.0.1:8765", 400), ("localhost", 400)):
+        assert client.get("/queue", headers={"host": host}).status_code == status, host
+    token = _csrf(client)
+    assert client.post(f"/image/{IDS[0]}/approve", data={"csrf": token},
+                       headers={"origin": "http://127.0.0.1:8765"}).status_code == 403   # not listed here
+    assert appmod.default_hosts("127.0.0.1") == ["127.0.0.1", "localhost", "[::1]"]
+    assert appmod.default_hosts("::1") == ["[::1]", "localhost", "127.0.0.1"]
+    assert appmod.default_hosts("0.0.0.0", " review.example, 10.0.0.5 ,") == ["0.0.0.0", "review.example", "10.0.0.5"]
+    with pytest.raises(ValueError, match="not a host name"):
+        appmod.default_hosts("0.0.0.0", "http://review.example/")
+    # serve: bound elsewhere, the bind address plus $LOUPE_REVIEW_HOSTS and nothing of loopback's
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    monkeypatch.setenv("LOUPE_REVIEW_HOSTS", "review.example,192.168.1.5")
+    appmod.serve(state, out, host="0.0.0.0", token="s3cret", who="tester")
+    web = TestClient(served["app"], base_url="http://192.168.1.5:8765", follow_redirects=False)
+    assert web.get("/login").status_code == 200
+    for host, status in (("review.example", 200), ("0.0.0.0:8765", 200), ("127.0.0.1:8765", 400),
+                         ("localhost", 400), ("attacker.example", 400)):
+        assert web.get("/login", headers={"host": host}).status_code == status, host
+
+
+def test_request_bodies_are_bounded(queue):
+    out, state = queue
+    client = _client(out, state)
+    token = _csrf(client)
+    big = {"csrf": token, "note": "x" * (appmod.MAX_BODY + 1)}
+    r = client.post(f"/image/{IDS[0]}/approve", data=big)                     # Content-Length says it
+    assert r.status_code == 413 and _status(out, IDS[0]) == "review"
+    body = f"csrf={token}&pad=".encode() + b"x" * appmod.MAX_BODY
+
+    def chunks():                                                              # no Content-Length: chunked
+        for i in range(0, len(body), 4096):
+            yield body[i:i + 4096]
+    r = client.post(f"/image/{IDS[0]}/approve", content=chunks(),
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 413 and _status(out, IDS[0]) == "review"
+    assert "approve" not in _audit_actions(state)
+    # just under the limit is an ordinary form
+    fits = f"csrf={token}&pad=".encode() + b"x" * (appmod.MAX_BODY - 200)
+    r = client.post(f"/image/{IDS[0]}/approve", content=fits,
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 303 and _status(out, IDS[0]) == "exported"
+
+
+@contextlib.contextmanager
+def _served(app):
+    """``app`` under uvicorn on a free loopback port, in a thread: yields the port."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started:
+        assert time.time() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+def test_a_chunked_body_that_never_ends_is_answered_413_over_http(queue):
+    """Over a real socket: a chunked POST that goes on past the limit and never sends its last chunk gets 413;
+    a server that read bodies to their end would wait here until the timeout."""
+    out, state = queue
+    with _served(create_app(state, out, who="tester")) as port, socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(10)
+        s.sendall(f"POST /image/{IDS[0]}/approve HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                  "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        chunk = b"1000\r\n" + b"x" * 0x1000 + b"\r\n"
+        try:
+            for _ in range(appmod.MAX_BODY // 0x1000 + 2):                  # past the limit, no final 0 chunk
+                s.sendall(chunk)
+        except OSError:                                                      # the server may close early
+            pass
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert _status(out, IDS[0]) == "review"
+
+
+def test_an_overlong_note_is_refused_and_nothing_is_stored(queue):
+    from flows import review
+
+    out, state = queue
+    client = _client(out, state)
+    token = _csrf(client)
+    long = "n" * (review.MAX_NOTE + 1)
+    for action in ("reject", "approve"):
+        r = client.post(f"/image/{IDS[1]}/{action}", data={"csrf": token, "note": long})
+        assert r.status_code == 303 and "error" in r.headers["location"], action
+        page = client.get(r.headers["location"]).text
+        assert f"note too long ({review.MAX_NOTE + 1} characters, at most {review.MAX_NOTE})" in page
+        assert long not in page
+    assert _status(out, IDS[1]) == "review"
+    queued = next(q for q in Catalog.open(state).queue(None) if q["image_id"] == IDS[1])
+    assert queued["state"] == "open" and not queued["note"]
+    assert _audit_actions(state) == []
+    with pytest.raises(review.ReviewError, match="note too long"):               # the shell's path too
+        review.reject(state, out, IDS[1], who="cli", note=long)
+    # the longest allowed note goes through whole
+    r = client.post(f"/image/{IDS[1]}/reject", data={"csrf": token, "note": "é" * review.MAX_NOTE})
+    assert r.status_code == 303 and _status(out, IDS[1]) == "rejected"
+    details = sqlite3.connect(state / "catalog.sqlite").execute(
+        "select details from audit_log where action = 'reject'").fetchone()[0]
+    assert json.loads(details)["note"] == "é" * review.MAX_NOTE
+
+
+def test_failed_logins_are_throttled_per_client_address(queue, monkeypatch):
+    out, state = queue
+    app = create_app(state, out, who="tester", token="s3cret")
+    guesser = TestClient(app, base_url=BASE, client=("10.0.0.66", 40000), follow_redirects=False)
+    token = _csrf(guesser, "/login")
+    for n in range(appmod.LOGIN_FAILURES):
+        r = guesser.post("/login", data={"csrf": token, "token": f"guess{n}"})
+        assert r.status_code == 303 and "wrong+token" in r.headers["location"], n
+    r = guesser.post("/login", data={"csrf": token, "token": "s3cret"})        # even the right one, now
+    assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= appmod.LOGIN_WINDOW_S
+    assert AUTH_COOKIE_NAME not in r.headers.get("set-cookie", "")
+    assert guesser.get("/queue").status_code == 303                           # still not logged in
+    assert _audit_actions(state).count("login_failed") == appmod.LOGIN_FAILURES
+    # another address is not held back by this one
+    reviewer = TestClient(app, base_url=BASE, client=("10.0.0.7", 40001), follow_redirects=False)
+    mine = _csrf(reviewer, "/login")
+    r = reviewer.post("/login", data={"csrf": mine, "token": "s3cret"})
+    assert r.status_code == 303 and r.headers["location"] == "/queue" and reviewer.get("/queue").status_code == 200
+    # once the window has passed, the first address may try again
+    monkeypatch.setattr(appmod, "LOGIN_WINDOW_S", 0.3)
+    time.sleep(0.4)
+    r = guesser.post("/login", data={"csrf": token, "token": "s3cret"})
+    assert r.status_code == 303 and r.headers["location"] == "/queue" and guesser.get("/queue").status_code == 200
+
+
+AUTH_COOKIE_NAME = appmod.AUTH_COOKIE
