@@ -20,21 +20,51 @@ import numpy as np
 import torch
 from PIL import Image
 
-from infra.imageio import UnreadableSource, atomic_write, encode, read_source
-from infra.presets import ExportSpec, Preset
+from pydantic import ValidationError
+
+from infra.failpoints import failpoint
+from infra.imageio import TooLarge, UnreadableSource, atomic_write, encode, read_source
+from infra.limits import memory_cap, peak_rss_mb
+from infra.presets import ExportSpec, Preset, PresetError, load_preset
 from qa.evidence import Evidence, gather_evidence, kept_findings
 from qa.metrics import compute_metrics, detail_loss_map
 from tasks.color import srgb_to_linear
 from tasks.compose import canvas_scale, on_canvas, quantize
 from tasks.develop import DevelopParams, develop
 from tasks.frame import Frame
-from tasks.pipeline import stage_params, run_stages
+from tasks.pipeline import STAGES, stage_params, run_stages
 from tasks.sensor_dust import SensorDustParams, Spot, correct_sensor_dust, dust_evidence
 
 PREVIEW_EDGE = 1200
+TASK_BASE_BYTES = 1536 << 20       # see task_memory
+TASK_BYTES_PER_PIXEL = 400
 # ``[stages.<name>]`` tables that are not pixel-pipe stages: develop runs before the pipe,
 # sensor_dust is measured over the whole shoot and applied right after develop
 SHOOT_LEVEL = ("develop", "sensor_dust")
+
+
+def stage_problems(stages: dict, where: str) -> list[str]:
+    """One line per unknown stage or bad parameter in a ``[stages]`` table (``where`` names the file)."""
+    models = {"develop": DevelopParams, "sensor_dust": SensorDustParams, **{s.name: s.params for s in STAGES}}
+    problems = []
+    for name, values in stages.items():
+        if name not in models:
+            problems.append(f"{where}: unknown stage [stages.{name}] (stages: {', '.join(models)})")
+            continue
+        try:
+            models[name].model_validate(values)
+        except ValidationError as exc:
+            problems += [f"{where}: stages.{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    return problems
+
+
+def checked_preset(name_or_path: str | Path) -> Preset:
+    """A preset whose stage tables are checked against the stages' own parameter models."""
+    preset = load_preset(name_or_path)
+    problems = stage_problems(preset.stages, f"preset {name_or_path}")
+    if problems:
+        raise PresetError("\n".join(problems))
+    return preset
 
 
 @dataclass
@@ -74,11 +104,32 @@ def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
     clean plate (a frame of the empty backdrop), developed alike and handed to the stages.
     """
     t0 = time.perf_counter()
+    failpoint("worker.start")
     try:
-        decoded = read_source(source)
+        decoded = read_source(source)   # bounded: the pixel budget is checked from the header
+    except TooLarge as exc:
+        return Outcome(image_id, ok=False, error=f"too_large: {exc}", seconds=time.perf_counter() - t0)
     except UnreadableSource as exc:
         return Outcome(image_id, ok=False, error=f"unreadable: {exc}", seconds=time.perf_counter() - t0)
     dev = resolve_device(device)
+    if dev.type == "cpu":   # (CUDA's driver maps large private regions; GPU memory is torch's to bound)
+        with memory_cap(task_memory(*decoded.pixels.shape[:2])):
+            outcome = _retouch(decoded, image_id, preset, staging, dev, overrides, sensor_dust, plate)
+    else:
+        outcome = _retouch(decoded, image_id, preset, staging, dev, overrides, sensor_dust, plate)
+    outcome.seconds = time.perf_counter() - t0
+    outcome.metrics["worker_peak_mb"] = round(peak_rss_mb(), 1)
+    return outcome
+
+
+def task_memory(height: int, width: int) -> int:
+    """What one image may add to its worker's memory: measured ~250 bytes per source pixel at 24 MP
+    (issue 13's profile), with headroom, plus a fixed part for the networks' activations and codecs."""
+    return TASK_BASE_BYTES + TASK_BYTES_PER_PIXEL * height * width
+
+
+def _retouch(decoded, image_id: str, preset: Preset, staging: Path, dev: torch.device, overrides: dict | None,
+             sensor_dust: list[Spot] | None, plate: Path | None) -> Outcome:
     pixels = torch.from_numpy(decoded.pixels).permute(2, 0, 1)[None].to(dev)
     overrides = overrides or {}
     stages = {**preset.stages, **overrides.get("stages", {})}
@@ -103,10 +154,10 @@ def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
         metrics["sensor_dust_spots"] = float(len(spots))
         metrics["upscale"] = _upscale(result, preset)
         staged = _stage_exports(result, preset, staging)
+        failpoint("worker.staged")
         _stage_previews(reference, result, staging, evidence, preset)
-    return Outcome(
-        image_id, ok=True, metrics=metrics, flags=result.flags, notes=result.notes, timings=timings,
-        seconds=time.perf_counter() - t0, staged=staged, size=(pixels.shape[-1], pixels.shape[-2]))
+    return Outcome(image_id, ok=True, metrics=metrics, flags=result.flags, notes=result.notes, timings=timings,
+                   staged=staged, size=(pixels.shape[-1], pixels.shape[-2]))
 
 
 def _stages_and_evidence(frame: Frame, params: dict, skip: tuple[str, ...]):

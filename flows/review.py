@@ -18,9 +18,10 @@ from prefect import flow
 from sqlalchemy import update
 
 from flows.retouch import SHOOT_LEVEL
-from flows.shoot import (Job, RunConfig, check, merge_stages, publish, retouch, route, shoot_preset, staging_dir,
-                         survey_sensor_dust)
+from flows.shoot import (Job, RunConfig, merge_stages, process, publish, shoot_preset, survey_sensor_dust,
+                         write_qa_tables)
 from infra.catalog import Catalog, review_queue
+from infra.layout import Layout
 from infra.presets import Preset, PresetError
 from infra.shoots import read_shoot
 from qa.report import write_manifest
@@ -65,9 +66,11 @@ def approve(state: Path | str, out: Path, image_id: str, *, who: str, note: str 
     """Publish a flagged image's staged exports and mark it exported."""
     catalog = Catalog.open(state)
     row = _decide(catalog, image_id, "approved", who, note)
-    exports = publish(Path(out), row["shoot"], row["sku"], row["view"], json.loads(row["staged"]))
-    catalog.set_status(row["shoot"], row["source"], status="exported", exports=exports, staged={})
-    shutil.rmtree(staging_dir(Path(out), row["shoot"], image_id), ignore_errors=True)
+    layout = Layout(Path(out))
+    key = dict(shoot=row["shoot"], source=row["source"])
+    exports = publish(catalog, layout, key, row["sku"], row["view"], json.loads(row["staged"]))
+    catalog.set_status(**key, status="exported", exports=exports, staged={})
+    shutil.rmtree(layout.staging(row["shoot"], image_id), ignore_errors=True)
     catalog.audit(who, "approve", image_id, {"note": note, "exports": sorted(exports.values())})
     write_manifest(catalog, Path(out))
     return exports
@@ -92,7 +95,7 @@ def reject(state: Path | str, out: Path, image_id: str, *, who: str, note: str =
     reasons = ";".join(filter(None, [row["reasons"], "reviewer_rejected"]))
     catalog.set_status(row["shoot"], row["source"], status="rejected", reasons=reasons,
                        error=f"rejected by {who}: {note}".strip(), staged={})
-    shutil.rmtree(staging_dir(Path(out), row["shoot"], image_id), ignore_errors=True)
+    shutil.rmtree(Layout(Path(out)).staging(row["shoot"], image_id), ignore_errors=True)
     catalog.audit(who, "reject", image_id, {"note": note})
     write_manifest(catalog, Path(out))
 
@@ -153,12 +156,10 @@ def rerun_flow(state: str, out: Path, image_id: str, overrides: dict, who: str, 
         except PresetError as exc:
             raise ReviewError(f"{exc} (start the review app / command with --preset FILE)") from None
         job = Job(src, row["view"])
-        config = RunConfig(out=out, state=state, device=device, ray_address=ray_address)
+        config = RunConfig(out=out.resolve(), state=str(state), device=device, ray_address=ray_address)
         dust = survey_sensor_dust(shoot, [job], chosen, config)
-        outcomes = retouch([job], chosen, config, dust, shoot.plate)
-        # QA tables of a re-run go beside the shoot's, not over them: OUT/qa/<shoot>/reruns/<image_id>/
-        verdicts = check(f"{shoot.shoot_id}/reruns/{image_id}", outcomes, chosen, out)
-        counts = route(shoot.shoot_id, [job], outcomes, verdicts, catalog, out)
+        counts = process(shoot.shoot_id, [job], chosen, config, catalog, sensor_dust=dust, plate=shoot.plate)
+        write_qa_tables(config.layout.rerun_qa(shoot.shoot_id, image_id), [catalog.by_image_id(image_id)], chosen)
     except Exception as exc:
         _set_queue(catalog, image_id, state="open")
         catalog.audit(who, "rerun_failed", image_id, {"error": f"{type(exc).__name__}: {exc}"})

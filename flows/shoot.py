@@ -1,80 +1,193 @@
-"""The studio's night as a Prefect flow: ingest -> retouch -> check -> route -> export.
+"""The studio's night as a Prefect flow: plan -> ingest -> retouch, check, route (per image) -> report.
 
-Prefect tasks are coarse (one per phase of a shoot); the per-image work
-fans out over Ray inside ``retouch``. Per-image outcomes live in the
-catalog and the manifest, not in one Prefect task run per image.
+Prefect tasks are coarse (one per phase of a shoot); the per-image work fans out over Ray inside
+``process``. Each image's outcome is committed to the catalog as soon as its Ray task returns and
+the QA suite has judged it, so a crash anywhere loses at most the images in flight: the next run
+takes up ``pending`` and ``retryable`` rows and skips the finished ones.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from flows.retouch import Outcome, describe_failure, export_name, retouch_image, sensor_dust_evidence
-from infra.catalog import Catalog
-from infra.presets import Preset, load_preset
+from flows.preflight import missing_gpu
+from flows.retouch import (Outcome, checked_preset, describe_failure, retouch_image, sensor_dust_evidence,
+                           stage_problems)
+from infra.catalog import TERMINAL, Catalog, RunLock
+from infra.errors import OperatorError
+from infra.failpoints import failpoint
+from infra.imageio import atomic_write
+from infra.layout import Layout
+from infra.presets import Preset, PresetError, parse_preset
 from infra.raycluster import ensure_ray
-from infra.shoots import Shoot, Source, read_shoot
-from tasks.sensor_dust import SensorDustParams, Spot, find_sensor_dust
-from qa.report import thumbnail_dir, write_manifest, write_report, write_thumbnails
+from infra.shoots import SIDECAR, Shoot, Source, assign_views, read_shoot
+from qa.report import write_manifest, write_report, write_thumbnails
 from qa.suite import Rule, run_suite
+from tasks.sensor_dust import SensorDustParams, Spot, find_sensor_dust
+
+TRIES = 3                  # attempts per image in one run when the fault is the machine's, not the image's
+BACKOFF_S = (2.0, 8.0)     # wait before the 2nd and 3rd attempt
 
 
 @dataclass(frozen=True)
 class Job:
     source: Source
-    view: str          # unique within the shoot (duplicates get a suffix)
+    view: str          # unique within the shoot (see infra.shoots.assign_views)
 
 
 @dataclass(frozen=True)
 class RunConfig:
     out: Path
-    state: Path
+    state: str
     device: str = "auto"
     ray_address: str | None = None
     progress: bool = False
 
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.out)
 
-def staging_dir(out: Path, shoot: str, image_id: str) -> Path:
-    return out / ".staging" / shoot / image_id
+
+@dataclass
+class ShootPlan:
+    """A shoot read and its settings checked before any image is processed."""
+
+    shoot: Shoot
+    preset: Preset | None                     # None: the shoot's configuration is broken (``problems``)
+    problems: list[str] = field(default_factory=list)
+
+
+# --- settings ------------------------------------------------------------------
+
+def merge_stages(base: dict[str, dict], extra: dict[str, dict]) -> dict[str, dict]:
+    """Per-stage parameter tables with ``extra``'s keys over ``base``'s."""
+    return {k: {**base.get(k, {}), **extra.get(k, {})} for k in {*base, *extra}}
+
+
+def shoot_preset(shoot: Shoot, preset: str | Path) -> Preset:
+    """The preset a shoot runs with: the sidecar's choice, background and stage overrides on top,
+    all validated (``PresetError`` with one line per problem, naming the file and key)."""
+    if shoot.problems:
+        raise PresetError("\n".join(shoot.problems))
+    sidecar = shoot.folder / SIDECAR
+    try:
+        chosen = checked_preset(shoot.preset or preset)
+    except PresetError as exc:
+        raise PresetError(f"{sidecar}: {exc}" if shoot.preset else str(exc)) from None
+    problems = stage_problems(shoot.stages, str(sidecar))
+    if problems:
+        raise PresetError("\n".join(problems))
+    data = chosen.model_dump()
+    if shoot.background:
+        data["background"] = shoot.background
+    data["stages"] = merge_stages(chosen.stages, shoot.stages)
+    try:
+        return parse_preset(data, source=str(sidecar))
+    except PresetError as exc:
+        raise PresetError("\n".join(exc.args[0].splitlines()[1:])) from None
+
+
+def plan_shoots(shoot_dirs: list[Path], preset: str) -> list[ShootPlan]:
+    plans = []
+    for folder in map(Path, shoot_dirs):
+        shoot = read_shoot(folder)
+        try:
+            plans.append(ShootPlan(shoot, shoot_preset(shoot, preset)))
+        except PresetError as exc:
+            plans.append(ShootPlan(shoot, None, str(exc).splitlines()))
+    return plans
+
+
+# --- ingest ----------------------------------------------------------------------
+
+def decide(src: Source, prior: dict | None, plan: ShootPlan, first_with_hash: str | None) -> tuple[str, str, str]:
+    """What a run does with one source file: ``(action, reason, detail)``, action one of
+    ``process``, ``skip`` (finished with this exact file and preset) or ``reject``."""
+    if src.refused:
+        code, _, why = src.refused.partition(": ")
+        return "reject", code, why
+    if plan.preset is None:
+        return "reject", "bad_config", plan.problems[0]
+    if first_with_hash:
+        return "reject", "duplicate", f"same content as {first_with_hash}"
+    if (prior and prior["sha256"] == src.sha256 and prior["preset_digest"] == plan.preset.digest
+            and prior["status"] in TERMINAL):
+        return "skip", prior["status"], "finished with this file and preset"
+    return "process", "", ""
+
+
+@dataclass
+class Ingested:
+    jobs: list[Job]
+    rejected: int      # refused without processing (duplicate, symlink, bad configuration)
+    skipped: int       # finished before with this exact file and preset
 
 
 @task(cache_policy=NONE)
-def ingest(folder: Path, preset: Preset, catalog: Catalog, out: Path) -> list[Job]:
+def ingest(plan: ShootPlan, catalog: Catalog, layout: Layout) -> Ingested:
     """Record every file of the shoot in the catalog; return those that need processing.
 
-    A file processed again (changed, or a new preset) first has what it published withdrawn: the
-    old exports are no longer vouched for, and the new verdict may hold it for review.
+    A file processed again (changed, new preset, or an earlier run stopped before finishing it)
+    first has what it published withdrawn and its leftovers cleared: the old exports are no longer
+    vouched for, and the new verdict may hold it for review.
     """
-    shoot = read_shoot(folder)
-    jobs, seen_hash, seen_name = [], {}, {}
+    shoot = plan.shoot
+    known = {r["source"]: r for r in catalog.rows(shoot.shoot_id)}
+    views = assign_views(shoot.sources, {k: r["view"] for k, r in known.items()})
+    preset = plan.preset
+    jobs, seen_hash, actions = [], {}, Counter()
     for src in shoot.sources:
-        name = f"{src.sku}_{src.view}"
-        seen_name[name] = seen_name.get(name, 0) + 1
-        view = src.view if seen_name[name] == 1 else f"{src.view}-{seen_name[name]}"
-        prior = catalog.get(shoot.shoot_id, src.path.name)
-        base = dict(shoot=shoot.shoot_id, source=src.path.name, path=str(src.path), image_id=src.image_id,
-                    sha256=src.sha256, sku=src.sku, view=view, preset=preset.name, preset_digest=preset.digest)
-        finished = (prior and prior["sha256"] == src.sha256 and prior["preset_digest"] == preset.digest
-                    and prior["status"] in ("exported", "review", "rejected"))
-        if prior and not finished and prior["exports"]:
-            withdraw(out, json.loads(prior["exports"]))
-        if src.sha256 in seen_hash:
-            catalog.upsert(**base, status="rejected", reasons="duplicate",
-                           error=f"same content as {seen_hash[src.sha256]}")
+        prior = known.get(src.path.name)
+        action, reason, detail = decide(src, prior, plan, seen_hash.get(src.sha256))
+        seen_hash.setdefault(src.sha256, src.path.name)
+        actions[action] += 1
+        if action == "skip":
             continue
-        seen_hash[src.sha256] = src.path.name
-        if finished:
-            continue  # finished with this exact file and preset
-        catalog.upsert(**base, status="pending", reasons="", error="", metrics={}, exports={}, staged={}, notes="")
-        jobs.append(Job(src, view))
-    return jobs
+        if prior and prior["exports"]:
+            withdraw(layout, json.loads(prior["exports"]))
+        base = dict(shoot=shoot.shoot_id, source=src.path.name, path=str(src.path), image_id=src.image_id,
+                    sha256=src.sha256, sku=src.sku, view=views[src.path.name],
+                    preset=preset.name if preset else "", preset_digest=preset.digest if preset else "",
+                    metrics={}, exports={}, staged={}, notes="")
+        if action == "reject":
+            catalog.upsert(**base, status="rejected", reasons=reason, error=detail)
+            continue
+        catalog.dequeue(src.image_id)
+        shutil.rmtree(layout.staging(shoot.shoot_id, src.image_id), ignore_errors=True)
+        catalog.upsert(**base, status="pending", reasons="", error="")
+        jobs.append(Job(src, views[src.path.name]))
+    failpoint("run.ingested")
+    return Ingested(jobs, actions["reject"], actions["skip"])
 
+
+def withdraw(layout: Layout, exports: dict[str, str]) -> None:
+    """Remove published exports (paths relative to OUT) that no longer stand."""
+    for path in exports.values():
+        layout.abs(path).unlink(missing_ok=True)
+
+
+def sweep(layout: Layout, catalog: Catalog) -> None:
+    """Clear what a killed run left: temporary ``.part`` files and staging folders of images no
+    longer waiting for anything (an image in review keeps its staged exports for the approval)."""
+    for part in layout.partial_files():
+        part.unlink(missing_ok=True)
+    in_review = {r["image_id"] for r in catalog.rows() if r["status"] == "review"}
+    for shoot_dir in (layout.root / ".staging").glob("*"):
+        for image_dir in shoot_dir.glob("*"):
+            if image_dir.name not in in_review:
+                shutil.rmtree(image_dir, ignore_errors=True)
+
+
+# --- per image: retouch on Ray, check, route -------------------------------------------
 
 @task(cache_policy=NONE)
 def survey_sensor_dust(shoot: Shoot, jobs: list[Job], preset: Preset, config: RunConfig) -> dict[str, list[Spot]]:
@@ -86,7 +199,7 @@ def survey_sensor_dust(shoot: Shoot, jobs: list[Job], preset: Preset, config: Ru
     import ray
 
     params = SensorDustParams(**preset.stages.get("sensor_dust", {}))
-    unique = list({src.sha256: src for src in shoot.sources}.values())
+    unique = list({src.sha256: src for src in shoot.sources if not src.refused}.values())
     if not jobs or not params.enabled or len(unique) < params.min_images:
         return {}
     ensure_ray(config.ray_address)
@@ -117,157 +230,246 @@ def survey_sensor_dust(shoot: Shoot, jobs: list[Job], preset: Preset, config: Ru
     return {i: s for i, s in spots.items() if i in wanted}
 
 
+def transient_reason(exc: BaseException) -> str | None:
+    """The reason code of a fault that another try may not meet (the machine's, not the image's),
+    else None: a worker or node lost, memory exhausted, storage unreachable or full."""
+    import ray.exceptions as rx
+
+    if isinstance(exc, rx.OutOfMemoryError):
+        return "out_of_memory"
+    if isinstance(exc, (rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError, rx.OwnerDiedError,
+                        rx.RaySystemError)):
+        return "worker_lost"
+    cause = getattr(exc, "cause", None) or exc
+    text = str(cause).lower()
+    if isinstance(cause, MemoryError) or "can't allocate memory" in text or "out of memory" in text:
+        return "out_of_memory"
+    if isinstance(cause, (OSError, ConnectionError, TimeoutError)):
+        return "storage"
+    return None
+
+
+@dataclass
+class _Attempt:
+    job: Job
+    tries: int = 0
+    not_before: float = 0.0
+
+
 @task(cache_policy=NONE)
-def retouch(jobs: list[Job], preset: Preset, config: RunConfig,
-            sensor_dust: dict[str, list[Spot]] | None = None, plate: Path | None = None) -> dict[str, Outcome]:
-    """Fan the images out over Ray, at most a few in flight per CPU/GPU (``plate``: the shoot's clean plate)."""
+def process(shoot_id: str, jobs: list[Job], preset: Preset, config: RunConfig, catalog: Catalog, *,
+            sensor_dust: dict[str, list[Spot]] | None = None, plate: Path | None = None,
+            lock: RunLock | None = None) -> Counter:
+    """Retouch the jobs on Ray (a few in flight per CPU/GPU); whatever has arrived is checked with
+    the preset's suite and routed at once, one catalog commit per image. Transient faults are retried
+    with back-off, then left ``retryable``; a bug in a worker rejects that image only."""
     import ray
 
+    counts: Counter = Counter()
     if not jobs:
-        return {}
+        return counts
     ensure_ray(config.ray_address)
     use_gpu = config.device == "cuda" or (config.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-    remote = ray.remote(num_gpus=1 if use_gpu else 0, max_retries=1)(retouch_image)
+    remote = ray.remote(num_gpus=1 if use_gpu else 0, max_retries=0)(retouch_image)
     device = "cuda" if use_gpu else "cpu"
     window = max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)
+    layout = config.layout
+    waiting = [_Attempt(job) for job in jobs]
     pending: dict = {}
-    outcomes: dict[str, Outcome] = {}
-    queue = list(jobs)
-    bar = _progress(len(jobs), config.progress)
-    while queue or pending:
-        while queue and len(pending) < window:
-            job = queue.pop(0)
-            src = job.source
-            ref = remote.remote(src.path, src.image_id, preset, staging_dir(config.out, src.shoot, src.image_id),
-                                device=device, sensor_dust=(sensor_dust or {}).get(src.image_id), plate=plate)
-            pending[ref] = src
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            src = pending.pop(ref)
-            try:
-                outcomes[src.image_id] = ray.get(ref)
-            except Exception as exc:  # a worker bug or crash must not sink the batch
-                outcomes[src.image_id] = Outcome(src.image_id, ok=False, error=f"processing_error: {describe_failure(exc)}")
-            bar.update(1)
-    bar.close()
-    return outcomes
-
-
-@task(cache_policy=NONE)
-def check(shoot: str, outcomes: dict[str, Outcome], preset: Preset, out: Path) -> dict[str, list[str]]:
-    """Run the preset's Great Expectations suite on this shoot's metrics."""
-    import pandas as pd
-
-    rows = [{"image_id": i, **o.metrics} for i, o in outcomes.items() if o.ok]
-    qa_dir = out / "qa" / shoot
-    qa_dir.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(rows)
-    rules = [Rule(**r.model_dump()) for r in preset.qa]
-    if frame.empty:
-        return {}
-    result = run_suite(frame, rules, suite_name=f"loupe_{preset.name}", docs_dir=qa_dir / "docs")
-    frame.assign(reasons=[";".join(result.reasons[i]) for i in frame["image_id"]]).to_csv(qa_dir / "metrics.csv", index=False)
-    (qa_dir / "validation.json").write_text(json.dumps(result.results, indent=1))
-    return result.reasons
-
-
-@task(cache_policy=NONE)
-def route(shoot: str, jobs: list[Job], outcomes: dict[str, Outcome], verdicts: dict[str, list[str]],
-          catalog: Catalog, out: Path) -> dict[str, int]:
-    """Publish passing images, queue flagged ones for review, reject unreadable ones."""
-    counts = {"exported": 0, "review": 0, "rejected": 0}
-    for job in jobs:
-        src, o = job.source, outcomes[job.source.image_id]
-        key = dict(shoot=shoot, source=src.path.name)
-        common = dict(metrics=o.metrics, notes="\n".join(o.notes), seconds=round(o.seconds, 3))
-        if not o.ok:
-            code = o.error.split(":", 1)[0]
-            catalog.set_status(**key, status="rejected", reasons=code, error=o.error, **common)
-            shutil.rmtree(staging_dir(out, shoot, src.image_id), ignore_errors=True)
-            counts["rejected"] += 1
+    bar = _progress(shoot_id, len(jobs), config.progress)
+    while waiting or pending:
+        now = time.monotonic()
+        for attempt in [a for a in waiting if a.not_before <= now][:max(0, window - len(pending))]:
+            waiting.remove(attempt)
+            src = attempt.job.source
+            attempt.tries += 1
+            pending[remote.remote(src.path, src.image_id, preset, layout.staging(shoot_id, src.image_id),
+                                  device=device, sensor_dust=(sensor_dust or {}).get(src.image_id),
+                                  plate=plate)] = attempt
+        wake = min((a.not_before for a in waiting), default=now + 30) - now
+        if not pending:
+            time.sleep(max(0.0, wake))
             continue
-        reasons = verdicts.get(src.image_id, [])
-        write_thumbnails(staging_dir(out, shoot, src.image_id) / "preview", thumbnail_dir(out, shoot, src.image_id))
-        if reasons:
-            review = out / "review" / shoot / src.image_id
-            shutil.rmtree(review, ignore_errors=True)
-            shutil.move(str(staging_dir(out, shoot, src.image_id) / "preview"), review)
-            catalog.set_status(**key, status="review", reasons=";".join(reasons), staged=o.staged, **common)
-            catalog.enqueue(src.image_id, shoot, src.path.name, reasons)
-            counts["review"] += 1
-        else:
-            exports = publish(out, shoot, src.sku, job.view, o.staged)
-            catalog.set_status(**key, status="exported", reasons="", exports=exports, staged={}, **common)
-            shutil.rmtree(staging_dir(out, shoot, src.image_id), ignore_errors=True)
-            counts["exported"] += 1
+        done, rest = ray.wait(list(pending), num_returns=1, timeout=max(0.1, min(30.0, wake)))
+        if done and rest:   # take everything that is ready now: one QA call for all of it
+            done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        arrived = []
+        for ref in done:
+            attempt = pending.pop(ref)
+            try:
+                arrived.append((attempt.job, ray.get(ref)))
+            except Exception as exc:
+                reason = transient_reason(exc)
+                if reason and attempt.tries < TRIES:
+                    attempt.not_before = time.monotonic() + BACKOFF_S[attempt.tries - 1]
+                    waiting.append(attempt)
+                    continue
+                code = f"retryable: {reason}" if reason else "processing_error"
+                arrived.append((attempt.job, Outcome(attempt.job.source.image_id, ok=False,
+                                                     error=f"{code}: {describe_failure(exc)}")))
+        verdicts = judge([o for _, o in arrived], preset)
+        for job, outcome in arrived:
+            counts[route_one(shoot_id, job, outcome, verdicts.get(outcome.image_id, []), catalog, layout)] += 1
+            bar.update(1)
+        if lock is not None:
+            lock.beat()
+    bar.close()
     return counts
 
 
-def publish(out: Path, shoot: str, sku: str, view: str, staged: dict[str, str]) -> dict[str, str]:
-    """Move staged exports to their catalog names (a rename: atomic on one filesystem)."""
-    target = out / "exports" / shoot
-    target.mkdir(parents=True, exist_ok=True)
-    exports = {}
+def judge(outcomes: list[Outcome], preset: Preset) -> dict[str, list[str]]:
+    """The preset's Great Expectations suite on the metrics of the images that were processed."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{"image_id": o.image_id, **o.metrics} for o in outcomes if o.ok])
+    if frame.empty:
+        return {}
+    rules = [Rule(**r.model_dump()) for r in preset.qa]
+    return run_suite(frame, rules, suite_name=f"loupe_{preset.name}").reasons
+
+
+def route_one(shoot: str, job: Job, o: Outcome, reasons: list[str], catalog: Catalog, layout: Layout) -> str:
+    """Publish a passing image, hold a flagged one for review, reject (or leave retryable) a failed one;
+    returns the status committed. Each step is safe to be killed in: see ``ingest`` and ``sweep``."""
+    src = job.source
+    key = dict(shoot=shoot, source=src.path.name)
+    common = dict(metrics=o.metrics, notes="\n".join(o.notes), seconds=round(o.seconds, 3))
+    staging = layout.staging(shoot, src.image_id)
+    if not o.ok:
+        status = "retryable" if o.error.startswith("retryable:") else "rejected"
+        code = o.error.split(": ", 2)[1] if status == "retryable" else o.error.split(":", 1)[0]
+        catalog.set_status(**key, status=status, reasons=code, error=o.error, **common)
+        shutil.rmtree(staging, ignore_errors=True)
+        return status
+    write_thumbnails(staging / "preview", layout.thumbs(shoot, src.image_id))
+    review = layout.review(shoot, src.image_id)
+    shutil.rmtree(review, ignore_errors=True)
+    if reasons:
+        shutil.move(str(staging / "preview"), review)
+        failpoint("route.review")
+        catalog.hold_for_review(shoot, src.path.name, src.image_id, reasons,
+                                staged={k: layout.rel(v) for k, v in o.staged.items()}, **common)
+        return "review"
+    exports = publish(catalog, layout, key, src.sku, job.view, {k: layout.rel(v) for k, v in o.staged.items()})
+    catalog.set_status(**key, status="exported", reasons="", exports=exports, staged={}, **common)
+    shutil.rmtree(staging, ignore_errors=True)
+    failpoint("route.done")
+    return "exported"
+
+
+def publish(catalog: Catalog, layout: Layout, key: dict, sku: str, view: str, staged: dict[str, str]) -> dict[str, str]:
+    """Move staged exports (paths relative to OUT) to their catalog names, each by one rename.
+
+    The names are recorded in the catalog first, so a run killed half-way through has them
+    withdrawn by the next run before the image is processed again: never a half-published image.
+    """
+    exports = {name: layout.rel(layout.export_file(key["shoot"], sku, view, Path(path).name))
+               for name, path in staged.items()}
+    catalog.set_status(**key, exports=exports)
+    failpoint("route.recorded")
+    layout.exports(key["shoot"]).mkdir(parents=True, exist_ok=True)
     for name, path in staged.items():
-        dest = target / f"{sku}_{view}_{Path(path).name}"
-        Path(path).replace(dest)
-        exports[name] = str(dest.relative_to(out))
+        layout.abs(path).replace(layout.abs(exports[name]))
+        failpoint("route.moved")
     return exports
 
 
-def withdraw(out: Path, exports: dict[str, str]) -> None:
-    """Remove published exports (paths relative to ``out``) that no longer stand."""
-    for path in exports.values():
-        (out / path).unlink(missing_ok=True)
+def write_qa_tables(qa_dir: Path, rows: list[dict], preset: Preset) -> None:
+    """``metrics.csv`` (the metrics and routed reasons of the given catalog rows) and the Great
+    Expectations results and Data Docs for them, under ``qa_dir``."""
+    import pandas as pd
+
+    rows = [r for r in rows if r["metrics"] not in ("", "{}")]
+    if not rows:
+        return
+    frame = pd.DataFrame([{"image_id": r["image_id"], **json.loads(r["metrics"])} for r in rows])
+    rules = [Rule(**r.model_dump()) for r in preset.qa]
+    result = run_suite(frame, rules, suite_name=f"loupe_{preset.name}", docs_dir=qa_dir / "docs")
+    failpoint("run.qa_tables")
+    table = frame.assign(reasons=[r["reasons"] for r in rows]).to_csv(index=False)
+    atomic_write(qa_dir / "metrics.csv", table.encode())
+    atomic_write(qa_dir / "validation.json", json.dumps(result.results, indent=1).encode())
 
 
-def merge_stages(base: dict[str, dict], extra: dict[str, dict]) -> dict[str, dict]:
-    """Per-stage parameter tables with ``extra``'s keys over ``base``'s."""
-    return {k: {**base.get(k, {}), **extra.get(k, {})} for k in {*base, *extra}}
+# --- the run ---------------------------------------------------------------------------
+
+def dry_run(shoot_dirs: list[Path], out: Path, preset: str = "catalog", state: str | None = None) -> list[str]:
+    """What ``run_shoots`` would do with each file, and why, without touching the catalog or OUT."""
+    lines = []
+    state = str(state or Path(out) / ".state")
+    catalog = Catalog.open(state) if "://" in state or Path(state).is_dir() else None
+    for plan in plan_shoots(shoot_dirs, preset):
+        shoot = plan.shoot
+        lines += [f"error: {p}" for p in plan.problems]
+        known = {r["source"]: r for r in catalog.rows(shoot.shoot_id)} if catalog else {}
+        seen: dict[str, str] = {}
+        for src in shoot.sources:
+            action, reason, detail = decide(src, known.get(src.path.name), plan, seen.get(src.sha256))
+            seen.setdefault(src.sha256, src.path.name)
+            why = f"  ({reason}: {detail})" if reason else ""
+            lines.append(f"{action:8} {shoot.shoot_id}/{src.path.name}{why}")
+        lines += [f"ignore   {shoot.shoot_id}/{name}" for name in shoot.ignored]
+    return lines
 
 
-def shoot_preset(shoot: Shoot, preset: str | Path) -> Preset:
-    """The preset a shoot runs with: the sidecar's choice, background and stage overrides on top."""
-    chosen = load_preset(shoot.preset or preset)
-    if shoot.background:
-        chosen = chosen.model_copy(update={"background": shoot.background})
-    if shoot.stages:
-        chosen = chosen.model_copy(update={"stages": merge_stages(chosen.stages, shoot.stages)})
-    return chosen
-
-
-@flow(name="loupe-run", log_prints=True)
-def run_shoots(shoot_dirs: list[Path], out: Path, preset: str = "catalog", state: Path | None = None,
+@flow(name="loupe-run")
+def run_shoots(shoot_dirs: list[Path], out: Path, preset: str = "catalog", state: str | Path | None = None,
                device: str = "auto", ray_address: str | None = None, progress: bool = False) -> dict[str, int]:
-    """Process shoot folders end to end; returns counts by final status for this run."""
+    """Process shoot folders end to end; returns counts by final status for this run (``config_errors``:
+    problems found in presets/sidecars; those shoots' files are rejected, the others processed)."""
     logger = get_run_logger()
-    out = Path(out)
-    config = RunConfig(out=out, state=Path(state) if state else out / ".state", device=device,
+    out = Path(out).resolve()
+    config = RunConfig(out=out, state=str(state) if state else str(out / ".state"), device=device,
                        ray_address=ray_address, progress=progress)
+    layout = config.layout
+    rules = checked_preset(preset).qa
+    plans = plan_shoots(shoot_dirs, preset)
     catalog = Catalog.open(config.state)
-    totals = {"exported": 0, "review": 0, "rejected": 0, "skipped": 0}
-    for folder in map(Path, shoot_dirs):
-        shoot = read_shoot(folder)
-        chosen = shoot_preset(shoot, preset)
-        jobs = ingest(folder, chosen, catalog, out)
-        dust = survey_sensor_dust(shoot, jobs, chosen, config)
-        if dust:
-            logger.info("shoot %s: sensor dust: %d spots", shoot.shoot_id, max(map(len, dust.values())))
-        if shoot.plate:
-            logger.info("shoot %s: clean plate %s", shoot.shoot_id, shoot.plate.name)
-        outcomes = retouch(jobs, chosen, config, dust, shoot.plate)
-        verdicts = check(shoot.shoot_id, outcomes, chosen, out)
-        counts = route(shoot.shoot_id, jobs, outcomes, verdicts, catalog, out)
-        counts["skipped"] = len(shoot.sources) - len(jobs)
-        logger.info("shoot %s: %s", shoot.shoot_id, counts)
-        for k, v in counts.items():
-            totals[k] += v
-    write_manifest(catalog, out)
-    write_report(catalog, out, rules=load_preset(preset).qa)
-    return totals
+    totals = Counter({"exported": 0, "review": 0, "rejected": 0, "retryable": 0, "skipped": 0})
+    totals["config_errors"] = sum(len(p.problems) for p in plans)
+    for plan in plans:
+        for problem in plan.problems:
+            _say(logger, f"error: {problem}")
+    if (why := missing_gpu(device, ray_address)) is not None:
+        raise OperatorError(why)
+    with catalog.lock() as lock:
+        sweep(layout, catalog)
+        for plan in plans:
+            shoot = plan.shoot
+            ingested = ingest(plan, catalog, layout)
+            jobs = ingested.jobs
+            ignored = f"; ignored: {', '.join(shoot.ignored)}" if shoot.ignored else ""
+            _say(logger, f"shoot {shoot.shoot_id}: {len(shoot.sources)} files, {len(jobs)} to process, "
+                         f"{ingested.skipped} finished before, {ingested.rejected} refused{ignored}")
+            counts = Counter()
+            if jobs:
+                dust = survey_sensor_dust(shoot, jobs, plan.preset, config)
+                if dust:
+                    _say(logger, f"shoot {shoot.shoot_id}: sensor dust: {max(map(len, dust.values()))} spots")
+                if shoot.plate:
+                    _say(logger, f"shoot {shoot.shoot_id}: clean plate {shoot.plate.name}")
+                counts = process(shoot.shoot_id, jobs, plan.preset, config, catalog, sensor_dust=dust,
+                                 plate=shoot.plate, lock=lock)
+            if plan.preset is not None:
+                write_qa_tables(layout.qa(shoot.shoot_id), catalog.rows(shoot.shoot_id), plan.preset)
+            counts["rejected"] += ingested.rejected
+            counts["skipped"] = ingested.skipped
+            _say(logger, f"shoot {shoot.shoot_id}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+            totals.update(counts)
+        failpoint("run.manifest")
+        write_manifest(catalog, out)
+        write_report(catalog, out, rules=rules)
+    return dict(totals)
 
 
-def _progress(total: int, enabled: bool):
+def _say(logger, line: str) -> None:
+    """A line for the operator's terminal and for Prefect's run log."""
+    print(line, file=sys.stderr, flush=True)
+    logger.info(line)
+
+
+def _progress(shoot: str, total: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="img", desc="retouch", disable=not enabled, leave=True)
+    return tqdm(total=total, unit="img", desc=shoot, disable=not enabled, leave=True, file=sys.stderr,
+                dynamic_ncols=True, mininterval=1.0)

@@ -9,15 +9,24 @@ The review queue is a second table a reviewer works through.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, create_engine, select, update)
+from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, create_engine, delete, select, update)
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
-STATUSES = ("pending", "exported", "review", "rejected")
+from infra.errors import OperatorError
+
+# pending: to be processed (or in flight); retryable: a transient fault (worker crash, out of memory,
+# storage outage) outlasted this run's retries, so the next run takes it again
+STATUSES = ("pending", "exported", "review", "rejected", "retryable")
+TERMINAL = ("exported", "review", "rejected")
+LOCK_STALE_S = 1800      # a lock whose holder has not beaten for this long (another host) is taken over
 
 metadata = MetaData()
 images = Table(
@@ -52,6 +61,14 @@ review_queue = Table(
     Column("created_at", Float, nullable=False),
     Column("decided_at", Float),
     Column("decided_by", String),
+)
+run_lock = Table(                                     # one run at a time per catalog (see Catalog.lock)
+    "run_lock", metadata,
+    Column("name", String, primary_key=True),
+    Column("host", String, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("since", Float, nullable=False),
+    Column("beat", Float, nullable=False),
 )
 audit_log = Table(                                    # every reviewer action: who, when, what
     "audit_log", metadata,
@@ -123,11 +140,21 @@ class Catalog:
 
     # --- review queue ---------------------------------------------------
     def enqueue(self, image_id: str, shoot: str, source: str, reasons: list[str]) -> None:
-        row = dict(image_id=image_id, shoot=shoot, source=source, reasons=";".join(reasons),
-                   state="open", note="", created_at=time.time(), decided_at=None, decided_by=None)
+        """Open (or re-open) an image's queue entry."""
         with self.engine.begin() as c:
-            c.execute(review_queue.delete().where(review_queue.c.image_id == image_id))
-            c.execute(review_queue.insert().values(**row))
+            _open_entry(c, image_id, shoot, source, reasons)
+
+    def hold_for_review(self, shoot: str, source: str, image_id: str, reasons: list[str], **values) -> None:
+        """Mark the image ``review`` and open its queue entry, in one transaction."""
+        with self.engine.begin() as c:
+            c.execute(update(images).where(images.c.shoot == shoot, images.c.source == source).values(
+                **_encoded({**values, "status": "review", "reasons": ";".join(reasons)})))
+            _open_entry(c, image_id, shoot, source, reasons)
+
+    def dequeue(self, image_id: str) -> None:
+        """Drop an image's queue entry (it is being processed again)."""
+        with self.engine.begin() as c:
+            c.execute(review_queue.delete().where(review_queue.c.image_id == image_id, review_queue.c.state == "open"))
 
     def queue(self, state: str | None = "open") -> list[dict]:
         q = select(review_queue).order_by(review_queue.c.created_at)
@@ -135,6 +162,31 @@ class Catalog:
             q = q.where(review_queue.c.state == state)
         with self.engine.connect() as c:
             return [dict(r) for r in c.execute(q).mappings()]
+
+    # --- one run at a time ------------------------------------------------
+    def lock(self, name: str = "run") -> "RunLock":
+        """Take the catalog's run lock, or raise ``Busy`` naming who holds it.
+
+        A holder on this host whose process is gone, or one on another host that has not beaten
+        for ``LOCK_STALE_S``, is taken over: a killed run never blocks the next one.
+        """
+        me = dict(name=name, host=socket.gethostname(), pid=os.getpid(), since=time.time(), beat=time.time())
+        with self.engine.begin() as c:
+            held = c.execute(select(run_lock).where(run_lock.c.name == name)).mappings().first()
+            if held and (held["host"], held["pid"]) == (me["host"], me["pid"]):
+                return RunLock(self, name, me["host"], me["pid"], owner=False)   # this process has it already
+            if held and not _stale(dict(held)):
+                raise Busy(f"another run (pid {held['pid']} on {held['host']}, started "
+                           f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(held['since']))}) is using this "
+                           "catalog; wait for it to finish, or give this run its own --out/--state")
+            if held:
+                c.execute(delete(run_lock).where(run_lock.c.name == name, run_lock.c.pid == held["pid"],
+                                                 run_lock.c.host == held["host"]))
+            try:
+                c.execute(run_lock.insert().values(**me))
+            except IntegrityError:   # another run took it between our read and write
+                raise Busy("another run took this catalog's lock just now; wait for it to finish") from None
+        return RunLock(self, name, me["host"], me["pid"])
 
     # --- audit log --------------------------------------------------------
     def audit(self, who: str, action: str, image_id: str = "", details: dict | None = None) -> None:
@@ -150,3 +202,54 @@ class Catalog:
             q = q.where(audit_log.c.image_id == image_id)
         with self.engine.connect() as c:
             return [dict(r) for r in c.execute(q).mappings()]
+
+
+def _open_entry(c, image_id: str, shoot: str, source: str, reasons: list[str]) -> None:
+    c.execute(review_queue.delete().where(review_queue.c.image_id == image_id))
+    c.execute(review_queue.insert().values(image_id=image_id, shoot=shoot, source=source, reasons=";".join(reasons),
+                                           state="open", note="", created_at=time.time(), decided_at=None,
+                                           decided_by=None))
+
+
+class Busy(OperatorError):
+    """Another run holds the catalog's lock."""
+
+
+def _stale(held: dict) -> bool:
+    if held["host"] == socket.gethostname():
+        try:
+            os.kill(held["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:   # alive, another user's
+            return False
+        return False
+    return time.time() - held["beat"] > LOCK_STALE_S
+
+
+@dataclass
+class RunLock:
+    catalog: Catalog
+    name: str
+    host: str
+    pid: int
+    owner: bool = True     # False: taken again by the process that holds it; release is the first taker's
+
+    def _mine(self):
+        return (run_lock.c.name == self.name) & (run_lock.c.host == self.host) & (run_lock.c.pid == self.pid)
+
+    def beat(self) -> None:
+        with self.catalog.engine.begin() as c:
+            c.execute(update(run_lock).where(self._mine()).values(beat=time.time()))
+
+    def release(self) -> None:
+        if not self.owner:
+            return
+        with self.catalog.engine.begin() as c:
+            c.execute(delete(run_lock).where(self._mine()))
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

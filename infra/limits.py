@@ -1,6 +1,6 @@
 """Per-process memory cap, so one hostile image fails its own task, not the machine.
 
-``cap_worker_memory`` lowers the soft ``RLIMIT_DATA``. On Linux >= 4.7 that limit counts
+``memory_cap`` sets the soft ``RLIMIT_DATA`` for the code inside it. On Linux >= 4.7 that limit counts
 brk plus every private writable mapping (what malloc, numpy, Pillow, LibRaw, OpenCV and
 torch's CPU allocator use) but not shared file-backed memory such as Ray's object store:
 a zero-copy ``ray.get`` array does not count against it. It counts what is mapped, not
@@ -20,19 +20,38 @@ breaks imports.
 from __future__ import annotations
 
 import resource
+from contextlib import contextmanager
 
 
-def cap_worker_memory(max_bytes: int) -> None:
-    """Lower this process's data-size limit (soft ``RLIMIT_DATA``) to ``max_bytes``.
+def data_bytes() -> int:
+    """What this process holds now in the terms ``RLIMIT_DATA`` counts (``VmData``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
-    Idempotent, and it only ever lowers: a cap already at or below ``max_bytes`` (from an
-    earlier call, or inherited) is kept, so in a reused worker the smallest cap asked for
-    stays; give every task of a worker the same value. The hard limit is left alone.
-    """
-    if max_bytes <= 0:
-        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+
+@contextmanager
+def memory_cap(extra_bytes: int):
+    """Let the code inside grow this process by at most ``extra_bytes`` (soft ``RLIMIT_DATA`` above what
+    it holds on entry); the previous limit comes back on exit, so a reused worker starts each task
+    afresh. The hard limit is left alone and never exceeded."""
+    if extra_bytes <= 0:
+        raise ValueError(f"extra_bytes must be positive, got {extra_bytes}")
     soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    new = int(max_bytes) if hard == resource.RLIM_INFINITY else min(int(max_bytes), hard)
-    if soft != resource.RLIM_INFINITY and soft <= new:
-        return
-    resource.setrlimit(resource.RLIMIT_DATA, (new, hard))
+    cap = data_bytes() + int(extra_bytes)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    if soft != resource.RLIM_INFINITY:
+        cap = min(cap, soft)
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
+    try:
+        yield cap
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (a Ray worker's whole life)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

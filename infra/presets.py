@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from infra.errors import OperatorError
+
 PRESET_DIR = Path(__file__).with_name("presets")
 
 
@@ -63,7 +65,7 @@ class Preset(_Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-class PresetError(ValueError):
+class PresetError(OperatorError, ValueError):
     pass
 
 

@@ -12,18 +12,25 @@
 A file named ``<anything>_plate.<ext>`` is the shoot's clean plate: a frame of the
 empty backdrop, same camera position and light. It is not a source (never
 exported, no manifest row); the cut-out and QA take the backdrop from it.
+
+Hidden files and subfolders are ignored (and listed as such). A symbolic link is
+never followed: it is a source row, refused, so nothing outside the shoot is read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra.layout import export_stem
 
 _NAME = re.compile(r"^(?P<sku>[^_]+?)(?:_(?P<view>.+))?$")
+SIDECAR = "shoot.toml"
+SIDECAR_KEYS = {"preset": str, "background": str, "stages": dict, "sku": dict}
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class Source:
     sha256: str
     sku: str
     view: str
+    refused: str = ""          # why the file is rejected without being read ("" for a readable candidate)
 
     @property
     def image_id(self) -> str:
@@ -48,6 +56,8 @@ class Shoot:
     background: str | None
     stages: dict[str, dict] = field(default_factory=dict)
     plate: Path | None = None
+    ignored: tuple[str, ...] = ()     # "<name> (why)" for what is not a source
+    problems: tuple[str, ...] = ()    # shoot.toml errors: the shoot's files are rejected with these
 
 
 def file_sha256(path: Path) -> str:
@@ -64,16 +74,51 @@ def sku_and_view(stem: str, mapping: dict[str, str]) -> tuple[str, str]:
     return m["sku"], (m["view"] or "main")
 
 
+def read_sidecar(path: Path) -> tuple[dict, list[str]]:
+    """``shoot.toml``'s settings and one line per problem in it (naming the file, line or key)."""
+    if not path.exists():
+        return {}, []
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return {}, [f"{path}: {exc}"]
+    problems = [f"{path}: unknown key {key!r} (known: {', '.join(SIDECAR_KEYS)})"
+                for key in config if key not in SIDECAR_KEYS]
+    problems += [f"{path}: {key} must be a {kind.__name__}, got {type(config[key]).__name__}"
+                 for key, kind in SIDECAR_KEYS.items() if key in config and not isinstance(config[key], kind)]
+    for name, table in config.get("stages", {}).items() if isinstance(config.get("stages"), dict) else ():
+        if not isinstance(table, dict):
+            problems.append(f"{path}: stages.{name} must be a table ([stages.{name}])")
+    if problems:
+        return {}, problems
+    return config, []
+
+
 def read_shoot(folder: Path) -> Shoot:
-    """List a shoot folder's sources (sorted, hidden files ignored) and its sidecar."""
+    """List a shoot folder's sources (sorted) and read its sidecar."""
     if not folder.is_dir():
         raise FileNotFoundError(f"shoot folder not found: {folder}")
-    sidecar = folder / "shoot.toml"
-    config = tomllib.loads(sidecar.read_text()) if sidecar.exists() else {}
+    config, problems = read_sidecar(folder / SIDECAR)
     mapping = {str(k): str(v) for k, v in config.get("sku", {}).items()}
-    sources, plates = [], []
+    sources, plates, ignored = [], [], []
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or path.name == "shoot.toml":
+        if path.name == SIDECAR:
+            continue
+        if path.name.startswith("."):
+            ignored.append(f"{path.name} (hidden)")
+            continue
+        if path.is_symlink():
+            target = os.readlink(path)
+            sku, view = sku_and_view(path.stem, mapping)
+            digest = hashlib.sha256(f"symlink:{path.name}->{target}".encode()).hexdigest()
+            sources.append(Source(folder.name, path, digest, sku, view,
+                                  refused=f"symlink: {path.name} points to {target}; links are not followed"))
+            continue
+        if path.is_dir():
+            ignored.append(f"{path.name}/ (subfolder: shoots are not nested)")
+            continue
+        if not path.is_file():
+            ignored.append(f"{path.name} (not a regular file)")
             continue
         if path.stem.lower().endswith("_plate"):
             plates.append(path)
@@ -81,5 +126,36 @@ def read_shoot(folder: Path) -> Shoot:
         sku, view = sku_and_view(path.stem, mapping)
         sources.append(Source(folder.name, path, file_sha256(path), sku, view))
     return Shoot(folder.name, folder, tuple(sources), config.get("preset"), config.get("background"),
-                 config.get("stages", {}), plates[0] if plates else None)
+                 config.get("stages", {}), plates[0] if plates else None, tuple(ignored), tuple(problems))
 
+
+def assign_views(sources: tuple[Source, ...], known: dict[str, str]) -> dict[str, str]:
+    """A view per source file such that no two share an export name (``export_stem``).
+
+    Files already in the catalog keep the view their exports carry (``known``: file name -> view);
+    then each file takes its own name's view if free; the rest get the first free ``<view>-N``.
+    ``X1_front.png`` beside ``X1_front-2.jpg`` gives ``front``, ``front-2`` and ``front-3``.
+    """
+    views: dict[str, str] = {}
+    taken: set[str] = set()
+    for src in sources:
+        if src.path.name in known:
+            views[src.path.name] = known[src.path.name]
+            taken.add(export_stem(src.sku, known[src.path.name]).lower())
+    later = []
+    for src in sources:
+        if src.path.name in views:
+            continue
+        stem = export_stem(src.sku, src.view).lower()   # lower: exports must not collide on a case-blind disk
+        if stem in taken:
+            later.append(src)
+        else:
+            views[src.path.name] = src.view
+            taken.add(stem)
+    for src in later:
+        n = 2
+        while export_stem(src.sku, f"{src.view}-{n}").lower() in taken:
+            n += 1
+        views[src.path.name] = f"{src.view}-{n}"
+        taken.add(export_stem(src.sku, views[src.path.name]).lower())
+    return views

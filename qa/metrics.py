@@ -53,6 +53,8 @@ METRIC_DOCS = {
     "mask_hole_area": "share of the cut-out's filled outline that is enclosed hole",
     "dust_area": "share of piece pixels the dust stage filled",
     "sensor_dust_spots": "sensor-dust spots found across the shoot and divided out of this image (set by the flow)",
+    "worker_peak_mb": "peak resident memory of the worker process that made this image, MB, over its whole life "
+                      "so far (set by the flow)",
     "clipped_before": "share of piece pixels with a clipped channel in the input",
     "clipped_after": "the same in the output",
     "clipped_increase": "clipped_after - clipped_before",

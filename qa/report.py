@@ -14,6 +14,7 @@ import pandas as pd
 
 from infra.catalog import Catalog
 from infra.imageio import atomic_write
+from infra.layout import Layout
 from qa.metrics import METRIC_DOCS
 
 MANIFEST_COLUMNS = [
@@ -40,18 +41,14 @@ def manifest_frame(catalog: Catalog) -> pd.DataFrame:
 def write_manifest(catalog: Catalog, out: Path) -> Path:
     buf = io.StringIO()
     manifest_frame(catalog).to_csv(buf, index=False, float_format="%.4f")
-    path = Path(out) / "manifest.csv"
+    path = Layout(Path(out)).manifest
     atomic_write(path, buf.getvalue().encode())
     return path
 
 
 THUMB_EDGE = 240
 REVIEW_URL = os.environ.get("LOUPE_REVIEW_URL", "http://127.0.0.1:8765")  # where `loupe review serve` listens
-STATUSES = ("exported", "review", "rejected")
-
-
-def thumbnail_dir(out: Path, shoot: str, image_id: str) -> Path:
-    return Path(out) / "qa" / shoot / "thumbs" / image_id
+STATUSES = ("exported", "review", "rejected", "retryable")
 
 
 def write_thumbnails(preview: Path, dest: Path) -> None:
@@ -109,7 +106,7 @@ def write_report(catalog: Catalog, out: Path, review_url: str | None = REVIEW_UR
         f'</figcaption>{_histogram_svg(df[c], [r for r in rules if r.column == c])}</figure>' for c in plotted)
     cards = []
     for _, row in df.iterrows():
-        thumbs = thumbnail_dir(out, row["shoot"], row["image_id"])
+        thumbs = Layout(out).thumbs(row["shoot"], row["image_id"])
         imgs = "".join(f'<img src="{e(str((thumbs / f"{k}.jpg").relative_to(out)))}" alt="{k}" loading="lazy">'
                        for k in ("before", "after") if (thumbs / f"{k}.jpg").exists())
         link = (f' <a href="{e(review_url.rstrip("/"))}/image/{e(row["image_id"])}">review</a>'
@@ -134,6 +131,6 @@ figure.plot{{width:310px}}.review figcaption b{{color:#b60}}.rejected figcaption
 <h2>Metric distributions</h2><p>Red lines: the preset's QA thresholds (hover for the reason code).</p>{plots}
 <h2>Contact sheet</h2><p>Before | after, as QA saw them.</p>{''.join(cards)}
 </body></html>"""
-    path = out / "report.html"
+    path = Layout(out).report
     atomic_write(path, page.encode())
     return path

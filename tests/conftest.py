@@ -43,3 +43,16 @@ def sim_shoot(tmp_path_factory) -> Path:
     synth_shoot(shoot, images=6, seed=11, size=(480, 320))
     (shoot / "X9999_broken.dng").write_bytes(b"not a raw file at all" * 50)
     return shoot
+
+
+@pytest.fixture(scope="session")
+def small_sources_preset(tmp_path_factory) -> Path:
+    """The catalog preset with its enlargement bound lifted: the test shoot is 480 px (for speed),
+    which the catalog's 2400/3000 px canvases would enlarge ~20x (see test_small_sources_...)."""
+    path = tmp_path_factory.mktemp("presets") / "catalog-small.toml"
+    text = (Path(__file__).parents[1] / "infra" / "presets" / "catalog.toml").read_text()
+    assert 'column = "upscale"\nreason = "low_resolution"\nmax = 8.0' in text
+    path.write_text(text.replace('name = "catalog"', 'name = "catalog-small"')
+                    .replace('column = "upscale"\nreason = "low_resolution"\nmax = 8.0',
+                             'column = "upscale"\nreason = "low_resolution"\nmax = 100.0'))
+    return path

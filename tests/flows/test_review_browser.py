@@ -211,8 +211,8 @@ def hundred(flagged, tmp_path_factory):
         copies = {}
         for name, path in staged.items():
             target = stage / Path(path).name
-            shutil.copy(out / Path(path).relative_to(src_out), target)
-            copies[name] = str(target)
+            shutil.copy(out / path, target)              # staged paths are relative to OUT
+            copies[name] = str(target.relative_to(out))
         shutil.copytree(out / "review" / shoot / row["image_id"], out / "review" / shoot / image_id)
         catalog.upsert(**{**row, "source": f"{sku}_front.jpg", "image_id": image_id, "sku": sku,
                           "staged": copies, "metrics": json.loads(row["metrics"])})
@@ -287,7 +287,7 @@ def evidenced(flagged, tmp_path_factory):
     catalog = Catalog.open(out / ".state")
     row = next(r for r in catalog.rows() if r["status"] == "review" and
                any(q["image_id"] == r["image_id"] for q in catalog.queue("open")))
-    staged = {k: str(out / Path(v).relative_to(src_out)) for k, v in json.loads(row["staged"]).items()}
+    staged = {k: str(out / v) for k, v in json.loads(row["staged"]).items()}
     assert "cutout" in staged, staged                  # the preset stages one; the fixture's replaces it
     path = Path(staged["cutout"]).with_name("cutout-fixture.png")
     Image.fromarray(_cutout_rgba(), "RGBA").save(path)

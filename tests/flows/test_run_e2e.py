@@ -19,19 +19,6 @@ STATUSES = {"exported", "review", "rejected"}
 
 
 @pytest.fixture(scope="module")
-def small_sources_preset(tmp_path_factory) -> Path:
-    """The catalog preset with its enlargement bound lifted: the test shoot is 480 px (for speed),
-    which the catalog's 2400/3000 px canvases would enlarge ~20x (see test_small_sources_...)."""
-    path = tmp_path_factory.mktemp("presets") / "catalog-small.toml"
-    text = Path("infra/presets/catalog.toml").read_text()
-    assert 'column = "upscale"\nreason = "low_resolution"\nmax = 8.0' in text
-    path.write_text(text.replace('name = "catalog"', 'name = "catalog-small"')
-                    .replace('column = "upscale"\nreason = "low_resolution"\nmax = 8.0',
-                             'column = "upscale"\nreason = "low_resolution"\nmax = 100.0'))
-    return path
-
-
-@pytest.fixture(scope="module")
 def first_run(sim_shoot, small_sources_preset, prefect_server, ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     counts = run_shoots([sim_shoot], out, preset=str(small_sources_preset))
@@ -69,7 +56,7 @@ def _cutout_iou(out: Path, shoot: Path, source: str) -> float:
 
     row = Catalog.open(out / ".state").get(shoot.name, source)
     exports, staged = json.loads(row["exports"] or "{}"), json.loads(row["staged"] or "{}")
-    path = out / exports["cutout"] if "cutout" in exports else Path(staged["cutout"])
+    path = out / (exports["cutout"] if "cutout" in exports else staged["cutout"])
     pred = np.asarray(Image.open(path))[..., 3] > 127
     truth = load_truth(shoot, Path(source).stem)["alpha"] > 0.5
     return float((pred & truth).sum() / (pred | truth).sum())

@@ -233,29 +233,30 @@ def test_truncated_jpeg_is_unreadable(tmp_path):
 
 
 def test_memory_cap_turns_an_oversized_decode_into_a_refusal(hostile):
-    """In a process capped by infra.limits, a decode that does not fit is refused (TooLarge),
-    numpy's big allocation raises MemoryError, and the process carries on."""
+    """Inside infra.limits.memory_cap, a decode that does not fit is refused (TooLarge), numpy's big
+    allocation raises MemoryError, and the process carries on with its old limit afterwards."""
     folder, _ = hostile
     script = f"""
 import sys, numpy as np
 from pathlib import Path
 from infra.imageio import TooLarge, read_source
-from infra.limits import cap_worker_memory
+from infra.limits import memory_cap
 import resource
-status = dict(l.split(":", 1) for l in open("/proc/self/status"))
-cap = int(status["VmData"].split()[0]) * 1024 + 256 * {MB}
-cap_worker_memory(cap); cap_worker_memory(cap); cap_worker_memory(cap * 4)
-assert resource.getrlimit(resource.RLIMIT_DATA)[0] == cap   # idempotent, never raised
-try:
-    np.ones(2 * 1024 * {MB}, np.uint8); sys.exit("2 GB allocated under the cap")
-except MemoryError:
-    pass
-try:  # 12000x12000 decodes to 2.1 GB: within this budget, beyond the cap
-    read_source(Path({str(folder / "BOMB02_front.png")!r}), max_pixels=200_000_000)
-    sys.exit("decoded")
-except TooLarge as exc:
-    assert "out of memory" in str(exc), exc
-read_source(Path({str(folder / "CMYK01_front.jpg")!r}))  # and it goes on working
+before = resource.getrlimit(resource.RLIMIT_DATA)
+with memory_cap(256 * {MB}) as cap:
+    assert resource.getrlimit(resource.RLIMIT_DATA)[0] == cap
+    try:
+        np.ones(2 * 1024 * {MB}, np.uint8); sys.exit("2 GB allocated under the cap")
+    except MemoryError:
+        pass
+    try:  # 12000x12000 decodes to 2.1 GB: within this budget, beyond the cap
+        read_source(Path({str(folder / "BOMB02_front.png")!r}), max_pixels=200_000_000)
+        sys.exit("decoded")
+    except TooLarge as exc:
+        assert "out of memory" in str(exc), exc
+    read_source(Path({str(folder / "CMYK01_front.jpg")!r}))  # and it goes on working
+assert resource.getrlimit(resource.RLIMIT_DATA) == before
+np.ones(1024 * {MB}, np.uint8)                              # the cap is gone
 print("ok")
 """
     root = Path(__file__).resolve().parents[2]
