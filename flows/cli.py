@@ -125,8 +125,8 @@ def _review_serve(a: argparse.Namespace, state: Path) -> int:
 def cmd_serve(a: argparse.Namespace) -> int:
     from flows.nightly import serve_nightly
 
-    serve_nightly(a.watch, a.out, cron=a.cron, preset=a.preset, device=a.device)
-    return 0
+    return serve_nightly(a.watch, a.out, cron=a.cron, timezone=a.timezone, preset=a.preset, device=a.device,
+                         state=a.state, ray_address=a.ray_address, start_server=a.start_server)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,7 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="run every night on new shoot folders under ROOT (needs a Prefect server)")
     sv.add_argument("--watch", type=Path, required=True, metavar="ROOT")
     sv.add_argument("--out", type=Path, required=True)
-    sv.add_argument("--cron", default="0 2 * * *")
+    sv.add_argument("--cron", default="0 2 * * *", help="when to run, a cron expression (default: 0 2 * * *)")
+    sv.add_argument("--timezone", metavar="ZONE",
+                    help="IANA zone the cron is read in, e.g. Europe/Paris (default: this machine's zone, else UTC)")
+    sv.add_argument("--start-server", type=int, nargs="?", const=0, metavar="PORT",
+                    help="start `prefect server start` as a child on PORT (default: a free one) instead of "
+                         "using PREFECT_API_URL; stopped when serve exits")
     _run_options(sv)
     sv.set_defaults(func=cmd_serve)
     return p
