@@ -17,6 +17,11 @@ def _quiet_env() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # a loaded machine can take more than Prefect's default 20 s to start its temporary server
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    import logging
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)   # one INFO line per QA call otherwise
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -30,7 +35,8 @@ def _size(text: str) -> tuple[int, int]:
 def _run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that processes shoots."""
     p.add_argument("--preset", default="catalog", help="built-in preset name or a .toml file (default: catalog)")
-    p.add_argument("--state", type=Path, help="catalog/review database folder or SQLAlchemy URL (default: OUT/.state)")
+    p.add_argument("--state", help="catalog/review database folder or SQLAlchemy URL, e.g. "
+                                   "postgresql+psycopg://host/loupe (default: OUT/.state)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="where the stages run (default: auto)")
     p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
 
@@ -45,29 +51,64 @@ def cmd_synth(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from flows.shoot import run_shoots
-
     missing = [str(d) for d in a.shoots if not Path(d).is_dir()]
     if missing:
         print(f"error: not a shoot folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    counts = run_shoots(a.shoots, a.out, preset=a.preset, state=a.state, device=a.device,
-                        ray_address=a.ray_address, progress=not a.no_progress)
-    print(f"{counts}\nmanifest: {a.out / 'manifest.csv'}\nreport:   {a.out / 'report.html'}")
-    return 0
+    if a.dry_run:
+        from flows.shoot import dry_run
+
+        for line in dry_run(a.shoots, a.out, preset=a.preset, state=a.state):
+            print(line)
+        return 0
+    return _run(a.shoots, a.out, a, progress=not a.no_progress)
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from flows.shoot import run_shoots
     from models.simulator import synth_shoot
 
     shoot = a.out / "shoots" / "demo-shoot"
     if not shoot.exists():
         print(f"rendering a simulated shoot of {a.images} images into {shoot} ...")
         synth_shoot(shoot, a.images, seed=7, size=(1536, 1024))
-    counts = run_shoots([shoot], a.out / "out", preset=a.preset, device=a.device, progress=True)
-    print(f"{counts}\nreport: {(a.out / 'out' / 'report.html').resolve()}")
-    return 0
+    return _run([shoot], a.out / "out", a, progress=True)
+
+
+def _run(shoots: list[Path], out: Path, a: argparse.Namespace, *, progress: bool) -> int:
+    """Check what can be checked in seconds, run the flow, and print the operator's summary."""
+    import time
+
+    from flows.preflight import preflight
+
+    problems = preflight(out, a.preset, a.device, a.ray_address)
+    if problems:
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    from flows.shoot import run_shoots
+    from infra.catalog import Catalog
+
+    t0 = time.monotonic()
+    with Catalog.open(a.state or out / ".state").lock():   # refused here, in one line, if another run has it
+        counts = run_shoots(shoots, out, preset=a.preset, state=a.state, device=a.device,
+                            ray_address=a.ray_address, progress=progress)
+    print(summary(counts, time.monotonic() - t0, out, a.state))
+    return 1 if counts.get("config_errors") else 0
+
+
+def summary(counts: dict[str, int], seconds: float, out: Path, state: str | None) -> str:
+    done = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("exported", "review", "rejected", "retryable"))
+    minutes, secs = divmod(int(round(seconds)), 60)
+    lines = [f"done in {minutes}m{secs:02d}s: {done}, {counts.get('skipped', 0)} finished before",
+             f"manifest: {out / 'manifest.csv'}", f"report:   {out / 'report.html'}"]
+    state_opt = f" --state {state}" if state else ""
+    if counts.get("review"):
+        lines.append(f"review:   {counts['review']} wait for a person: loupe review serve --out {out}{state_opt}")
+    if counts.get("retryable"):
+        lines.append(f"retry:    {counts['retryable']} hit a transient fault: run the same command again")
+    if counts.get("config_errors"):
+        lines.append(f"config:   {counts['config_errors']} problem(s) above; those shoots' files were rejected")
+    return "\n".join(lines)
 
 
 def cmd_report(a: argparse.Namespace) -> int:
@@ -153,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("shoots", nargs="+", type=Path, metavar="SHOOT_DIR")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--dry-run", action="store_true", help="list what would be processed, skipped or refused, and why")
     _run_options(r)
     r.set_defaults(func=cmd_run)
 
@@ -164,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="rewrite manifest.csv and report.html for OUT")
     rep.add_argument("out", type=Path)
-    rep.add_argument("--state", type=Path)
+    rep.add_argument("--state")
     rep.add_argument("--preset", default="catalog", help="whose QA thresholds the plots mark")
     rep.add_argument("--review-url", help="where the review app runs, for links (default: $LOUPE_REVIEW_URL or "
                                           "http://127.0.0.1:8765)")
@@ -174,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("action", choices=("list", "approve", "reject", "rerun", "serve"))
     rv.add_argument("image_id", nargs="?")
     rv.add_argument("--out", type=Path, required=True)
-    rv.add_argument("--state", type=Path)
+    rv.add_argument("--state")
     rv.add_argument("--note")
     rv.add_argument("--who", default=os.environ.get("USER", "reviewer"))
     rv.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
@@ -207,7 +249,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: review {args.action} needs an IMAGE_ID (see `loupe review list`)", file=sys.stderr)
         return 2
     _quiet_env()
-    return args.func(args)
+    from infra.errors import OperatorError
+
+    try:
+        return args.func(args)
+    except OperatorError as exc:    # a setting or the machine, not a bug: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:          # disk full, read-only or unwritable folder mid-run
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error:{where}: {exc.strerror or exc}; free space or fix permissions, then run again "
+              "(finished images are kept)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

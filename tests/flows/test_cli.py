@@ -38,3 +38,48 @@ def test_run_refuses_missing_folder(tmp_path, capsys):
 
 def test_review_needs_an_id(tmp_path, capsys):
     assert main(["review", "approve", "--out", str(tmp_path)]) == 2
+
+
+def test_dry_run_says_what_would_happen_and_why_without_writing(tmp_path, capsys):
+    shoot = tmp_path / "s"
+    assert main(["synth", str(shoot), "--images", "2", "--seed", "2", "--size", "320x240"]) == 0
+    (shoot / "L1_front.jpg").symlink_to("/etc/passwd")
+    capsys.readouterr()
+    assert main(["run", str(shoot), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("process ") for line in lines) == 2
+    assert any(line.startswith("reject ") and "L1_front.jpg" in line and "symlink" in line for line in lines)
+    assert any(line.startswith("ignore ") and "truth/" in line for line in lines)
+    assert not (tmp_path / "o").exists()
+
+
+def test_operator_errors_are_one_line_and_refused_before_any_work(tmp_path, capsys):
+    shoot = tmp_path / "s"
+    shoot.mkdir()
+    (tmp_path / "a-file").write_text("x")
+    assert main(["run", str(shoot), "--out", str(tmp_path / "a-file" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write to ") and "a-file" in err and "Traceback" not in err
+    assert main(["run", str(shoot), "--out", str(tmp_path / "o"), "--preset", "catalgo"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'catalgo'" in err and "Traceback" not in err
+
+
+def test_cuda_asked_for_without_a_gpu_is_refused_at_once(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    shoot = tmp_path / "s"
+    shoot.mkdir()
+    assert main(["run", str(shoot), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+    assert "no usable CUDA GPU" in capsys.readouterr().err
+
+
+def test_state_takes_a_database_url(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'db' / 'catalog.sqlite'}"
+    (tmp_path / "db").mkdir()
+    assert build_parser().parse_args(["run", "x", "--out", "o", "--state", "postgresql+psycopg://h/loupe"]).state \
+        == "postgresql+psycopg://h/loupe"
+    assert main(["report", str(tmp_path / "o"), "--state", url]) == 0
+    assert (tmp_path / "db" / "catalog.sqlite").is_file() and (tmp_path / "o" / "manifest.csv").is_file()

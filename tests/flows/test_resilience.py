@@ -102,13 +102,15 @@ def test_killed_anywhere_the_next_run_finishes_as_if_never_killed(shoot, referen
 
 
 def test_a_worker_that_keeps_dying_leaves_the_image_retryable_then_the_next_run_takes_it(
-        shoot, small_sources_preset, tmp_path):
+        shoot, small_sources_preset, prefect_server, ray_session, tmp_path):
     one = tmp_path / "one-shoot"
     one.mkdir()
     src = next(p for p in sorted(shoot.iterdir()) if p.suffix == ".jpg" and "broken" not in p.name)
     shutil.copy(src, one / src.name)
     out = tmp_path / "out"
-    args = ["run", str(one), "--out", str(out), "--preset", str(small_sources_preset), "--no-progress"]
+    state = f"sqlite:///{tmp_path / 'catalog.sqlite'}"       # and the catalog at a database URL
+    args = ["run", str(one), "--out", str(out), "--preset", str(small_sources_preset), "--no-progress",
+            "--state", state]
     first = _loupe(args, "worker.start")                    # every attempt's worker is killed
     assert first.returncode == 0, first.stderr[-3000:]
     row = _manifest(out).loc[src.name]
@@ -118,9 +120,10 @@ def test_a_worker_that_keeps_dying_leaves_the_image_retryable_then_the_next_run_
     second = _loupe(args)
     assert second.returncode == 0, second.stderr[-3000:]
     assert _manifest(out).loc[src.name, "status"] in TERMINAL
+    assert (tmp_path / "catalog.sqlite").is_file() and not (out / ".state").exists()
 
 
-def test_a_second_run_on_the_same_catalog_is_refused_while_the_first_holds_it(shoot, small_sources_preset,
+def test_a_second_run_on_the_same_catalog_is_refused_while_the_first_holds_it(shoot, prefect_server, ray_session,
                                                                               tmp_path):
     out = tmp_path / "out"
     lock = Catalog.open(out / ".state").lock()        # this process plays the first run
