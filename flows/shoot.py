@@ -34,6 +34,7 @@ from qa.report import write_manifest, write_report, write_thumbnails
 from qa.suite import Rule, run_suite
 from tasks.sensor_dust import SensorDustParams, Spot, find_sensor_dust
 
+IMAGES_PER_GPU = 4         # images sharing one GPU at once (each actor takes a quarter)
 TRIES = 3                  # attempts per image in one run when the fault is the machine's, not the image's
 BACKOFF_S = (2.0, 8.0)     # wait before the 2nd and 3rd attempt
 
@@ -238,7 +239,7 @@ def transient_reason(exc: BaseException) -> str | None:
     if isinstance(exc, rx.OutOfMemoryError):
         return "out_of_memory"
     if isinstance(exc, (rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError, rx.OwnerDiedError,
-                        rx.RaySystemError)):
+                        rx.RayActorError, rx.RaySystemError)):
         return "worker_lost"
     cause = getattr(exc, "cause", None) or exc
     text = str(cause).lower()
@@ -269,23 +270,23 @@ def process(shoot_id: str, jobs: list[Job], preset: Preset, config: RunConfig, c
     if not jobs:
         return counts
     ensure_ray(config.ray_address)
-    use_gpu = config.device == "cuda" or (config.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-    remote = ray.remote(num_gpus=1 if use_gpu else 0, max_retries=0)(retouch_image)
-    device = "cuda" if use_gpu else "cpu"
-    window = max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)
+    device, workers = retouchers(config, len(jobs))
     layout = config.layout
     waiting = [_Attempt(job) for job in jobs]
-    pending: dict = {}
+    pending: dict = {}                       # object ref -> (attempt, worker)
+    busy = Counter()                         # images queued per worker: at most two (one running, one next)
     bar = _progress(shoot_id, len(jobs), config.progress)
     while waiting or pending:
         now = time.monotonic()
-        for attempt in [a for a in waiting if a.not_before <= now][:max(0, window - len(pending))]:
+        for attempt in [a for a in waiting if a.not_before <= now][:max(0, 2 * len(workers) - len(pending))]:
             waiting.remove(attempt)
             src = attempt.job.source
             attempt.tries += 1
-            pending[remote.remote(src.path, src.image_id, preset, layout.staging(shoot_id, src.image_id),
-                                  device=device, sensor_dust=(sensor_dust or {}).get(src.image_id),
-                                  plate=plate)] = attempt
+            worker = min(workers, key=lambda w: busy[w])
+            busy[worker] += 1
+            pending[worker.retouch.remote(src.path, src.image_id, preset, layout.staging(shoot_id, src.image_id),
+                                          device=device, sensor_dust=(sensor_dust or {}).get(src.image_id),
+                                          plate=plate)] = (attempt, worker)
         wake = min((a.not_before for a in waiting), default=now + 30) - now
         if not pending:
             time.sleep(max(0.0, wake))
@@ -295,7 +296,8 @@ def process(shoot_id: str, jobs: list[Job], preset: Preset, config: RunConfig, c
             done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         arrived = []
         for ref in done:
-            attempt = pending.pop(ref)
+            attempt, worker = pending.pop(ref)
+            busy[worker] -= 1
             try:
                 arrived.append((attempt.job, ray.get(ref)))
             except Exception as exc:
@@ -314,7 +316,31 @@ def process(shoot_id: str, jobs: list[Job], preset: Preset, config: RunConfig, c
         if lock is not None:
             lock.beat()
     bar.close()
+    for worker in workers:     # free their CPUs/GPU share now, not when Ray gets round to it
+        ray.kill(worker)
     return counts
+
+
+class Retoucher:
+    """A Ray actor that retouches images one after another, keeping the stages' networks loaded
+    (``lru_cache`` in the model modules) from one image to the next, on CPU or a share of a GPU."""
+
+    def retouch(self, *args, **kwargs) -> Outcome:
+        return retouch_image(*args, **kwargs)
+
+
+def retouchers(config: RunConfig, jobs: int) -> tuple[str, list]:
+    """The device and the actors for a run: one per CPU, or ``IMAGES_PER_GPU`` per GPU (a GPU share
+    each, CPU work of one image overlapping GPU work of another); restarted by Ray if one dies."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0)
+    use_gpu = config.device == "cuda" or (config.device == "auto" and gpus > 0)
+    cpus = max(1, int(resources.get("CPU", 1)))
+    count = min(jobs, cpus, int(gpus * IMAGES_PER_GPU) if use_gpu else cpus)
+    actor = ray.remote(num_cpus=1, num_gpus=1 / IMAGES_PER_GPU if use_gpu else 0, max_restarts=-1)(Retoucher)
+    return ("cuda" if use_gpu else "cpu"), [actor.remote() for _ in range(max(1, count))]
 
 
 def judge(outcomes: list[Outcome], preset: Preset) -> dict[str, list[str]]:
