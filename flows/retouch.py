@@ -81,6 +81,7 @@ class Outcome:
     seconds: float = 0.0
     staged: dict[str, str] = field(default_factory=dict)   # export name -> staged file
     size: tuple[int, int] = (0, 0)
+    node: str = ""                                          # the Ray node it ran on (set by the flow)
 
 
 def export_name(spec: ExportSpec) -> str:

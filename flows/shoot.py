@@ -326,7 +326,11 @@ class Retoucher:
     (``lru_cache`` in the model modules) from one image to the next, on CPU or a share of a GPU."""
 
     def retouch(self, *args, **kwargs) -> Outcome:
-        return retouch_image(*args, **kwargs)
+        import ray
+
+        outcome = retouch_image(*args, **kwargs)
+        outcome.node = ray.get_runtime_context().get_node_id()
+        return outcome
 
 
 def retouchers(config: RunConfig, jobs: int) -> tuple[str, list]:
@@ -359,7 +363,7 @@ def route_one(shoot: str, job: Job, o: Outcome, reasons: list[str], catalog: Cat
     returns the status committed. Each step is safe to be killed in: see ``ingest`` and ``sweep``."""
     src = job.source
     key = dict(shoot=shoot, source=src.path.name)
-    common = dict(metrics=o.metrics, notes="\n".join(o.notes), seconds=round(o.seconds, 3))
+    common = dict(metrics=o.metrics, notes="\n".join(o.notes), seconds=round(o.seconds, 3), node=o.node)
     staging = layout.staging(shoot, src.image_id)
     if not o.ok:
         status = "retryable" if o.error.startswith("retryable:") else "rejected"

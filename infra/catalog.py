@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, create_engine, delete, select, update)
+from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, create_engine, delete, inspect, select, text, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -49,6 +49,7 @@ images = Table(
     Column("staged", Text, nullable=False, default="{}"),
     Column("seconds", Float, nullable=False, default=0.0),
     Column("updated_at", Float, nullable=False),
+    Column("node", String, default=""),               # the Ray node that made it (added later: nullable)
 )
 review_queue = Table(
     "review_queue", metadata,
@@ -103,6 +104,7 @@ class Catalog:
             url = f"sqlite:///{Path(url).resolve() / 'catalog.sqlite'}"
         engine = create_engine(url, future=True)
         metadata.create_all(engine)
+        _add_new_columns(engine)
         return cls(engine)
 
     def get(self, shoot: str, source: str) -> dict | None:
@@ -202,6 +204,17 @@ class Catalog:
             q = q.where(audit_log.c.image_id == image_id)
         with self.engine.connect() as c:
             return [dict(r) for r in c.execute(q).mappings()]
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """A catalog made by an older Loupe gets the columns added since (nullable, so no rewrite)."""
+    with engine.begin() as c:
+        for table in (images, review_queue, audit_log):
+            have = {col["name"] for col in inspect(c).get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    c.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def _open_entry(c, image_id: str, shoot: str, source: str, reasons: list[str]) -> None:

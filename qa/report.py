@@ -33,9 +33,9 @@ def manifest_frame(catalog: Catalog) -> pd.DataFrame:
         row.update({m: metrics.get(m) for m in ("delta_e_mean", "delta_e_p95", "detail_retention", "edge_recall", "mask_coverage")})
         row["exports"] = ";".join(exports[k] for k in sorted(exports))
         row.update({m: metrics.get(m) for m in EXTRA_METRICS})
-        row.update(preset=r["preset"], error=r["error"])
+        row.update(preset=r["preset"], error=r["error"], node=r.get("node") or "")
         rows.append(row)
-    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS + EXTRA_METRICS + ["preset", "error"])
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS + EXTRA_METRICS + ["preset", "error", "node"])
 
 
 def write_manifest(catalog: Catalog, out: Path) -> Path:

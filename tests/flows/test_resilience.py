@@ -43,7 +43,7 @@ def reference(shoot, small_sources_preset, prefect_server, ray_session, tmp_path
 
 def _manifest(out: Path) -> pd.DataFrame:
     df = pd.read_csv(out / "manifest.csv", keep_default_na=False).set_index("source").sort_index()
-    df = df.drop(columns=["seconds", "worker_peak_mb"])   # timings and memory differ run to run
+    df = df.drop(columns=["seconds", "worker_peak_mb", "node"])   # timings, memory, node ids differ run to run
     for column in df:      # numbers as numbers (a rejected row's empty cells keep the column text otherwise)
         numbers = pd.to_numeric(df[column].replace("", None), errors="coerce")
         if numbers.notna().sum() == (df[column] != "").sum():

@@ -1,0 +1,49 @@
+"""The catalog: one run at a time, a killed holder never blocks the next, older databases still open."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from infra.catalog import Busy, Catalog, run_lock
+
+
+def test_a_held_lock_refuses_a_second_holder_and_is_free_after_release(tmp_path):
+    catalog = Catalog.open(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", f"from infra.catalog import Catalog; import time; "
+                               f"Catalog.open({str(tmp_path)!r}).lock(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(Busy, match=rf"pid {holder.pid} on .* is using this catalog"):
+            catalog.lock()
+    finally:
+        holder.kill()
+        holder.wait()
+    with catalog.lock():            # the holder was killed: its lock is stale on this host and taken over
+        again = catalog.lock()      # the same process taking it again is not refused, and does not release it
+        again.release()
+        with catalog.engine.connect() as c:
+            assert len(c.execute(run_lock.select()).fetchall()) == 1
+    with catalog.engine.connect() as c:
+        assert c.execute(run_lock.select()).fetchall() == []
+
+
+def test_a_catalog_from_an_older_loupe_gains_the_new_columns(tmp_path):
+    con = sqlite3.connect(tmp_path / "catalog.sqlite")
+    con.execute("create table images (shoot varchar, source varchar, path text, image_id varchar, sha256 varchar, "
+                "sku varchar, view varchar, preset varchar, preset_digest varchar, status varchar, reasons text, "
+                "error text, metrics text, notes text, exports text, staged text, seconds float, updated_at float, "
+                "primary key (shoot, source))")
+    con.execute("insert into images values ('s', 'a.jpg', 'p', 'id', 'h', 'A', 'main', 'catalog', 'd', 'exported', "
+                "'', '', '{}', '', '{}', '{}', 1.0, 0.0)")
+    con.commit()
+    con.close()
+    catalog = Catalog.open(tmp_path)
+    row = catalog.get("s", "a.jpg")
+    assert row["status"] == "exported" and "node" in row
+    catalog.set_status("s", "a.jpg", node="abc")
+    assert catalog.get("s", "a.jpg")["node"] == "abc"
