@@ -51,7 +51,9 @@ def cmd_synth(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    missing = [str(d) for d in a.shoots if not Path(d).is_dir()]
+    from infra.storage import Location
+
+    missing = [str(d) for d in a.shoots if not Location.of(d).is_dir()]
     if missing:
         print(f"error: not a shoot folder: {', '.join(missing)}", file=sys.stderr)
         return 2
@@ -87,20 +89,23 @@ def _run(shoots: list[Path], out: Path, a: argparse.Namespace, *, progress: bool
         return 2
     from flows.shoot import run_shoots
     from infra.catalog import Catalog
+    from infra.layout import default_state
 
     t0 = time.monotonic()
-    with Catalog.open(a.state or out / ".state").lock():   # refused here, in one line, if another run has it
+    with Catalog.open(a.state or default_state(out)).lock():   # refused here, in one line, if another run has it
         counts = run_shoots(shoots, out, preset=a.preset, state=a.state, device=a.device,
                             ray_address=a.ray_address, progress=progress)
     print(summary(counts, time.monotonic() - t0, out, a.state))
     return 1 if counts.get("config_errors") else 0
 
 
-def summary(counts: dict[str, int], seconds: float, out: Path, state: str | None) -> str:
+def summary(counts: dict[str, int], seconds: float, out: str | Path, state: str | None) -> str:
+    from infra.layout import Layout
+
     done = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("exported", "review", "rejected", "retryable"))
     minutes, secs = divmod(int(round(seconds)), 60)
     lines = [f"done in {minutes}m{secs:02d}s: {done}, {counts.get('skipped', 0)} finished before",
-             f"manifest: {out / 'manifest.csv'}", f"report:   {out / 'report.html'}"]
+             f"manifest: {Layout.of(out).manifest}", f"report:   {Layout.of(out).report}"]
     state_opt = f" --state {state}" if state else ""
     if counts.get("review"):
         lines.append(f"review:   {counts['review']} wait for a person: loupe review serve --out {out}{state_opt}")
@@ -113,10 +118,11 @@ def summary(counts: dict[str, int], seconds: float, out: Path, state: str | None
 
 def cmd_report(a: argparse.Namespace) -> int:
     from infra.catalog import Catalog
+    from infra.layout import default_state
     from infra.presets import load_preset
     from qa.report import REVIEW_URL, write_manifest, write_report
 
-    catalog = Catalog.open(a.state or a.out / ".state")
+    catalog = Catalog.open(a.state or default_state(a.out))
     write_manifest(catalog, a.out)
     print(write_report(catalog, a.out, review_url=a.review_url or REVIEW_URL, rules=load_preset(a.preset).qa))
     return 0
@@ -124,9 +130,10 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def cmd_review(a: argparse.Namespace) -> int:
     from flows.review import ReviewError, approve, list_queue, parse_set, reject, rerun
+    from infra.layout import default_state
 
     out = a.out
-    state = a.state or out / ".state"
+    state = a.state or default_state(out)
     if a.action == "serve":
         return _review_serve(a, state)
     if a.action == "list":
@@ -191,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synth)
 
     r = sub.add_parser("run", help="process shoot folders into OUT")
-    r.add_argument("shoots", nargs="+", type=Path, metavar="SHOOT_DIR")
-    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("shoots", nargs="+", metavar="SHOOT_DIR", help="a folder, file:// or s3://bucket/prefix")
+    r.add_argument("--out", required=True, help="a folder, file:// or s3://bucket/prefix")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--dry-run", action="store_true", help="list what would be processed, skipped or refused, and why")
     _run_options(r)
@@ -205,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     rep = sub.add_parser("report", help="rewrite manifest.csv and report.html for OUT")
-    rep.add_argument("out", type=Path)
+    rep.add_argument("out")
     rep.add_argument("--state")
     rep.add_argument("--preset", default="catalog", help="whose QA thresholds the plots mark")
     rep.add_argument("--review-url", help="where the review app runs, for links (default: $LOUPE_REVIEW_URL or "
@@ -215,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     rv = sub.add_parser("review", help="work the review queue from the shell, or serve it to a browser")
     rv.add_argument("action", choices=("list", "approve", "reject", "rerun", "serve"))
     rv.add_argument("image_id", nargs="?")
-    rv.add_argument("--out", type=Path, required=True)
+    rv.add_argument("--out", required=True)
     rv.add_argument("--state")
     rv.add_argument("--note")
     rv.add_argument("--who", default=os.environ.get("USER", "reviewer"))
@@ -230,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     rv.set_defaults(func=cmd_review)
 
     sv = sub.add_parser("serve", help="run every night on new shoot folders under ROOT (needs a Prefect server)")
-    sv.add_argument("--watch", type=Path, required=True, metavar="ROOT")
-    sv.add_argument("--out", type=Path, required=True)
+    sv.add_argument("--watch", required=True, metavar="ROOT", help="a folder or s3://bucket/prefix of shoot folders")
+    sv.add_argument("--out", required=True)
     sv.add_argument("--cron", default="0 2 * * *", help="when to run, a cron expression (default: 0 2 * * *)")
     sv.add_argument("--timezone", metavar="ZONE",
                     help="IANA zone the cron is read in, e.g. Europe/Paris (default: this machine's zone, else UTC)")

@@ -14,6 +14,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows.shoot import run_shoots
+from infra.storage import Location
 
 HOW_TO_START = ("start one with `prefect server start` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`, "
                 "or pass --start-server")
@@ -22,11 +23,12 @@ HOW_TO_START = ("start one with `prefect server start` and `export PREFECT_API_U
 @flow(name="loupe-nightly")
 def nightly(root: str, out: str, preset: str = "catalog", device: str = "auto", state: str | None = None,
             ray_address: str | None = None) -> dict[str, int]:
-    """Process each shoot folder under ``root``; finished images are skipped by the catalog."""
-    shoots = sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Process each shoot folder under ``root`` (a folder or an S3 prefix); finished images are
+    skipped by the catalog."""
+    shoots = [str(loc) for loc, is_dir in Location.of(root).entries() if is_dir and not loc.name.startswith(".")]
     if not shoots:
         return {}
-    return run_shoots(shoots, Path(out), preset=preset, state=state, device=device, ray_address=ray_address)
+    return run_shoots(shoots, out, preset=preset, state=state, device=device, ray_address=ray_address)
 
 
 def local_timezone() -> str:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 
-def preflight(out: Path, preset: str, device: str, ray_address: str | None = None) -> list[str]:
+def preflight(out: "str | Path", preset: str, device: str, ray_address: str | None = None) -> list[str]:
     """One line per problem: OUT not writable, the preset unknown or invalid, CUDA asked for but absent."""
     problems = []
     if (why := unwritable(out)) is not None:
@@ -44,14 +44,15 @@ def missing_gpu(device: str, ray_address: str | None) -> str | None:
     return None
 
 
-def unwritable(out: Path) -> str | None:
-    """None if OUT can be created and written (a probe file), else why, naming the path."""
-    probe = Path(out) / f".loupe-probe-{os.getpid()}.part"
+def unwritable(out: "str | Path") -> str | None:
+    """None if OUT can be written (a probe file written and removed), else why, naming the place."""
+    from infra.storage import Location
+
+    probe = Location.of(out) / f".loupe-probe-{os.getpid()}.part"
     try:
-        Path(out).mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"\0" * 65536)
         probe.unlink()
     except OSError as exc:
-        return (f"cannot write to {exc.filename or out}: {exc.strerror or exc}; "
-                "choose another --out, or fix its permissions or free space")
+        return (f"cannot write to {getattr(exc, 'filename', None) or out}: {exc.strerror or exc}; "
+                "choose another --out, or fix its permissions, free space or storage settings")
     return None

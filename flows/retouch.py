@@ -23,8 +23,9 @@ from PIL import Image
 from pydantic import ValidationError
 
 from infra.failpoints import failpoint
-from infra.imageio import TooLarge, UnreadableSource, atomic_write, encode, read_source
+from infra.imageio import TooLarge, UnreadableSource, encode, read_source
 from infra.limits import memory_cap, peak_rss_mb
+from infra.storage import Location
 from infra.presets import ExportSpec, Preset, PresetError, load_preset
 from qa.evidence import Evidence, gather_evidence, kept_findings
 from qa.metrics import compute_metrics, detail_loss_map
@@ -79,7 +80,7 @@ class Outcome:
     notes: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
-    staged: dict[str, str] = field(default_factory=dict)   # export name -> staged file
+    staged: dict[str, Location] = field(default_factory=dict)   # export name -> staged file
     size: tuple[int, int] = (0, 0)
     node: str = ""                                          # the Ray node it ran on (set by the flow)
 
@@ -95,10 +96,11 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
+def retouch_image(source: Location | Path, image_id: str, preset: Preset, staging: Location | Path, *,
                   device: str = "auto", overrides: dict | None = None,
-                  sensor_dust: list[Spot] | None = None, plate: Path | None = None) -> Outcome:
-    """Process one source file; never raises for a bad file (returns ok=False).
+                  sensor_dust: list[Spot] | None = None, plate: Location | None = None) -> Outcome:
+    """Process one source file (read, and staged files written, through ``infra.storage``: a folder
+    or an S3 prefix); never raises for a bad file (returns ok=False).
 
     ``sensor_dust``: the shoot's sensor-dust spots (from the flow's survey of the whole
     shoot), divided out right after ``develop``, before every stage. ``plate``: the shoot's
@@ -106,8 +108,9 @@ def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
     """
     t0 = time.perf_counter()
     failpoint("worker.start")
+    source, staging = Location.of(source), Location.of(staging)
     try:
-        decoded = read_source(source)   # bounded: the pixel budget is checked from the header
+        decoded = _read(source)   # bounded: the pixel budget is checked from the header
     except TooLarge as exc:
         return Outcome(image_id, ok=False, error=f"too_large: {exc}", seconds=time.perf_counter() - t0)
     except UnreadableSource as exc:
@@ -123,14 +126,19 @@ def retouch_image(source: Path, image_id: str, preset: Preset, staging: Path, *,
     return outcome
 
 
+def _read(source: Location, **kwargs):
+    with source.local_file() as path:   # an S3 object is fetched to a temporary file first
+        return read_source(path, **kwargs)
+
+
 def task_memory(height: int, width: int) -> int:
     """What one image may add to its worker's memory: measured ~250 bytes per source pixel at 24 MP
     (issue 13's profile), with headroom, plus a fixed part for the networks' activations and codecs."""
     return TASK_BASE_BYTES + TASK_BYTES_PER_PIXEL * height * width
 
 
-def _retouch(decoded, image_id: str, preset: Preset, staging: Path, dev: torch.device, overrides: dict | None,
-             sensor_dust: list[Spot] | None, plate: Path | None) -> Outcome:
+def _retouch(decoded, image_id: str, preset: Preset, staging: Location, dev: torch.device, overrides: dict | None,
+             sensor_dust: list[Spot] | None, plate: Location | None) -> Outcome:
     pixels = torch.from_numpy(decoded.pixels).permute(2, 0, 1)[None].to(dev)
     overrides = overrides or {}
     stages = {**preset.stages, **overrides.get("stages", {})}
@@ -173,11 +181,11 @@ def _stages_and_evidence(frame: Frame, params: dict, skip: tuple[str, ...]):
     return result, reference, timings, metrics, evidence
 
 
-def _with_plate(frame: Frame, plate: Path, stages: dict, spots: list[Spot], dev: torch.device) -> Frame:
+def _with_plate(frame: Frame, plate: Location, stages: dict, spots: list[Spot], dev: torch.device) -> Frame:
     """``frame`` with the shoot's clean plate developed like the image (same size and orientation
     required; otherwise the image goes on without it, with a note)."""
     try:
-        decoded = read_source(plate)
+        decoded = _read(Location.of(plate))
     except UnreadableSource as exc:
         return frame.noted(f"plate: {plate.name} unreadable ({exc}); backdrop fitted instead")
     pixels = torch.from_numpy(decoded.pixels).permute(2, 0, 1)[None].to(dev)
@@ -188,13 +196,14 @@ def _with_plate(frame: Frame, plate: Path, stages: dict, spots: list[Spot], dev:
     return frame.replace(plate=developed.image).noted(f"plate: backdrop from {plate.name}")
 
 
-def sensor_dust_evidence(source: Path, params: SensorDustParams) -> np.ndarray | None:
+def sensor_dust_evidence(source: Location, params: SensorDustParams) -> np.ndarray | None:
     """One frame's sensor-dust evidence map (``tasks.sensor_dust.dust_evidence``), from a
     reduced decode (half-size RAW); None for a file that cannot be read. Runs as a Ray task."""
+    source = Location.of(source)
     try:
-        decoded = read_source(Path(source), half_size=True)
+        decoded = _read(source, half_size=True)
         if max(decoded.pixels.shape[:2]) < 0.75 * params.working_edge and decoded.kind == "raw":
-            decoded = read_source(Path(source))   # a small frame: full size, so its map matches a JPEG's
+            decoded = _read(source)   # a small frame: full size, so its map matches a JPEG's
     except UnreadableSource:
         return None
     pixels = torch.from_numpy(decoded.pixels).permute(2, 0, 1)[None]
@@ -211,7 +220,7 @@ def _upscale(frame: Frame, preset: Preset) -> float:
                 for spec in preset.exports if spec.grid != "source"), default=0.0)
 
 
-def _stage_exports(frame: Frame, preset: Preset, staging: Path) -> dict[str, str]:
+def _stage_exports(frame: Frame, preset: Preset, staging: Location) -> dict[str, Location]:
     alpha = frame.alpha if frame.alpha is not None else torch.ones_like(frame.image[:, :1])
     colour = frame.foreground if frame.foreground is not None else frame.image
     backdrop = srgb_to_linear(frame.image.new_tensor(
@@ -225,9 +234,8 @@ def _stage_exports(frame: Frame, preset: Preset, staging: Path) -> dict[str, str
             image, a = (canvas_colour, canvas_alpha) if spec.alpha else (composite, None)
         pixels = quantize(image, a, spec.bits)
         data = encode(pixels, spec.format, quality=spec.quality, level=spec.level, compression=spec.compression)
-        path = staging / export_name(spec)
-        atomic_write(path, data)
-        staged[spec.name] = str(path)
+        staged[spec.name] = staging / export_name(spec)
+        staged[spec.name].write_bytes(data)
     return staged
 
 
@@ -249,12 +257,12 @@ def _png(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _stage_previews(reference: Frame, result: Frame, staging: Path, evidence: Evidence, preset: Preset) -> None:
+def _stage_previews(reference: Frame, result: Frame, staging: Location, evidence: Evidence, preset: Preset) -> None:
     """Before/after JPEGs, a mask/defect/detail-loss overlay, and QA's evidence (where it disagrees
     with the result, and the findings that failed a rule, in words with a box) for the review queue."""
     before, after = _preview(reference.image), _preview(result.image)
-    atomic_write(staging / "preview" / "before.jpg", _jpeg(before))
-    atomic_write(staging / "preview" / "after.jpg", _jpeg(after))
+    (staging / "preview" / "before.jpg").write_bytes(_jpeg(before))
+    (staging / "preview" / "after.jpg").write_bytes(_jpeg(after))
     size = before.size
     planes = [np.zeros(reference.image.shape[-2:], np.float32)] * 3
     if result.alpha is not None:
@@ -263,14 +271,14 @@ def _stage_previews(reference: Frame, result: Frame, staging: Path, evidence: Ev
         planes[0] = result.masks["defects"][0, 0].float().cpu().numpy()
     planes[1] = detail_loss_map(reference, result)
     overlay = Image.fromarray((np.stack(planes, -1) * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-    atomic_write(staging / "preview" / "overlay.png", _png(overlay))
+    (staging / "preview" / "overlay.png").write_bytes(_png(overlay))
     where = np.zeros((*evidence.overlay.shape, 4), np.uint8)
     where[evidence.overlay] = (255, 0, 200, 170)
-    atomic_write(staging / "preview" / "evidence.png",
-                 _png(Image.fromarray(where).resize(size, Image.Resampling.NEAREST)))
+    (staging / "preview" / "evidence.png").write_bytes(
+        _png(Image.fromarray(where).resize(size, Image.Resampling.NEAREST)))
     findings = kept_findings(evidence, preset.qa)
     h, w = reference.image.shape[-2:]
-    atomic_write(staging / "preview" / "evidence.json", json.dumps(
+    (staging / "preview" / "evidence.json").write_bytes(json.dumps(
         {"size": [w, h], "findings": [dataclasses.asdict(f) for f in findings]}, indent=1).encode())
 
 

@@ -10,7 +10,6 @@ route), so it ends exported or back in the queue like any other image.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from flows.shoot import (Job, RunConfig, merge_stages, process, publish, shoot_p
                          write_qa_tables)
 from infra.catalog import Catalog, review_queue
 from infra.layout import Layout
+from infra.storage import Location
 from infra.presets import Preset, PresetError
 from infra.shoots import read_shoot
 from qa.report import write_manifest
@@ -66,13 +66,13 @@ def approve(state: Path | str, out: Path, image_id: str, *, who: str, note: str 
     """Publish a flagged image's staged exports and mark it exported."""
     catalog = Catalog.open(state)
     row = _decide(catalog, image_id, "approved", who, note)
-    layout = Layout(Path(out))
+    layout = Layout.of(out)
     key = dict(shoot=row["shoot"], source=row["source"])
     exports = publish(catalog, layout, key, row["sku"], row["view"], json.loads(row["staged"]))
     catalog.set_status(**key, status="exported", exports=exports, staged={})
-    shutil.rmtree(layout.staging(row["shoot"], image_id), ignore_errors=True)
+    layout.staging(row["shoot"], image_id).rmtree()
     catalog.audit(who, "approve", image_id, {"note": note, "exports": sorted(exports.values())})
-    write_manifest(catalog, Path(out))
+    write_manifest(catalog, out)
     return exports
 
 
@@ -95,9 +95,9 @@ def reject(state: Path | str, out: Path, image_id: str, *, who: str, note: str =
     reasons = ";".join(filter(None, [row["reasons"], "reviewer_rejected"]))
     catalog.set_status(row["shoot"], row["source"], status="rejected", reasons=reasons,
                        error=f"rejected by {who}: {note}".strip(), staged={})
-    shutil.rmtree(Layout(Path(out)).staging(row["shoot"], image_id), ignore_errors=True)
+    Layout.of(out).staging(row["shoot"], image_id).rmtree()
     catalog.audit(who, "reject", image_id, {"note": note})
-    write_manifest(catalog, Path(out))
+    write_manifest(catalog, out)
 
 
 # --- re-run with overrides ---------------------------------------------------
@@ -139,14 +139,14 @@ def request_rerun(state: Path | str, image_id: str, overrides: dict | None, *, w
 
 
 @flow(name="loupe-rerun", log_prints=True)
-def rerun_flow(state: str, out: Path, image_id: str, overrides: dict, who: str, preset: str | None = None,
+def rerun_flow(state: str, out: str, image_id: str, overrides: dict, who: str, preset: str | None = None,
                device: str = "auto", ray_address: str | None = None) -> str:
     """Re-process one flagged image with overrides through the shoot flow's tasks; returns its new status."""
-    out = Path(out)
+    out = Location.of(out)
     catalog = Catalog.open(state)
     try:
         row = catalog.by_image_id(image_id)
-        folder = Path(row["path"]).parent
+        folder = Location.of(row["path"]).parent
         shoot = read_shoot(folder)
         src = next((s for s in shoot.sources if s.image_id == image_id), None)
         if src is None:
@@ -156,7 +156,7 @@ def rerun_flow(state: str, out: Path, image_id: str, overrides: dict, who: str, 
         except PresetError as exc:
             raise ReviewError(f"{exc} (start the review app / command with --preset FILE)") from None
         job = Job(src, row["view"])
-        config = RunConfig(out=out.resolve(), state=str(state), device=device, ray_address=ray_address)
+        config = RunConfig(out=out, state=str(state), device=device, ray_address=ray_address)
         dust = survey_sensor_dust(shoot, [job], chosen, config)
         counts = process(shoot.shoot_id, [job], chosen, config, catalog, sensor_dust=dust, plate=shoot.plate)
         write_qa_tables(config.layout.rerun_qa(shoot.shoot_id, image_id), [catalog.by_image_id(image_id)], chosen)
@@ -177,7 +177,7 @@ def rerun(state: Path | str, out: Path, image_id: str, overrides: dict | None, *
           preset: str | None = None, device: str = "auto", ray_address: str | None = None) -> str:
     """Re-run a flagged image now (blocking); returns ``exported``, ``review`` or ``rejected``."""
     clean = request_rerun(state, image_id, overrides, who=who)
-    return rerun_flow(str(state), Path(out), image_id, clean, who, preset, device, ray_address)
+    return rerun_flow(str(state), str(out), image_id, clean, who, preset, device, ray_address)
 
 
 def parse_set(items: list[str]) -> dict[str, dict]:

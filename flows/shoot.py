@@ -9,8 +9,8 @@ takes up ``pending`` and ``retryable`` rows and skips the finished ones.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,11 +25,11 @@ from flows.retouch import (Outcome, checked_preset, describe_failure, retouch_im
 from infra.catalog import TERMINAL, Catalog, RunLock
 from infra.errors import OperatorError
 from infra.failpoints import failpoint
-from infra.imageio import atomic_write
-from infra.layout import Layout
+from infra.layout import Layout, default_state
 from infra.presets import Preset, PresetError, parse_preset
 from infra.raycluster import ensure_ray
 from infra.shoots import SIDECAR, Shoot, Source, assign_views, read_shoot
+from infra.storage import Location
 from qa.report import write_manifest, write_report, write_thumbnails
 from qa.suite import Rule, run_suite
 from tasks.sensor_dust import SensorDustParams, Spot, find_sensor_dust
@@ -47,7 +47,7 @@ class Job:
 
 @dataclass(frozen=True)
 class RunConfig:
-    out: Path
+    out: Location
     state: str
     device: str = "auto"
     ray_address: str | None = None
@@ -97,9 +97,9 @@ def shoot_preset(shoot: Shoot, preset: str | Path) -> Preset:
         raise PresetError("\n".join(exc.args[0].splitlines()[1:])) from None
 
 
-def plan_shoots(shoot_dirs: list[Path], preset: str) -> list[ShootPlan]:
+def plan_shoots(shoot_dirs: list[str | Path], preset: str) -> list[ShootPlan]:
     plans = []
-    for folder in map(Path, shoot_dirs):
+    for folder in map(Location.of, shoot_dirs):
         shoot = read_shoot(folder)
         try:
             plans.append(ShootPlan(shoot, shoot_preset(shoot, preset)))
@@ -163,7 +163,7 @@ def ingest(plan: ShootPlan, catalog: Catalog, layout: Layout) -> Ingested:
             catalog.upsert(**base, status="rejected", reasons=reason, error=detail)
             continue
         catalog.dequeue(src.image_id)
-        shutil.rmtree(layout.staging(shoot.shoot_id, src.image_id), ignore_errors=True)
+        layout.staging(shoot.shoot_id, src.image_id).rmtree()
         catalog.upsert(**base, status="pending", reasons="", error="")
         jobs.append(Job(src, views[src.path.name]))
     failpoint("run.ingested")
@@ -173,7 +173,7 @@ def ingest(plan: ShootPlan, catalog: Catalog, layout: Layout) -> Ingested:
 def withdraw(layout: Layout, exports: dict[str, str]) -> None:
     """Remove published exports (paths relative to OUT) that no longer stand."""
     for path in exports.values():
-        layout.abs(path).unlink(missing_ok=True)
+        layout.abs(path).unlink()
 
 
 def sweep(layout: Layout, catalog: Catalog) -> None:
@@ -182,10 +182,11 @@ def sweep(layout: Layout, catalog: Catalog) -> None:
     for part in layout.partial_files():
         part.unlink(missing_ok=True)
     in_review = {r["image_id"] for r in catalog.rows() if r["status"] == "review"}
-    for shoot_dir in (layout.root / ".staging").glob("*"):
-        for image_dir in shoot_dir.glob("*"):
+    staging = layout.staging_root()
+    for shoot_dir in staging.iterdir() if staging.is_dir() else ():
+        for image_dir in shoot_dir.iterdir():
             if image_dir.name not in in_review:
-                shutil.rmtree(image_dir, ignore_errors=True)
+                image_dir.rmtree()
 
 
 # --- per image: retouch on Ray, check, route -------------------------------------------
@@ -369,20 +370,20 @@ def route_one(shoot: str, job: Job, o: Outcome, reasons: list[str], catalog: Cat
         status = "retryable" if o.error.startswith("retryable:") else "rejected"
         code = o.error.split(": ", 2)[1] if status == "retryable" else o.error.split(":", 1)[0]
         catalog.set_status(**key, status=status, reasons=code, error=o.error, **common)
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.rmtree()
         return status
     write_thumbnails(staging / "preview", layout.thumbs(shoot, src.image_id))
     review = layout.review(shoot, src.image_id)
-    shutil.rmtree(review, ignore_errors=True)
+    review.rmtree()
     if reasons:
-        shutil.move(str(staging / "preview"), review)
+        (staging / "preview").move_tree(review)
         failpoint("route.review")
         catalog.hold_for_review(shoot, src.path.name, src.image_id, reasons,
                                 staged={k: layout.rel(v) for k, v in o.staged.items()}, **common)
         return "review"
     exports = publish(catalog, layout, key, src.sku, job.view, {k: layout.rel(v) for k, v in o.staged.items()})
     catalog.set_status(**key, status="exported", reasons="", exports=exports, staged={}, **common)
-    shutil.rmtree(staging, ignore_errors=True)
+    staging.rmtree()
     failpoint("route.done")
     return "exported"
 
@@ -397,14 +398,13 @@ def publish(catalog: Catalog, layout: Layout, key: dict, sku: str, view: str, st
                for name, path in staged.items()}
     catalog.set_status(**key, exports=exports)
     failpoint("route.recorded")
-    layout.exports(key["shoot"]).mkdir(parents=True, exist_ok=True)
     for name, path in staged.items():
         layout.abs(path).replace(layout.abs(exports[name]))
         failpoint("route.moved")
     return exports
 
 
-def write_qa_tables(qa_dir: Path, rows: list[dict], preset: Preset) -> None:
+def write_qa_tables(qa_dir: Location, rows: list[dict], preset: Preset) -> None:
     """``metrics.csv`` (the metrics and routed reasons of the given catalog rows) and the Great
     Expectations results and Data Docs for them, under ``qa_dir``."""
     import pandas as pd
@@ -414,19 +414,24 @@ def write_qa_tables(qa_dir: Path, rows: list[dict], preset: Preset) -> None:
         return
     frame = pd.DataFrame([{"image_id": r["image_id"], **json.loads(r["metrics"])} for r in rows])
     rules = [Rule(**r.model_dump()) for r in preset.qa]
-    result = run_suite(frame, rules, suite_name=f"loupe_{preset.name}", docs_dir=qa_dir / "docs")
-    failpoint("run.qa_tables")
+    with tempfile.TemporaryDirectory(prefix="loupe-gx-") as tmp:   # GX writes its Data Docs to a folder
+        result = run_suite(frame, rules, suite_name=f"loupe_{preset.name}", docs_dir=Path(tmp))
+        failpoint("run.qa_tables")
+        (qa_dir / "docs").rmtree()
+        for page in Path(tmp).rglob("*"):
+            if page.is_file():
+                (qa_dir / "docs" / str(page.relative_to(tmp))).write_bytes(page.read_bytes())
     table = frame.assign(reasons=[r["reasons"] for r in rows]).to_csv(index=False)
-    atomic_write(qa_dir / "metrics.csv", table.encode())
-    atomic_write(qa_dir / "validation.json", json.dumps(result.results, indent=1).encode())
+    (qa_dir / "metrics.csv").write_bytes(table.encode())
+    (qa_dir / "validation.json").write_bytes(json.dumps(result.results, indent=1).encode())
 
 
 # --- the run ---------------------------------------------------------------------------
 
-def dry_run(shoot_dirs: list[Path], out: Path, preset: str = "catalog", state: str | None = None) -> list[str]:
+def dry_run(shoot_dirs: list[str | Path], out: str | Path, preset: str = "catalog", state: str | None = None) -> list[str]:
     """What ``run_shoots`` would do with each file, and why, without touching the catalog or OUT."""
     lines = []
-    state = str(state or Path(out) / ".state")
+    state = str(state or default_state(out))
     catalog = Catalog.open(state) if "://" in state or Path(state).is_dir() else None
     for plan in plan_shoots(shoot_dirs, preset):
         shoot = plan.shoot
@@ -443,13 +448,13 @@ def dry_run(shoot_dirs: list[Path], out: Path, preset: str = "catalog", state: s
 
 
 @flow(name="loupe-run")
-def run_shoots(shoot_dirs: list[Path], out: Path, preset: str = "catalog", state: str | Path | None = None,
+def run_shoots(shoot_dirs: list[str | Path], out: str | Path, preset: str = "catalog", state: str | Path | None = None,
                device: str = "auto", ray_address: str | None = None, progress: bool = False) -> dict[str, int]:
     """Process shoot folders end to end; returns counts by final status for this run (``config_errors``:
     problems found in presets/sidecars; those shoots' files are rejected, the others processed)."""
     logger = get_run_logger()
-    out = Path(out).resolve()
-    config = RunConfig(out=out, state=str(state) if state else str(out / ".state"), device=device,
+    out = Location.of(out)
+    config = RunConfig(out=out, state=str(state or default_state(out)), device=device,
                        ray_address=ray_address, progress=progress)
     layout = config.layout
     rules = checked_preset(preset).qa

@@ -237,19 +237,6 @@ def _to_srgb(im: Image.Image, icc: bytes) -> Image.Image:
 
 # --- writing -------------------------------------------------------------
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` via a temporary sibling and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def encode(pixels: np.ndarray, fmt: str, *, quality: int = 92, level: int = 1,
            compression: str = "zlib") -> bytes:
     """Encode sRGB-encoded pixels (uint8 or uint16, (H, W, 3|4)) with an sRGB ICC profile."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.layout import export_stem
+from infra.storage import Location
 
 _NAME = re.compile(r"^(?P<sku>[^_]+?)(?:_(?P<view>.+))?$")
 SIDECAR = "shoot.toml"
@@ -36,7 +37,7 @@ SIDECAR_KEYS = {"preset": str, "background": str, "stages": dict, "sku": dict}
 @dataclass(frozen=True)
 class Source:
     shoot: str
-    path: Path
+    path: Location
     sha256: str
     sku: str
     view: str
@@ -50,17 +51,20 @@ class Source:
 @dataclass(frozen=True)
 class Shoot:
     shoot_id: str
-    folder: Path
+    folder: Location
     sources: tuple[Source, ...]
     preset: str | None
     background: str | None
     stages: dict[str, dict] = field(default_factory=dict)
-    plate: Path | None = None
+    plate: Location | None = None
     ignored: tuple[str, ...] = ()     # "<name> (why)" for what is not a source
     problems: tuple[str, ...] = ()    # shoot.toml errors: the shoot's files are rejected with these
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(loc: Location) -> str:
+    path = loc.local_path()
+    if path is None:
+        return hashlib.sha256(loc.read_bytes()).hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -74,13 +78,17 @@ def sku_and_view(stem: str, mapping: dict[str, str]) -> tuple[str, str]:
     return m["sku"], (m["view"] or "main")
 
 
-def read_sidecar(path: Path) -> tuple[dict, list[str]]:
+def read_sidecar(path: Location) -> tuple[dict, list[str]]:
     """``shoot.toml``'s settings and one line per problem in it (naming the file, line or key)."""
-    if not path.exists():
-        return {}, []
     try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return {}, []
+    except UnicodeDecodeError as exc:
+        return {}, [f"{path}: {exc}"]
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         return {}, [f"{path}: {exc}"]
     problems = [f"{path}: unknown key {key!r} (known: {', '.join(SIDECAR_KEYS)})"
                 for key in config if key not in SIDECAR_KEYS]
@@ -94,30 +102,32 @@ def read_sidecar(path: Path) -> tuple[dict, list[str]]:
     return config, []
 
 
-def read_shoot(folder: Path) -> Shoot:
-    """List a shoot folder's sources (sorted) and read its sidecar."""
+def read_shoot(folder: "Location | Path | str") -> Shoot:
+    """List a shoot folder's sources (sorted) and read its sidecar (a folder or an S3 prefix)."""
+    folder = Location.of(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"shoot folder not found: {folder}")
     config, problems = read_sidecar(folder / SIDECAR)
     mapping = {str(k): str(v) for k, v in config.get("sku", {}).items()}
     sources, plates, ignored = [], [], []
-    for path in sorted(folder.iterdir()):
+    for path, is_dir in folder.entries():
+        local = path.local_path()
         if path.name == SIDECAR:
             continue
         if path.name.startswith("."):
             ignored.append(f"{path.name} (hidden)")
             continue
-        if path.is_symlink():
-            target = os.readlink(path)
+        if local is not None and local.is_symlink():
+            target = os.readlink(local)
             sku, view = sku_and_view(path.stem, mapping)
             digest = hashlib.sha256(f"symlink:{path.name}->{target}".encode()).hexdigest()
             sources.append(Source(folder.name, path, digest, sku, view,
                                   refused=f"symlink: {path.name} points to {target}; links are not followed"))
             continue
-        if path.is_dir():
+        if is_dir:
             ignored.append(f"{path.name}/ (subfolder: shoots are not nested)")
             continue
-        if not path.is_file():
+        if local is not None and not local.is_file():
             ignored.append(f"{path.name} (not a regular file)")
             continue
         if path.stem.lower().endswith("_plate"):

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from infra.catalog import Catalog
-from infra.imageio import atomic_write
 from infra.layout import Layout
+from infra.storage import Location
 from qa.metrics import METRIC_DOCS
 
 MANIFEST_COLUMNS = [
@@ -38,12 +38,12 @@ def manifest_frame(catalog: Catalog) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS + EXTRA_METRICS + ["preset", "error", "node"])
 
 
-def write_manifest(catalog: Catalog, out: Path) -> Path:
+def write_manifest(catalog: Catalog, out: "str | Path | Location") -> Location:
     buf = io.StringIO()
     manifest_frame(catalog).to_csv(buf, index=False, float_format="%.4f")
-    path = Layout(Path(out)).manifest
-    atomic_write(path, buf.getvalue().encode())
-    return path
+    target = Layout.of(out).manifest
+    target.write_bytes(buf.getvalue().encode())
+    return target
 
 
 THUMB_EDGE = 240
@@ -51,18 +51,20 @@ REVIEW_URL = os.environ.get("LOUPE_REVIEW_URL", "http://127.0.0.1:8765")  # wher
 STATUSES = ("exported", "review", "rejected", "retryable")
 
 
-def write_thumbnails(preview: Path, dest: Path) -> None:
+def write_thumbnails(preview: Location, dest: Location) -> None:
     """Small before/after JPEGs for the report's contact sheet, from the image's review previews."""
     from PIL import Image
 
     for name in ("before", "after"):
-        src = preview / f"{name}.jpg"
-        if src.exists():
-            with Image.open(src) as im:
-                im.thumbnail((THUMB_EDGE, THUMB_EDGE), Image.Resampling.LANCZOS)
-                buf = io.BytesIO()
-                im.convert("RGB").save(buf, "JPEG", quality=85)
-            atomic_write(dest / f"{name}.jpg", buf.getvalue())
+        try:
+            data = (preview / f"{name}.jpg").read_bytes()
+        except FileNotFoundError:
+            continue
+        with Image.open(io.BytesIO(data)) as im:
+            im.thumbnail((THUMB_EDGE, THUMB_EDGE), Image.Resampling.LANCZOS)
+            buf = io.BytesIO()
+            im.convert("RGB").save(buf, "JPEG", quality=85)
+        (dest / f"{name}.jpg").write_bytes(buf.getvalue())
 
 
 def _histogram_svg(values: pd.Series, rules: list, width: int = 300, height: int = 90, bins: int = 24) -> str:
@@ -92,7 +94,6 @@ def _histogram_svg(values: pd.Series, rules: list, width: int = 300, height: int
 def write_report(catalog: Catalog, out: Path, review_url: str | None = REVIEW_URL, rules: tuple = ()) -> Path:
     """A self-contained HTML page: counts by status, shoot and reason, metric distributions with the
     QA thresholds, and a before/after contact sheet with links into the review app."""
-    out = Path(out)
     df = manifest_frame(catalog)
     e = html.escape
     status = Counter(df["status"]) if len(df) else Counter()
@@ -105,10 +106,12 @@ def write_report(catalog: Catalog, out: Path, review_url: str | None = REVIEW_UR
         f'<figure class="plot"><figcaption><b>{e(c)}</b><br><small>{e(METRIC_DOCS.get(c, "seconds per image"))}</small>'
         f'</figcaption>{_histogram_svg(df[c], [r for r in rules if r.column == c])}</figure>' for c in plotted)
     cards = []
+    layout = Layout.of(out)
+    made = {layout.rel(loc) for loc in (layout.root / "qa").files()}     # one listing, not a look per image
     for _, row in df.iterrows():
-        thumbs = Layout(out).thumbs(row["shoot"], row["image_id"])
-        imgs = "".join(f'<img src="{e(str((thumbs / f"{k}.jpg").relative_to(out)))}" alt="{k}" loading="lazy">'
-                       for k in ("before", "after") if (thumbs / f"{k}.jpg").exists())
+        thumbs = [layout.rel(layout.thumbs(row["shoot"], row["image_id"]) / f"{k}.jpg") for k in ("before", "after")]
+        imgs = "".join(f'<img src="{e(t)}" alt="{k}" loading="lazy">'
+                       for k, t in zip(("before", "after"), thumbs) if t in made)
         link = (f' <a href="{e(review_url.rstrip("/"))}/image/{e(row["image_id"])}">review</a>'
                 if review_url and row["status"] == "review" else "")
         cards.append(f'<figure class="{e(row["status"])}">{imgs}<figcaption>{e(row["shoot"])}/{e(row["source"])}'
@@ -131,6 +134,5 @@ figure.plot{{width:310px}}.review figcaption b{{color:#b60}}.rejected figcaption
 <h2>Metric distributions</h2><p>Red lines: the preset's QA thresholds (hover for the reason code).</p>{plots}
 <h2>Contact sheet</h2><p>Before | after, as QA saw them.</p>{''.join(cards)}
 </body></html>"""
-    path = Layout(out).report
-    atomic_write(path, page.encode())
-    return path
+    layout.report.write_bytes(page.encode())
+    return layout.report

@@ -8,6 +8,7 @@ import pytest
 from flows.shoot import RunConfig, ingest, plan_shoots, run_shoots, survey_sensor_dust
 from infra.catalog import Catalog
 from infra.layout import Layout
+from infra.storage import Location
 from infra.presets import load_preset
 from infra.shoots import read_shoot
 from models.simulator import synth_shoot
@@ -37,10 +38,10 @@ def test_every_frame_gets_the_shoots_sensor_dust_corrected(dusty_run):
 
 def test_the_survey_can_be_turned_off_per_shoot(dusty_run, tmp_path):
     shoot, _, _ = dusty_run
-    config = RunConfig(out=tmp_path, state=str(tmp_path / ".state"))
+    config = RunConfig(out=Location.of(tmp_path), state=str(tmp_path / ".state"))
     catalog = Catalog.open(config.state)
     preset = load_preset("catalog")
-    jobs = ingest.fn(plan_shoots([shoot], "catalog")[0], catalog, Layout(tmp_path)).jobs
+    jobs = ingest.fn(plan_shoots([shoot], "catalog")[0], catalog, Layout.of(tmp_path)).jobs
     assert len(jobs) == 6
     spots = survey_sensor_dust.fn(read_shoot(shoot), jobs, preset, config)
     assert set(spots) == {j.source.image_id for j in jobs} and all(len(s) >= 3 for s in spots.values())

@@ -28,4 +28,4 @@ def test_a_clean_plate_is_the_shoots_backdrop_not_a_source(tmp_path):
     (tmp_path / "studio-b_plate.JPG").write_bytes(b"y")
     shoot = read_shoot(tmp_path)
     assert [s.path.name for s in shoot.sources] == ["R1001_front.jpg"]
-    assert shoot.plate == tmp_path / "studio-b_plate.JPG"
+    assert shoot.plate.local_path() == tmp_path / "studio-b_plate.JPG"
