@@ -56,3 +56,51 @@ def small_sources_preset(tmp_path_factory) -> Path:
                     .replace('column = "upscale"\nreason = "low_resolution"\nmax = 8.0',
                              'column = "upscale"\nreason = "low_resolution"\nmax = 100.0'))
     return path
+
+
+class MotoS3:
+    """moto's threaded S3 server on loopback: a real HTTP S3 endpoint for the real ``minio`` client."""
+
+    def __init__(self):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {"LOUPE_S3_ENDPOINT": self.endpoint, "LOUPE_S3_ACCESS_KEY": "test-access-key",
+                    "LOUPE_S3_SECRET_KEY": "test-secret-key-do-not-log"}
+        self.server = None
+
+    def start(self) -> None:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)   # a line per request otherwise
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def stop(self) -> None:
+        """An outage: the port refuses connections until ``start`` (moto keeps the buckets in memory)."""
+        self.server.stop()
+        self.server._server.server_close()
+
+    def client(self):
+        from minio import Minio
+
+        return Minio(f"127.0.0.1:{self.port}", access_key="test-access-key", secret_key="test-secret-key-do-not-log",
+                     secure=False)
+
+
+@pytest.fixture(scope="session")
+def s3():
+    server = MotoS3()
+    server.start()
+    server.client().make_bucket("loupe")
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    yield server
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    server.stop()
