@@ -152,6 +152,13 @@ class Location:
         keys = _s3(self, lambda c, b, k: [o.object_name for o in c.list_objects(b, prefix=_dir(k), recursive=True)])
         return [Location(self.root, _unprefixed(self, key)) for key in sorted(keys)]
 
+    def version(self) -> str:
+        """Changes whenever the content may have: mtime and size locally, the ETag on S3."""
+        if not self.is_s3:
+            st = self.local_path().stat()
+            return f"{st.st_mtime_ns}-{st.st_size}"
+        return _s3(self, lambda c, b, k: c.stat_object(b, k).etag)
+
     def size(self) -> int:
         if not self.is_s3:
             return self.local_path().stat().st_size

@@ -51,6 +51,8 @@ from PIL import Image, ImageFilter
 
 from flows import review
 from infra.catalog import Catalog
+from infra.layout import Layout
+from infra.storage import Location
 from infra.presets import PresetError, load_preset
 from tasks.pipeline import STAGE_NAMES
 
@@ -62,6 +64,7 @@ OVERLAYS = ("mask", "defects", "detail")          # planes of overlay.png: B = a
 EVIDENCE = "evidence.json"                        # QA's findings with boxes in source pixels, next to before.jpg
 BACKDROPS = (("white", "white"), ("checker", "checkerboard"), ("grey", "mid grey"), ("black", "black"),
              ("magenta", "magenta"))
+MEDIA = {".jpg": "image/jpeg", ".png": "image/png", ".json": "application/json"}
 TILE = 512                                        # tile edge of the full-resolution viewer
 NUMBER = re.compile(r"^[0-9]{1,5}$")
 MAX_FINDINGS = 200
@@ -160,9 +163,8 @@ class Pyramids:
         with self.lock:
             return sum(n for _, n in self.entries.values())
 
-    def get(self, path: Path) -> list[Image.Image]:
-        st = path.stat()
-        key = (str(path), st.st_mtime_ns, st.st_size)
+    def get(self, path: Location) -> list[Image.Image]:
+        key = (str(path), path.version())
         with self.lock:
             if key in self.entries:
                 self.entries.move_to_end(key)
@@ -186,8 +188,8 @@ class Pyramids:
         return levels
 
     @staticmethod
-    def decode(path: Path) -> list[Image.Image]:
-        with Image.open(path) as im:
+    def decode(path: Location) -> list[Image.Image]:
+        with Image.open(io.BytesIO(path.read_bytes())) as im:
             base = im.convert("RGBA")                 # a 16-bit PNG arrives as 8-bit RGBA
         levels, cur = [base], base.convert("RGBa")    # halve premultiplied: no dark or coloured fringe
         for _ in range(levels_for(*base.size) - 1):
@@ -204,14 +206,14 @@ def where_in(box: list[float], width: float, height: float) -> str:
     return "centre" if (row, col) == ("middle", "centre") else f"{row} {col}"
 
 
-def read_evidence(path: Path | None, size: tuple[int, int] | None) -> dict:
+def read_evidence(path: Location | None, size: tuple[int, int] | None) -> dict:
     """QA's ``evidence.json`` for the page: findings with their text, box (source pixels, clipped) and the box as
     fractions of the image (for the viewer). ``size``: the cut-out's, used when the file gives none."""
     got = {"present": path is not None, "error": "", "findings": []}
     if path is None:
         return got
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
@@ -247,7 +249,8 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
     """The app for one OUT folder. ``token``: require a login with it (always set it when not on loopback).
     ``tile_cache_mb``: memory for decoded full-resolution cut-outs (an LRU over images). ``allowed_hosts``:
     the names it answers to in ``Host`` (any port; default: the loopback names, see ``default_hosts``)."""
-    out = Path(out).resolve()
+    layout = Layout.of(out)
+    out = layout.root
     state = str(state)
     catalog = Catalog.open(state)
     secret = secrets.token_bytes(32)
@@ -383,15 +386,14 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
             return None
         return catalog.by_image_id(image_id)
 
-    def preview_file(row: dict, name: str) -> Path | None:
+    def preview_file(row: dict, name: str) -> Location | None:
         """``review/<shoot>/<image_id>/<file>`` for a name in PREVIEWS (or EVIDENCE), if it is there."""
-        root = (out / "review").resolve()
-        path = (root / row["shoot"] / row["image_id"] / PREVIEWS.get(name, EVIDENCE)).resolve()
-        if root not in path.parents or not path.is_file():   # shoot names come from folder names: still check
+        if row["shoot"] in ("", ".", "..") or "/" in row["shoot"]:   # folder names, but still check
             return None
-        return path
+        path = layout.review(row["shoot"], row["image_id"]) / PREVIEWS.get(name, EVIDENCE)
+        return path if path.exists() else None
 
-    def cutout_file(row: dict) -> Path | None:
+    def cutout_file(row: dict) -> Location | None:
         """The full-resolution cut-out (RGBA PNG, source grid): the staged one, or once approved the exported
         one. Paths come from the catalog, never from the URL, and must lie inside OUT."""
         for paths in (row.get("staged"), row.get("exports")):
@@ -401,8 +403,10 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
                 continue
             if not isinstance(name, str) or not name:
                 continue
-            path = (out / name).resolve()           # exports are relative to OUT, staged files absolute
-            if out in path.parents and path.is_file():
+            path = layout.abs(name)
+            local = path.local_path()
+            inside = (out.local_path() in local.resolve().parents) if local is not None else path.root == out.root
+            if inside and ".." not in name.split("/") and path.exists():
                 return path
         return None
 
@@ -411,12 +415,12 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
         if path is None:
             return None
         try:
-            with Image.open(path) as im:             # reads the header only
+            with path.local_file() as local, Image.open(local) as im:   # reads the header only
                 width, height = im.size
         except (OSError, ValueError):
             return None
         return {"width": width, "height": height, "levels": levels_for(width, height), "tile": TILE,
-                "version": path.stat().st_mtime_ns}
+                "version": path.version()}
 
     @lru_cache(maxsize=64)
     def rules_for(preset_name: str):
@@ -518,11 +522,13 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
             path = preview_file(row, name)
             if path is None:
                 return Response("not found", status_code=404)
-            return FileResponse(path, headers={"Cache-Control": "no-cache"})
+            if path.local_path() is not None:
+                return FileResponse(path.local_path(), headers={"Cache-Control": "no-cache"})
+            return Response(path.read_bytes(), media_type=MEDIA[path.suffix], headers={"Cache-Control": "no-cache"})
         path = preview_file(row, "overlay")
         if path is None:
             return Response("not found", status_code=404)
-        return Response(overlay_png(str(path), path.stat().st_mtime_ns, name), media_type="image/png",
+        return Response(overlay_png(path, path.version(), name), media_type="image/png",
                         headers={"Cache-Control": "no-cache"})
 
     @app.get("/img/{image_id}/tile/{level}/{tx}/{ty}.png")
@@ -588,7 +594,7 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
 
     def run_rerun(image_id: str, clean: dict, who_: str) -> str:
         try:
-            return review.rerun_flow(state, out, image_id, clean, who_, preset, device, ray_address)
+            return review.rerun_flow(state, str(out), image_id, clean, who_, preset, device, ray_address)
         except Exception:
             log.exception("re-run of %s failed", image_id)
             raise
@@ -621,9 +627,9 @@ def create_app(state: Path | str, out: Path, *, token: str | None = None, preset
 
 
 @lru_cache(maxsize=32)
-def overlay_png(path: str, mtime_ns: int, name: str) -> bytes:
+def overlay_png(path: Location, version: str, name: str) -> bytes:
     """One plane of the preview overlay as a tinted RGBA PNG to lay over before/after."""
-    planes = np.asarray(Image.open(path).convert("RGB")).astype(np.float32) / 255
+    planes = np.asarray(Image.open(io.BytesIO(path.read_bytes())).convert("RGB")).astype(np.float32) / 255
     if name == "mask":        # the cut-out: piece tinted blue
         v = planes[..., 2]
         rgba = np.stack([np.zeros_like(v), np.full_like(v, 0.55), np.ones_like(v), 0.45 * v], -1)

@@ -16,6 +16,16 @@ import pytest
 from infra.catalog import TERMINAL, Catalog
 
 
+@pytest.fixture(scope="module", autouse=True)
+def state_home(tmp_path_factory):
+    """Where the catalog of an s3:// OUT lives (a local database), shared by the tests of this module."""
+    home = tmp_path_factory.mktemp("state-home")
+    saved = os.environ.get("LOUPE_STATE_HOME")
+    os.environ["LOUPE_STATE_HOME"] = str(home)
+    yield home
+    os.environ.pop("LOUPE_STATE_HOME") if saved is None else os.environ.__setitem__("LOUPE_STATE_HOME", saved)
+
+
 @pytest.fixture(scope="module")
 def s3_shoot(s3, tmp_path_factory):
     from models.simulator import synth_shoot
@@ -31,17 +41,16 @@ def s3_shoot(s3, tmp_path_factory):
 
 
 def test_a_run_from_s3_to_s3_survives_a_storage_outage(s3, s3_shoot, small_sources_preset, prefect_server,
-                                                       ray_session, tmp_path):
+                                                       ray_session, state_home):
     import ray
     from prefect.settings import PREFECT_API_URL
 
-    state = tmp_path / "state"
     env = {**os.environ, **s3.env, "PREFECT_API_URL": PREFECT_API_URL.value(),
-           "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "LOUPE_STATE_HOME": str(state)}
+           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     run = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "s3://loupe/shoots/s3-shoot",
                             "--out", "s3://loupe/out", "--preset", str(small_sources_preset), "--no-progress"],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    catalog_dir = state / "loupe" / "out"
+    catalog_dir = state_home / "loupe" / "out"
     outage = []
 
     def outage_after_the_first_image():
@@ -79,3 +88,33 @@ def test_a_run_from_s3_to_s3_survives_a_storage_outage(s3, s3_shoot, small_sourc
     assert {o.split("/")[3] for o in objects if o.startswith("out/.staging/")} == in_review
     assert "out/report.html" in objects and any(o.startswith("out/qa/s3-shoot/docs/") for o in objects)
     assert not os.path.exists("s3:")                                     # nothing written to a mangled local path
+
+
+def test_review_works_on_an_s3_out(s3, s3_shoot, tmp_path):
+    """After the run above: the review app serves a queued image's previews and full-resolution tiles
+    from S3, and an approval publishes its exports there (server-side copy) and clears its staging."""
+    from fastapi.testclient import TestClient
+
+    from flows.review import approve
+    from infra.layout import default_state
+    from infra.reviewapp.app import create_app
+
+    state = default_state("s3://loupe/out")
+    catalog = Catalog.open(state)
+    queued = catalog.queue("open")
+    if not queued:
+        pytest.skip("the run above put nothing in the review queue")
+    image_id = queued[0]["image_id"]
+    web = TestClient(create_app(state, "s3://loupe/out", who="tester"), base_url="http://127.0.0.1:8765")
+    after = web.get(f"/img/{image_id}/after")
+    assert after.status_code == 200 and after.headers["content-type"] == "image/jpeg" and after.content[:2] == b"\xff\xd8"
+    assert web.get(f"/img/{image_id}/mask").status_code == 200
+    page = web.get(f"/image/{image_id}")
+    assert page.status_code == 200 and "data-version" in page.text
+    assert web.get(f"/img/{image_id}/tile/0/0/0.png").content[:4] == b"\x89PNG"
+
+    exports = approve(state, "s3://loupe/out", image_id, who="tester")
+    objects = {o.object_name for o in s3.client().list_objects("loupe", prefix="out/", recursive=True)}
+    assert {f"out/{p}" for p in exports.values()} <= objects
+    assert not any(o.startswith(f"out/.staging/s3-shoot/{image_id}/") for o in objects)
+    assert catalog.by_image_id(image_id)["status"] == "exported"
