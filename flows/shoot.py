@@ -447,7 +447,7 @@ def dry_run(shoot_dirs: list[str | Path], out: str | Path, preset: str = "catalo
     return lines
 
 
-@flow(name="loupe-run")
+@flow(name="loupe-run", validate_parameters=False)   # folders arrive as str, Path or Location: Location.of reads all
 def run_shoots(shoot_dirs: list[str | Path], out: str | Path, preset: str = "catalog", state: str | Path | None = None,
                device: str = "auto", ray_address: str | None = None, progress: bool = False) -> dict[str, int]:
     """Process shoot folders end to end; returns counts by final status for this run (``config_errors``:
