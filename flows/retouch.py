@@ -212,11 +212,22 @@ def sensor_dust_evidence(source: Location, params: SensorDustParams) -> np.ndarr
         return dust_evidence(frame.image, params)[0, 0].cpu().numpy()
 
 
+def canvas_edge(alpha: torch.Tensor, spec: ExportSpec, preset: Preset) -> int:
+    """A canvas export's edge in px: the spec's, or with ``small_sources = "own_size"`` less, so the
+    piece is never enlarged past its source pixels (a 208 px photo is not blown up to 2400 px)."""
+    edge = spec.long_edge or 2400
+    if preset.small_sources == "own_size":
+        scale = canvas_scale(alpha, edge, spec.margin)
+        if scale > 1:
+            edge = max(64, int(edge / scale))
+    return edge
+
+
 def _upscale(frame: Frame, preset: Preset) -> float:
     """Largest enlargement of the source's pixels among the preset's canvas exports (0 without any)."""
     if frame.alpha is None:
         return 0.0
-    return max((canvas_scale(frame.alpha, spec.long_edge or 2400, spec.margin)
+    return max((canvas_scale(frame.alpha, canvas_edge(frame.alpha, spec, preset), spec.margin)
                 for spec in preset.exports if spec.grid != "source"), default=0.0)
 
 
@@ -230,7 +241,8 @@ def _stage_exports(frame: Frame, preset: Preset, staging: Location) -> dict[str,
         if spec.grid == "source":
             image, a = (colour, alpha) if spec.alpha else (frame.image, None)
         else:
-            composite, canvas_alpha, canvas_colour = on_canvas(colour, alpha, spec.long_edge or 2400, spec.margin, backdrop)
+            composite, canvas_alpha, canvas_colour = on_canvas(colour, alpha, canvas_edge(alpha, spec, preset),
+                                                               spec.margin, backdrop)
             image, a = (canvas_colour, canvas_alpha) if spec.alpha else (composite, None)
         pixels = quantize(image, a, spec.bits)
         data = encode(pixels, spec.format, quality=spec.quality, level=spec.level, compression=spec.compression)

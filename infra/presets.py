@@ -57,12 +57,23 @@ class Preset(_Strict):
     stages: dict[str, dict] = Field(default_factory=dict, description="per-stage parameter overrides")
     qa: tuple[QaRule, ...] = ()
     exports: tuple[ExportSpec, ...]
+    small_sources: Literal["review", "own_size"] = Field(
+        "review", description="a source too small for the canvas sizes: 'review' renders the canvases at their "
+                              "size (the upscale metric and its QA rule send it to a person); 'own_size' shrinks "
+                              "those canvases so the piece is never enlarged")
 
     @property
     def digest(self) -> str:
         """Stable hash of everything that changes pixels or routing."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        data = self.model_dump(mode="json")
+        for key, default in _ADDED_LATER.items():   # so upgrading Loupe does not re-process every finished image
+            if data[key] == default:
+                del data[key]
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+_ADDED_LATER = {"small_sources": "review"}   # fields added since presets were first hashed, at their default
 
 
 class PresetError(OperatorError, ValueError):

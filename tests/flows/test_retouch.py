@@ -39,3 +39,24 @@ def test_an_unconfirmed_light_leaves_the_colour_as_shot(tmp_path, paper):
     rgb, alpha = read_cutout(Path(outcome.staged["cutout"]))
     piece = (alpha > 0.99) & (scene.alpha > 0.99)
     assert np.abs(_chroma(rgb[piece]) - _chroma(scene.clean[piece])).max() < 2.0   # gold stays the gold shot
+
+
+def test_a_small_source_is_never_enlarged_when_the_preset_says_own_size(tmp_path):
+    """A 320 px photo under the catalog's 2400/3000 px canvases: by default the canvases keep their size
+    (upscale ~7x, the low_resolution rule's business); with small_sources = "own_size" they shrink so
+    the piece keeps its source pixels."""
+    from PIL import Image
+
+    scene = render_scene(np.random.default_rng([3, 2]), (320, 240), piece="band", metal="yellow_gold",
+                         background="white_sweep", defects=False)
+    source = tmp_path / "S1_front.tif"
+    tifffile.imwrite(source, (linear_to_srgb(torch.from_numpy(scene.source)).numpy() * 65535).round().astype(np.uint16))
+    preset = load_preset("catalog")
+    default = retouch_image(source, "s1", preset, tmp_path / "a", device="cpu")
+    own = retouch_image(source, "s1", preset.model_copy(update={"small_sources": "own_size"}), tmp_path / "b",
+                        device="cpu")
+    assert default.metrics["upscale"] > 4 and own.metrics["upscale"] <= 1.0
+    main_spec = next(s for s in preset.exports if s.name == "main")
+    assert Image.open(default.staged["main"]).size == (main_spec.long_edge,) * 2
+    assert max(Image.open(own.staged["main"]).size) < main_spec.long_edge / 4
+    assert preset.digest == load_preset("catalog").model_copy(update={"small_sources": "review"}).digest
