@@ -11,8 +11,6 @@ rename, so a crash never leaves a half-written export.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path

@@ -134,12 +134,6 @@ async def bounded_body(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-class Forbidden(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
 def levels_for(width: int, height: int) -> int:
     """Zoom levels of a ``width`` x ``height`` image: 0 is full resolution, each next halves, the last fits one tile."""
     return 1 + max(0, math.ceil(math.log2(max(width, height, 1) / TILE)))
