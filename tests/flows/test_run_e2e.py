@@ -199,10 +199,11 @@ def test_changed_preset_reprocesses(sim_shoot, first_run, tmp_path):
     assert on_disk == listed
 
 
-def test_reviewer_approve_and_reject_from_cli(first_run, capsys):
+def test_reviewer_approve_and_reject_from_cli(first_run, capsys, monkeypatch, tmp_path):
     from flows.cli import main
 
     out, _ = first_run
+    monkeypatch.chdir(tmp_path)      # a reviewer's shell is anywhere: staged paths are relative to OUT
     assert main(["review", "list", "--out", str(out)]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
     df = _manifest(out).set_index("image_id")
