@@ -19,9 +19,6 @@ def _quiet_env() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     # a loaded machine can take more than Prefect's default 20 s to start its temporary server
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    import logging
-
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)   # one INFO line per QA call otherwise
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -36,6 +36,7 @@ GX quirks this module works around (see the tests for each):
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections import defaultdict
@@ -195,6 +196,8 @@ def run_suite(
     # Lazy: importing GX costs seconds; keep ``import qa.suite`` cheap.
     import great_expectations as gx
     import great_expectations.expectations as gxe
+    # GX sets this logger to INFO itself: one "Created temporary directory" line per call otherwise
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
