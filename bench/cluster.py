@@ -1,6 +1,6 @@
 """Throughput of ``loupe run`` on a one-node and a two-node Ray cluster (images per minute, and the ratio).
 
-    python bench/cluster.py [--images 8] [--size 1536x1024] [--cpus-per-node K]
+    python bench/cluster.py [--images 8] [--size 1536x1024] [--cpus-per-node K] [--no-pin]
 
 A simulated shoot of ``--images`` images is written to a temporary folder, then processed twice
 by ``loupe run`` as a driver attached with ``RAY_ADDRESS`` to a real cluster started with
@@ -9,7 +9,8 @@ each. Both nodes run on this machine (their own processes, raylets and object st
 shared disk), so the ratio shows how the work spreads over nodes; on a real cluster each node
 brings its own cores. K defaults to half this machine's cores, so that the two nodes together
 use all of them and the one-node run uses half: on a 2-core machine K = 1, i.e. one image at a
-time against two at a time.
+time against two at a time. Each node's processes are pinned to its own K cores (``--no-pin``: not), as if
+it were its own machine; the driver is not pinned.
 
 Images per minute are timed inside the run (the flow's own ``done in`` line: ingest, sensor-dust
 survey, retouch, QA, routing, manifest and report, but not the driver's Python start-up and imports);
@@ -216,12 +217,12 @@ def loupe_run(shoot: Path, out: Path, address: str, *, preset: str = "catalog", 
 
 @contextlib.contextmanager
 def prefect_server(home: Path, env: dict[str, str]):
-    """A ``prefect server start`` on a free loopback port for the runs (its API URL), so that no run pays
-    for starting Prefect's temporary server; nothing when ``PREFECT_API_URL`` is already set."""
+    """A ``prefect server start`` on a free loopback port for the runs (its API URL and pid), so that no
+    run pays for starting Prefect's temporary server; nothing when ``PREFECT_API_URL`` is already set."""
     import httpx
 
     if env.get("PREFECT_API_URL"):
-        yield env["PREFECT_API_URL"]
+        yield env["PREFECT_API_URL"], None
         return
     port, = _free_ports(1)
     api = f"http://127.0.0.1:{port}/api"
@@ -240,7 +241,7 @@ def prefect_server(home: Path, env: dict[str, str]):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"prefect server did not start:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.5)
-        yield api
+        yield api, server.pid
     finally:
         server.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -298,17 +299,42 @@ class _CpuMeter:
         return sum(self.seen.values()) - self.base
 
 
-def measure(shoot: Path, cpus: list[int], work: Path, env: dict[str, str], pin: bool) -> dict:
+def _tree_cpu(root: int | None) -> float:
+    """CPU seconds of a process and its live descendants (the Prefect server and its uvicorn worker)."""
+    if root is None:
+        return 0.0
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if entry.name.isdigit():
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    tree, grew = {root}, True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grew = bool(children)
+    total = 0
+    for pid in tree:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure(shoot: Path, cpus: list[int], work: Path, env: dict[str, str], pin: bool, server: int | None) -> dict:
     """One ``loupe run`` of the shoot on a fresh cluster of ``cpus`` (per node): its figures, and how much
-    CPU other work on the machine took meanwhile (which makes the figures unclean)."""
+    CPU other work on the machine took meanwhile (which makes the figures unclean). Ours: the driver, the
+    cluster, the Prefect server, this process."""
     out = work / f"out-{len(cpus)}node"
     cores = [set(range(sum(cpus[:i]), sum(cpus[:i + 1]))) for i in range(len(cpus))] if pin else None
     with LocalCluster(cpus, env=env, pin=cores) as cluster:
         meter = _CpuMeter(cluster)
         t0, busy0, before = time.monotonic(), _busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        server0, self0 = _tree_cpu(server), time.process_time()
         result = loupe_run(shoot, out, cluster.address, env=env)
         wall, busy = time.monotonic() - t0, _busy_seconds() - busy0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu, self_cpu = _tree_cpu(server) - server0, time.process_time() - self0
         cluster_cpu = meter.stop()
     driver_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if result.returncode != 0:
@@ -319,7 +345,8 @@ def measure(shoot: Path, cpus: list[int], work: Path, env: dict[str, str], pin: 
     retouch = phase_seconds(env["PREFECT_API_URL"]).get("process", float("nan"))
     return dict(nodes=len(cpus), cpus=sum(cpus), images=len(rows), seconds=seconds, wall=wall,
                 per_minute=60 * len(rows) / seconds, retouch=retouch, retouch_per_minute=60 * len(rows) / retouch,
-                driver_cpu=driver_cpu, cluster_cpu=cluster_cpu, other_cpu=max(0.0, busy - driver_cpu - cluster_cpu),
+                driver_cpu=driver_cpu, cluster_cpu=cluster_cpu, prefect_cpu=server_cpu + self_cpu,
+                other_cpu=max(0.0, busy - driver_cpu - cluster_cpu - server_cpu - self_cpu),
                 statuses=sorted({r["status"] for r in rows}), used_nodes=len({r["node"] for r in rows if r["node"]}))
 
 
@@ -356,14 +383,15 @@ def main(argv: list[str] | None = None) -> int:
         shoot = work / "shoot"
         synth_shoot(shoot, images=a.images, seed=a.seed, size=(w, h))
         env["PREFECT_HOME"] = str(work / "prefect")
-        with prefect_server(work / "prefect", env) as api:
+        with prefect_server(work / "prefect", env) as (api, server):
             env["PREFECT_API_URL"] = api
-            results = [measure(shoot, [k], work, env, a.pin), measure(shoot, [k, k], work, env, a.pin)]
+            results = [measure(shoot, [k], work, env, a.pin, server), measure(shoot, [k, k], work, env, a.pin, server)]
     for r in results:
         print(f"{r['nodes']} node(s), {r['cpus']} CPU(s): {r['images']} images, run {r['seconds']:.0f} s "
               f"= {r['per_minute']:.1f} images/min; retouch phase {r['retouch']:.1f} s = "
               f"{r['retouch_per_minute']:.1f} images/min ({r['wall']:.0f} s with the driver's start-up); "
-              f"CPU s: driver {r['driver_cpu']:.0f}, cluster {r['cluster_cpu']:.0f}, other work on the machine "
+              f"CPU s: driver {r['driver_cpu']:.0f}, cluster {r['cluster_cpu']:.0f}, Prefect server and bench "
+              f"{r['prefect_cpu']:.0f}, other work on the machine "
               f"{r['other_cpu']:.0f}; images ran on {r['used_nodes']} node(s); statuses {', '.join(r['statuses'])}")
     one, two = results
     print(f"ratio 2 nodes / 1 node: {two['per_minute'] / one['per_minute']:.2f}x for the whole run, "
