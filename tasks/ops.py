@@ -1,15 +1,34 @@
 """Small device-agnostic tensor operations the stages share.
 
 Everything here takes ``(B, C, H, W)`` float tensors and keeps their device
-and dtype, in the manner of kornia's filters.
+and dtype, in the manner of kornia's filters. On a CPU, float32 filters run
+through OpenCV (same results, a fraction of the time); elsewhere through torch.
 """
 
 from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+def _opencv_can(x: torch.Tensor) -> bool:
+    """OpenCV's filters give the same result 8-100x faster than depthwise convolutions and
+    pooling on a CPU (issue 13's profile): used for float32 CPU tensors outside autograd."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad and x.ndim == 4
+
+
+def _per_plane(x: torch.Tensor, apply) -> torch.Tensor:
+    """``apply(src, dst)`` on every (H, W) plane of a CPU tensor, into a new tensor."""
+    src = x.contiguous().numpy()
+    out = np.empty_like(src)
+    for b in range(src.shape[0]):
+        for c in range(src.shape[1]):
+            apply(src[b, c], out[b, c])
+    return torch.from_numpy(out)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -18,6 +37,10 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         return x
     radius = max(1, int(math.ceil(3 * sigma)))
     radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
+    if _opencv_can(x):
+        size = (2 * radius + 1,) * 2
+        return _per_plane(x, lambda s, d: cv2.GaussianBlur(s, size, sigma, dst=d, sigmaY=sigma,
+                                                           borderType=cv2.BORDER_REFLECT_101))
     t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k = k / k.sum()
@@ -31,18 +54,28 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over a (2r+1)^2 window, replicate padding."""
     k = 2 * radius + 1
+    if _opencv_can(x):
+        return _per_plane(x, lambda s, d: cv2.blur(s, (k, k), dst=d, borderType=cv2.BORDER_REPLICATE))
     return F.avg_pool2d(F.pad(x, (radius,) * 4, mode="replicate"), k, stride=1)
 
 
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Maximum over a (2r+1)^2 square; outside the frame does not count."""
     if radius <= 0:
         return mask
+    if _opencv_can(mask):
+        square = np.ones((2 * radius + 1,) * 2, np.uint8)
+        return _per_plane(mask, lambda s, d: cv2.dilate(s, square, dst=d))
     return F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius)
 
 
 def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Minimum over a (2r+1)^2 square; outside the frame does not count."""
     if radius <= 0:
         return mask
+    if _opencv_can(mask):
+        square = np.ones((2 * radius + 1,) * 2, np.uint8)
+        return _per_plane(mask, lambda s, d: cv2.erode(s, square, dst=d))
     return -F.max_pool2d(-mask, 2 * radius + 1, stride=1, padding=radius)
 
 

@@ -1,0 +1,39 @@
+"""tasks.ops: the OpenCV path a CPU takes gives what the torch path (CUDA's, and autograd's) gives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tasks.ops as ops
+
+
+def _torch_path(monkeypatch, f, *args):
+    with monkeypatch.context() as m:
+        m.setattr(ops, "_opencv_can", lambda x: False)
+        return f(*args)
+
+
+@pytest.mark.parametrize("name, f, args", [
+    ("blur 1", ops.gaussian_blur, (1.0,)), ("blur 24", ops.gaussian_blur, (24.0,)),
+    ("box 5", ops.box_mean, (5,)), ("dilate 12", ops.dilate, (12,)), ("erode 3", ops.erode, (3,)),
+    ("guided", None, ()),
+])
+def test_opencv_and_torch_agree(monkeypatch, name, f, args):
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 120, 170)
+    if f is None:
+        guide, src = x[:1, :1], (x[:1, 1:2] > 0.5).float()
+        fast = ops.guided_filter(guide, src, 4, 1e-3)
+        slow = _torch_path(monkeypatch, ops.guided_filter, guide, src, 4, 1e-3)
+    else:
+        fast, slow = f(x, *args), _torch_path(monkeypatch, f, x, *args)
+    assert ops._opencv_can(x) and fast.shape == slow.shape and fast.dtype == slow.dtype
+    assert float((fast - slow).abs().max()) < 2e-6, name
+
+
+def test_autograd_and_other_dtypes_keep_the_torch_path():
+    x = torch.rand(1, 1, 32, 32, requires_grad=True)
+    assert not ops._opencv_can(x) and not ops._opencv_can(torch.rand(1, 1, 8, 8, dtype=torch.float64))
+    ops.gaussian_blur(x, 2.0).sum().backward()
+    assert x.grad is not None
