@@ -78,7 +78,7 @@ class Outcome:
     metrics: dict[str, float] = field(default_factory=dict)
     flags: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)   # seconds: decode, develop, each stage, qa, encodes
     seconds: float = 0.0
     staged: dict[str, Location] = field(default_factory=dict)   # export name -> staged file
     size: tuple[int, int] = (0, 0)
@@ -111,6 +111,7 @@ def retouch_image(source: Location | Path, image_id: str, preset: Preset, stagin
     source, staging = Location.of(source), Location.of(staging)
     try:
         decoded = _read(source)   # bounded: the pixel budget is checked from the header
+        decoded_at = time.perf_counter()
     except TooLarge as exc:
         return Outcome(image_id, ok=False, error=f"too_large: {exc}", seconds=time.perf_counter() - t0)
     except UnreadableSource as exc:
@@ -122,6 +123,7 @@ def retouch_image(source: Location | Path, image_id: str, preset: Preset, stagin
     else:
         outcome = _retouch(decoded, image_id, preset, staging, dev, overrides, sensor_dust, plate)
     outcome.seconds = time.perf_counter() - t0
+    outcome.timings["decode"] = decoded_at - t0
     outcome.metrics["worker_peak_mb"] = round(peak_rss_mb(), 1)
     return outcome
 
@@ -145,7 +147,9 @@ def _retouch(decoded, image_id: str, preset: Preset, staging: Location, dev: tor
     skip = tuple(preset.skip) + tuple(overrides.get("skip", ()))
     background = {"mode": preset.background, "color": preset.background_color, "shadow": preset.shadow}
     with torch.inference_mode():
+        t0 = time.perf_counter()
         frame = develop(pixels, decoded.transfer, DevelopParams(**stages.get("develop", {})))
+        developed = time.perf_counter() - t0
         spots = sensor_dust if sensor_dust and SensorDustParams(**stages.get("sensor_dust", {})).enabled else []
         frame = correct_sensor_dust(frame, spots)
         if plate is not None:
@@ -162,9 +166,12 @@ def _retouch(decoded, image_id: str, preset: Preset, staging: Location, dev: tor
             result = result.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")
         metrics["sensor_dust_spots"] = float(len(spots))
         metrics["upscale"] = _upscale(result, preset)
+        t0 = time.perf_counter()
         staged = _stage_exports(result, preset, staging)
         failpoint("worker.staged")
+        t1 = time.perf_counter()
         _stage_previews(reference, result, staging, evidence, preset)
+        timings.update(develop=developed, exports=t1 - t0, previews=time.perf_counter() - t1)
     return Outcome(image_id, ok=True, metrics=metrics, flags=result.flags, notes=result.notes, timings=timings,
                    staged=staged, size=(pixels.shape[-1], pixels.shape[-2]))
 
@@ -172,12 +179,15 @@ def _retouch(decoded, image_id: str, preset: Preset, staging: Location, dev: tor
 def _stages_and_evidence(frame: Frame, params: dict, skip: tuple[str, ...]):
     """The pixel pipe, then the metrics and QA's own evidence on its result."""
     result, reference, timings = run_stages(frame, params, skip)
+    t0 = time.perf_counter()
     metrics = compute_metrics(reference, result)
     light_known = params["neutralize"].kelvin is not None
     if light_known:   # the backdrop keeps its own colour (coloured paper): it is no residual cast
         metrics.update(background_a=0.0, background_b=0.0, background_cast=0.0)
+    t1 = time.perf_counter()
     evidence = gather_evidence(frame.image, reference, result, light_known=light_known)
     metrics.update(evidence.metrics)
+    timings.update(qa_metrics=t1 - t0, qa_evidence=time.perf_counter() - t1)
     return result, reference, timings, metrics, evidence
 
 

@@ -375,7 +375,8 @@ def route_one(shoot: str, job: Job, o: Outcome, reasons: list[str], catalog: Cat
     returns the status committed. Each step is safe to be killed in: see ``ingest`` and ``sweep``."""
     src = job.source
     key = dict(shoot=shoot, source=src.path.name)
-    common = dict(metrics=o.metrics, notes="\n".join(o.notes), seconds=round(o.seconds, 3), node=o.node)
+    common = dict(metrics=o.metrics, notes="\n".join(o.notes), seconds=round(o.seconds, 3), node=o.node,
+                  timings={k: round(v, 3) for k, v in o.timings.items()})
     staging = layout.staging(shoot, src.image_id)
     if not o.ok:
         status = "retryable" if o.error.startswith("retryable:") else "rejected"

@@ -50,6 +50,7 @@ images = Table(
     Column("seconds", Float, nullable=False, default=0.0),
     Column("updated_at", Float, nullable=False),
     Column("node", String, default=""),               # the Ray node that made it (added later: nullable)
+    Column("timings", Text, default="{}"),            # seconds per step of its last processing (JSON)
 )
 review_queue = Table(
     "review_queue", metadata,
@@ -85,7 +86,7 @@ audit_log = Table(                                    # every reviewer action: w
 def _encoded(values: dict) -> dict:
     """Stamp the row and store dict-valued columns as JSON text."""
     out = {**values, "updated_at": time.time()}
-    for key in ("metrics", "exports", "staged"):
+    for key in ("metrics", "exports", "staged", "timings"):
         if key in out and not isinstance(out[key], str):
             out[key] = json.dumps(out[key], sort_keys=True)
     return out

@@ -1,0 +1,136 @@
+"""Throughput: simulator RAW files at 24 MP through ``loupe run`` with the default preset, beside the floors.
+
+Prints, from one run on this machine: seconds per step per image (the catalog's timings: decode, develop,
+each stage, QA, encodes), images per minute, peak resident memory per worker, start-up (wall time before
+the first image starts) and orchestration overhead (wall time not inside any image, per worker), and in the
+same run the floors: rawpy decode alone, the preset's encodes alone, and ``darktable-cli`` (develop only,
+no retouch) on the same files when it is installed (Debian package ``darktable``), as a ratio.
+
+    .venv/bin/python bench/throughput.py [--images 2] [--size 6000x4000] [--preset catalog] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from infra.catalog import Catalog  # noqa: E402
+from infra.imageio import encode, read_source  # noqa: E402
+from infra.presets import load_preset  # noqa: E402
+
+
+def floors(files: list[Path], preset_name: str) -> dict[str, float]:
+    """Seconds per image: rawpy's decode alone, and the preset's encodes alone (at their real sizes)."""
+    preset = load_preset(preset_name)
+    decode, encodes = [], []
+    for path in files:
+        t0 = time.perf_counter()
+        decoded = read_source(path)
+        decode.append(time.perf_counter() - t0)
+        h, w = decoded.pixels.shape[:2]
+        rgb8 = (decoded.pixels * 255).astype(np.uint8)
+        t0 = time.perf_counter()
+        for spec in preset.exports:
+            if spec.grid == "source":
+                pixels = (decoded.pixels * 65535).astype(np.uint16) if spec.bits == 16 else rgb8
+            else:
+                edge = spec.long_edge or 2400
+                pixels = np.ascontiguousarray(rgb8[:min(h, edge), :min(w, edge)])
+                pixels = np.pad(pixels, ((0, edge - pixels.shape[0]), (0, edge - pixels.shape[1]), (0, 0)), mode="edge")
+            if spec.alpha:
+                opaque = np.iinfo(pixels.dtype).max
+                pixels = np.concatenate([pixels, np.full((*pixels.shape[:2], 1), opaque, pixels.dtype)], axis=2)
+            encode(pixels, spec.format, quality=spec.quality, level=spec.level, compression=spec.compression)
+        encodes.append(time.perf_counter() - t0)
+    return {"decode": float(np.mean(decode)), "encodes": float(np.mean(encodes))}
+
+
+def darktable(files: list[Path], work: Path) -> float | None:
+    """Seconds per image for ``darktable-cli IN OUT.jpg`` (develop and export only), None if not installed."""
+    exe = shutil.which("darktable-cli")
+    if exe is None:
+        return None
+    spent = []
+    for path in files:
+        out = work / f"{path.stem}-dt.jpg"
+        t0 = time.perf_counter()
+        subprocess.run([exe, str(path), str(out), "--core", "--configdir", str(work / "dtconf")],
+                       check=True, capture_output=True)
+        spent.append(time.perf_counter() - t0)
+    return float(np.mean(spent))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=2)
+    ap.add_argument("--size", default="6000x4000", help="WIDTHxHEIGHT of the simulated RAW files (24 MP)")
+    ap.add_argument("--preset", default="catalog")
+    ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one, removed)")
+    a = ap.parse_args()
+    from models.simulator import synth_shoot
+
+    w, h = (int(v) for v in a.size.split("x"))
+    work = a.keep or Path(tempfile.mkdtemp(prefix="loupe-throughput-"))
+    shoot = work / "shoots" / "throughput"
+    if not shoot.exists():
+        print(f"rendering {a.images} simulator RAW files at {w}x{h} ...", flush=True)
+        synth_shoot(shoot, a.images, seed=5, size=(w, h), formats=("dng",))
+    files = sorted(shoot.glob("*.dng"))
+
+    floor = floors(files, a.preset)
+    dt = darktable(files, work)
+    out = work / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.time()
+    run = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(shoot), "--out", str(out), "--preset", a.preset,
+                          "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    wall = time.time() - start
+    if run.returncode != 0:
+        print(run.stderr[-3000:])
+        return 1
+    rows = [r for r in Catalog.open(out / ".state").rows() if r["status"] != "rejected"]
+    timings = [json.loads(r["timings"] or "{}") for r in rows]
+    seconds = [r["seconds"] for r in rows]
+    peaks = [json.loads(r["metrics"]).get("worker_peak_mb", 0) for r in rows]
+    workers = max(1, min(len(rows), os.cpu_count() or 1))      # one Retoucher actor per CPU, at most one per image
+    first_start = min(r["updated_at"] - r["seconds"] for r in rows)
+    steps = sorted({k for t in timings for k in t}, key=lambda k: -np.mean([t.get(k, 0) for t in timings]))
+
+    print(f"\nmachine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"{len(rows)} images {w}x{h} ({w * h / 1e6:.0f} MP), preset {a.preset}, {workers} workers\n")
+    print("seconds per image, by step (mean):")
+    for k in steps:
+        print(f"  {k:14s} {np.mean([t.get(k, 0) for t in timings]):8.1f}")
+    per_image = float(np.mean(seconds))
+    print(f"  {'whole image':14s} {per_image:8.1f}")
+    busy = sum(seconds) / workers
+    print(f"\nwall {wall:.0f} s: {60 * len(rows) / wall:.2f} images/min; start-up {first_start - start:.0f} s before "
+          f"the first image; orchestration overhead {max(0.0, wall - busy):.0f} s ({max(0.0, 1 - busy / wall):.0%} "
+          "of wall time outside images, per worker)")
+    print(f"peak resident memory per worker: {max(peaks):.0f} MB")
+    print(f"\nfloors, per image: rawpy decode {floor['decode']:.1f} s, the preset's encodes {floor['encodes']:.1f} s")
+    if dt is None:
+        print("darktable-cli: not installed (Debian package darktable); no ratio")
+    else:
+        print(f"darktable-cli (develop + JPEG only): {dt:.1f} s per image; Loupe/darktable = {per_image / dt:.1f}x "
+              f"per image, {wall / len(rows) / dt:.1f}x in wall time per image")
+    if a.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
