@@ -116,10 +116,12 @@ def main() -> int:
         print(f"  {k:14s} {np.mean([t.get(k, 0) for t in timings]):8.1f}")
     per_image = float(np.mean(seconds))
     print(f"  {'whole image':14s} {per_image:8.1f}")
-    busy = sum(seconds) / workers
+    span = max(r["updated_at"] for r in rows) - first_start      # first image started -> last one committed
+    idle = span - sum(seconds) / workers
     print(f"\nwall {wall:.0f} s: {60 * len(rows) / wall:.2f} images/min; start-up {first_start - start:.0f} s before "
-          f"the first image; orchestration overhead {max(0.0, wall - busy):.0f} s ({max(0.0, 1 - busy / wall):.0%} "
-          "of wall time outside images, per worker)")
+          f"the first image; orchestration overhead {wall - span:.0f} s ({(wall - span) / wall:.0%} of wall time "
+          f"before the first image starts and after the last is committed); workers idle {max(0.0, idle):.0f} s "
+          "of the images' span (uneven images, too few to share out)")
     print(f"peak resident memory per worker: {max(peaks):.0f} MB")
     print(f"\nfloors, per image: rawpy decode {floor['decode']:.1f} s, the preset's encodes {floor['encodes']:.1f} s")
     if dt is None:
