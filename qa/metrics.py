@@ -19,6 +19,7 @@ import torch
 
 from qa.evidence import EVIDENCE_DOCS
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab
+from tasks.compose import piece_box
 from tasks.frame import Frame, luminance
 from tasks.pipeline import FLAG_CODES
 from tasks.ops import dilate, erode, gaussian_blur
@@ -63,6 +64,8 @@ METRIC_DOCS = {
     **EVIDENCE_DOCS,
 }
 
+# the piece's box is grown by this much for the metrics that look at the piece and its surroundings
+CROP_MARGIN = 64
 # cut-out geometry (px): holes smaller than this are matting noise, not holes
 HOLE_MIN_PX = 4
 # backdrop pixels this far from the piece are read for the residual cast (contact shadows, fringes excluded)
@@ -220,8 +223,25 @@ def _gradient(y: torch.Tensor) -> torch.Tensor:
 
 
 def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
-    """Metrics for one image (B=1). ``reference`` is the frame after neutralize."""
+    """Metrics for one image (B=1). ``reference`` is the frame after neutralize.
+
+    The whole frame gives the backdrop's cast, coverage and the frame-border share; everything else
+    looks at the piece and a few pixels around it, so it is measured on the piece's box plus
+    ``CROP_MARGIN`` (the same values: the widest filter reaches 3 x 4 px, the thin-structure search
+    12 px), a fraction of a 24 MP frame's pixels.
+    """
     alpha = result.alpha if result.alpha is not None else torch.zeros_like(result.image[:, :1])
+    whole = {"mask_coverage": float(alpha.mean())}
+    whole["background_a"], whole["background_b"] = backdrop_cast(reference.image, alpha)
+    frame_piece = alpha > 0.5
+    border = torch.cat([frame_piece[0, 0, 0], frame_piece[0, 0, -1], frame_piece[0, 0, :, 0], frame_piece[0, 0, :, -1]])
+    whole["mask_touches_frame"] = float(border.float().mean())
+    top, bottom, left, right = piece_box(alpha)
+    h, w = alpha.shape[-2:]
+    box = (slice(max(0, top - CROP_MARGIN), min(h, bottom + CROP_MARGIN)),
+           slice(max(0, left - CROP_MARGIN), min(w, right + CROP_MARGIN)))
+    reference, result = _cropped(reference, box), _cropped(result, box)
+    alpha = alpha[..., box[0], box[1]]
     piece = alpha > 0.5
     inner = _interior(alpha)
     before = reference.image
@@ -247,21 +267,18 @@ def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
         where = inner & (layer > 0.5) if layer is not None else None
         # nothing of that kind on the piece: no hue to shift (0, not nan: nan fails the suite's not-null check)
         m[name] = hue_shift(before, after, where) if where is not None and bool(where.any()) else 0.0
-    m["background_a"], m["background_b"] = backdrop_cast(before, alpha)
+    m.update(whole)
     m["background_cast"] = float(np.hypot(m["background_a"], m["background_b"]))
     mask_np = piece[0, 0].to(torch.uint8).cpu().numpy()
     y_in = linear_to_srgb(luminance(before))[0, 0].cpu().numpy()
     m["thin_retention"], gap = thin_retention(y_in, mask_np > 0)
-    m["thin_gap"] = gap * 1000 / max(mask_np.shape)  # resolution-independent: per 1000 px of the long edge
+    m["thin_gap"] = gap * 1000 / max(h, w)  # resolution-independent: per 1000 px of the frame's long edge
     foreground = result.foreground if result.foreground is not None else result.image
     m["edge_halo"] = edge_halo(foreground, alpha) if piece.any() else float("nan")
     m["edge_halo_dark"] = edge_halo(foreground, alpha, 0.05) if piece.any() else float("nan")
-    m["mask_coverage"] = float(alpha.mean())
     m["mask_components"] = float(cv2.connectedComponents(mask_np, connectivity=8)[0] - 1)
     holes, hole_area = mask_holes(mask_np > 0)
     m["mask_holes"], m["mask_hole_area"] = float(holes), hole_area
-    border = torch.cat([piece[0, 0, 0], piece[0, 0, -1], piece[0, 0, :, 0], piece[0, 0, :, -1]])
-    m["mask_touches_frame"] = float(border.float().mean())
     defects = result.masks.get("defects")
     m["dust_area"] = float((defects > 0.5)[piece].float().mean()) if defects is not None and piece.any() else 0.0
     if piece.any():
@@ -274,6 +291,14 @@ def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
     for code in FLAG_CODES:
         m[f"flag_{code}"] = float(code in result.flags)
     return m
+
+
+def _cropped(frame: Frame, box: tuple[slice, slice]) -> Frame:
+    def crop(t):
+        return None if t is None else t[..., box[0], box[1]]
+
+    return frame.replace(image=crop(frame.image), alpha=crop(frame.alpha), foreground=crop(frame.foreground),
+                         plate=crop(frame.plate), masks={k: crop(v) for k, v in frame.masks.items()})
 
 
 def detail_loss_map(reference: Frame, result: Frame) -> np.ndarray:
