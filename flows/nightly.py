@@ -81,12 +81,19 @@ def prefect_server(port: int = 0, timeout: float = 120.0):
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    """End a child process: SIGTERM, then SIGKILL if it has not gone within 20 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _abs(path: Path | str | None) -> str | None:

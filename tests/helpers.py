@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +59,25 @@ def prepared_frame(scene, device="cpu", *, truth_piece: bool = False):
         alpha = to_tensor(scene.alpha, device)
         return frame.replace(alpha=alpha).with_masks(piece=(alpha > 0.5).to(alpha.dtype))
     return cut_out(frame, CutoutParams())
+
+
+@contextlib.contextmanager
+def served(app):
+    """``app`` under uvicorn on a free loopback port, in a thread: yields the port."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started:
+        assert time.time() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        srv.should_exit = True
+        thread.join(10)

@@ -14,14 +14,13 @@ import contextlib
 import json
 import os
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from helpers import served
 from infra.catalog import Catalog
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -70,26 +69,11 @@ def flagged(tmp_path_factory, prefect_server, ray_session):
 @contextlib.contextmanager
 def serving(out: Path, preset: Path):
     """The review app for ``out`` on a free loopback port, in a thread: yields (base URL, app)."""
-    import uvicorn
-
     from infra.reviewapp import create_app
 
     app = create_app(out / ".state", out, preset=str(preset), who="kbd-reviewer", device="cpu")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started:
-        assert time.time() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
+    with served(app) as port:
         yield f"http://127.0.0.1:{port}", app
-    finally:
-        srv.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")

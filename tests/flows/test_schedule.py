@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
+from flows.nightly import stop
+
 REPO = Path(__file__).resolve().parents[2]
 FINISHED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
@@ -39,17 +41,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _tail(path: Path, n: int = 40) -> str:
@@ -121,5 +112,5 @@ def test_scheduler_creates_a_run_that_serve_completes(tmp_path):
         assert sorted(df["source"]) == sources
         assert set(df["status"]) <= {"exported", "review", "rejected"}
     finally:
-        _stop(serve)
-        _stop(server)
+        stop(serve)
+        stop(server)

@@ -8,7 +8,6 @@ import json
 import re
 import socket
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from helpers import served
 from infra.catalog import Catalog
 from infra.reviewapp import app as appmod
 from infra.reviewapp import create_app, is_loopback
@@ -479,33 +479,12 @@ def test_request_bodies_are_bounded(queue):
     assert r.status_code == 303 and _status(out, IDS[0]) == "exported"
 
 
-@contextlib.contextmanager
-def _served(app):
-    """``app`` under uvicorn on a free loopback port, in a thread: yields the port."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started:
-        assert time.time() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield port
-    finally:
-        srv.should_exit = True
-        thread.join(10)
-
 
 def test_a_chunked_body_that_never_ends_is_answered_413_over_http(queue):
     """Over a real socket: a chunked POST that goes on past the limit and never sends its last chunk gets 413;
     a server that read bodies to their end would wait here until the timeout."""
     out, state = queue
-    with _served(create_app(state, out, who="tester")) as port, socket.create_connection(("127.0.0.1", port)) as s:
+    with served(create_app(state, out, who="tester")) as port, socket.create_connection(("127.0.0.1", port)) as s:
         s.settimeout(10)
         s.sendall(f"POST /image/{IDS[0]}/approve HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                   "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
