@@ -117,6 +117,9 @@ def decide(src: Source, prior: dict | None, plan: ShootPlan, first_with_hash: st
         code, _, why = src.refused.partition(": ")
         return "reject", code, why
     if plan.preset is None:
+        if prior and prior["sha256"] == src.sha256 and prior["status"] in TERMINAL and prior["reasons"] != "bad_config":
+            # finished under a sidecar that was fine: a typo made since must not withdraw what was published
+            return "skip", prior["status"], "kept as it was: shoot.toml has problems now"
         return "reject", "bad_config", plan.problems[0]
     if first_with_hash:
         return "reject", "duplicate", f"same content as {first_with_hash}"
