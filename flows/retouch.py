@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import time
+import re
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,7 +306,15 @@ def _stage_previews(reference: Frame, result: Frame, staging: Location, evidence
 
 
 def describe_failure(exc: BaseException) -> str:
-    """One line for the manifest from an unexpected error in a worker."""
-    last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    where = f" at {Path(last.filename).name}:{last.lineno}" if last else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    """One line for the manifest from an unexpected error in a worker: the worker's own exception
+    (a Ray task error wraps it, with the remote traceback and terminal colours in its text) and
+    the line it came from."""
+    cause = getattr(exc, "cause", None) or exc
+    frames = re.findall(r'File "([^"]+)", line (\d+)', str(exc)) if cause is not exc else []
+    if frames:
+        where = f" at {Path(frames[-1][0]).name}:{frames[-1][1]}"
+    else:
+        last = traceback.extract_tb(cause.__traceback__)[-1] if cause.__traceback__ else None
+        where = f" at {Path(last.filename).name}:{last.lineno}" if last else ""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(cause)).split())
+    return f"{type(cause).__name__}: {text[:300]}{where}"

@@ -134,3 +134,20 @@ def test_a_second_run_on_the_same_catalog_is_refused_while_the_first_holds_it(sh
     assert second.returncode == 2
     assert "another run" in second.stderr and "Traceback" not in second.stderr
     assert not (out / "manifest.csv").exists()
+
+
+def test_a_bug_in_a_worker_is_one_plain_line(ray_session):
+    """A Ray task's error carries the remote traceback and terminal colours; the manifest gets one line."""
+    import ray
+
+    from flows.retouch import describe_failure
+
+    @ray.remote
+    def buggy():
+        raise ValueError("boom\nsecond line")
+
+    with pytest.raises(Exception) as err:
+        ray.get(buggy.remote())
+    line = describe_failure(err.value)
+    assert line.startswith("ValueError: boom second line at test_resilience.py:"), line
+    assert "\n" not in line and "\x1b" not in line and "Traceback" not in line
