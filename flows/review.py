@@ -94,7 +94,7 @@ def reject(state: Path | str, out: Path, image_id: str, *, who: str, note: str =
     row = _decide(catalog, image_id, "rejected", who, note)
     reasons = ";".join(filter(None, [row["reasons"], "reviewer_rejected"]))
     catalog.set_status(row["shoot"], row["source"], status="rejected", reasons=reasons,
-                       error=f"rejected by {who}: {note}".strip(), staged={})
+                       error=f"rejected by {who}: {' '.join(note.split())}".strip(), staged={})   # one line in the manifest
     Layout.of(out).staging(row["shoot"], image_id).rmtree()
     catalog.audit(who, "reject", image_id, {"note": note})
     write_manifest(catalog, out)
