@@ -7,10 +7,12 @@ first and is not listed: it turns decoded pixels into a Frame.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from pydantic import BaseModel
 
 from tasks.background import BackgroundParams, replace_background
@@ -29,6 +31,10 @@ class Stage:
     params: type[BaseModel]
     apply: Callable[[Frame, BaseModel], Frame]
     why_here: str
+    # how far from the piece the stage reads and writes, in px, for its parameters: it then runs on the
+    # piece's box grown by that much, with the same result (its widest filter's 3 sigma and every mask
+    # it grows fit inside); None: the whole frame
+    reach: Callable[[BaseModel], int] | None = None
 
 
 STAGES: tuple[Stage, ...] = (
@@ -41,9 +47,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("fill", FillParams, fill_defects,
           "right after dust: regenerates the defects too large for its classical fill, before contrast stages"),
     Stage("shine", ShineParams, add_shine,
-          "on clean metal, before gems, so stone masks see final metal tones"),
+          "on clean metal, before gems, so stone masks see final metal tones",
+          reach=lambda p: 3 * math.ceil(max(p.light_radius, p.radius)) + 8),
     Stage("gems", GemsParams, clarify_gems,
-          "after shine: stone contrast is judged against the finished metal"),
+          "after shine: stone contrast is judged against the finished metal", reach=lambda p: 16),
     Stage("background", BackgroundParams, replace_background,
           "last: compositing onto white/transparent needs the final piece colours and alpha"),
 )
@@ -80,8 +87,41 @@ def run_stages(frame: Frame, params: dict[str, BaseModel], skip: tuple[str, ...]
         if stage.name in skip:
             continue
         t0 = time.perf_counter()
-        frame = stage.apply(frame, params[stage.name])
+        piece = frame.masks.get("piece")
+        if stage.reach is None or piece is None:
+            frame = stage.apply(frame, params[stage.name])
+        else:
+            frame = _near_piece(stage.apply, frame, params[stage.name], piece, stage.reach(params[stage.name]))
         timings[stage.name] = time.perf_counter() - t0
         if stage.name == "neutralize":
             reference = frame
     return frame, reference, timings
+
+
+def _near_piece(apply: Callable[[Frame, BaseModel], Frame], frame: Frame, params: BaseModel, piece: torch.Tensor,
+                reach: int) -> Frame:
+    """``apply`` on the piece's box grown by ``reach`` px, its tensors pasted back into the whole frame."""
+    rows, cols = torch.nonzero(piece[0, 0].amax(1) > 0).flatten(), torch.nonzero(piece[0, 0].amax(0) > 0).flatten()
+    h, w = piece.shape[-2:]
+    if rows.numel() == 0:
+        return apply(frame, params)
+    ys = slice(max(0, int(rows[0]) - reach), min(h, int(rows[-1]) + 1 + reach))
+    xs = slice(max(0, int(cols[0]) - reach), min(w, int(cols[-1]) + 1 + reach))
+    if (ys.stop - ys.start) * (xs.stop - xs.start) > 0.8 * h * w:
+        return apply(frame, params)          # barely smaller: not worth the copies
+
+    def crop(t):
+        return None if t is None else t[..., ys, xs]
+
+    def paste(whole, part):
+        if part is None:
+            return None
+        out = (whole if whole is not None else part.new_zeros((*part.shape[:-2], h, w))).clone()
+        out[..., ys, xs] = part
+        return out
+
+    done = apply(frame.replace(image=crop(frame.image), alpha=crop(frame.alpha), foreground=crop(frame.foreground),
+                               plate=crop(frame.plate), masks={k: crop(v) for k, v in frame.masks.items()}), params)
+    return done.replace(image=paste(frame.image, done.image), alpha=paste(frame.alpha, done.alpha),
+                        foreground=paste(frame.foreground, done.foreground), plate=frame.plate,
+                        masks={k: paste(frame.masks.get(k), v) for k, v in done.masks.items()})

@@ -108,3 +108,26 @@ def test_background_without_alpha_flags():
     f = Frame(torch.full((1, 3, 8, 8), 0.5))
     out, _, _ = run_stages(f, {"background": BackgroundParams()}, skip=STAGE_NAMES[:-1])
     assert "mask_suspect" in out.flags
+
+
+@pytest.mark.parametrize("seed, piece", [(3, "chain"), (5, "pave")])
+def test_stages_near_the_piece_give_what_the_whole_frame_gives(monkeypatch, seed, piece):
+    """shine and gems run on the piece's box grown by their reach: the same image and masks as on the
+    whole frame (to float rounding), in a fraction of the pixels."""
+    import tasks.pipeline as tp
+
+    scene = sim_scene(seed, (900, 600), piece=piece)
+    seen, near_piece = [], tp._near_piece
+
+    def recording(apply, frame, params, piece_mask, reach):
+        return near_piece(lambda f, p: (seen.append(f.image.shape[-2:]), apply(f, p))[1], frame, params, piece_mask, reach)
+
+    with torch.inference_mode():
+        monkeypatch.setattr(tp, "_near_piece", recording)
+        near, _, _ = tp.run_stages(scene_frame(scene), tp.stage_params({}))
+        assert len(seen) == 2 and all(h * w < 0.8 * 900 * 600 for h, w in seen), seen   # both ran on a crop
+        monkeypatch.setattr(tp, "_near_piece", lambda apply, frame, params, piece_mask, reach: apply(frame, params))
+        whole, _, _ = tp.run_stages(scene_frame(scene), tp.stage_params({}))
+    assert near.notes == whole.notes and set(near.masks) == set(whole.masks)
+    assert float((near.image - whole.image).abs().max()) < 1e-5
+    assert all(float((near.masks[k] - whole.masks[k]).abs().max()) < 1e-5 for k in whole.masks)
