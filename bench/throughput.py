@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from infra.catalog import Catalog  # noqa: E402
 from infra.imageio import encode, read_source  # noqa: E402
+from infra.layout import default_state  # noqa: E402
 from infra.presets import load_preset  # noqa: E402
 
 
@@ -101,7 +102,7 @@ def main() -> int:
     if run.returncode != 0:
         print(run.stderr[-3000:])
         return 1
-    rows = [r for r in Catalog.open(out / ".state").rows() if r["status"] != "rejected"]
+    rows = [r for r in Catalog.open(default_state(out)).rows() if r["status"] != "rejected"]
     timings = [json.loads(r["timings"] or "{}") for r in rows]
     seconds = [r["seconds"] for r in rows]
     peaks = [json.loads(r["metrics"]).get("worker_peak_mb", 0) for r in rows]

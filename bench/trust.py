@@ -278,15 +278,15 @@ def linear_to_srgb_np(x: np.ndarray) -> np.ndarray:
 def write_sheet(path: Path, out: Path, shoots: list[Path], table: pd.DataFrame, sets: tuple[str, ...]) -> None:
     """A contact sheet of every image of ``sets``: source | cut-out over a checker | mask errors."""
     from infra.catalog import Catalog
+    from infra.layout import default_state
     from models.simulator.writers import read_truth
 
-    rows = {(r["shoot"], r["source"]): r for r in Catalog.open(out / ".state").rows()}
+    rows = {(r["shoot"], r["source"]): r for r in Catalog.open(default_state(out)).rows()}
     tiles = []
     for _, g in table[table["set"].isin(sets)].iterrows():
         r = rows[(g["shoot"], g["source"])]
         folder = next(f for f in shoots if f.name == g["shoot"])
-        exports, staged = json.loads(r["exports"] or "{}"), json.loads(r["staged"] or "{}")
-        cutout = out / exports["cutout"] if "cutout" in exports else (Path(staged["cutout"]) if "cutout" in staged else None)
+        cutout = cutout_of(out, r)
         truth_dir = folder / "truth" / Path(g["source"]).stem
         truth = read_truth(truth_dir) if truth_dir.is_dir() else None
         verdict = "" if pd.isna(g.get("right", float("nan"))) else ("right" if g["right"] else "WRONG")
@@ -296,6 +296,15 @@ def write_sheet(path: Path, out: Path, shoots: list[Path], table: pd.DataFrame, 
         width = max(t.shape[1] for t in tiles)
         tiles = [np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]
         cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(tiles, 0), cv2.COLOR_RGB2BGR))
+
+
+def cutout_of(out: Path, row: dict) -> Path | None:
+    """The image's cut-out export: published, or staged while it waits for review (paths relative to OUT)."""
+    from infra.layout import Layout
+
+    exports, staged = json.loads(row["exports"] or "{}"), json.loads(row["staged"] or "{}")
+    name = exports.get("cutout") or staged.get("cutout")
+    return Layout.of(out).abs(name).local_path() if name else None
 
 
 def is_right(row: dict) -> bool:
@@ -310,15 +319,15 @@ def grade(out: Path, shoots: list[Path]) -> pd.DataFrame:
     """One row per source file: set, status, reasons and the grades."""
     from infra.catalog import Catalog
     from infra.imageio import read_source
+    from infra.layout import default_state
     from models.simulator.writers import read_truth
 
     rows = []
-    for r in Catalog.open(out / ".state").rows():
+    for r in Catalog.open(default_state(out)).rows():
         folder = next(f for f in shoots if f.name == r["shoot"])
         row = {"set": set_of(r["shoot"]), "shoot": r["shoot"], "source": r["source"], "status": r["status"],
                "reasons": r["reasons"]}
-        exports, staged = json.loads(r["exports"] or "{}"), json.loads(r["staged"] or "{}")
-        cutout = out / exports["cutout"] if "cutout" in exports else Path(staged.get("cutout", "/nonexistent"))
+        cutout = cutout_of(out, r) or Path("/nonexistent")
         truth_dir = folder / "truth" / Path(r["source"]).stem
         if truth_dir.is_dir():
             truth = read_truth(truth_dir)
