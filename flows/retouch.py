@@ -8,11 +8,12 @@ publishes them after QA passes, or a reviewer's approval does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
-import time
 import re
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,8 @@ from pydantic import ValidationError
 from infra.failpoints import failpoint
 from infra.imageio import TooLarge, UnreadableSource, encode, read_source
 from infra.limits import memory_cap, peak_rss_mb
-from infra.storage import Location
 from infra.presets import ExportSpec, Preset, PresetError, load_preset
+from infra.storage import Location
 from qa.evidence import Evidence, gather_evidence, kept_findings
 from qa.metrics import compute_metrics, detail_loss_map
 from tasks.color import srgb_to_linear
@@ -118,10 +119,9 @@ def retouch_image(source: Location | Path, image_id: str, preset: Preset, stagin
     except UnreadableSource as exc:
         return Outcome(image_id, ok=False, error=f"unreadable: {exc}", seconds=time.perf_counter() - t0)
     dev = resolve_device(device)
-    if dev.type == "cpu":   # (CUDA's driver maps large private regions; GPU memory is torch's to bound)
-        with memory_cap(task_memory(*decoded.pixels.shape[:2])):
-            outcome = _retouch(decoded, image_id, preset, staging, dev, overrides, sensor_dust, plate)
-    else:
+    # (CUDA's driver maps large private regions; GPU memory is torch's to bound)
+    cap = memory_cap(task_memory(*decoded.pixels.shape[:2])) if dev.type == "cpu" else contextlib.nullcontext()
+    with cap:
         outcome = _retouch(decoded, image_id, preset, staging, dev, overrides, sensor_dust, plate)
     outcome.seconds = time.perf_counter() - t0
     outcome.timings["decode"] = decoded_at - t0

@@ -19,7 +19,7 @@ import torch
 
 from qa.evidence import EVIDENCE_DOCS
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab
-from tasks.compose import piece_box
+from tasks.compose import grown_box
 from tasks.frame import Frame, luminance
 from tasks.pipeline import FLAG_CODES
 from tasks.ops import dilate, erode, gaussian_blur
@@ -236,11 +236,9 @@ def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
     frame_piece = alpha > 0.5
     border = torch.cat([frame_piece[0, 0, 0], frame_piece[0, 0, -1], frame_piece[0, 0, :, 0], frame_piece[0, 0, :, -1]])
     whole["mask_touches_frame"] = float(border.float().mean())
-    top, bottom, left, right = piece_box(alpha)
     h, w = alpha.shape[-2:]
-    box = (slice(max(0, top - CROP_MARGIN), min(h, bottom + CROP_MARGIN)),
-           slice(max(0, left - CROP_MARGIN), min(w, right + CROP_MARGIN)))
-    reference, result = _cropped(reference, box), _cropped(result, box)
+    box = grown_box(alpha, CROP_MARGIN, threshold=0.02) or (slice(0, h), slice(0, w))
+    reference, result = reference.cropped(box), result.cropped(box)
     alpha = alpha[..., box[0], box[1]]
     piece = alpha > 0.5
     inner = _interior(alpha)
@@ -291,14 +289,6 @@ def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
     for code in FLAG_CODES:
         m[f"flag_{code}"] = float(code in result.flags)
     return m
-
-
-def _cropped(frame: Frame, box: tuple[slice, slice]) -> Frame:
-    def crop(t):
-        return None if t is None else t[..., box[0], box[1]]
-
-    return frame.replace(image=crop(frame.image), alpha=crop(frame.alpha), foreground=crop(frame.foreground),
-                         plate=crop(frame.plate), masks={k: crop(v) for k, v in frame.masks.items()})
 
 
 def detail_loss_map(reference: Frame, result: Frame) -> np.ndarray:

@@ -24,6 +24,17 @@ def piece_box(alpha: torch.Tensor, threshold: float = 0.02) -> tuple[int, int, i
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+def grown_box(mask: torch.Tensor, margin: int, threshold: float = 0.5) -> tuple[slice, slice] | None:
+    """(rows, columns) of ``mask`` > threshold grown by ``margin`` px, clipped to the frame; None if empty."""
+    m = mask[0, 0] > threshold
+    rows, cols = torch.nonzero(m.any(1)).flatten(), torch.nonzero(m.any(0)).flatten()
+    if rows.numel() == 0:
+        return None
+    h, w = m.shape
+    return (slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, h)),
+            slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, w)))
+
+
 def canvas_scale(alpha: torch.Tensor, size: int, margin: float) -> float:
     """How much ``on_canvas`` enlarges the piece: its long side on the canvas over its long side in the source."""
     top, bottom, left, right = piece_box(alpha)

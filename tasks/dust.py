@@ -34,6 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.color import linear_to_srgb
+from tasks.compose import grown_box
 from tasks.frame import Frame, luminance
 from tasks.ops import closing, dilate, erode, fill_holes, gaussian_blur, opening
 
@@ -61,16 +62,6 @@ def backdrop_specks(image: torch.Tensor, params: DustParams) -> torch.Tensor:
     return ((closing(y, params.radius) - y) > params.contrast).to(image.dtype)
 
 
-def _crop_box(piece: torch.Tensor, margin: int) -> tuple[slice, slice]:
-    rows, cols = piece[0, 0].amax(1) > 0.5, piece[0, 0].amax(0) > 0.5
-    h, w = piece.shape[-2:]
-    if not bool(rows.any()):
-        return slice(0, 0), slice(0, 0)
-    ys, xs = torch.nonzero(rows)[:, 0], torch.nonzero(cols)[:, 0]
-    return (slice(max(int(ys[0]) - margin, 0), min(int(ys[-1]) + margin + 1, h)),
-            slice(max(int(xs[0]) - margin, 0), min(int(xs[-1]) + margin + 1, w)))
-
-
 def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustParams
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(removable, haze) masks (B, 1, H, W) on the piece, from DefectNet plus local contrast."""
@@ -78,9 +69,10 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustP
 
     removable, haze = torch.zeros_like(image[:, :1]), torch.zeros_like(image[:, :1])
     region = dilate(piece, 2) if piece is not None else torch.ones_like(removable)
-    ys, xs = _crop_box(region, margin=24)
-    if ys.stop <= ys.start:
+    box = grown_box(region, 24)
+    if box is None:
         return removable, haze
+    ys, xs = box
     srgb = linear_to_srgb(image[..., ys, xs].clamp(0, 1))
     net = load_defectnet(params.network_weights, image.device)
     with torch.no_grad():

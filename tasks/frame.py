@@ -57,6 +57,14 @@ class Frame:
     def noted(self, note: str) -> "Frame":
         return self.replace(notes=self.notes + (note,))
 
+    def cropped(self, box: tuple[slice, slice]) -> "Frame":
+        """Every image-sized tensor cut to ``box`` (rows, columns)."""
+        def cut(t):
+            return None if t is None else t[..., box[0], box[1]]
+
+        return self.replace(image=cut(self.image), alpha=cut(self.alpha), foreground=cut(self.foreground),
+                            plate=cut(self.plate), masks={k: cut(v) for k, v in self.masks.items()})
+
 
 def check_shape(t: torch.Tensor, name: str, *, channels: int, like: torch.Tensor | None = None) -> None:
     """Raise a ValueError naming the expected and actual shape."""

@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel
 
 from tasks.background import BackgroundParams, replace_background
+from tasks.compose import grown_box
 from tasks.cutout import CutoutParams, cut_out
 from tasks.dust import DustParams, remove_dust
 from tasks.fill import FillParams, fill_defects
@@ -101,27 +102,19 @@ def run_stages(frame: Frame, params: dict[str, BaseModel], skip: tuple[str, ...]
 def _near_piece(apply: Callable[[Frame, BaseModel], Frame], frame: Frame, params: BaseModel, piece: torch.Tensor,
                 reach: int) -> Frame:
     """``apply`` on the piece's box grown by ``reach`` px, its tensors pasted back into the whole frame."""
-    rows, cols = torch.nonzero(piece[0, 0].amax(1) > 0).flatten(), torch.nonzero(piece[0, 0].amax(0) > 0).flatten()
+    box = grown_box(piece, reach, threshold=0.0)
     h, w = piece.shape[-2:]
-    if rows.numel() == 0:
-        return apply(frame, params)
-    ys = slice(max(0, int(rows[0]) - reach), min(h, int(rows[-1]) + 1 + reach))
-    xs = slice(max(0, int(cols[0]) - reach), min(w, int(cols[-1]) + 1 + reach))
-    if (ys.stop - ys.start) * (xs.stop - xs.start) > 0.8 * h * w:
-        return apply(frame, params)          # barely smaller: not worth the copies
-
-    def crop(t):
-        return None if t is None else t[..., ys, xs]
+    if box is None or (box[0].stop - box[0].start) * (box[1].stop - box[1].start) > 0.8 * h * w:
+        return apply(frame, params)          # no piece, or barely smaller: not worth the copies
 
     def paste(whole, part):
         if part is None:
             return None
         out = (whole if whole is not None else part.new_zeros((*part.shape[:-2], h, w))).clone()
-        out[..., ys, xs] = part
+        out[..., box[0], box[1]] = part
         return out
 
-    done = apply(frame.replace(image=crop(frame.image), alpha=crop(frame.alpha), foreground=crop(frame.foreground),
-                               plate=crop(frame.plate), masks={k: crop(v) for k, v in frame.masks.items()}), params)
+    done = apply(frame.cropped(box), params)
     return done.replace(image=paste(frame.image, done.image), alpha=paste(frame.alpha, done.alpha),
                         foreground=paste(frame.foreground, done.foreground), plate=frame.plate,
                         masks={k: paste(frame.masks.get(k), v) for k, v in done.masks.items()})
