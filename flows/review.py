@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import flow
 from sqlalchemy import update
 
-from flows.retouch import SHOOT_LEVEL
+from flows.retouch import stage_problems
 from flows.shoot import (Job, RunConfig, merge_stages, process, publish, shoot_preset, survey_sensor_dust,
                          write_qa_tables)
 from infra.catalog import Catalog, review_queue
@@ -25,7 +25,7 @@ from infra.storage import Location
 from infra.presets import Preset, PresetError
 from infra.shoots import read_shoot
 from qa.report import write_manifest
-from tasks.pipeline import STAGE_NAMES, stage_params
+from tasks.pipeline import STAGE_NAMES
 
 QUEUE_STATES = ("open", "rerunning", "approved", "rejected", "rerun")
 MAX_NOTE = 2000      # characters: a note is stored in the queue and audit log and shown on every page of the image
@@ -114,10 +114,9 @@ def validate_overrides(overrides: dict | None) -> dict:
     bad = [s for s in skip if s not in STAGE_NAMES]
     if bad:
         raise ReviewError(f"cannot skip {bad}; stages are {', '.join(STAGE_NAMES)}")
-    try:
-        stage_params({k: v for k, v in stages.items() if k not in SHOOT_LEVEL})
-    except ValueError as exc:   # pydantic's ValidationError is a ValueError
-        raise ReviewError(f"bad override: {exc}") from None
+    problems = stage_problems(stages, "override")
+    if problems:
+        raise ReviewError("bad " + "; ".join(problems))
     return {"stages": stages, "skip": skip}
 
 
