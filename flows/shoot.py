@@ -263,7 +263,7 @@ class _Attempt:
 
 @task(cache_policy=NONE)
 def process(shoot_id: str, jobs: list[Job], preset: Preset, config: RunConfig, catalog: Catalog, *,
-            sensor_dust: dict[str, list[Spot]] | None = None, plate: Path | None = None,
+            sensor_dust: dict[str, list[Spot]] | None = None, plate: Location | None = None,
             lock: RunLock | None = None) -> Counter:
     """Retouch the jobs on Ray (a few in flight per CPU/GPU); whatever has arrived is checked with
     the preset's suite and routed at once, one catalog commit per image. Transient faults are retried
