@@ -21,18 +21,8 @@ import pytest
 
 from bench.cluster import LocalCluster, ray_env
 from flows.shoot import run_shoots
+from helpers import comparable_manifest
 from infra.catalog import TERMINAL
-
-
-def _manifest(out: Path) -> pd.DataFrame:
-    """The manifest by source, without what differs run to run (timings, memory, node ids), numbers as numbers."""
-    df = pd.read_csv(out / "manifest.csv", keep_default_na=False).set_index("source").sort_index()
-    df = df.drop(columns=["seconds", "worker_peak_mb", "node"])
-    for column in df:
-        numbers = pd.to_numeric(df[column].replace("", None), errors="coerce")
-        if numbers.notna().sum() == (df[column] != "").sum():
-            df[column] = numbers
-    return df
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +64,7 @@ def test_a_run_on_a_two_node_cluster_uses_both_nodes_and_matches_a_local_run(
     assert set(processed["node"]) == set(cluster.node_ids), (set(processed["node"]), cluster.node_ids)
     assert marker.exists(), "no worker on the cluster saw the driver's LOUPE_FAILPOINT"
 
-    got, want = _manifest(out), _manifest(local_run)
+    got, want = comparable_manifest(out), comparable_manifest(local_run)
     pd.testing.assert_frame_equal(got, want, check_exact=False, atol=2e-3)
     assert cluster.stopped and not cluster.alive(cluster.stopped)      # every process of the cluster is gone
 

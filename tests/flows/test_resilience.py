@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from flows.shoot import run_shoots
+from helpers import comparable_manifest
 from infra.catalog import TERMINAL, Catalog
 
 # driver points, in the order an image meets them; a run killed at each lets the next get further
@@ -38,17 +39,7 @@ def shoot(tmp_path_factory) -> Path:
 def reference(shoot, small_sources_preset, prefect_server, ray_session, tmp_path_factory) -> pd.DataFrame:
     out = tmp_path_factory.mktemp("reference")
     run_shoots([shoot], out, preset=str(small_sources_preset))
-    return _manifest(out)
-
-
-def _manifest(out: Path) -> pd.DataFrame:
-    df = pd.read_csv(out / "manifest.csv", keep_default_na=False).set_index("source").sort_index()
-    df = df.drop(columns=["seconds", "worker_peak_mb", "node"])   # timings, memory, node ids differ run to run
-    for column in df:      # numbers as numbers (a rejected row's empty cells keep the column text otherwise)
-        numbers = pd.to_numeric(df[column].replace("", None), errors="coerce")
-        if numbers.notna().sum() == (df[column] != "").sum():
-            df[column] = numbers
-    return df
+    return comparable_manifest(out)
 
 
 def _loupe(args: list[str], failpoint: str = "", timeout: float = 240) -> subprocess.CompletedProcess:
@@ -89,7 +80,7 @@ def test_killed_anywhere_the_next_run_finishes_as_if_never_killed(shoot, referen
     assert final.returncode == 0, final.stderr[-3000:]
     assert {k: v for k, v in _finished(out).items() if k in finished} == finished
 
-    got = _manifest(out)
+    got = comparable_manifest(out)
     pd.testing.assert_frame_equal(got.drop(columns=["error"]), reference.drop(columns=["error"]), check_exact=False,
                                   atol=2e-3)
     # no orphan or partial file: exports are exactly the manifest's, staging only for images in review
@@ -113,13 +104,13 @@ def test_a_worker_that_keeps_dying_leaves_the_image_retryable_then_the_next_run_
             "--state", state]
     first = _loupe(args, "worker.start")                    # every attempt's worker is killed
     assert first.returncode == 0, first.stderr[-3000:]
-    row = _manifest(out).loc[src.name]
+    row = comparable_manifest(out).loc[src.name]
     assert row["status"] == "retryable" and row["reasons"] == "worker_lost", row.to_dict()
     assert "\n" not in row["error"] and "Traceback" not in row["error"]
     assert "1 retryable" in first.stdout and "run the same command again" in first.stdout
     second = _loupe(args)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert _manifest(out).loc[src.name, "status"] in TERMINAL
+    assert comparable_manifest(out).loc[src.name, "status"] in TERMINAL
     assert (tmp_path / "catalog.sqlite").is_file() and not (out / ".state").exists()
 
 
