@@ -26,6 +26,7 @@ from infra.catalog import TERMINAL, Catalog, RunLock
 from infra.errors import OperatorError
 from infra.failpoints import failpoint
 from infra.layout import Layout, default_state
+from infra.limits import reuse_freed_memory
 from infra.presets import Preset, PresetError, parse_preset
 from infra.raycluster import ensure_ray
 from infra.shoots import SIDECAR, Shoot, Source, assign_views, read_shoot
@@ -339,6 +340,7 @@ class Retoucher:
         cpus = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
         torch.set_num_threads(cpus)
         cv2.setNumThreads(cpus)
+        reuse_freed_memory()
 
     def retouch(self, *args, **kwargs) -> Outcome:
         import ray

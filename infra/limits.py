@@ -19,8 +19,13 @@ breaks imports.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import resource
 from contextlib import contextmanager
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
 def data_bytes() -> int:
@@ -50,6 +55,25 @@ def memory_cap(extra_bytes: int):
         yield cap
     finally:
         resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def reuse_freed_memory(keep_bytes: int = 1 << 30) -> bool:
+    """Make glibc's malloc serve large blocks from its heap and keep up to ``keep_bytes`` of freed heap.
+
+    By default every block over 32 MB (a 24 MP plane is 96 MB, an RGB frame 288 MB) is its own
+    mmap: freed with munmap, and the next one faults its pages in and zeroes them again. A retouch
+    allocates a few hundred such frames, and on a 24 MP image that page-faulting was more than half
+    of the time (40 of 70 s as system time, 21 M minor faults, on the 2-core VM). From the heap, freed
+    frames are reused in place (4 s of system time). The price: the heap's high-water mark stays
+    mapped between images. Returns False where this is not glibc (the defaults stay).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, int(keep_bytes)))
 
 
 def peak_rss_mb() -> float:

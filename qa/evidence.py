@@ -38,9 +38,10 @@ import numpy as np
 import torch
 
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
+from tasks.compose import grown_box
 from tasks.cutout import component_mean, edge_strength, fit_backdrop, frame_border, outline
 from tasks.frame import Frame
-from tasks.ops import gaussian_blur, resize
+from tasks.ops import gaussian_blur, resize, resize_at
 
 EVIDENCE_DOCS = {
     "hole_suspect_area": "area of the cut-out's holes that do not look like the backdrop seen through them "
@@ -100,6 +101,8 @@ TEXTURE_SIGMAS = 4.0      # high-pass |departure| that is texture (engraving, hi
 HOLE_BACKDROP_SHARE = 0.6 # a hole is backdrop when this share of its core is explained and flat
 CAST_LOG_CHROMA = 0.10    # log-chroma of the source backdrop above which an estimated light needs confirming
 NET_SIZE = 384
+# the piece's box is grown by this much for what is measured on the piece and around it (QA's metrics too)
+CROP_MARGIN = 64
 EDGE_SIGMAS = 4.0         # gradient across the outline, in noise sigmas, that is an edge in the photo
 
 
@@ -168,33 +171,113 @@ def _lab_mean(rgb: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class _Scene:
+    """What QA reads from the whole frame: the backdrop (the clean plate, or a smooth surface fitted to
+    the frame at the network's size) and the network's piece probability, both coarse or per pixel,
+    and the frame's statistics: backdrop noise, the source's edge noise and the backdrop's colour.
+    Everything per pixel is then looked at on the piece's box plus ``CROP_MARGIN`` only."""
+    size: tuple[int, int]
+    back_small: torch.Tensor | None     # (1, 3, h, w) sRGB surface; None with a plate
+    used_small: torch.Tensor | None     # (1, 1, h, w) the pixels that surface was fitted on
+    prob_small: torch.Tensor            # (1, 1, h, w) at NET_SIZE
+    sigma: np.ndarray                   # (3,) backdrop noise, sRGB
+    edge_noise: np.ndarray              # (3,) the source's 1 px high-pass noise on quiet backdrop
+    backdrop_rgb: np.ndarray            # (3,) mean linear colour of the source's backdrop, away from the piece
+
+    def backdrop(self, plate: torch.Tensor | None, box: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+        """(sRGB backdrop (h, w, 3), pixels it stands for (h, w)) on ``box``."""
+        h, w = self.size
+        if self.back_small is None:
+            b = _hwc(linear_to_srgb(gaussian_blur(_padded(plate, box, PAD).clamp(0, 1), 1.0)))[PAD:-PAD, PAD:-PAD]
+            return b, _hwc(frame_border(h, w, plate.device)[..., box[0], box[1]].float())[..., 0] > 0.5
+        return (_hwc(resize_at(self.back_small, (h, w), *box).clamp(0, 1)),
+                _hwc(resize_at(self.used_small, (h, w), *box))[..., 0] > 0.5)
+
+    def prob(self, box: tuple[slice, slice]) -> np.ndarray:
+        return _hwc(resize_at(self.prob_small, self.size, *box))[..., 0]
+
+
+# frames above this many pixels read their statistics from a grid of windows (below: from every pixel)
+SAMPLE_ABOVE = 4_000_000
+SAMPLE_GRID, SAMPLE_EDGE = 12, 64   # 12 x 12 windows of 64 px: 0.6 M pixels, 2.5% of 24 MP
+PAD = 16                            # context around a window or box for its filters and dilations
+
+
+def _padded(t: torch.Tensor, box: tuple[slice, slice], pad: int) -> torch.Tensor:
+    """``t`` on ``box`` with ``pad`` px around it (replicated at the frame's edge)."""
+    h, w = t.shape[-2:]
+    y0, y1, x0, x1 = box[0].start - pad, box[0].stop + pad, box[1].start - pad, box[1].stop + pad
+    inner = t[..., max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
+    return torch.nn.functional.pad(inner, (max(0, -x0), max(0, x1 - w), max(0, -y0), max(0, y1 - h)), mode="replicate")
+
+
+def _windows(h: int, w: int) -> list[tuple[slice, slice]]:
+    """Where the frame's statistics are read: the whole frame, or on a large frame a grid of windows
+    spread over it (medians and means of 0.6 M pixels move by far less than the thresholds' margins)."""
+    if h * w <= SAMPLE_ABOVE or min(h, w) < SAMPLE_GRID * SAMPLE_EDGE:
+        return [(slice(0, h), slice(0, w))]
+    ys = np.linspace(0, h - SAMPLE_EDGE, SAMPLE_GRID).round().astype(int)
+    xs = np.linspace(0, w - SAMPLE_EDGE, SAMPLE_GRID).round().astype(int)
+    return [(slice(y, y + SAMPLE_EDGE), slice(x, x + SAMPLE_EDGE)) for y in ys for x in xs]
+
+
+def _scene(source: torch.Tensor, image: torch.Tensor, alpha: torch.Tensor, plate: torch.Tensor | None) -> _Scene:
+    """The frame-wide part of QA's evidence (see ``_Scene``); ``image``: the reference (after neutralize)."""
+    from models.segnet import load_segnet, piece_probability
+
+    h, w = image.shape[-2:]
+    enc = linear_to_srgb(image.clamp(0, 1))
+    prob_small = piece_probability(enc, load_segnet(None, enc.device), size=NET_SIZE, coarse=True)
+    back_small = used_small = None
+    if plate is None:
+        s = NET_SIZE / max(h, w)
+        back_small, used_small = fit_backdrop(resize(enc, (max(8, round(h * s)), max(8, round(w * s)))))
+    del enc
+    scene = _Scene((h, w), back_small, used_small, prob_small, np.zeros(3), np.zeros(3), np.zeros(3))
+    diffs, highs, colours = [], [], []
+    square = lambda n: np.ones((n, n), np.uint8)  # noqa: E731
+    for box in _windows(h, w):
+        b, used = scene.backdrop(plate, box)
+        e = _hwc(linear_to_srgb(image[..., box[0], box[1]].clamp(0, 1)))
+        diffs.append((e - b)[used])
+        wide = (slice(max(box[0].start - PAD, 0), min(box[0].stop + PAD, h)),
+                slice(max(box[1].start - PAD, 0), min(box[1].stop + PAD, w)))
+        inner = (slice(box[0].start - wide[0].start, box[0].stop - wide[0].start),
+                 slice(box[1].start - wide[1].start, box[1].stop - wide[1].start))
+        piece = (alpha[0, 0, wide[0], wide[1]] > 0.5).cpu().numpy().astype(np.uint8)
+        src = _hwc(source[..., wide[0], wide[1]].clamp(0, 1))
+        enc_src = linear_to_srgb(torch.from_numpy(src)).numpy()
+        high = (enc_src - cv2.GaussianBlur(enc_src, (0, 0), 1.0))[inner]
+        # quiet: backdrop the fit used, 4 px from the piece (as tasks.cutout.edge_strength reads its noise)
+        highs.append(high[used & (cv2.dilate(piece, square(9))[inner] == 0)])
+        # the backdrop's colour: 12 px from the piece (contact shadows, fringes left out)
+        colours.append(src[inner][used & (cv2.dilate(piece, square(25))[inner] == 0)])
+    diff, high, colour = np.concatenate(diffs), np.concatenate(highs), np.concatenate(colours)
+    scene.sigma = np.maximum(1.4826 * np.median(np.abs(diff), 0), 2.5e-3) if len(diff) > 64 else np.full(3, 0.01)
+    scene.edge_noise = np.maximum(1.4826 * np.median(np.abs(high), 0), 1e-3) if len(high) > 64 else np.full(3, 0.01)
+    scene.backdrop_rgb = colour.mean(0) if len(colour) > 64 else np.ones(3, np.float32)
+    return scene
+
+
+@dataclass
 class _Backdrop:
-    """The reference frame's smooth backdrop and how each pixel departs from it."""
+    """The reference frame's backdrop on the piece's box and how each pixel departs from it."""
     plain: np.ndarray       # matches the unshaded backdrop (1.5 px average)
     explained: np.ndarray   # a grey shade of the backdrop explains its colour
     flat: np.ndarray        # no texture above noise (the piece's own edges not counted)
     shade: np.ndarray       # luminance ratio to the backdrop
-    border: np.ndarray      # pixels the backdrop fit used
 
 
-def _backdrop(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None) -> _Backdrop:
-    """The backdrop is the shoot's clean plate when there is one, else a smooth surface fitted to the frame."""
-    enc = linear_to_srgb(image.clamp(0, 1))
-    h, w = enc.shape[-2:]
-    if plate is not None:
-        e, b = _hwc(enc), _hwc(linear_to_srgb(gaussian_blur(plate.clamp(0, 1), 1.0)))
-        border = _hwc(frame_border(h, w, enc.device).float())[..., 0] > 0.5
-    else:
-        s = NET_SIZE / max(h, w)
-        back_small, used = fit_backdrop(resize(enc, (max(8, round(h * s)), max(8, round(w * s)))))
-        e, b = _hwc(enc), _hwc(resize(back_small, (h, w)).clamp(0, 1))
-        border = _hwc(resize(used, (h, w)))[..., 0] > 0.5
-    diff = e - b
-    sigma = np.maximum(1.4826 * np.median(np.abs(diff[border]), 0), 2.5e-3) if border.sum() > 64 else np.full(3, 0.01)
+def _backdrop(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None, scene: _Scene,
+              box: tuple[slice, slice]) -> _Backdrop:
+    """``image``: the whole reference frame; everything is computed on ``box``."""
+    e = _hwc(linear_to_srgb(image[..., box[0], box[1]].clamp(0, 1)))
+    b, _ = scene.backdrop(plate, box)
+    diff, sigma = e - b, scene.sigma
     blur = lambda x, s_: cv2.GaussianBlur(x, (0, 0), s_)  # noqa: E731
     # tolerances in sRGB on a 1.5 px average: noise-scaled, floored by how well a smooth surface fits a sweep
     plain = (np.abs(blur(diff, 1.5)) / np.maximum(PLAIN_SIGMAS * SMOOTH_NOISE * sigma, FIT_FLOOR)).max(2) < 1
-    lin_img, lin_back = _hwc(image.clamp(0, 1)), srgb_to_linear(torch.from_numpy(b)).numpy()
+    lin_img, lin_back = _hwc(image[..., box[0], box[1]].clamp(0, 1)), srgb_to_linear(torch.from_numpy(b)).numpy()
     wy = np.array([0.2126, 0.7152, 0.0722], np.float32)
     shade = (lin_img @ wy) / np.maximum(lin_back @ wy, 1e-4)
     shaded = linear_to_srgb(torch.from_numpy(lin_back * np.clip(shade, 0, 1)[..., None])).numpy()
@@ -203,15 +286,7 @@ def _backdrop(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None
     seen = np.where(piece[..., None], b, e)
     texture = (np.abs(seen - blur(seen, 2.0)) / sigma).max(2)
     flat = blur((texture > TEXTURE_SIGMAS).astype(np.float32), 1.0) < 0.25
-    return _Backdrop(plain, explained, flat, shade, border)
-
-
-def _network(image: torch.Tensor) -> np.ndarray:
-    """The segmentation network's piece probability (H, W), at the network's own resolution, upsampled."""
-    from models.segnet import load_segnet, piece_probability
-
-    enc = linear_to_srgb(image.clamp(0, 1))
-    return piece_probability(enc, load_segnet(None, enc.device), size=NET_SIZE)[0, 0].float().cpu().numpy()
+    return _Backdrop(plain, explained, flat, shade)
 
 
 def _holes(piece: np.ndarray, bd: _Backdrop, prob: np.ndarray) -> tuple[float, list[Finding], np.ndarray]:
@@ -238,16 +313,15 @@ def _holes(piece: np.ndarray, bd: _Backdrop, prob: np.ndarray) -> tuple[float, l
     return bad / area, findings, suspect
 
 
-def _edge_support(source: torch.Tensor, piece: np.ndarray, border: np.ndarray
+def _edge_support(source: torch.Tensor, piece: np.ndarray, noise: np.ndarray
                   ) -> tuple[float, list[Finding], np.ndarray]:
     """Share of the cut-out's outline with no edge under it in the source (before any stage).
 
     A piece ends in a step of colour; an outline that follows a shadow's fade, a polished face
     fading into the sweep it mirrors, or the hull of a chain cut as a band runs over smooth
-    backdrop (``tasks.cutout.edge_strength``, in units of the frame's own noise).
+    backdrop (``tasks.cutout.edge_strength``, in units of the frame's own ``noise``).
     """
-    quiet = border & ~(cv2.dilate(piece.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0)
-    strength = edge_strength(_hwc(linear_to_srgb(source.clamp(0, 1))), quiet)
+    strength = edge_strength(_hwc(linear_to_srgb(source.clamp(0, 1))), None, noise)
     rim = outline(piece)
     weak = rim & (strength < EDGE_SIGMAS)
     share = float(weak.sum()) / max(int(rim.sum()), 1)
@@ -262,66 +336,79 @@ def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, li
     ``source``: (1, 3, H, W) linear RGB as developed, before any stage; ``reference``: the frame
     after neutralize (before the cut-out); ``result``: the finished frame; ``light_known``: the
     shoot gave the light (kelvin or a plate), so it was not estimated from the backdrop.
+
+    The frame's statistics come from the whole frame (``_scene``); everything else is looked at on
+    the piece's box plus ``CROP_MARGIN`` (holes are enclosed by the piece, the outline and the parts
+    are the piece's own; the widest filter reaches 9 px), a fraction of a 24 MP frame's pixels.
     """
     alpha = result.alpha if result.alpha is not None else torch.zeros_like(result.image[:, :1])
-    a = alpha[0, 0].float().cpu().numpy()
+    h, w = alpha.shape[-2:]
+    scene = _scene(source, reference.image, alpha, reference.plate)
+    box = grown_box(alpha, CROP_MARGIN) or (slice(0, h), slice(0, w))
+    oy, ox = box[0].start, box[1].start
+    shift = lambda b: (b[0] + ox, b[1] + oy, b[2] + ox, b[3] + oy)  # noqa: E731  box -> frame px
+    on_box = lambda code, b: Finding(code, shift(b))  # noqa: E731
+    a = alpha[0, 0, box[0], box[1]].float().cpu().numpy()
     piece = a > 0.5
     area = max(int(piece.sum()), 1)
     m: dict[str, float] = {}
     findings: list[Finding] = []
-    overlay = np.zeros_like(piece)
-    bd = _backdrop(reference.image, piece, reference.plate)
-    prob = _network(reference.image)
+    near = np.zeros_like(piece)      # the overlay on the box
+    bd = _backdrop(reference.image, piece, reference.plate, scene, box)
+    prob = scene.prob(box)
 
     m["hole_suspect_area"], found, suspect = _holes(piece, bd, prob)
-    findings += found
-    overlay |= suspect
+    findings += [on_box(f.code, f.box) for f in found]
+    near |= suspect
 
     # opaque pixels that are the plain, unshaded backdrop
     plain = (a > 0.9) & bd.plain
     plain = cv2.morphologyEx(plain.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) > 0
     blobs = _Blobs.of(plain, max(20, int(0.002 * area)))
     m["piece_backdrop_share"] = blobs.area() / area
-    findings += [Finding("backdrop_in_piece", blobs.box(k)) for k in blobs.ids[:3]]
-    overlay |= blobs.mask()
+    findings += [on_box("backdrop_in_piece", blobs.box(k)) for k in blobs.ids[:3]]
+    near |= blobs.mask()
 
-    # the second cut-out, compared at the network's resolution (finer than that it cannot see)
-    h, w = piece.shape
+    # the second cut-out, compared at the network's resolution (finer than that it cannot see): both
+    # area-averaged from full size (the probability as the stage's network_checks see it)
+    sh, sw = scene.prob_small.shape[-2:]
     s = NET_SIZE / max(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    a_small = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
-    p_small = cv2.resize(prob, size, interpolation=cv2.INTER_AREA)
+    a_small = cv2.resize(alpha[0, 0].float().cpu().numpy(), (sw, sh), interpolation=cv2.INTER_AREA)
+    p_small = cv2.resize(scene.prob((slice(0, h), slice(0, w))), (sw, sh), interpolation=cv2.INTER_AREA)
     disagree = _Blobs.of(np.abs(a_small - p_small) > 0.5, 4)
     m["cutout_disagreement"] = disagree.area() / max(float((a_small > 0.5).sum()), 1.0)
     for k in disagree.ids[:2]:
         x0, y0, x1, y1 = disagree.box(k)
         findings.append(Finding("cutout_disagree", (int(x0 / s), int(y0 / s), int(x1 / s) + 1, int(y1 / s) + 1)))
-    overlay |= cv2.resize(disagree.mask(disagree.ids[:2]).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    disagreeing = cv2.resize(disagree.mask(disagree.ids[:2]).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
 
-    m["edge_unsupported"], found, weak = _edge_support(source, piece, bd.border)
-    findings += found
-    overlay |= weak
+    m["edge_unsupported"], found, weak = _edge_support(source[..., box[0], box[1]], piece, scene.edge_noise)
+    findings += [on_box(f.code, f.box) for f in found]
+    near |= weak
 
     # shadow and reflection slabs: flat grey darkenings of the backdrop the network calls background
     slab = piece & bd.explained & bd.flat & (bd.shade < 0.93) & (prob < 0.3)
     slabs = _Blobs.of(slab, max(25, int(0.003 * area)))
     m["shadow_slab_share"] = slabs.area() / area
-    findings += [Finding("shadow_slab", slabs.box(k)) for k in slabs.ids[:2]]
-    overlay |= slabs.mask()
+    findings += [on_box("shadow_slab", slabs.box(k)) for k in slabs.ids[:2]]
+    near |= slabs.mask()
 
     # parts apart from the piece must look like piece themselves
     parts = _Blobs.of(piece, 10)
     piece_like, backdrop_like = parts.mean(prob), parts.mean(bd.explained & bd.flat)
     stray = [k for k in parts.ids[1:] if piece_like[k] < 0.4 and backdrop_like[k] > 0.6]
-    findings += [Finding("stray_part", parts.box(k)) for k in stray]
-    overlay |= parts.mask(np.array(stray, int))
+    findings += [on_box("stray_part", parts.box(k)) for k in stray]
+    near |= parts.mask(np.array(stray, int))
     m["stray_components"] = float(len(stray))
+    overlay = disagreeing
+    overlay[box] |= near
 
-    m.update(_colour_evidence(source, reference, result, piece, bd, light_known))
+    m.update(_colour_evidence(source[..., box[0], box[1]], reference.image[..., box[0], box[1]],
+                              result.cropped(box), piece, scene.backdrop_rgb, light_known))
     if m["cast_unverified"]:
         findings.append(Finding("cast_unverified", (0, 0, w, h)))
     if m["metal_implausible"]:
-        findings.append(Finding("metal_implausible", _box(piece) if piece.any() else (0, 0, w, h)))
+        findings.append(Finding("metal_implausible", shift(_box(piece)) if piece.any() else (0, 0, w, h)))
     return Evidence(m, findings, overlay)
 
 
@@ -357,11 +444,12 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
     return bool(np.median(anchors) < 0.5)
 
 
-def _colour_evidence(source: torch.Tensor, reference: Frame, result: Frame, piece: np.ndarray, bd: _Backdrop,
-                     light_known: bool) -> dict[str, float]:
+def _colour_evidence(source: torch.Tensor, reference: torch.Tensor, result: Frame, piece: np.ndarray,
+                     backdrop_rgb: np.ndarray, light_known: bool) -> dict[str, float]:
+    """On the piece's box: ``source``/``reference`` (1, 3, h, w), ``result`` cropped alike."""
     m: dict[str, float] = {}
     interior = cv2.erode(piece.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    src, ref = _hwc(source.clamp(0, 1)), _hwc(reference.image.clamp(0, 1))
+    src, ref = _hwc(source.clamp(0, 1)), _hwc(reference.clamp(0, 1))
     if interior.any():
         take = np.flatnonzero(interior.ravel())[:: max(1, int(interior.sum()) // 200_000)]
         lab_s = rgb_to_lab(torch.from_numpy(src.reshape(-1, 3)[take].T[None, :, :, None].copy()))
@@ -369,11 +457,9 @@ def _colour_evidence(source: torch.Tensor, reference: Frame, result: Frame, piec
         m["neutralize_delta_e"] = float(delta_e2000(lab_s, lab_r).mean())
     else:
         m["neutralize_delta_e"] = 0.0
-    backdrop = bd.border & ~(cv2.dilate(piece.astype(np.uint8), np.ones((25, 25), np.uint8)) > 0)
-    bg_rgb = src[backdrop].mean(0) if backdrop.sum() > 64 else np.ones(3, np.float32)
-    lab_bg = _lab_mean(bg_rgb[None])
+    lab_bg = _lab_mean(backdrop_rgb[None])
     m["source_backdrop_chroma"] = float(np.hypot(lab_bg[0, 1], lab_bg[0, 2]))
-    m["cast_unverified"] = float(not light_known and _light_unconfirmed(src, piece, bg_rgb))
+    m["cast_unverified"] = float(not light_known and _light_unconfirmed(src, piece, backdrop_rgb))
     metal = result.masks.get("metal")
     where = interior & (metal[0, 0].float().cpu().numpy() > 0.5) if metal is not None else interior
     after = result.foreground if result.foreground is not None else result.image

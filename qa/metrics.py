@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from qa.evidence import EVIDENCE_DOCS
+from qa.evidence import CROP_MARGIN, EVIDENCE_DOCS
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab
 from tasks.compose import grown_box
 from tasks.frame import Frame, luminance
@@ -64,8 +64,6 @@ METRIC_DOCS = {
     **EVIDENCE_DOCS,
 }
 
-# the piece's box is grown by this much for the metrics that look at the piece and its surroundings
-CROP_MARGIN = 64
 # cut-out geometry (px): holes smaller than this are matting noise, not holes
 HOLE_MIN_PX = 4
 # backdrop pixels this far from the piece are read for the residual cast (contact shadows, fringes excluded)

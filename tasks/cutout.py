@@ -156,18 +156,19 @@ def _plain_backdrop(enc, backdrop, sigma, params: CutoutParams) -> np.ndarray:
     return (z < params.fg_sigmas)[0, 0].cpu().numpy()
 
 
-def edge_strength(enc: np.ndarray, quiet: np.ndarray) -> np.ndarray:
+def edge_strength(enc: np.ndarray, quiet: np.ndarray | None, noise: np.ndarray | None = None) -> np.ndarray:
     """Gradient of an image (H, W, 3: sRGB, or its departure from the backdrop) on a 1 px Gaussian,
-    in units of the noise over the ``quiet`` pixels (plain backdrop: their 1 px high-pass), largest
-    channel, taken within 1 px (H, W).
+    in units of the noise over the ``quiet`` pixels (plain backdrop: their 1 px high-pass; or the
+    per-channel ``noise`` given, measured so elsewhere), largest channel, taken within 1 px (H, W).
 
     A piece ends in a step of colour; a sweep's fall-off, a shadow's fade and a face mirroring the
     sweep do not. The cut-out drops parts with no edge around them (on the departure from the
     backdrop, so a desk's or a paper's own texture is no edge); QA asks the same of the final
     outline, on the source.
     """
-    high = enc - cv2.GaussianBlur(enc, (0, 0), 1.0)
-    noise = np.maximum(1.4826 * np.median(np.abs(high[quiet]), 0), 1e-3) if quiet.sum() > 64 else np.full(3, 0.01)
+    if noise is None:
+        high = enc - cv2.GaussianBlur(enc, (0, 0), 1.0)
+        noise = np.maximum(1.4826 * np.median(np.abs(high[quiet]), 0), 1e-3) if quiet.sum() > 64 else np.full(3, 0.01)
     smooth = cv2.GaussianBlur(enc, (0, 0), 1.0)
     gx, gy = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8, cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
     return cv2.dilate((np.hypot(gx, gy) / noise).max(2), np.ones((3, 3), np.uint8))

@@ -96,6 +96,22 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def resize_at(x: torch.Tensor, size: tuple[int, int], rows: slice, cols: slice) -> torch.Tensor:
+    """``resize(x, size)[..., rows, cols]`` without making the whole resized image: a coarse map
+    (a backdrop model, a network's probability) read at full size on the piece's box only."""
+    h, w = size
+    if x.shape[-2] > h or x.shape[-1] > w:
+        return resize(x, size)[..., rows, cols]      # shrinking: an area filter, tiny frames only
+    # bilinear, align_corners=False: output pixel i reads input (i + 0.5) * in / out - 0.5, i.e. the
+    # normalised coordinate (2 i + 1) / out - 1; 'border' padding clamps the edges as interpolate does
+    ys = (2 * torch.arange(rows.start or 0, rows.stop if rows.stop is not None else h, device=x.device,
+                           dtype=x.dtype) + 1) / h - 1
+    xs = (2 * torch.arange(cols.start or 0, cols.stop if cols.stop is not None else w, device=x.device,
+                           dtype=x.dtype) + 1) / w - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None].expand(x.shape[0], -1, -1, -1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12) -> torch.Tensor:
     """Fill masked pixels from their surroundings (push-pull interpolation).
 

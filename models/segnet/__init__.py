@@ -97,12 +97,15 @@ def load_segnet(path: str | Path | None = None, device="cpu") -> SegNet:
     return _load(str(Path(path) if path is not None else DEFAULT_WEIGHTS), str(torch.device(device)))
 
 
-def piece_probability(image_srgb: torch.Tensor, net: SegNet, size: int = 384) -> torch.Tensor:
+def piece_probability(image_srgb: torch.Tensor, net: SegNet, size: int = 384, *, coarse: bool = False
+                      ) -> torch.Tensor:
     """Coarse piece probability (B,1,H,W) of sRGB images (B,3,H,W) in [0,1].
 
     The image is area-resized so its long edge is ``size``, replicate-padded to a
     multiple of 16, run through ``net``; the probability is cropped and bilinearly
-    resized back to H,W.  Output on the input's device and dtype.
+    resized back to H,W (with ``coarse``: left at the network's size, for a caller that
+    reads only part of it at full size, ``tasks.ops.resize_at``).  Output on the input's
+    device and dtype.
     """
     if image_srgb.ndim != 4 or image_srgb.shape[1] != 3:
         raise ValueError(f"expected (B,3,H,W), got {tuple(image_srgb.shape)}")
@@ -119,6 +122,6 @@ def piece_probability(image_srgb: torch.Tensor, net: SegNet, size: int = 384) ->
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         p = torch.sigmoid(net(x))[:, :, :h, :w]
-        if (h, w) != (H, W):
+        if (h, w) != (H, W) and not coarse:
             p = F.interpolate(p, size=(H, W), mode="bilinear", align_corners=False)
         return p.to(device=image_srgb.device, dtype=image_srgb.dtype)

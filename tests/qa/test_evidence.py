@@ -131,3 +131,17 @@ def test_a_chain_cut_as_a_coarse_band_is_seen():
     coarse = cv2.resize(cv2.resize(chain.alpha, (w // 6, h // 6), interpolation=cv2.INTER_AREA), (w, h)) > 0.1
     assert coarse.sum() > 2 * (chain.alpha > 0.5).sum()
     assert _evidence(chain, coarse.astype(np.float32)).metrics["edge_unsupported"] > 0.05
+
+
+def test_large_frames_read_their_statistics_from_windows_with_the_same_verdict(band, monkeypatch):
+    """Above SAMPLE_ABOVE pixels the frame's noise and backdrop colour come from a grid of windows;
+    shrunk to this 600 x 400 scene (12 x 12 windows of 24 px, 1/7 of the frame) the metrics stay put."""
+    import qa.evidence as ev_mod
+
+    whole = _evidence(band, band.alpha).metrics
+    monkeypatch.setattr(ev_mod, "SAMPLE_ABOVE", 100_000)
+    monkeypatch.setattr(ev_mod, "SAMPLE_EDGE", 24)
+    assert len(ev_mod._windows(400, 600)) == 144
+    sampled = _evidence(band, band.alpha).metrics
+    for k, v in whole.items():
+        assert sampled[k] == pytest.approx(v, rel=0.1, abs=0.01), k
