@@ -18,8 +18,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from pydantic import ValidationError
@@ -262,10 +264,25 @@ def _stage_exports(frame: Frame, preset: Preset, staging: Location) -> dict[str,
     return staged
 
 
-def _preview(image: torch.Tensor) -> Image.Image:
-    im = Image.fromarray(quantize(image, None, 8))
-    im.thumbnail((PREVIEW_EDGE, PREVIEW_EDGE), Image.Resampling.LANCZOS)
-    return im
+def _preview_size(h: int, w: int) -> tuple[int, int]:
+    scale = min(1.0, PREVIEW_EDGE / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _preview(image: torch.Tensor, size: tuple[int, int]) -> Image.Image:
+    """``image`` shrunk to ``size`` in linear light (as the canvas exports are) before it is quantized:
+    the full frame is never encoded for a 1200 px preview."""
+    if tuple(image.shape[-2:]) != size:
+        image = F.interpolate(image.clamp(0, 1), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return Image.fromarray(quantize(image, None, 8))
+
+
+def _shrunk(plane: torch.Tensor | np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
+    """A (H, W) layer (a (1, 1, H, W) mask or an array; None: empty) area-averaged to ``size``."""
+    if plane is None:
+        return np.zeros(size, np.float32)
+    arr = plane[0, 0].float().cpu().numpy() if isinstance(plane, torch.Tensor) else plane.astype(np.float32)
+    return cv2.resize(arr, size[::-1], interpolation=cv2.INTER_AREA) if arr.shape != size else arr
 
 
 def _jpeg(im: Image.Image) -> bytes:
@@ -283,22 +300,17 @@ def _png(im: Image.Image) -> bytes:
 def _stage_previews(reference: Frame, result: Frame, staging: Location, evidence: Evidence, preset: Preset) -> None:
     """Before/after JPEGs, a mask/defect/detail-loss overlay, and QA's evidence (where it disagrees
     with the result, and the findings that failed a rule, in words with a box) for the review queue."""
-    before, after = _preview(reference.image), _preview(result.image)
+    size = _preview_size(*reference.image.shape[-2:])
+    before, after = _preview(reference.image, size), _preview(result.image, size)
     (staging / "preview" / "before.jpg").write_bytes(_jpeg(before))
     (staging / "preview" / "after.jpg").write_bytes(_jpeg(after))
-    size = before.size
-    planes = [np.zeros(reference.image.shape[-2:], np.float32)] * 3
-    if result.alpha is not None:
-        planes[2] = result.alpha[0, 0].float().cpu().numpy()
-    if "defects" in result.masks:
-        planes[0] = result.masks["defects"][0, 0].float().cpu().numpy()
-    planes[1] = detail_loss_map(reference, result)
-    overlay = Image.fromarray((np.stack(planes, -1) * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
+    planes = [_shrunk(result.masks.get("defects"), size), _shrunk(detail_loss_map(reference, result), size),
+              _shrunk(result.alpha, size)]
+    overlay = Image.fromarray((np.stack(planes, -1) * 255 + 0.5).clip(0, 255).astype(np.uint8))
     (staging / "preview" / "overlay.png").write_bytes(_png(overlay))
-    where = np.zeros((*evidence.overlay.shape, 4), np.uint8)
-    where[evidence.overlay] = (255, 0, 200, 170)
-    (staging / "preview" / "evidence.png").write_bytes(
-        _png(Image.fromarray(where).resize(size, Image.Resampling.NEAREST)))
+    where = np.zeros((*size, 4), np.uint8)
+    where[cv2.resize(evidence.overlay.astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST) > 0] = (255, 0, 200, 170)
+    (staging / "preview" / "evidence.png").write_bytes(_png(Image.fromarray(where)))
     findings = kept_findings(evidence, preset.qa)
     h, w = reference.image.shape[-2:]
     (staging / "preview" / "evidence.json").write_bytes(json.dumps(

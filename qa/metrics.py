@@ -290,13 +290,23 @@ def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
 
 
 def detail_loss_map(reference: Frame, result: Frame) -> np.ndarray:
-    """Per-pixel lost band-pass energy (H, W) in [0, 1], for the review overlay."""
+    """Per-pixel lost band-pass energy (H, W) in [0, 1], for the review overlay. Outside the piece the
+    output is read as the input, so the map is 0 there beyond the filters' 12 px: only the piece's box
+    is filtered."""
     after = result.foreground if result.foreground is not None else result.image
-    piece = (result.alpha > 0.5) if result.alpha is not None else torch.ones_like(after[:, :1], dtype=torch.bool)
-    after = torch.where(piece, after, reference.image)
-    y0 = linear_to_srgb(luminance(reference.image))
+    h, w = after.shape[-2:]
+    if result.alpha is None:
+        piece, box = torch.ones_like(after[:, :1], dtype=torch.bool), (slice(0, h), slice(0, w))
+    else:
+        piece, box = result.alpha > 0.5, grown_box(result.alpha, 16)
+    loss = np.zeros((h, w), np.float32)
+    if box is None:
+        return loss
+    before, piece = reference.image[..., box[0], box[1]], piece[..., box[0], box[1]]
+    after = torch.where(piece, after[..., box[0], box[1]], before)
+    y0 = linear_to_srgb(luminance(before))
     y1 = linear_to_srgb(luminance(after))
     d0 = (gaussian_blur(y0, 1.0) - gaussian_blur(y0, 2.0)).abs()
     d1 = (gaussian_blur(y1, 1.0) - gaussian_blur(y1, 2.0)).abs()
-    loss = gaussian_blur((d0 - d1).clamp(min=0), 2.0)
-    return (loss / 0.02).clamp(0, 1)[0, 0].cpu().numpy()
+    loss[box] = (gaussian_blur((d0 - d1).clamp(min=0), 2.0) / 0.02).clamp(0, 1)[0, 0].cpu().numpy()
+    return loss

@@ -65,7 +65,7 @@ def backdrop_specks(image: torch.Tensor, params: DustParams) -> torch.Tensor:
 def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustParams
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(removable, haze) masks (B, 1, H, W) on the piece, from DefectNet plus local contrast."""
-    from models.defectnet import load_defectnet
+    from models.defectnet import defect_probability, load_defectnet
 
     removable, haze = torch.zeros_like(image[:, :1]), torch.zeros_like(image[:, :1])
     region = dilate(piece, 2) if piece is not None else torch.ones_like(removable)
@@ -76,7 +76,7 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustP
     srgb = linear_to_srgb(image[..., ys, xs].clamp(0, 1))
     net = load_defectnet(params.network_weights, image.device)
     with torch.no_grad():
-        prob = torch.sigmoid(net(srgb.float())).to(image.dtype)
+        prob = defect_probability(srgb.float(), net).to(image.dtype)
     y = luminance(srgb)
     # classical evidence: the blob differs from a 3 px median-like surround (opening/closing envelope)
     local = torch.maximum(closing(y, 3) - y, y - opening(y, 3))

@@ -44,7 +44,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("cutout", CutoutParams, cut_out,
           "before retouch: dust, shine and gems need to know what is piece and what is backdrop"),
     Stage("dust", DustParams, remove_dust,
-          "before shine/gems: local contrast would make specks more visible and harder to fill"),
+          "before shine/gems: local contrast would make specks more visible and harder to fill",
+          # only what alpha > 0 shows reaches an export (the shadow is drawn from alpha): the piece, its
+          # edge band and the defect network's box around it (the piece + 26 px)
+          reach=lambda p: 32),
     Stage("fill", FillParams, fill_defects,
           "right after dust: regenerates the defects too large for its classical fill, before contrast stages"),
     Stage("shine", ShineParams, add_shine,
@@ -56,6 +59,7 @@ STAGES: tuple[Stage, ...] = (
           "last: compositing onto white/transparent needs the final piece colours and alpha"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+PYRAMID_ALIGN = 64
 # Codes a stage may raise (Frame.flagged) instead of failing; QA maps each to a reason.
 FLAG_CODES = ("mask_suspect", "cast_uncertain")
 
@@ -103,6 +107,8 @@ def _near_piece(apply: Callable[[Frame, BaseModel], Frame], frame: Frame, params
                 reach: int) -> Frame:
     """``apply`` on the piece's box grown by ``reach`` px, its tensors pasted back into the whole frame."""
     box = grown_box(piece, reach, threshold=0.0)
+    if box is not None:   # starting on a multiple of 64 px, a pyramid (dust's fill) has the whole frame's blocks
+        box = tuple(slice(b.start // PYRAMID_ALIGN * PYRAMID_ALIGN, b.stop) for b in box)
     h, w = piece.shape[-2:]
     if box is None or (box[0].stop - box[0].start) * (box[1].stop - box[1].start) > 0.8 * h * w:
         return apply(frame, params)          # no piece, or barely smaller: not worth the copies
