@@ -31,13 +31,13 @@ from infra.imageio import TooLarge, UnreadableSource, encode, read_source
 from infra.limits import memory_cap, peak_rss_mb
 from infra.presets import ExportSpec, Preset, PresetError, load_preset
 from infra.storage import Location
-from qa.evidence import Evidence, gather_evidence, kept_findings
+from qa.evidence import Evidence, cast_unverified, gather_evidence, kept_findings, read_scene
 from qa.metrics import compute_metrics, detail_loss_map
 from tasks.color import srgb_to_linear
 from tasks.compose import canvas_scale, on_canvas, quantize
 from tasks.develop import DevelopParams, develop
 from tasks.frame import Frame
-from tasks.pipeline import STAGES, stage_params, run_stages
+from tasks.pipeline import STAGE_NAMES, STAGES, stage_params, run_stages
 from tasks.sensor_dust import SensorDustParams, Spot, correct_sensor_dust, dust_evidence
 
 PREVIEW_EDGE = 1200
@@ -159,14 +159,6 @@ def _retouch(decoded, image_id: str, preset: Preset, staging: Location, dev: tor
             frame = _with_plate(frame, plate, stages, spots, dev)
         params = stage_params({k: v for k, v in stages.items() if k not in SHOOT_LEVEL}, background)
         result, reference, timings, metrics, evidence = _stages_and_evidence(frame, params, skip)
-        if metrics["cast_unverified"] and params["neutralize"].strength > 0:
-            # the light was estimated from a coloured backdrop and nothing on the piece confirms it:
-            # leave the colour as shot (QA holds the image either way), never "corrected" wrongly
-            params = {**params, "neutralize": params["neutralize"].model_copy(update={"strength": 0.0})}
-            first = timings
-            result, reference, timings, metrics, evidence = _stages_and_evidence(frame, params, skip)
-            timings = {k: first.get(k, 0.0) + v for k, v in timings.items()}
-            result = result.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")
         metrics["sensor_dust_spots"] = float(len(spots))
         metrics["upscale"] = _upscale(result, preset)
         t0 = time.perf_counter()
@@ -179,18 +171,39 @@ def _retouch(decoded, image_id: str, preset: Preset, staging: Location, dev: tor
                    staged=staged, size=(pixels.shape[-1], pixels.shape[-2]))
 
 
+# the stages up to the cut-out, after which QA can tell whether an estimated light is confirmed
+TO_CUTOUT = STAGE_NAMES[:STAGE_NAMES.index("cutout") + 1]
+
+
 def _stages_and_evidence(frame: Frame, params: dict, skip: tuple[str, ...]):
-    """The pixel pipe, then the metrics and QA's own evidence on its result."""
-    result, reference, timings = run_stages(frame, params, skip)
+    """The pixel pipe, then the metrics and QA's own evidence on its result.
+
+    When the light was estimated from a coloured backdrop and nothing on the piece confirms it
+    (``qa.evidence.cast_unverified``, known once the piece is cut out), neutralize and the cut-out are
+    redone with the colour left as shot (QA holds the image either way): never "corrected" wrongly,
+    and the later stages run once."""
+    light_known = params["neutralize"].kelvin is not None
+    later = tuple(n for n in STAGE_NAMES if n not in TO_CUTOUT)
+    cut, reference, timings = run_stages(frame, params, skip + later)
+    t0 = time.perf_counter()
+    scene = read_scene(frame.image, reference, cut.alpha)
+    if "neutralize" not in skip and params["neutralize"].strength > 0 and cast_unverified(frame.image, cut.alpha, scene, light_known):
+        params = {**params, "neutralize": params["neutralize"].model_copy(update={"strength": 0.0})}
+        cut, reference, again = run_stages(frame, params, skip + later)
+        timings = {k: timings.get(k, 0.0) + v for k, v in again.items()}
+        cut = cut.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")
+        scene = read_scene(frame.image, reference, cut.alpha)
+    scene_seconds = time.perf_counter() - t0
+    result, _, rest = run_stages(cut, params, skip + TO_CUTOUT)
+    timings.update(rest)
     t0 = time.perf_counter()
     metrics = compute_metrics(reference, result)
-    light_known = params["neutralize"].kelvin is not None
     if light_known:   # the backdrop keeps its own colour (coloured paper): it is no residual cast
         metrics.update(background_a=0.0, background_b=0.0, background_cast=0.0)
     t1 = time.perf_counter()
-    evidence = gather_evidence(frame.image, reference, result, light_known=light_known)
+    evidence = gather_evidence(frame.image, reference, result, light_known=light_known, scene=scene)
     metrics.update(evidence.metrics)
-    timings.update(qa_metrics=t1 - t0, qa_evidence=time.perf_counter() - t1)
+    timings.update(qa_metrics=t1 - t0, qa_evidence=time.perf_counter() - t1 + scene_seconds)
     return result, reference, timings, metrics, evidence
 
 

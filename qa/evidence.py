@@ -171,7 +171,7 @@ def _lab_mean(rgb: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Scene:
+class Scene:
     """What QA reads from the whole frame: the backdrop (the clean plate, or a smooth surface fitted to
     the frame at the network's size) and the network's piece probability, both coarse or per pixel,
     and the frame's statistics: backdrop noise, the source's edge noise and the backdrop's colour.
@@ -221,8 +221,11 @@ def _windows(h: int, w: int) -> list[tuple[slice, slice]]:
     return [(slice(y, y + SAMPLE_EDGE), slice(x, x + SAMPLE_EDGE)) for y in ys for x in xs]
 
 
-def _scene(source: torch.Tensor, image: torch.Tensor, alpha: torch.Tensor, plate: torch.Tensor | None) -> _Scene:
-    """The frame-wide part of QA's evidence (see ``_Scene``); ``image``: the reference (after neutralize)."""
+def read_scene(source: torch.Tensor, reference: Frame, alpha: torch.Tensor | None) -> Scene:
+    """The frame-wide part of QA's evidence (see ``Scene``) for the cut-out ``alpha`` (None: no piece)."""
+    image, plate = reference.image, reference.plate
+    if alpha is None:
+        alpha = torch.zeros_like(image[:, :1])
     from models.segnet import load_segnet, piece_probability
 
     h, w = image.shape[-2:]
@@ -233,7 +236,7 @@ def _scene(source: torch.Tensor, image: torch.Tensor, alpha: torch.Tensor, plate
         s = NET_SIZE / max(h, w)
         back_small, used_small = fit_backdrop(resize(enc, (max(8, round(h * s)), max(8, round(w * s)))))
     del enc
-    scene = _Scene((h, w), back_small, used_small, prob_small, np.zeros(3), np.zeros(3), np.zeros(3))
+    scene = Scene((h, w), back_small, used_small, prob_small, np.zeros(3), np.zeros(3), np.zeros(3))
     diffs, highs, colours = [], [], []
     square = lambda n: np.ones((n, n), np.uint8)  # noqa: E731
     for box in _windows(h, w):
@@ -268,7 +271,7 @@ class _Backdrop:
     shade: np.ndarray       # luminance ratio to the backdrop
 
 
-def _backdrop(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None, scene: _Scene,
+def _backdrop(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None, scene: Scene,
               box: tuple[slice, slice]) -> _Backdrop:
     """``image``: the whole reference frame; everything is computed on ``box``."""
     e = _hwc(linear_to_srgb(image[..., box[0], box[1]].clamp(0, 1)))
@@ -330,20 +333,34 @@ def _edge_support(source: torch.Tensor, piece: np.ndarray, noise: np.ndarray
     return share, findings, cv2.dilate(weak.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
 
 
-def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, light_known: bool) -> Evidence:
+def cast_unverified(source: torch.Tensor, alpha: torch.Tensor | None, scene: Scene, light_known: bool) -> bool:
+    """``metrics['cast_unverified']`` as ``gather_evidence`` will give it, known right after the cut-out:
+    the pipe then redoes neutralize and the cut-out with the colour as shot before anything else runs."""
+    if light_known:
+        return False
+    alpha = alpha if alpha is not None else torch.zeros_like(source[:, :1])
+    h, w = alpha.shape[-2:]
+    box = grown_box(alpha, CROP_MARGIN) or (slice(0, h), slice(0, w))
+    piece = alpha[0, 0, box[0], box[1]].float().cpu().numpy() > 0.5
+    return _light_unconfirmed(_hwc(source[..., box[0], box[1]].clamp(0, 1)), piece, scene.backdrop_rgb)
+
+
+def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, light_known: bool,
+                    scene: Scene | None = None) -> Evidence:
     """Independent evidence for one image (B=1).
 
     ``source``: (1, 3, H, W) linear RGB as developed, before any stage; ``reference``: the frame
     after neutralize (before the cut-out); ``result``: the finished frame; ``light_known``: the
-    shoot gave the light (kelvin or a plate), so it was not estimated from the backdrop.
+    shoot gave the light (kelvin or a plate), so it was not estimated from the backdrop; ``scene``:
+    ``read_scene`` for this reference and cut-out, when the caller has it already.
 
-    The frame's statistics come from the whole frame (``_scene``); everything else is looked at on
+    The frame's statistics come from the whole frame (``read_scene``); everything else is looked at on
     the piece's box plus ``CROP_MARGIN`` (holes are enclosed by the piece, the outline and the parts
     are the piece's own; the widest filter reaches 9 px), a fraction of a 24 MP frame's pixels.
     """
     alpha = result.alpha if result.alpha is not None else torch.zeros_like(result.image[:, :1])
     h, w = alpha.shape[-2:]
-    scene = _scene(source, reference.image, alpha, reference.plate)
+    scene = scene or read_scene(source, reference, alpha)
     box = grown_box(alpha, CROP_MARGIN) or (slice(0, h), slice(0, w))
     oy, ox = box[0].start, box[1].start
     shift = lambda b: (b[0] + ox, b[1] + oy, b[2] + ox, b[3] + oy)  # noqa: E731  box -> frame px
@@ -459,7 +476,7 @@ def _colour_evidence(source: torch.Tensor, reference: torch.Tensor, result: Fram
         m["neutralize_delta_e"] = 0.0
     lab_bg = _lab_mean(backdrop_rgb[None])
     m["source_backdrop_chroma"] = float(np.hypot(lab_bg[0, 1], lab_bg[0, 2]))
-    m["cast_unverified"] = float(not light_known and _light_unconfirmed(src, piece, backdrop_rgb))
+    m["cast_unverified"] = float(not light_known and _light_unconfirmed(src, piece, backdrop_rgb))   # = cast_unverified()
     metal = result.masks.get("metal")
     where = interior & (metal[0, 0].float().cpu().numpy() > 0.5) if metal is not None else interior
     after = result.foreground if result.foreground is not None else result.image
