@@ -23,6 +23,7 @@ from tasks.fill import FillParams, fill_defects
 from tasks.frame import Frame
 from tasks.gems import GemsParams, clarify_gems
 from tasks.neutralize import NeutralizeParams, neutralize
+from tasks.ops import PYRAMID_ALIGN
 from tasks.shine import ShineParams, add_shine
 
 
@@ -59,7 +60,6 @@ STAGES: tuple[Stage, ...] = (
           "last: compositing onto white/transparent needs the final piece colours and alpha"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
-PYRAMID_ALIGN = 64
 # Codes a stage may raise (Frame.flagged) instead of failing; QA maps each to a reason.
 FLAG_CODES = ("mask_suspect", "cast_uncertain")
 
@@ -106,9 +106,7 @@ def run_stages(frame: Frame, params: dict[str, BaseModel], skip: tuple[str, ...]
 def _near_piece(apply: Callable[[Frame, BaseModel], Frame], frame: Frame, params: BaseModel, piece: torch.Tensor,
                 reach: int) -> Frame:
     """``apply`` on the piece's box grown by ``reach`` px, its tensors pasted back into the whole frame."""
-    box = grown_box(piece, reach, threshold=0.0)
-    if box is not None:   # starting on a multiple of 64 px, a pyramid (dust's fill) has the whole frame's blocks
-        box = tuple(slice(b.start // PYRAMID_ALIGN * PYRAMID_ALIGN, b.stop) for b in box)
+    box = grown_box(piece, reach, threshold=0.0, align=PYRAMID_ALIGN)   # dust's fill is a pyramid
     h, w = piece.shape[-2:]
     if box is None or (box[0].stop - box[0].start) * (box[1].stop - box[1].start) > 0.8 * h * w:
         return apply(frame, params)          # no piece, or barely smaller: not worth the copies

@@ -132,7 +132,7 @@ def test_stages_near_the_piece_give_what_the_whole_frame_gives(monkeypatch, seed
         monkeypatch.setattr(tp, "_near_piece", lambda apply, frame, params, piece_mask, reach: apply(frame, params))
         whole, _, _ = tp.run_stages(scene_frame(scene), tp.stage_params({}))
     shown = whole.alpha > 0
-    assert torch.equal(near.alpha, whole.alpha) and set(near.masks) == set(whole.masks)
+    assert float((near.alpha - whole.alpha).abs().max()) < 1e-5 and set(near.masks) == set(whole.masks)
     assert [n for n in near.notes if not n.startswith("dust")] == [n for n in whole.notes if not n.startswith("dust")]
     differs = (near.image - whole.image).abs().amax(1, keepdim=True) > 1e-5   # the composite, backdrop included
     filled = whole.masks["defects"] > 0.5
