@@ -129,6 +129,7 @@ def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12) -> tor
     on CPU and CUDA. Pixels outside ``hole`` are returned unchanged.
     """
     known = 1.0 - hole.clamp(0, 1)
+    binary = bool(((hole == 0) | (hole == 1)).all())
     pyramid = [(image * known, known)]
     for _ in range(levels):
         v, w = pyramid[-1]
@@ -137,8 +138,11 @@ def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12) -> tor
         pyramid.append((F.avg_pool2d(v, 2, ceil_mode=True), F.avg_pool2d(w, 2, ceil_mode=True)))
     v, w = pyramid[-1]
     filled = v / w.clamp(min=1e-6)
-    for v, w in reversed(pyramid[:-1]):
+    for level in range(len(pyramid) - 2, -1, -1):
+        v, w = pyramid[level]
         up = F.interpolate(filled, size=v.shape[-2:], mode="bilinear", align_corners=False)
+        if level == 0 and binary:   # the same values, without six full-size temporaries
+            return torch.where(hole > 0.5, up, image)
         wn = w.clamp(max=1e-3) * 1e3  # 1 where there is any known support at this level
         filled = wn * v / w.clamp(min=1e-6) + (1 - wn) * up
     return image * known + filled * (1 - known)

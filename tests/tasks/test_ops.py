@@ -46,3 +46,34 @@ def test_resize_at_reads_the_resized_image_on_a_box():
     for size, rows, cols in (((400, 600), slice(10, 200), slice(0, 600)), ((4000, 6000), slice(3000, 4000), slice(17, 933)),
                              ((20, 30), slice(2, 9), slice(0, 30))):   # the last one shrinks: area filter
         assert torch.allclose(resize_at(small, size, rows, cols), resize(small, size)[..., rows, cols], atol=1e-5)
+
+
+def _push_pull(image, hole, levels=12):
+    """fill_holes' definition, every level in the general form (Gortler et al. 1996)."""
+    import torch.nn.functional as F
+
+    known = 1.0 - hole.clamp(0, 1)
+    pyramid = [(image * known, known)]
+    for _ in range(levels):
+        v, w = pyramid[-1]
+        if min(v.shape[-2:]) < 2:
+            break
+        pyramid.append((F.avg_pool2d(v, 2, ceil_mode=True), F.avg_pool2d(w, 2, ceil_mode=True)))
+    v, w = pyramid[-1]
+    filled = v / w.clamp(min=1e-6)
+    for v, w in reversed(pyramid[:-1]):
+        up = F.interpolate(filled, size=v.shape[-2:], mode="bilinear", align_corners=False)
+        wn = w.clamp(max=1e-3) * 1e3
+        filled = wn * v / w.clamp(min=1e-6) + (1 - wn) * up
+    return image * known + filled * (1 - known)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_fill_holes_shortcut_for_binary_holes_gives_the_definition(binary):
+    g = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 3, 61, 90, generator=g)
+    hole = (torch.rand(1, 1, 61, 90, generator=g) > 0.6).float()
+    hole[..., 10:40, 20:70] = 1
+    if not binary:
+        hole = hole * 0.7
+    assert torch.equal(ops.fill_holes(image, hole), _push_pull(image, hole))
