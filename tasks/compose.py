@@ -24,17 +24,15 @@ def piece_box(alpha: torch.Tensor, threshold: float = 0.02) -> tuple[int, int, i
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def grown_box(mask: torch.Tensor, margin: int, threshold: float = 0.5, align: int = 1) -> tuple[slice, slice] | None:
-    """(rows, columns) of ``mask`` > threshold grown by ``margin`` px, clipped to the frame, starting on a
-    multiple of ``align`` (``tasks.ops.PYRAMID_ALIGN`` for a box a pyramid runs on); None if empty."""
+def grown_box(mask: torch.Tensor, margin: int, threshold: float = 0.5) -> tuple[slice, slice] | None:
+    """(rows, columns) of ``mask`` > threshold grown by ``margin`` px, clipped to the frame; None if empty."""
     m = mask[0, 0] > threshold
     rows, cols = torch.nonzero(m.any(1)).flatten(), torch.nonzero(m.any(0)).flatten()
     if rows.numel() == 0:
         return None
     h, w = m.shape
-    top, left = max(int(rows[0]) - margin, 0), max(int(cols[0]) - margin, 0)
-    return (slice(top // align * align, min(int(rows[-1]) + 1 + margin, h)),
-            slice(left // align * align, min(int(cols[-1]) + 1 + margin, w)))
+    return (slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, h)),
+            slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, w)))
 
 
 def canvas_scale(alpha: torch.Tensor, size: int, margin: float) -> float:

@@ -112,13 +112,6 @@ def resize_at(x: torch.Tensor, size: tuple[int, int], rows: slice, cols: slice) 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-# a box whose corner lies on a multiple of this many px has the same blocks as the whole frame in the
-# first 6 levels of fill_holes' pyramid: a fill on the box equals the whole frame's for holes whose
-# neighbouring blocks all find known pixels within those levels (a speck, a scratch). A wide or crowded
-# patch of holes reads coarser levels, whose blocks differ (the fill is not local: it may differ there).
-PYRAMID_ALIGN = 64
-
-
 def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12) -> torch.Tensor:
     """Fill masked pixels from their surroundings (push-pull interpolation).
 

@@ -23,7 +23,6 @@ from tasks.fill import FillParams, fill_defects
 from tasks.frame import Frame
 from tasks.gems import GemsParams, clarify_gems
 from tasks.neutralize import NeutralizeParams, neutralize
-from tasks.ops import PYRAMID_ALIGN
 from tasks.shine import ShineParams, add_shine
 
 
@@ -45,10 +44,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("cutout", CutoutParams, cut_out,
           "before retouch: dust, shine and gems need to know what is piece and what is backdrop"),
     Stage("dust", DustParams, remove_dust,
-          "before shine/gems: local contrast would make specks more visible and harder to fill",
-          # only what alpha > 0 shows reaches an export (the shadow is drawn from alpha): the piece, its
-          # edge band and the defect network's box around it (the piece + 26 px)
-          reach=lambda p: 32),
+          "before shine/gems: local contrast would make specks more visible and harder to fill"),
     Stage("fill", FillParams, fill_defects,
           "right after dust: regenerates the defects too large for its classical fill, before contrast stages"),
     Stage("shine", ShineParams, add_shine,
@@ -106,7 +102,7 @@ def run_stages(frame: Frame, params: dict[str, BaseModel], skip: tuple[str, ...]
 def _near_piece(apply: Callable[[Frame, BaseModel], Frame], frame: Frame, params: BaseModel, piece: torch.Tensor,
                 reach: int) -> Frame:
     """``apply`` on the piece's box grown by ``reach`` px, its tensors pasted back into the whole frame."""
-    box = grown_box(piece, reach, threshold=0.0, align=PYRAMID_ALIGN)   # dust's fill is a pyramid
+    box = grown_box(piece, reach, threshold=0.0)
     h, w = piece.shape[-2:]
     if box is None or (box[0].stop - box[0].start) * (box[1].stop - box[1].start) > 0.8 * h * w:
         return apply(frame, params)          # no piece, or barely smaller: not worth the copies

@@ -112,11 +112,8 @@ def test_background_without_alpha_flags():
 
 @pytest.mark.parametrize("seed, piece", [(3, "chain"), (5, "pave")])
 def test_stages_near_the_piece_give_what_the_whole_frame_gives(monkeypatch, seed, piece):
-    """dust, shine and gems run on the piece's box grown by their reach: the same image and masks as on
-    the whole frame (to float rounding), in a fraction of the pixels, wherever an export can show it
-    (alpha > 0); dust leaves the backdrop's specks far from the piece, which compositing replaces.
-    The one exception: dust's push-pull fill of a crowded patch of defects reads coarse pyramid
-    levels, which see further than the reach (measured: 169 of 9239 filled px, on the pave)."""
+    """shine and gems run on the piece's box grown by their reach: the same image and masks as on the
+    whole frame (to float rounding), in a fraction of the pixels."""
     import tasks.pipeline as tp
 
     scene = sim_scene(seed, (900, 600), piece=piece)
@@ -128,15 +125,9 @@ def test_stages_near_the_piece_give_what_the_whole_frame_gives(monkeypatch, seed
     with torch.inference_mode():
         monkeypatch.setattr(tp, "_near_piece", recording)
         near, _, _ = tp.run_stages(scene_frame(scene), tp.stage_params({}))
-        assert len(seen) == 3 and all(h * w < 0.8 * 900 * 600 for h, w in seen), seen   # all ran on a crop
+        assert len(seen) == 2 and all(h * w < 0.8 * 900 * 600 for h, w in seen), seen   # both ran on a crop
         monkeypatch.setattr(tp, "_near_piece", lambda apply, frame, params, piece_mask, reach: apply(frame, params))
         whole, _, _ = tp.run_stages(scene_frame(scene), tp.stage_params({}))
-    shown = whole.alpha > 0
-    assert float((near.alpha - whole.alpha).abs().max()) < 1e-5 and set(near.masks) == set(whole.masks)
-    assert [n for n in near.notes if not n.startswith("dust")] == [n for n in whole.notes if not n.startswith("dust")]
-    differs = (near.image - whole.image).abs().amax(1, keepdim=True) > 1e-5   # the composite, backdrop included
-    filled = whole.masks["defects"] > 0.5
-    assert not bool((differs & ~filled).any())
-    assert float(differs.sum()) <= 0.05 * float((filled & shown).sum())
-    assert not bool(((near.foreground - whole.foreground).abs().amax(1, keepdim=True) > 1e-5)[shown & ~filled].any())
-    assert all(float((near.masks[k] - whole.masks[k])[shown].abs().max()) < 1e-5 for k in whole.masks)
+    assert near.notes == whole.notes and set(near.masks) == set(whole.masks)
+    assert float((near.image - whole.image).abs().max()) < 1e-5
+    assert all(float((near.masks[k] - whole.masks[k]).abs().max()) < 1e-5 for k in whole.masks)
