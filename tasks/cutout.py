@@ -166,12 +166,15 @@ def edge_strength(enc: np.ndarray, quiet: np.ndarray | None, noise: np.ndarray |
     backdrop, so a desk's or a paper's own texture is no edge); QA asks the same of the final
     outline, on the source.
     """
+    smooth = cv2.GaussianBlur(np.ascontiguousarray(enc), (0, 0), 1.0)
     if noise is None:
-        high = enc - cv2.GaussianBlur(enc, (0, 0), 1.0)
-        noise = np.maximum(1.4826 * np.median(np.abs(high[quiet]), 0), 1e-3) if quiet.sum() > 64 else np.full(3, 0.01)
-    smooth = cv2.GaussianBlur(enc, (0, 0), 1.0)
-    gx, gy = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8, cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
-    return cv2.dilate((np.hypot(gx, gy) / noise).max(2), np.ones((3, 3), np.uint8))
+        noise = np.maximum(1.4826 * np.median(np.abs((enc - smooth)[quiet]), 0), 1e-3) if quiet.sum() > 64 \
+            else np.full(3, 0.01)
+    gx, gy = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3, scale=0.125), cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    del smooth
+    gx = np.hypot(gx, gy, out=gx)
+    gx /= np.asarray(noise, np.float32)
+    return cv2.dilate(gx.max(2), np.ones((3, 3), np.uint8))
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
@@ -332,11 +335,12 @@ def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band
     return alpha, fg_colour
 
 
-def _network_cut(frame: Frame, params: CutoutParams, why: str) -> Frame:
-    """Piece probability from the segmentation network, edges matted against the local backdrop."""
+def _network_cut(frame: Frame, enc: torch.Tensor, params: CutoutParams, why: str) -> Frame:
+    """Piece probability from the segmentation network (on ``enc``, the image in sRGB), edges matted
+    against the local backdrop."""
     image = frame.image
-    enc = linear_to_srgb(image)
     prob = _piece_probability(enc, params)
+    del enc
     core = (prob > 0.5).to(torch.uint8)[0, 0].cpu().numpy()
     hard = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     alpha, fg_colour = _matte(image, hard, prob, params.band)
@@ -359,41 +363,52 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     scale = params.model_size / max(h, w)
     small_size = (max(8, round(h * scale)), max(8, round(w * scale)))
     enc = linear_to_srgb(image)  # thresholds in a perceptual scale
+    if frame.plate is None:
+        enc_small = resize(enc, small_size)
+        backdrop_small, bg_small = fit_backdrop(enc_small)
+        residual = (enc_small - backdrop_small).abs().amax(1, keepdim=True)[bg_small > 0.5]
+        fit_error = float(residual.mean()) if residual.numel() else 1.0
+    else:
+        fit_error = 0.0
+    if params.method == "network" or (params.method == "auto" and fit_error > params.max_backdrop_residual):
+        return _network_cut(frame, enc, params, f"backdrop fit error {fit_error:.3f}")
     if frame.plate is not None:
         # the studio's clean plate is the backdrop itself: fall-off, seams, paper texture, a desk's grain
         backdrop = linear_to_srgb(gaussian_blur(frame.plate, 1.0))
         diff = (enc - backdrop).abs().amax(1, keepdim=True)
         border = frame_border(h, w, image.device)
         bg_ref = border & (diff < 4 * 1.4826 * diff[border].median())
-        fit_error = 0.0
     else:
-        backdrop_small, bg_small = fit_backdrop(resize(enc, small_size))
         backdrop = resize(backdrop_small, (h, w))
         diff = (enc - backdrop).abs().amax(1, keepdim=True)
         bg_ref = resize(bg_small, (h, w)) > 0.5
-        residual = (resize(enc, small_size) - backdrop_small).abs().amax(1, keepdim=True)[bg_small > 0.5]
-        fit_error = float(residual.mean()) if residual.numel() else 1.0
     noise = 1.4826 * diff[bg_ref].median() if bg_ref.any() else diff.new_tensor(0.01)
-    if params.method == "network" or (params.method == "auto" and fit_error > params.max_backdrop_residual):
-        return _network_cut(frame, params, f"backdrop fit error {fit_error:.3f}")
     t_fg = max(params.fg_sigmas * float(noise), params.min_contrast)
     t_bg = max(params.bg_sigmas * float(noise), params.min_contrast / 2)
 
     # per channel (a strong white balance makes blue noisy), floored like the thresholds: an
     # already-retouched pure-white backdrop has no noise, only JPEG ripples
-    sigma = _robust_sigma(enc - backdrop, bg_ref).clamp(min=params.min_contrast / params.fg_sigmas)
+    # (big arrays are dropped as soon as they are read for the last time: a 24 MP frame is 288 MB each)
+    departure = enc - backdrop
+    sigma = _robust_sigma(departure, bg_ref).clamp(min=params.min_contrast / params.fg_sigmas)
     shade, z_pixel, z_smooth = _shadow_scores(image, enc, backdrop, sigma)
     core = (diff > t_fg) | _faint_piece(z_pixel, z_smooth, params) | _thin_lines(enc, backdrop, sigma, params)
+    del z_pixel
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     prob = _piece_probability(enc, params)[0, 0].cpu().numpy() if params.network_checks else None
-    edges = edge_strength((enc - backdrop)[0].permute(1, 2, 0).cpu().numpy(), bg_ref[0, 0].cpu().numpy())
+    edges = edge_strength(departure[0].permute(1, 2, 0).cpu().numpy(), bg_ref[0, 0].cpu().numpy())
+    del departure
     core = _drop_shadows(enc, sigma, shade, z_smooth, core, prob, edges, params)
+    del shade, z_smooth
     core = _drop_edgeless(core, edges, params)
+    del edges
     core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
+    del prob
     core = _fill_pinholes(core, enc[0].permute(1, 2, 0).cpu().numpy(), backdrop[0].permute(1, 2, 0).cpu().numpy(),
                           int(params.pinhole_frame * h * w), (diff > t_fg)[0, 0].cpu().numpy())
+    del enc, backdrop
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     sure_bg = (diff < t_bg).to(image.dtype) * (1 - sure_fg)
 

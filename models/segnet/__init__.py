@@ -112,7 +112,9 @@ def piece_probability(image_srgb: torch.Tensor, net: SegNet, size: int = 384, *,
     B, _, H, W = image_srgb.shape
     dev = next(net.parameters()).device
     with torch.inference_mode():
-        x = image_srgb.to(device=dev, dtype=torch.float32).clamp(0, 1)
+        x = image_srgb.to(device=dev, dtype=torch.float32)
+        if bool(x.min() < 0) or bool(x.max() > 1):   # no full-size copy when it is in range already
+            x = x.clamp(0, 1)
         s = size / max(H, W)
         h, w = max(1, round(H * s)), max(1, round(W * s))
         if (h, w) != (H, W):
