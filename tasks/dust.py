@@ -76,7 +76,10 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustP
     srgb = linear_to_srgb(image[..., ys, xs].clamp(0, 1))
     net = load_defectnet(params.network_weights, image.device)
     with torch.no_grad():
-        prob = defect_probability(srgb.float(), net).to(image.dtype)
+        # the network's answer is read on the piece and, for blobs and haze reaching it, around it: as far
+        # as a blob's crowd (``neighbourhood``) and a lint's length (40 px) reach; tiles beyond are not run
+        near = dilate(region[..., ys, xs], params.neighbourhood + 40)
+        prob = defect_probability(srgb.float(), net, where=near).to(image.dtype)
     y = luminance(srgb)
     # classical evidence: the blob differs from a 3 px median-like surround (opening/closing envelope)
     local = torch.maximum(closing(y, 3) - y, y - opening(y, 3))

@@ -82,17 +82,21 @@ def load_defectnet(weights: str | None = None, device: str | torch.device = "cpu
     return net.to(device).eval().to(memory_format=torch.channels_last)
 
 
-def defect_probability(srgb: torch.Tensor, net: DefectNet, tile: int = 384) -> torch.Tensor:
+def defect_probability(srgb: torch.Tensor, net: DefectNet, tile: int = 384, where: torch.Tensor | None = None
+                       ) -> torch.Tensor:
     """``sigmoid(net(srgb))`` (B, 2, H, W), computed on ``tile`` px tiles, each with the net's reach
     around it, so exactly the whole image's values: 32 channels of activations for a tile stay in
-    cache (2.5x faster than one pass over a 5 MP box on a CPU) and never take 1.3 GB per layer."""
+    cache (2.5x faster than one pass over a 5 MP box on a CPU) and never take 1.3 GB per layer.
+    With ``where`` (B, 1, H, W), tiles without a pixel of it are not run and read 0."""
     h, w = srgb.shape[-2:]
     margin = DefectNet.REACH + 6
     if h * w <= (tile + 2 * margin) ** 2:
         return torch.sigmoid(net(srgb.contiguous(memory_format=torch.channels_last)))
-    out = srgb.new_empty((srgb.shape[0], len(CHANNELS), h, w))
+    out = srgb.new_zeros((srgb.shape[0], len(CHANNELS), h, w))
     for y in range(0, h, tile):
         for x in range(0, w, tile):
+            if where is not None and not bool(where[..., y:y + tile, x:x + tile].any()):
+                continue
             y0, x0 = max(0, y - margin), max(0, x - margin)
             part = srgb[..., y0:min(h, y + tile + margin), x0:min(w, x + tile + margin)]
             p = torch.sigmoid(net(part.contiguous(memory_format=torch.channels_last)))
