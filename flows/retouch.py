@@ -192,13 +192,15 @@ def _stages_and_evidence(frame: Frame, params: dict, skip: tuple[str, ...]):
     cut, reference, timings = run_stages(frame, params, skip + later)
     t0 = time.perf_counter()
     scene = read_scene(frame.image, reference, cut.alpha)
+    scene_seconds = time.perf_counter() - t0
     if "neutralize" not in skip and params["neutralize"].strength > 0 and cast_unverified(frame.image, cut.alpha, scene, light_known):
         params = {**params, "neutralize": params["neutralize"].model_copy(update={"strength": 0.0})}
         cut, reference, again = run_stages(frame, params, skip + later)
         timings = {k: timings.get(k, 0.0) + v for k, v in again.items()}
         cut = cut.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")
+        t0 = time.perf_counter()
         scene = read_scene(frame.image, reference, cut.alpha)
-    scene_seconds = time.perf_counter() - t0
+        scene_seconds += time.perf_counter() - t0
     result, _, rest = run_stages(cut, params, skip + TO_CUTOUT)
     timings.update(rest)
     t0 = time.perf_counter()
