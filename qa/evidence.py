@@ -41,7 +41,7 @@ from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
 from tasks.compose import grown_box
 from tasks.cutout import component_mean, edge_strength, fit_backdrop, frame_border, outline
 from tasks.frame import Frame
-from tasks.ops import gaussian_blur, resize, resize_at
+from tasks.ops import SAMPLE_ABOVE, gaussian_blur, resize, resize_at
 
 EVIDENCE_DOCS = {
     "hole_suspect_area": "area of the cut-out's holes that do not look like the backdrop seen through them "
@@ -197,8 +197,6 @@ class Scene:
         return _hwc(resize_at(self.prob_small, self.size, *box))[..., 0]
 
 
-# frames above this many pixels read their statistics from a grid of windows (below: from every pixel)
-SAMPLE_ABOVE = 4_000_000
 SAMPLE_GRID, SAMPLE_EDGE = 12, 64   # 12 x 12 windows of 64 px: 0.6 M pixels, 2.5% of 24 MP
 PAD = 16                            # context around a window or box for its filters and dilations
 
@@ -324,7 +322,7 @@ def _edge_support(source: torch.Tensor, piece: np.ndarray, noise: np.ndarray
     fading into the sweep it mirrors, or the hull of a chain cut as a band runs over smooth
     backdrop (``tasks.cutout.edge_strength``, in units of the frame's own ``noise``).
     """
-    strength = edge_strength(_hwc(linear_to_srgb(source.clamp(0, 1))), None, noise)
+    strength = edge_strength(linear_to_srgb(source.clamp(0, 1))[0].cpu().numpy(), None, noise)
     rim = outline(piece)
     weak = rim & (strength < EDGE_SIGMAS)
     share = float(weak.sum()) / max(int(rim.sum()), 1)

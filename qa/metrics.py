@@ -17,12 +17,12 @@ import cv2
 import numpy as np
 import torch
 
-from qa.evidence import CROP_MARGIN, EVIDENCE_DOCS, SAMPLE_ABOVE
+from qa.evidence import CROP_MARGIN, EVIDENCE_DOCS
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab
 from tasks.compose import grown_box
 from tasks.frame import Frame, luminance
 from tasks.pipeline import FLAG_CODES
-from tasks.ops import dilate, erode, gaussian_blur
+from tasks.ops import SAMPLE_ABOVE, dilate, erode, gaussian_blur
 
 METRIC_DOCS = {
     "delta_e_mean": "mean CIEDE2000 between output and neutralized input over the piece interior",

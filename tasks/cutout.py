@@ -30,6 +30,8 @@ a person.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import torch
@@ -40,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.color import linear_to_srgb, srgb_to_linear
 from tasks.frame import Frame
-from tasks.ops import dilate, erode, fill_holes, gaussian_blur, resize
+from tasks.ops import SAMPLE_ABOVE, dilate, erode, fill_holes, gaussian_blur, resize
 
 
 class CutoutParams(BaseModel):
@@ -157,24 +159,34 @@ def _plain_backdrop(enc, backdrop, sigma, params: CutoutParams) -> np.ndarray:
 
 
 def edge_strength(enc: np.ndarray, quiet: np.ndarray | None, noise: np.ndarray | None = None) -> np.ndarray:
-    """Gradient of an image (H, W, 3: sRGB, or its departure from the backdrop) on a 1 px Gaussian,
-    in units of the noise over the ``quiet`` pixels (plain backdrop: their 1 px high-pass; or the
-    per-channel ``noise`` given, measured so elsewhere), largest channel, taken within 1 px (H, W).
+    """Gradient of an image ((C, H, W): sRGB, or its departure from the backdrop) on a 1 px Gaussian,
+    in units of the noise over the ``quiet`` pixels (plain backdrop: their 1 px high-pass; above
+    ``SAMPLE_ABOVE`` pixels an even grid of them; or the per-channel ``noise`` given, measured so
+    elsewhere), largest channel, taken within 1 px (H, W).
 
     A piece ends in a step of colour; a sweep's fall-off, a shadow's fade and a face mirroring the
     sweep do not. The cut-out drops parts with no edge around them (on the departure from the
     backdrop, so a desk's or a paper's own texture is no edge); QA asks the same of the final
-    outline, on the source.
+    outline, on the source. Plane by plane: a 24 MP frame is never transposed or copied whole.
     """
-    smooth = cv2.GaussianBlur(np.ascontiguousarray(enc), (0, 0), 1.0)
-    if noise is None:
-        noise = np.maximum(1.4826 * np.median(np.abs((enc - smooth)[quiet]), 0), 1e-3) if quiet.sum() > 64 \
-            else np.full(3, 0.01)
-    gx, gy = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3, scale=0.125), cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
-    del smooth
-    gx = np.hypot(gx, gy, out=gx)
-    gx /= np.asarray(noise, np.float32)
-    return cv2.dilate(gx.max(2), np.ones((3, 3), np.uint8))
+    step = math.ceil(math.sqrt(enc[0].size / SAMPLE_ABOVE)) if enc[0].size > SAMPLE_ABOVE else 1
+    strongest = None
+    for c, plane in enumerate(enc):
+        plane = np.ascontiguousarray(plane, np.float32)
+        smooth = cv2.GaussianBlur(plane, (0, 0), 1.0)
+        if noise is not None:
+            sigma = np.float32(noise[c])
+        elif quiet[::step, ::step].sum() > 64:
+            high = (plane[::step, ::step] - smooth[::step, ::step])[quiet[::step, ::step]]
+            sigma = np.maximum(np.float32(1.4826) * np.median(np.abs(high)), np.float32(1e-3))
+        else:
+            sigma = np.float32(0.01)
+        gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+        gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+        g = np.hypot(gx, gy, out=gx)
+        g /= sigma
+        strongest = g if strongest is None else np.maximum(strongest, g, out=strongest)
+    return cv2.dilate(strongest, np.ones((3, 3), np.uint8))
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
@@ -397,7 +409,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     prob = _piece_probability(enc, params)[0, 0].cpu().numpy() if params.network_checks else None
-    edges = edge_strength(departure[0].permute(1, 2, 0).cpu().numpy(), bg_ref[0, 0].cpu().numpy())
+    edges = edge_strength(departure[0].cpu().numpy(), bg_ref[0, 0].cpu().numpy())
     del departure
     core = _drop_shadows(enc, sigma, shade, z_smooth, core, prob, edges, params)
     del shade, z_smooth

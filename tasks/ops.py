@@ -15,6 +15,11 @@ import torch
 import torch.nn.functional as F
 
 
+# frames above this many pixels read frame-wide statistics (noise medians, a backdrop's mean colour)
+# from an even sample of this order of pixels; at or below it, from every pixel
+SAMPLE_ABOVE = 4_000_000
+
+
 def _opencv_can(x: torch.Tensor) -> bool:
     """OpenCV's filters give the same result 8-100x faster than depthwise convolutions and
     pooling on a CPU (issue 13's profile): used for float32 CPU tensors outside autograd."""
