@@ -190,17 +190,15 @@ def _stages_and_evidence(frame: Frame, params: dict, skip: tuple[str, ...]):
     light_known = params["neutralize"].kelvin is not None
     later = tuple(n for n in STAGE_NAMES if n not in TO_CUTOUT)
     cut, reference, timings = run_stages(frame, params, skip + later)
-    t0 = time.perf_counter()
-    scene = read_scene(frame.image, reference, cut.alpha)
-    scene_seconds = time.perf_counter() - t0
-    if "neutralize" not in skip and params["neutralize"].strength > 0 and cast_unverified(frame.image, cut.alpha, scene, light_known):
+    scene, scene_seconds = _timed(read_scene, frame.image, reference, cut.alpha)
+    estimated = "neutralize" not in skip and params["neutralize"].strength > 0
+    if estimated and cast_unverified(frame.image, cut.alpha, scene, light_known):
         params = {**params, "neutralize": params["neutralize"].model_copy(update={"strength": 0.0})}
         cut, reference, again = run_stages(frame, params, skip + later)
         timings = {k: timings.get(k, 0.0) + v for k, v in again.items()}
         cut = cut.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")
-        t0 = time.perf_counter()
-        scene = read_scene(frame.image, reference, cut.alpha)
-        scene_seconds += time.perf_counter() - t0
+        scene, seconds = _timed(read_scene, frame.image, reference, cut.alpha)
+        scene_seconds += seconds
     result, _, rest = run_stages(cut, params, skip + TO_CUTOUT)
     timings.update(rest)
     t0 = time.perf_counter()
@@ -212,6 +210,11 @@ def _stages_and_evidence(frame: Frame, params: dict, skip: tuple[str, ...]):
     metrics.update(evidence.metrics)
     timings.update(qa_metrics=t1 - t0, qa_evidence=time.perf_counter() - t1 + scene_seconds)
     return result, reference, timings, metrics, evidence
+
+
+def _timed(f, *args):
+    t0 = time.perf_counter()
+    return f(*args), time.perf_counter() - t0
 
 
 def _with_plate(frame: Frame, plate: Location, stages: dict, spots: list[Spot], dev: torch.device) -> Frame:
@@ -333,7 +336,8 @@ def _stage_previews(reference: Frame, result: Frame, staging: Location, evidence
     overlay = Image.fromarray((np.stack(planes, -1) * 255 + 0.5).clip(0, 255).astype(np.uint8))
     (staging / "preview" / "overlay.png").write_bytes(_png(overlay))
     where = np.zeros((*size, 4), np.uint8)
-    where[cv2.resize(evidence.overlay.astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST) > 0] = (255, 0, 200, 170)
+    marked = cv2.resize(evidence.overlay.astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST) > 0
+    where[marked] = (255, 0, 200, 170)
     (staging / "preview" / "evidence.png").write_bytes(_png(Image.fromarray(where)))
     findings = kept_findings(evidence, preset.qa)
     h, w = reference.image.shape[-2:]

@@ -221,11 +221,11 @@ def _windows(h: int, w: int) -> list[tuple[slice, slice]]:
 
 def read_scene(source: torch.Tensor, reference: Frame, alpha: torch.Tensor | None) -> Scene:
     """The frame-wide part of QA's evidence (see ``Scene``) for the cut-out ``alpha`` (None: no piece)."""
+    from models.segnet import load_segnet, piece_probability
+
     image, plate = reference.image, reference.plate
     if alpha is None:
         alpha = torch.zeros_like(image[:, :1])
-    from models.segnet import load_segnet, piece_probability
-
     h, w = image.shape[-2:]
     enc = linear_to_srgb(image.clamp(0, 1))
     prob_small = piece_probability(enc, load_segnet(None, enc.device), size=NET_SIZE, coarse=True)
@@ -395,7 +395,8 @@ def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, li
     for k in disagree.ids[:2]:
         x0, y0, x1, y1 = disagree.box(k)
         findings.append(Finding("cutout_disagree", (int(x0 / s), int(y0 / s), int(x1 / s) + 1, int(y1 / s) + 1)))
-    disagreeing = cv2.resize(disagree.mask(disagree.ids[:2]).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    disagreeing = cv2.resize(disagree.mask(disagree.ids[:2]).astype(np.uint8), (w, h),
+                             interpolation=cv2.INTER_NEAREST) > 0
 
     m["edge_unsupported"], found, weak = _edge_support(source[..., box[0], box[1]], piece, scene.edge_noise)
     findings += [on_box(f.code, f.box) for f in found]
@@ -474,7 +475,8 @@ def _colour_evidence(source: torch.Tensor, reference: torch.Tensor, result: Fram
         m["neutralize_delta_e"] = 0.0
     lab_bg = _lab_mean(backdrop_rgb[None])
     m["source_backdrop_chroma"] = float(np.hypot(lab_bg[0, 1], lab_bg[0, 2]))
-    m["cast_unverified"] = float(not light_known and _light_unconfirmed(src, piece, backdrop_rgb))   # = cast_unverified()
+    # the same value cast_unverified() gave the pipe right after the cut-out
+    m["cast_unverified"] = float(not light_known and _light_unconfirmed(src, piece, backdrop_rgb))
     metal = result.masks.get("metal")
     where = interior & (metal[0, 0].float().cpu().numpy() > 0.5) if metal is not None else interior
     after = result.foreground if result.foreground is not None else result.image

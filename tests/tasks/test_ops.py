@@ -43,7 +43,8 @@ def test_resize_at_reads_the_resized_image_on_a_box():
     from tasks.ops import resize, resize_at
 
     small = torch.rand(1, 3, 24, 36)
-    for size, rows, cols in (((400, 600), slice(10, 200), slice(0, 600)), ((4000, 6000), slice(3000, 4000), slice(17, 933)),
+    for size, rows, cols in (((400, 600), slice(10, 200), slice(0, 600)),
+                             ((4000, 6000), slice(3000, 4000), slice(17, 933)),
                              ((20, 30), slice(2, 9), slice(0, 30))):   # the last one shrinks: area filter
         assert torch.allclose(resize_at(small, size, rows, cols), resize(small, size)[..., rows, cols], atol=1e-5)
 
