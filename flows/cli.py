@@ -89,11 +89,33 @@ def _run(shoots: list[Path], out: Path, a: argparse.Namespace, *, progress: bool
     from infra.layout import default_state
 
     t0 = time.monotonic()
+    _start_services(a.ray_address)
     with Catalog.open(a.state or default_state(out)).lock():   # refused here, in one line, if another run has it
         counts = run_shoots(shoots, out, preset=a.preset, state=a.state, device=a.device,
                             ray_address=a.ray_address, progress=progress)
     print(summary(counts, time.monotonic() - t0, out, a.state))
     return 1 if counts.get("config_errors") else 0
+
+
+def _start_services(ray_address: str | None) -> None:
+    """Start Prefect's temporary server (when no PREFECT_API_URL is set) and Ray side by side: each
+    takes 2-4 s, and the flow would otherwise start one after the other (start-up 15-18 -> ~12 s)."""
+    import threading
+
+    from prefect.settings import PREFECT_API_URL
+
+    from infra.raycluster import ensure_ray
+
+    booting = None
+    if not PREFECT_API_URL.value():
+        from prefect.server.api.server import SubprocessASGIServer
+
+        # the same process-wide instance Prefect's client starts and reuses for the flow
+        booting = threading.Thread(target=SubprocessASGIServer().start, daemon=True)
+        booting.start()
+    ensure_ray(ray_address)
+    if booting is not None:
+        booting.join()
 
 
 def summary(counts: dict[str, int], seconds: float, out: str | Path, state: str | None) -> str:
