@@ -82,7 +82,7 @@ def test_killed_anywhere_the_next_run_finishes_as_if_never_killed(shoot, referen
 
     got = comparable_manifest(out)
     pd.testing.assert_frame_equal(got.drop(columns=["error"]), reference.drop(columns=["error"]), check_exact=False,
-                                  atol=2e-3)
+                                  rtol=1e-4, atol=2e-3)   # float noise only (see test_cluster)
     # no orphan or partial file: exports are exactly the manifest's, staging only for images in review
     exported = {p for cell in got["exports"] if cell for p in cell.split(";")}
     assert {str(p.relative_to(out)) for p in (out / "exports").rglob("*") if p.is_file()} == exported
