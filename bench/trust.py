@@ -141,13 +141,16 @@ def read_cutout(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return rgb, bgra[..., 3].astype(np.float32) / scale
 
 
-def chroma_delta_e(out: np.ndarray, truth: np.ndarray, where: np.ndarray) -> float:
+def chroma_delta_e(out: np.ndarray, truth: np.ndarray, where: np.ndarray, shown: np.ndarray) -> float:
     """Mean CIEDE2000 over ``where`` after each output pixel is scaled to the truth's luminance.
 
     Both are averaged over 1.5 px first and near-black pixels are left out: sensor noise and 8-bit
-    steps in the shadows are not a colour error, a cast is (it is smooth)."""
+    steps in the shadows are not a colour error, a cast is (it is smooth). The output's average is
+    weighted by its alpha ``shown``: a transparent pixel's colour is seen by no one."""
     w = np.array([0.2126, 0.7152, 0.0722], np.float32)
-    out, truth = cv2.GaussianBlur(out, (0, 0), 1.5), cv2.GaussianBlur(truth, (0, 0), 1.5)
+    weight = cv2.GaussianBlur(shown, (0, 0), 1.5)[..., None]
+    out = cv2.GaussianBlur(out * shown[..., None], (0, 0), 1.5) / np.maximum(weight, 1e-6)
+    truth = cv2.GaussianBlur(truth, (0, 0), 1.5)
     where = where & (truth @ w > 0.02)
     if not where.any():
         return float("nan")
@@ -192,10 +195,12 @@ def features_lost(details: np.ndarray, pred: np.ndarray, out: np.ndarray, source
 
 
 def dust_removed(defects: np.ndarray, alpha: np.ndarray, source: np.ndarray, out: np.ndarray,
-                 clean: np.ndarray) -> tuple[int, int]:
+                 clean: np.ndarray, shown: np.ndarray) -> tuple[int, int]:
     """(removed, visible) specks/lint/scratches on the piece: a speck's relative departure from its
-    1-3 px surroundings, minus the truth's, must fall below half of what the source showed."""
-    on = alpha > 0.5
+    1-3 px surroundings, minus the truth's, must fall below half of what the source showed. Only
+    where the truth has the piece and the export shows it (``shown``: its alpha): a speck the
+    cut-out dropped is the cut-out's error, and a transparent pixel's colour is seen by no one."""
+    on = (alpha > 0.5) & (shown > 0.5)
     n, lab = cv2.connectedComponents(np.isin(defects, (1, 2, 3)).astype(np.uint8), connectivity=8)
     visible = removed = 0
     ys, yo, yt = _y(source), _y(out), _y(clean)
@@ -203,6 +208,7 @@ def dust_removed(defects: np.ndarray, alpha: np.ndarray, source: np.ndarray, out
         part = lab == k
         if on[part].mean() < 0.5:
             continue
+        part &= on
         ring = (cv2.dilate(part.astype(np.uint8), _disk(3)) > 0) & (cv2.dilate(part.astype(np.uint8), _disk(1)) == 0) & on
         if ring.sum() < 4:
             continue
@@ -230,11 +236,12 @@ def grade_image(cutout: Path, truth: dict, source: np.ndarray | None) -> dict:
         "iou": mask_iou(pred, true),
         "holes": float((~pred[holes]).mean()) if holes.any() else 1.0,
         "thin": float(near[thin].mean()) if thin.any() else 1.0,
-        "de_chroma": chroma_delta_e(out, truth["clean"], interior),
+        "de_chroma": chroma_delta_e(out, truth["clean"], interior, alpha),
     }
     if source is not None:
         row["lost"] = features_lost(truth["details"], pred, out, source)
-        row["dust_removed"], row["dust_visible"] = dust_removed(truth["defects"], true_alpha, source, out, truth["clean"])
+        row["dust_removed"], row["dust_visible"] = dust_removed(truth["defects"], true_alpha, source, out, truth["clean"],
+                                                                alpha)
     return row
 
 
