@@ -189,7 +189,7 @@ class Scene:
         h, w = self.size
         if self.back_small is None:
             b = _hwc(linear_to_srgb(gaussian_blur(_padded(plate, box, PAD).clamp(0, 1), 1.0)))[PAD:-PAD, PAD:-PAD]
-            return b, _hwc(frame_border(h, w, plate.device)[..., box[0], box[1]].float())[..., 0] > 0.5
+            return b, frame_border(h, w, plate.device, box)[0, 0].cpu().numpy()
         return (_hwc(resize_at(self.back_small, (h, w), *box).clamp(0, 1)),
                 _hwc(resize_at(self.used_small, (h, w), *box))[..., 0] > 0.5)
 
@@ -233,14 +233,12 @@ def read_scene(source: torch.Tensor, reference: Frame, alpha: torch.Tensor | Non
     if plate is None:
         s = NET_SIZE / max(h, w)
         back_small, used_small = fit_backdrop(resize(enc, (max(8, round(h * s)), max(8, round(w * s)))))
-    del enc
     scene = Scene((h, w), back_small, used_small, prob_small, np.zeros(3), np.zeros(3), np.zeros(3))
     diffs, highs, colours = [], [], []
     square = lambda n: np.ones((n, n), np.uint8)  # noqa: E731
     for box in _windows(h, w):
         b, used = scene.backdrop(plate, box)
-        e = _hwc(linear_to_srgb(image[..., box[0], box[1]].clamp(0, 1)))
-        diffs.append((e - b)[used])
+        diffs.append((_hwc(enc[..., box[0], box[1]]) - b)[used])
         wide = (slice(max(box[0].start - PAD, 0), min(box[0].stop + PAD, h)),
                 slice(max(box[1].start - PAD, 0), min(box[1].stop + PAD, w)))
         inner = (slice(box[0].start - wide[0].start, box[0].stop - wide[0].start),
@@ -253,6 +251,7 @@ def read_scene(source: torch.Tensor, reference: Frame, alpha: torch.Tensor | Non
         highs.append(high[used & (cv2.dilate(piece, square(9))[inner] == 0)])
         # the backdrop's colour: 12 px from the piece (contact shadows, fringes left out)
         colours.append(src[inner][used & (cv2.dilate(piece, square(25))[inner] == 0)])
+    del enc
     diff, high, colour = np.concatenate(diffs), np.concatenate(highs), np.concatenate(colours)
     scene.sigma = np.maximum(1.4826 * np.median(np.abs(diff), 0), 2.5e-3) if len(diff) > 64 else np.full(3, 0.01)
     scene.edge_noise = np.maximum(1.4826 * np.median(np.abs(high), 0), 1e-3) if len(high) > 64 else np.full(3, 0.01)

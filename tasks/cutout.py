@@ -80,12 +80,14 @@ def _design(h: int, w: int, device, dtype) -> torch.Tensor:
     return torch.stack([torch.ones_like(x), x, y, x * y, x * x, y * y], -1).reshape(-1, 6)
 
 
-def frame_border(h: int, w: int, device) -> torch.Tensor:
-    """(1, 1, H, W) bool: the frame's outer twelfth, where the backdrop is seen."""
-    border = torch.zeros((1, 1, h, w), dtype=torch.bool, device=device)
+def frame_border(h: int, w: int, device, box: tuple[slice, slice] | None = None) -> torch.Tensor:
+    """(1, 1, H, W) bool: the frame's outer twelfth, where the backdrop is seen (on ``box`` only: its
+    part of that mask, without making the whole frame's)."""
+    rows, cols = box or (slice(0, h), slice(0, w))
     bw = max(2, min(h, w) // 12)
-    border[..., :bw, :], border[..., -bw:, :], border[..., :, :bw], border[..., :, -bw:] = True, True, True, True
-    return border
+    y = torch.arange(rows.start, rows.stop, device=device)[:, None]
+    x = torch.arange(cols.start, cols.stop, device=device)[None, :]
+    return ((y < bw) | (y >= h - bw) | (x < bw) | (x >= w - bw))[None, None]
 
 
 def fit_backdrop(small: torch.Tensor, iterations: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
