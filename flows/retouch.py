@@ -194,6 +194,7 @@ def _stages_and_evidence(frame: Frame, params: dict, skip: tuple[str, ...]):
     estimated = "neutralize" not in skip and params["neutralize"].strength > 0
     if estimated and cast_unverified(frame.image, cut.alpha, scene, light_known):
         params = {**params, "neutralize": params["neutralize"].model_copy(update={"strength": 0.0})}
+        del cut, reference, scene     # the first pass's frames (~0.8 GB at 24 MP) go before the second is made
         cut, reference, again = run_stages(frame, params, skip + later)
         timings = {k: timings.get(k, 0.0) + v for k, v in again.items()}
         cut = cut.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")

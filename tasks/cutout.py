@@ -338,11 +338,13 @@ def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band
     """
     inner = erode(hard, 1)
     outside = 1 - dilate(hard, 1)  # 1 px margin: small holes (inside chain links) keep their own B
-    fg_colour = fill_holes(image * inner, 1 - inner, levels=8)
-    back_local = fill_holes(image * outside, 1 - outside, levels=8)
+    # (fill_holes reads only the pixels its hole leaves known: no masked copy of the image is needed)
+    fg_colour = fill_holes(image, 1 - inner, levels=8)
+    back_local = fill_holes(image, 1 - outside, levels=8)
     span = fg_colour - back_local
-    proj = ((image - back_local) * span).sum(1, keepdim=True) / (span * span).sum(1, keepdim=True).clamp(min=1e-4)
-    reliable = ((span * span).sum(1, keepdim=True) > 0.01).to(image.dtype)
+    span_sq = (span * span).sum(1, keepdim=True)
+    proj = ((image - back_local) * span).sum(1, keepdim=True) / span_sq.clamp(min=1e-4)
+    reliable = (span_sq > 0.01).to(image.dtype)
     soft = reliable * proj.clamp(0, 1) + (1 - reliable) * fallback
     zone = dilate(hard, band) * (1 - inner)
     alpha = torch.where(inner > 0, torch.ones_like(soft), soft * zone)
