@@ -33,6 +33,9 @@ An image is *right* when all of these hold (the issue's definition):
 - ``de_chroma`` <= 3: mean CIEDE2000 between the exported piece and the true
   neutral render after matching each pixel's luminance (exposure, fall-off
   and shine are not colour errors), piece interior;
+- ``pierced`` = 0: no hole of the export (>= 9 px) where the truth has piece
+  (a highlight, a stone's facet or a face cut out: IoU hardly moves, a dark
+  page shows it at once);
 - ``lost`` <= 5%: design features (the truth's details mask, one per
   component) lost: less than half inside the mask, or their contrast below
   half of what the source showed (the retouch flattened them).
@@ -62,12 +65,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.quality import _disk, _lab, enclosed_background, mask_iou  # noqa: E402
 from tasks.color import delta_e2000, srgb_to_linear  # noqa: E402
+from tasks.cutout import component_mean  # noqa: E402
 
 SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
 SEEDS = {"train": 101, "val": 9001, "studio": 9100}
 STUDIO_SHOOT = 6
 RIGHT = {"iou": (">=", 0.95), "holes": (">=", 0.90), "thin": (">=", 0.90), "de_chroma": ("<=", 3.0),
-         "lost": ("<=", 0.05)}
+         "lost": ("<=", 0.05), "pierced": ("<=", 0)}
+PIERCED_PX = 9   # a hole of the export this big where the truth has piece is seen at 1:1 over any backdrop
 VISIBLE = 0.10   # relative luminance departure a speck makes from its surroundings to count as visible
 
 
@@ -159,6 +164,17 @@ def chroma_delta_e(out: np.ndarray, truth: np.ndarray, where: np.ndarray, shown:
     return float(delta_e2000(_lab(np.clip(o, 0, 1)[:, None]), _lab(t[:, None])).mean())   # (N, 1, 3) images
 
 
+def pierced(pred: np.ndarray, true: np.ndarray) -> int:
+    """Holes of the export (>= ``PIERCED_PX``) where the truth has piece for most of the hole: a
+    highlight, a stone's facet or a face cut out. Mask IoU hardly moves for them; over a dark or
+    coloured page they are plain to see."""
+    holes = enclosed_background(pred)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
+    big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= PIERCED_PX)
+    big = big[big > 0]
+    return int((component_mean(lab, n, true)[big] > 0.5).sum())
+
+
 def _y(rgb: np.ndarray) -> np.ndarray:
     return rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
 
@@ -237,6 +253,7 @@ def grade_image(cutout: Path, truth: dict, source: np.ndarray | None) -> dict:
         "holes": float((~pred[holes]).mean()) if holes.any() else 1.0,
         "thin": float(near[thin].mean()) if thin.any() else 1.0,
         "de_chroma": chroma_delta_e(out, truth["clean"], interior, alpha),
+        "pierced": pierced(pred, true),
     }
     if source is not None:
         row["lost"] = features_lost(truth["details"], pred, out, source)
@@ -370,6 +387,8 @@ def two_numbers(table: pd.DataFrame) -> pd.Series:
     }
     for key in ("iou", "holes", "thin", "de_chroma", "lost"):
         out[key] = float(graded[key].mean()) if key in graded and len(graded) else float("nan")
+    if "pierced" in graded and len(graded):
+        out["pierced"] = float((graded["pierced"] > 0).mean())   # share of images with piece cut out as a hole
     seen = graded["dust_visible"].sum() if "dust_visible" in graded else 0
     out["dust"] = float(graded["dust_removed"].sum() / seen) if seen > 0 else float("nan")   # every set: same columns
     return pd.Series(out)
@@ -394,7 +413,7 @@ def report(table: pd.DataFrame) -> str:
                 ["n", "exported", "right", "rft", "escapes", "iou", "holes", "de_chroma"]].round(3).to_string()]
     escapes = graded[(graded["status"] == "exported") & ~graded["right"].astype(bool)]
     if len(escapes):
-        cols = [c for c in ("set", "source", "family", "piece", "iou", "holes", "thin", "de_chroma", "lost")
+        cols = [c for c in ("set", "source", "family", "piece", "iou", "holes", "thin", "de_chroma", "lost", "pierced")
                 if c in escapes]
         lines += ["\n## escapes (exported but wrong)", escapes[cols].round(3).to_string(index=False)]
     real = table[table["set"] == "real"]

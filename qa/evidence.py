@@ -10,6 +10,9 @@ did not decide with:
   the frame, at most darkened
   by a grey shadow, no texture); a face mirroring the sweep is brighter or
   darker in patches, carries engraving or highlights, and is not;
+- **holes in solid piece**: a hole of the design is ringed by wire or a band
+  no thicker than itself; a small hole deep inside metal or a stone is a
+  highlight or a facet that matched the backdrop, whatever its colour;
 - **piece pixels that are plain backdrop**: opaque mask pixels that match the
   unshaded backdrop exactly (a white fringe, a link loop or a gap between
   stones filled with backdrop);
@@ -46,6 +49,8 @@ from tasks.ops import SAMPLE_ABOVE, gaussian_blur, resize, resize_at
 EVIDENCE_DOCS = {
     "hole_suspect_area": "area of the cut-out's holes that do not look like the backdrop seen through them "
                          "(textured, patchy or called piece by the network), per piece area",
+    "holes_in_piece": "holes of the cut-out (>= 9 px) deep inside solid piece: the piece around is over twice "
+                      "as thick as the hole's radius (a highlight or a stone's facet cut out)",
     "piece_backdrop_share": "opaque piece pixels in blobs that are exactly the plain, unshaded backdrop "
                             "(fringes, filled link loops or gaps between stones), per piece area",
     "cutout_disagreement": "area where the segmentation network and the final mask disagree by more than 0.5, "
@@ -72,6 +77,8 @@ EVIDENCE_DOCS = {
 FINDING_TEXT = {
     "hole_not_backdrop": "a hole in the piece does not look like the backdrop seen through it (a face or a "
                          "stone cut out?)",
+    "hole_in_piece": "a small hole deep inside solid metal or a stone (a highlight or a facet that matches the "
+                     "backdrop cut out; a hole of the design is ringed by wire no thicker than itself)",
     "backdrop_in_piece": "part of the piece is plain backdrop (a fringe, or a link loop / gap between stones "
                          "filled in)",
     "cutout_disagree": "the second cut-out (segmentation network) disagrees with the mask here",
@@ -86,7 +93,7 @@ FINDING_TEXT = {
 
 # the metric each finding is measured by: a finding is shown when a rule on that metric fails
 FINDING_METRIC = {
-    "hole_not_backdrop": "hole_suspect_area", "backdrop_in_piece": "piece_backdrop_share",
+    "hole_not_backdrop": "hole_suspect_area", "hole_in_piece": "holes_in_piece", "backdrop_in_piece": "piece_backdrop_share",
     "cutout_disagree": "cutout_disagreement", "edge_unsupported": "edge_unsupported",
     "shadow_slab": "shadow_slab_share", "stray_part": "stray_components",
     "cast_unverified": "cast_unverified", "metal_implausible": "metal_implausible",
@@ -99,6 +106,8 @@ EXPLAINED_SIGMAS = 4.0    # colour a grey shade of the backdrop cannot explain, 
 FIT_FLOOR = 0.012         # sRGB: below this a departure from the fitted backdrop is the fit's, not the scene's
 TEXTURE_SIGMAS = 4.0      # high-pass |departure| that is texture (engraving, highlights), not noise
 HOLE_BACKDROP_SHARE = 0.6 # a hole is backdrop when this share of its core is explained and flat
+PIERCED_RATIO = 2.0       # piece around a hole, in hole radii, that makes it a hole in solid piece
+PIERCED_MIN_PX = 9        # smallest such hole counted (3 x 3 px is seen at 1:1 over a contrasting backdrop)
 CAST_LOG_CHROMA = 0.10    # log-chroma of the source backdrop above which an estimated light needs confirming
 NET_SIZE = 384
 # the piece's box is grown by this much for what is measured on the piece and around it (QA's metrics too)
@@ -289,14 +298,21 @@ def _backdrop(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None
     return _Backdrop(plain, explained, flat, shade)
 
 
-def _holes(piece: np.ndarray, bd: _Backdrop, prob: np.ndarray) -> tuple[float, list[Finding], np.ndarray]:
-    """Holes of the cut-out whose core does not look like the backdrop seen through them."""
-    area = max(int(piece.sum()), 1)
+def _enclosed(piece: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The cut-out's holes: labels and stats of the background (4-connected), and the ids of the
+    components that do not reach the box's edge."""
     n, lab, stats, _ = cv2.connectedComponentsWithStats((~piece).astype(np.uint8), connectivity=4)
     border = set(np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])).tolist())
+    return lab, stats, [k for k in range(1, n) if k not in border]
+
+
+def _holes(piece: np.ndarray, holes: tuple, bd: _Backdrop, prob: np.ndarray) -> tuple[float, list[Finding], np.ndarray]:
+    """Holes of the cut-out whose core does not look like the backdrop seen through them."""
+    area = max(int(piece.sum()), 1)
+    lab, stats, ids = holes
     findings, bad, suspect = [], 0, np.zeros_like(piece)
-    for k in range(1, n):
-        if k in border or stats[k, cv2.CC_STAT_AREA] < 25:
+    for k in ids:
+        if stats[k, cv2.CC_STAT_AREA] < 25:
             continue
         x, y, w, h = stats[k, :4]
         # each hole looked at in its own box, 2 px wider than the erosion reaches
@@ -311,6 +327,34 @@ def _holes(piece: np.ndarray, bd: _Backdrop, prob: np.ndarray) -> tuple[float, l
             suspect[win] |= hole
             findings.append(Finding("hole_not_backdrop", (int(x), int(y), int(x + w), int(y + h))))
     return bad / area, findings, suspect
+
+
+def _pierced(piece: np.ndarray, holes: tuple) -> tuple[list[Finding], np.ndarray]:
+    """Holes in solid piece: the piece around a hole is over ``PIERCED_RATIO`` times as thick as the
+    hole's own radius.
+
+    A highlight or a stone's facet that matches the backdrop drops out of a cut-out as a small hole
+    deep inside the metal or the stone; a hole of the design (a link's gap, an eyelet, openwork, a
+    ring's interior) is ringed by wire or a band no thicker than itself. Geometry only: it holds where
+    the facet or the highlight looks exactly like the backdrop, which the colour checks cannot tell.
+    """
+    lab, stats, ids = holes
+    findings, where = [], np.zeros_like(piece)
+    h_box, w_box = piece.shape
+    for k in ids:
+        x, y, w, h, area = (int(v) for v in stats[k])
+        if area < PIERCED_MIN_PX:
+            continue
+        m = int((PIERCED_RATIO + 1) * max(w, h)) + 4      # far enough to see that much piece around it
+        win = (slice(max(0, y - m), min(y + h + m, h_box)), slice(max(0, x - m), min(x + w + m, w_box)))
+        hole = lab[win] == k
+        square = lambda t: np.pad(t.astype(np.uint8), 1)  # noqa: E731  (outside the window counts as backdrop)
+        radius = cv2.distanceTransform(square(hole), cv2.DIST_L2, 3).max()
+        depth = cv2.distanceTransform(square(hole | piece[win]), cv2.DIST_L2, 3)[1:-1, 1:-1][hole].max()
+        if depth - radius >= PIERCED_RATIO * radius:
+            where[win] |= hole
+            findings.append(Finding("hole_in_piece", (x, y, x + w, y + h)))
+    return findings, where
 
 
 def _edge_support(source: torch.Tensor, piece: np.ndarray, noise: np.ndarray
@@ -371,9 +415,14 @@ def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, li
     bd = _backdrop(reference.image, piece, reference.plate, scene, box)
     prob = scene.prob(box)
 
-    m["hole_suspect_area"], found, suspect = _holes(piece, bd, prob)
+    holes = _enclosed(piece)
+    m["hole_suspect_area"], found, suspect = _holes(piece, holes, bd, prob)
     findings += [on_box(f.code, f.box) for f in found]
     near |= suspect
+    found, pierced = _pierced(piece, holes)
+    m["holes_in_piece"] = float(len(found))
+    findings += [on_box(f.code, f.box) for f in found[:3]]
+    near |= pierced
 
     # opaque pixels that are the plain, unshaded backdrop
     plain = (a > 0.9) & bd.plain

@@ -145,3 +145,22 @@ def test_large_frames_read_their_statistics_from_windows_with_the_same_verdict(b
     sampled = _evidence(band, band.alpha).metrics
     for k, v in whole.items():
         assert sampled[k] == pytest.approx(v, rel=0.1, abs=0.01), k
+
+
+def test_a_pinhole_in_solid_metal_is_seen_and_design_holes_are_not(band):
+    """A highlight dropped out as a 5 px hole deep in the band: whatever its colour, it is ringed by far
+    more metal than a link's gap (a cable chain) or an earring's loop is. (Openwork slots in a thick disc
+    and heavy chains are ringed by thick metal too: they go to a person, README "QA's own evidence".)"""
+    assert _evidence(band, band.alpha).metrics["holes_in_piece"] == 0
+    solid = cv2.erode((band.alpha > 0.99).astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
+    cy, cx = np.argwhere(solid)[len(np.argwhere(solid)) // 2]
+    alpha = band.alpha.copy()
+    cv2.circle(alpha, (int(cx), int(cy)), 2, 0.0, -1)
+    ev = _evidence(band, alpha)
+    assert ev.metrics["holes_in_piece"] == 1
+    x0, y0, x1, y1 = next(f.box for f in ev.findings if f.code == "hole_in_piece")
+    assert x0 <= cx <= x1 and y0 <= cy <= y1 and ev.overlay[cy, cx]
+    assert "hole_in_piece" in [f.code for f in kept_findings(ev, load_preset("catalog").qa)]
+    for piece in ("chain", "earring"):
+        scene = _scene(piece)
+        assert _evidence(scene, scene.alpha).metrics["holes_in_piece"] == 0, piece
