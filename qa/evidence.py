@@ -49,7 +49,7 @@ from tasks.ops import SAMPLE_ABOVE, gaussian_blur, resize, resize_at
 EVIDENCE_DOCS = {
     "hole_suspect_area": "area of the cut-out's holes that do not look like the backdrop seen through them "
                          "(textured, patchy or called piece by the network), per piece area",
-    "holes_in_piece": "holes of the cut-out (>= 9 px) deep inside solid piece: the piece around is over twice "
+    "holes_in_piece": "small holes of the cut-out (9 px to 1% of the piece) deep inside solid piece: the piece around is over twice "
                       "as thick as the hole's radius (a highlight or a stone's facet cut out)",
     "piece_backdrop_share": "opaque piece pixels in blobs that are exactly the plain, unshaded backdrop "
                             "(fringes, filled link loops or gaps between stones), per piece area",
@@ -108,6 +108,7 @@ TEXTURE_SIGMAS = 4.0      # high-pass |departure| that is texture (engraving, hi
 HOLE_BACKDROP_SHARE = 0.6 # a hole is backdrop when this share of its core is explained and flat
 PIERCED_RATIO = 2.0       # piece around a hole, in hole radii, that makes it a hole in solid piece
 PIERCED_MIN_PX = 9        # smallest such hole counted (3 x 3 px is seen at 1:1 over a contrasting backdrop)
+PIERCED_MAX_SHARE = 0.01  # and largest, per piece area: a ring's interior seen from low is narrow, its shank thick
 CAST_LOG_CHROMA = 0.10    # log-chroma of the source backdrop above which an estimated light needs confirming
 NET_SIZE = 384
 # the piece's box is grown by this much for what is measured on the piece and around it (QA's metrics too)
@@ -330,8 +331,9 @@ def _holes(piece: np.ndarray, holes: tuple, bd: _Backdrop, prob: np.ndarray) -> 
 
 
 def _pierced(piece: np.ndarray, holes: tuple) -> tuple[list[Finding], np.ndarray]:
-    """Holes in solid piece: the piece around a hole is over ``PIERCED_RATIO`` times as thick as the
-    hole's own radius.
+    """Small holes in solid piece: the piece around a hole is over ``PIERCED_RATIO`` times as thick as
+    the hole's own radius (holes of ``PIERCED_MIN_PX`` up to ``PIERCED_MAX_SHARE`` of the piece; larger
+    ones are ``_holes``' business).
 
     A highlight or a stone's facet that matches the backdrop drops out of a cut-out as a small hole
     deep inside the metal or the stone; a hole of the design (a link's gap, an eyelet, openwork, a
@@ -341,9 +343,10 @@ def _pierced(piece: np.ndarray, holes: tuple) -> tuple[list[Finding], np.ndarray
     lab, stats, ids = holes
     findings, where = [], np.zeros_like(piece)
     h_box, w_box = piece.shape
+    largest = PIERCED_MAX_SHARE * piece.sum()
     for k in ids:
         x, y, w, h, area = (int(v) for v in stats[k])
-        if area < PIERCED_MIN_PX:
+        if not PIERCED_MIN_PX <= area <= largest:
             continue
         m = int((PIERCED_RATIO + 1) * max(w, h)) + 4      # far enough to see that much piece around it
         win = (slice(max(0, y - m), min(y + h + m, h_box)), slice(max(0, x - m), min(x + w + m, w_box)))
