@@ -41,6 +41,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.color import linear_to_srgb, srgb_to_linear
+from tasks.compose import grown_box
 from tasks.frame import Frame
 from tasks.ops import SAMPLE_ABOVE, dilate, erode, fill_holes, gaussian_blur, resize
 
@@ -327,28 +328,41 @@ def _robust_sigma(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (1.4826 * vals.abs().median(1).values).clamp(min=1e-3).view(1, -1, 1, 1)
 
 
-def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band: int
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band: int,
+           clear: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fractional alpha around the edge of ``hard``: c = a*F + (1-a)*B along the line B->F.
 
     F is the piece colour from just inside, B the backdrop from just outside
     (so a shadow or a coloured desk next to the piece is the B it is mixed
     with). Pixels on both sides of the edge are matted: the hard mask's own
-    rim is often mixed. Returns alpha and F (for decontamination).
+    rim is often mixed. ``clear`` (bool): surely backdrop, alpha 0 there.
+    Returns alpha and the image with the edge decontaminated (mixed pixels
+    take F's colour, so no backdrop fringe survives compositing).
+
+    Alpha is fractional only within ``band`` px of ``hard``: everything is made on the piece's
+    box, except the push-pull fills' coarser levels, which read the whole frame.
     """
+    alpha, decontaminated = torch.zeros_like(hard), image.clone()
+    box = grown_box(hard, band + 2)
+    if box is None:
+        return alpha, decontaminated
     inner = erode(hard, 1)
-    outside = 1 - dilate(hard, 1)  # 1 px margin: small holes (inside chain links) keep their own B
     # (fill_holes reads only the pixels its hole leaves known: no masked copy of the image is needed)
-    fg_colour = fill_holes(image, 1 - inner, levels=8)
-    back_local = fill_holes(image, 1 - outside, levels=8)
+    fg_colour = fill_holes(image, 1 - inner, levels=8, box=box)
+    back_local = fill_holes(image, dilate(hard, 1), levels=8, box=box)   # 1 px margin: small holes keep their own B
+    image, hard, inner, fallback = (t[..., box[0], box[1]] for t in (image, hard, inner, fallback))
     span = fg_colour - back_local
     span_sq = (span * span).sum(1, keepdim=True)
     proj = ((image - back_local) * span).sum(1, keepdim=True) / span_sq.clamp(min=1e-4)
     reliable = (span_sq > 0.01).to(image.dtype)
     soft = reliable * proj.clamp(0, 1) + (1 - reliable) * fallback
     zone = dilate(hard, band) * (1 - inner)
-    alpha = torch.where(inner > 0, torch.ones_like(soft), soft * zone)
-    return alpha, fg_colour
+    a = torch.where(inner > 0, torch.ones_like(soft), soft * zone)
+    if clear is not None:
+        a = a * (1 - clear[..., box[0], box[1]].to(a.dtype))
+    alpha[..., box[0], box[1]] = a
+    decontaminated[..., box[0], box[1]] = torch.where((a > 0) & (a < 1), fg_colour, image)
+    return alpha, decontaminated
 
 
 def _network_cut(frame: Frame, enc: torch.Tensor, params: CutoutParams, why: str) -> Frame:
@@ -359,8 +373,7 @@ def _network_cut(frame: Frame, enc: torch.Tensor, params: CutoutParams, why: str
     del enc
     core = (prob > 0.5).to(torch.uint8)[0, 0].cpu().numpy()
     hard = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
-    alpha, fg_colour = _matte(image, hard, prob, params.band)
-    decontaminated = torch.where((alpha > 0) & (alpha < 1), fg_colour, image)
+    alpha, decontaminated = _matte(image, hard, prob, params.band)
     piece = (alpha > 0.5).to(image.dtype)
     unsure = float(((prob > 0.2) & (prob < 0.8)).sum() / piece.sum().clamp(min=1))
     result = frame.replace(image=decontaminated, alpha=alpha).with_masks(piece=piece)
@@ -426,13 +439,9 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
                           int(params.pinhole_frame * h * w), (diff > t_fg)[0, 0].cpu().numpy())
     del enc, backdrop
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
-    sure_bg = (diff < t_bg).to(image.dtype) * (1 - sure_fg)
-
+    sure_bg = (diff < t_bg) & (sure_fg == 0)
     ramp = ((diff - t_bg) / max(t_fg - t_bg, 1e-4)).clamp(0, 1)
-    alpha, fg_colour = _matte(image, sure_fg, ramp, params.band)
-    alpha = alpha * (1 - sure_bg)
-
-    decontaminated = torch.where((alpha > 0) & (alpha < 1), fg_colour, image)
+    alpha, decontaminated = _matte(image, sure_fg, ramp, params.band, clear=sure_bg)
     piece = (alpha > 0.5).to(image.dtype)
     result = frame.replace(image=decontaminated, alpha=alpha).with_masks(piece=piece)
     model = "the clean plate" if frame.plate is not None else f"a smooth fit (error {fit_error:.4f})"

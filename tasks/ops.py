@@ -117,7 +117,8 @@ def resize_at(x: torch.Tensor, size: tuple[int, int], rows: slice, cols: slice) 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12) -> torch.Tensor:
+def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12,
+               box: tuple[slice, slice] | None = None) -> torch.Tensor:
     """Fill masked pixels from their surroundings (push-pull interpolation).
 
     A pyramid of normalised convolutions (Gortler et al. 1996, "The
@@ -125,6 +126,9 @@ def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12) -> tor
     the pyramid, holes are filled from the coarsest level that has support,
     and the result is blended back up. Smooth, seam-free, and the same code
     on CPU and CUDA. Pixels outside ``hole`` are returned unchanged.
+
+    ``box`` (rows, columns): only that part of the result is made (the coarser levels still read
+    the whole frame: the fill is not local); the full-size level is then never held whole.
     """
     known = 1.0 - hole.clamp(0, 1)
     binary = bool(((hole == 0) | (hole == 1)).all())
@@ -134,11 +138,22 @@ def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12) -> tor
         if min(v.shape[-2:]) < 2:
             break
         pyramid.append((F.avg_pool2d(v, 2, ceil_mode=True), F.avg_pool2d(w, 2, ceil_mode=True)))
+        if box is not None and len(pyramid) == 2:
+            pyramid[0] = (None, None)    # read again on the box at the end
+    size = image.shape[-2:]
+    if box is not None:
+        if len(pyramid) == 1:
+            return fill_holes(image, hole, levels)[..., box[0], box[1]]
+        image, known, hole = image[..., box[0], box[1]], known[..., box[0], box[1]], hole[..., box[0], box[1]]
+        pyramid[0] = (image * known, known)
     v, w = pyramid[-1]
     filled = v / w.clamp(min=1e-6)
     for level in range(len(pyramid) - 2, -1, -1):
         v, w = pyramid[level]
-        up = F.interpolate(filled, size=v.shape[-2:], mode="bilinear", align_corners=False)
+        if level == 0 and box is not None:
+            up = resize_at(filled, size, *box)
+        else:
+            up = F.interpolate(filled, size=v.shape[-2:], mode="bilinear", align_corners=False)
         if level == 0 and binary:   # the same values, without six full-size temporaries
             return torch.where(hole > 0.5, up, image)
         wn = w.clamp(max=1e-3) * 1e3  # 1 where there is any known support at this level

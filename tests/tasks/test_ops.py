@@ -78,3 +78,18 @@ def test_fill_holes_shortcut_for_binary_holes_gives_the_definition(binary):
     if not binary:
         hole = hole * 0.7
     assert torch.equal(ops.fill_holes(image, hole), _push_pull(image, hole))
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_fill_holes_on_a_box_reads_the_whole_frame_and_gives_its_part(binary):
+    """The fill is not local (a hole's coarse levels see the whole frame): the box's part of the result
+    is the same, and a box at the frame's edge and an odd-sized frame too."""
+    g = torch.Generator().manual_seed(5)
+    image = torch.rand(1, 3, 61, 90, generator=g)
+    hole = (torch.rand(1, 1, 61, 90, generator=g) > 0.6).float()
+    hole[..., 10:40, 20:70] = 1
+    if not binary:
+        hole = hole * 0.7
+    for box in ((slice(12, 33), slice(25, 80)), (slice(0, 61), slice(0, 17)), (slice(50, 61), slice(81, 90))):
+        part = ops.fill_holes(image, hole, box=box)
+        assert torch.allclose(part, _push_pull(image, hole)[..., box[0], box[1]], atol=1e-5)
