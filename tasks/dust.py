@@ -54,6 +54,8 @@ class DustParams(BaseModel):
     max_pinhole: int = Field(150, ge=0, description="holes in the piece mask up to this many px are specks, not outline")
     grow: int = Field(1, ge=0, le=8, description="px added around each defect before filling")
     network_weights: str | None = Field(None, description="DefectNet checkpoint; None = the weights shipped in models/defectnet")
+    network_bfloat16: bool = Field(True, description="DefectNet's convolutions in bfloat16 where the hardware does them "
+                                   "natively (CUDA, CPUs with AVX512-BF16 or AMX): 2-3x faster, probabilities within ~3e-3")
 
 
 def backdrop_specks(image: torch.Tensor, params: DustParams) -> torch.Tensor:
@@ -79,7 +81,7 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustP
         # the network's answer is read on the piece and, for blobs and haze reaching it, around it: as far
         # as a blob's crowd (``neighbourhood``) and a lint's length (40 px) reach; tiles beyond are not run
         near = dilate(region[..., ys, xs], params.neighbourhood + 40)
-        prob = defect_probability(srgb.float(), net, where=near).to(image.dtype)
+        prob = defect_probability(srgb.float(), net, where=near, bfloat16=params.network_bfloat16).to(image.dtype)
     y = luminance(srgb)
     # classical evidence: the blob differs from a 3 px median-like surround (opening/closing envelope)
     local = torch.maximum(closing(y, 3) - y, y - opening(y, 3))
