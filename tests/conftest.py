@@ -40,7 +40,7 @@ def sim_shoot(tmp_path_factory) -> Path:
     from models.simulator import synth_shoot
 
     shoot = tmp_path_factory.mktemp("shoots") / "sim-shoot"
-    synth_shoot(shoot, images=6, seed=11, size=(480, 320))
+    synth_shoot(shoot, images=6, seed=18, size=(480, 320))   # sweeps (two right), papers, a desk
     (shoot / "X9999_broken.dng").write_bytes(b"not a raw file at all" * 50)
     return shoot
 

@@ -30,7 +30,7 @@ def shoot(tmp_path_factory) -> Path:
     from models.simulator import synth_shoot
 
     folder = tmp_path_factory.mktemp("resilience") / "kill-shoot"
-    synth_shoot(folder, images=5, seed=11, size=(480, 320))
+    synth_shoot(folder, images=5, seed=18, size=(480, 320))   # two right sweep shots export, three go to review
     (folder / "X9_broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     return folder
 

@@ -49,23 +49,24 @@ def test_unreadable_file_is_rejected_with_reason(first_run):
     assert row["error"].startswith("unreadable:")
 
 
-def _cutout_iou(out: Path, shoot: Path, source: str) -> float:
-    """IoU of the image's cut-out export (published or staged) against the simulator's truth."""
+def _cutout_right(out: Path, shoot: Path, source: str) -> bool:
+    """The image's cut-out export (published or staged) is right by the trust bench's bar: IoU >= 0.95
+    against the simulator's truth, holes open, thin parts kept, no piece cut out as a hole."""
+    from bench.trust import RIGHT, grade_image
     from infra.catalog import Catalog
     from models.simulator import load_truth
 
     row = Catalog.open(out / ".state").get(shoot.name, source)
     exports, staged = json.loads(row["exports"] or "{}"), json.loads(row["staged"] or "{}")
-    path = out / (exports["cutout"] if "cutout" in exports else staged["cutout"])
-    pred = np.asarray(Image.open(path))[..., 3] > 127
-    truth = load_truth(shoot, Path(source).stem)["alpha"] > 0.5
-    return float((pred & truth).sum() / (pred | truth).sum())
+    grades = grade_image(out / (exports["cutout"] if "cutout" in exports else staged["cutout"]),
+                         load_truth(shoot, Path(source).stem), None)
+    return all(grades[k] >= RIGHT[k][1] for k in ("iou", "holes", "thin")) and grades["pierced"] == 0
 
 
 def test_clean_studio_sweeps_pass_qa_and_clutter_is_flagged(sim_shoot, first_run):
-    """A sweep shot whose cut-out is right (IoU >= 0.95 against the truth, the trust bench's bar) must export: QA's
-    evidence raises no false alarm on it. One that is wrong may be held for review. On a
-    wooden desk there is no white reference for the colour: a person must see it."""
+    """A sweep shot whose cut-out is right (the trust bench's bar) must export: QA's evidence raises no
+    false alarm on it. One that is wrong may be held for review. On a wooden desk there is no white
+    reference for the colour: a person must see it."""
     out, _ = first_run
     df = _manifest(out).set_index("source")
     right = 0
@@ -74,7 +75,7 @@ def test_clean_studio_sweeps_pass_qa_and_clutter_is_flagged(sim_shoot, first_run
         if not meta_file.exists():
             continue
         background = json.loads(meta_file.read_text())["background"]
-        if background in ("white_sweep", "grey_sweep") and _cutout_iou(out, sim_shoot, src) >= 0.95:
+        if background in ("white_sweep", "grey_sweep") and _cutout_right(out, sim_shoot, src):
             right += 1
             assert df.loc[src, "status"] == "exported", (src, df.loc[src, "reasons"])
         if background == "textured_desk":

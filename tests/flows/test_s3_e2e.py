@@ -31,7 +31,7 @@ def s3_shoot(s3, tmp_path_factory):
     from models.simulator import synth_shoot
 
     local = tmp_path_factory.mktemp("s3-src") / "s3-shoot"
-    synth_shoot(local, images=5, seed=11, size=(480, 320))   # the seed the kill test uses: both exports and review
+    synth_shoot(local, images=5, seed=18, size=(480, 320))   # the seed the kill test uses: both exports and review
     (local / "X9_broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     client = s3.client()
     for path in sorted(local.iterdir()):
