@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from flows.shoot import run_shoots
-from helpers import comparable_manifest
+from helpers import RUN_TO_RUN, comparable_manifest
 from infra.catalog import TERMINAL, Catalog
 
 # driver points, in the order an image meets them; a run killed at each lets the next get further
@@ -81,8 +81,7 @@ def test_killed_anywhere_the_next_run_finishes_as_if_never_killed(shoot, referen
     assert {k: v for k, v in _finished(out).items() if k in finished} == finished
 
     got = comparable_manifest(out)
-    pd.testing.assert_frame_equal(got.drop(columns=["error"]), reference.drop(columns=["error"]), check_exact=False,
-                                  rtol=1e-4, atol=2e-3)   # float noise only (see test_cluster)
+    pd.testing.assert_frame_equal(got.drop(columns=["error"]), reference.drop(columns=["error"]), **RUN_TO_RUN)
     # no orphan or partial file: exports are exactly the manifest's, staging only for images in review
     exported = {p for cell in got["exports"] if cell for p in cell.split(";")}
     assert {str(p.relative_to(out)) for p in (out / "exports").rglob("*") if p.is_file()} == exported
