@@ -49,8 +49,8 @@ from tasks.ops import SAMPLE_ABOVE, gaussian_blur, resize, resize_at
 EVIDENCE_DOCS = {
     "hole_suspect_area": "area of the cut-out's holes that do not look like the backdrop seen through them "
                          "(textured, patchy or called piece by the network), per piece area",
-    "holes_in_piece": "small holes of the cut-out (9 px to 1% of the piece) deep inside solid piece: the piece around is over twice "
-                      "as thick as the hole's radius (a highlight or a stone's facet cut out)",
+    "holes_in_piece": "small holes of the cut-out (9 px to 1% of the piece) deep inside solid piece: the piece "
+                      "around is over twice as thick as the hole's radius (a highlight or a stone's facet cut out)",
     "piece_backdrop_share": "opaque piece pixels in blobs that are exactly the plain, unshaded backdrop "
                             "(fringes, filled link loops or gaps between stones), per piece area",
     "cutout_disagreement": "area where the segmentation network and the final mask disagree by more than 0.5, "
@@ -93,7 +93,8 @@ FINDING_TEXT = {
 
 # the metric each finding is measured by: a finding is shown when a rule on that metric fails
 FINDING_METRIC = {
-    "hole_not_backdrop": "hole_suspect_area", "hole_in_piece": "holes_in_piece", "backdrop_in_piece": "piece_backdrop_share",
+    "hole_not_backdrop": "hole_suspect_area", "hole_in_piece": "holes_in_piece",
+    "backdrop_in_piece": "piece_backdrop_share",
     "cutout_disagree": "cutout_disagreement", "edge_unsupported": "edge_unsupported",
     "shadow_slab": "shadow_slab_share", "stray_part": "stray_components",
     "cast_unverified": "cast_unverified", "metal_implausible": "metal_implausible",
@@ -307,7 +308,8 @@ def _enclosed(piece: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
     return lab, stats, [k for k in range(1, n) if k not in border]
 
 
-def _holes(piece: np.ndarray, holes: tuple, bd: _Backdrop, prob: np.ndarray) -> tuple[float, list[Finding], np.ndarray]:
+def _holes(piece: np.ndarray, holes: tuple, bd: _Backdrop, prob: np.ndarray
+           ) -> tuple[float, list[Finding], np.ndarray]:
     """Holes of the cut-out whose core does not look like the backdrop seen through them."""
     area = max(int(piece.sum()), 1)
     lab, stats, ids = holes
@@ -341,9 +343,10 @@ def _pierced(piece: np.ndarray, holes: tuple) -> tuple[list[Finding], np.ndarray
     the facet or the highlight looks exactly like the backdrop, which the colour checks cannot tell.
     """
     lab, stats, ids = holes
-    findings, where = [], np.zeros_like(piece)
+    found, where = [], np.zeros_like(piece)
     h_box, w_box = piece.shape
     largest = PIERCED_MAX_SHARE * piece.sum()
+    padded = lambda t: np.pad(t.astype(np.uint8), 1)  # noqa: E731  (outside the window counts as backdrop)
     for k in ids:
         x, y, w, h, area = (int(v) for v in stats[k])
         if not PIERCED_MIN_PX <= area <= largest:
@@ -351,13 +354,12 @@ def _pierced(piece: np.ndarray, holes: tuple) -> tuple[list[Finding], np.ndarray
         m = int((PIERCED_RATIO + 1) * max(w, h)) + 4      # far enough to see that much piece around it
         win = (slice(max(0, y - m), min(y + h + m, h_box)), slice(max(0, x - m), min(x + w + m, w_box)))
         hole = lab[win] == k
-        square = lambda t: np.pad(t.astype(np.uint8), 1)  # noqa: E731  (outside the window counts as backdrop)
-        radius = cv2.distanceTransform(square(hole), cv2.DIST_L2, 3).max()
-        depth = cv2.distanceTransform(square(hole | piece[win]), cv2.DIST_L2, 3)[1:-1, 1:-1][hole].max()
+        radius = cv2.distanceTransform(padded(hole), cv2.DIST_L2, 3).max()
+        depth = cv2.distanceTransform(padded(hole | piece[win]), cv2.DIST_L2, 3)[1:-1, 1:-1][hole].max()
         if depth - radius >= PIERCED_RATIO * radius:
             where[win] |= hole
-            findings.append(Finding("hole_in_piece", (x, y, x + w, y + h)))
-    return findings, where
+            found.append((area, Finding("hole_in_piece", (x, y, x + w, y + h))))
+    return [f for _, f in sorted(found, key=lambda t: -t[0])], where     # largest first
 
 
 def _edge_support(source: torch.Tensor, piece: np.ndarray, noise: np.ndarray
@@ -424,7 +426,7 @@ def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, li
     near |= suspect
     found, pierced = _pierced(piece, holes)
     m["holes_in_piece"] = float(len(found))
-    findings += [on_box(f.code, f.box) for f in found[:3]]
+    findings += [on_box(f.code, f.box) for f in found[:3]]     # the three largest: where to look first
     near |= pierced
 
     # opaque pixels that are the plain, unshaded backdrop
