@@ -134,6 +134,12 @@ class Evidence:
     overlay: np.ndarray | None = None   # (H, W) bool: where the evidence disagrees with the result
 
 
+def _largest_channel(x: np.ndarray) -> np.ndarray:
+    """``x.max(2)`` of an (H, W, 3) array, the same values ~6x faster (numpy reduces a 3-long last
+    axis element by element)."""
+    return np.maximum(np.maximum(x[..., 0], x[..., 1]), x[..., 2])
+
+
 def _hwc(t: torch.Tensor) -> np.ndarray:
     return t[0].permute(1, 2, 0).float().cpu().numpy()
 
@@ -287,15 +293,16 @@ def _backdrop(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None
     diff, sigma = e - b, scene.sigma
     blur = lambda x, s_: cv2.GaussianBlur(x, (0, 0), s_)  # noqa: E731
     # tolerances in sRGB on a 1.5 px average: noise-scaled, floored by how well a smooth surface fits a sweep
-    plain = (np.abs(blur(diff, 1.5)) / np.maximum(PLAIN_SIGMAS * SMOOTH_NOISE * sigma, FIT_FLOOR)).max(2) < 1
+    plain = _largest_channel(np.abs(blur(diff, 1.5)) / np.maximum(PLAIN_SIGMAS * SMOOTH_NOISE * sigma, FIT_FLOOR)) < 1
     lin_img, lin_back = _hwc(image[..., box[0], box[1]].clamp(0, 1)), srgb_to_linear(torch.from_numpy(b)).numpy()
     wy = np.array([0.2126, 0.7152, 0.0722], np.float32)
     shade = (lin_img @ wy) / np.maximum(lin_back @ wy, 1e-4)
     shaded = linear_to_srgb(torch.from_numpy(lin_back * np.clip(shade, 0, 1)[..., None])).numpy()
-    explained = (np.abs(blur(e - shaded, 1.5)) / np.maximum(EXPLAINED_SIGMAS * SMOOTH_NOISE * sigma, FIT_FLOOR)).max(2) < 1
+    explained = _largest_channel(np.abs(blur(e - shaded, 1.5))
+                                 / np.maximum(EXPLAINED_SIGMAS * SMOOTH_NOISE * sigma, FIT_FLOOR)) < 1
     # texture of what is not piece: piece pixels read as the backdrop, so a hole's rim is no texture
     seen = np.where(piece[..., None], b, e)
-    texture = (np.abs(seen - blur(seen, 2.0)) / sigma).max(2)
+    texture = _largest_channel(np.abs(seen - blur(seen, 2.0)) / sigma)
     flat = blur((texture > TEXTURE_SIGMAS).astype(np.float32), 1.0) < 0.25
     return _Backdrop(plain, explained, flat, shade)
 
@@ -500,7 +507,7 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
         return False   # a near-neutral backdrop: the correction is small whatever it is
     y = src @ np.array([0.2126, 0.7152, 0.0722], np.float32)
     # 3 px in from the outline: edge pixels mix with the backdrop and would carry its colour
-    usable = (cv2.erode(piece.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0) & (src.max(2) < 0.95) & (y > 0.05)
+    usable = (cv2.erode(piece.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0) & (_largest_channel(src) < 0.95) & (y > 0.05)
     if usable.sum() < 200:
         return True
     bright = np.maximum(src[usable & (y >= np.quantile(y[usable], 0.9))], 1e-4)
