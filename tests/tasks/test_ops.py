@@ -69,14 +69,18 @@ def _push_pull(image, hole, levels=12):
     return image * known + filled * (1 - known)
 
 
-@pytest.mark.parametrize("binary", [True, False])
-def test_fill_holes_shortcut_for_binary_holes_gives_the_definition(binary):
-    g = torch.Generator().manual_seed(3)
+def _image_and_hole(seed: int, binary: bool):
+    """A 61 x 90 (odd-sized) image with scattered holes and one large one; soft (0.7) unless ``binary``."""
+    g = torch.Generator().manual_seed(seed)
     image = torch.rand(1, 3, 61, 90, generator=g)
     hole = (torch.rand(1, 1, 61, 90, generator=g) > 0.6).float()
     hole[..., 10:40, 20:70] = 1
-    if not binary:
-        hole = hole * 0.7
+    return image, hole if binary else hole * 0.7
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_fill_holes_shortcut_for_binary_holes_gives_the_definition(binary):
+    image, hole = _image_and_hole(3, binary)
     assert torch.equal(ops.fill_holes(image, hole), _push_pull(image, hole))
 
 
@@ -84,12 +88,7 @@ def test_fill_holes_shortcut_for_binary_holes_gives_the_definition(binary):
 def test_fill_holes_on_a_box_reads_the_whole_frame_and_gives_its_part(binary):
     """The fill is not local (a hole's coarse levels see the whole frame): the box's part of the result
     is the same, and a box at the frame's edge and an odd-sized frame too."""
-    g = torch.Generator().manual_seed(5)
-    image = torch.rand(1, 3, 61, 90, generator=g)
-    hole = (torch.rand(1, 1, 61, 90, generator=g) > 0.6).float()
-    hole[..., 10:40, 20:70] = 1
-    if not binary:
-        hole = hole * 0.7
+    image, hole = _image_and_hole(5, binary)
     for box in ((slice(12, 33), slice(25, 80)), (slice(0, 61), slice(0, 17)), (slice(50, 61), slice(81, 90))):
         part = ops.fill_holes(image, hole, box=box)
         assert torch.allclose(part, _push_pull(image, hole)[..., box[0], box[1]], atol=1e-5)
