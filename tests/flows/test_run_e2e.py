@@ -60,7 +60,8 @@ def _cutout_right(out: Path, shoot: Path, source: str) -> bool:
     exports, staged = json.loads(row["exports"] or "{}"), json.loads(row["staged"] or "{}")
     grades = grade_image(out / (exports["cutout"] if "cutout" in exports else staged["cutout"]),
                          load_truth(shoot, Path(source).stem), None)
-    return all(grades[k] >= RIGHT[k][1] for k in ("iou", "holes", "thin")) and grades["pierced"] == 0
+    return (all(grades[k] >= RIGHT[k][1] for k in ("iou", "holes", "thin"))
+            and grades["pierced"] <= RIGHT["pierced"][1])
 
 
 def test_clean_studio_sweeps_pass_qa_and_clutter_is_flagged(sim_shoot, first_run):
