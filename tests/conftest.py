@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-_HOME = tempfile.mkdtemp(prefix="loupe-test-prefect-")
-os.environ.setdefault("PREFECT_HOME", _HOME)
+if "PREFECT_HOME" not in os.environ:   # a throwaway Prefect home, removed when the session ends
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="loupe-test-prefect-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
