@@ -64,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.quality import _disk, _lab, enclosed_background, mask_iou  # noqa: E402
+from flows.cli import quiet_env  # noqa: E402
 from tasks.color import delta_e2000, srgb_to_linear  # noqa: E402
 from tasks.cutout import component_mean  # noqa: E402
 
@@ -456,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     w, h = (int(v) for v in args.size.lower().split("x"))
     work = args.work or Path(tempfile.mkdtemp(prefix="loupe-trust-"))
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    quiet_env()   # what `loupe run` sets: offline, no telemetry (its attempts log errors on a machine without a network)
     os.environ.setdefault("PREFECT_HOME", str(work / "prefect"))   # its own server database, never a shared one
     from flows.shoot import run_shoots
 

@@ -10,7 +10,7 @@ from pathlib import Path
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def _quiet_env() -> None:
+def quiet_env() -> None:
     # Offline, no telemetry: nothing phones home from a studio workstation.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "review" and args.action not in ("list", "serve") and not args.image_id:
         print(f"error: review {args.action} needs an IMAGE_ID (see `loupe review list`)", file=sys.stderr)
         return 2
-    _quiet_env()
+    quiet_env()
     from infra.errors import OperatorError
 
     try:
