@@ -111,8 +111,26 @@ def save_weights(net: SegNet, path: Path, meta: dict):
     os.replace(tmp, path)
 
 
-def augment(img, alpha, crop, gen):
-    """Random crop + flips + transpose of a uint8 batch (N,H,W,3)/(N,H,W) -> float tensors."""
+def restyle(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Another look for the piece inside its matte ``t`` (sRGB (3,H,W), (1,H,W)): a random tone curve,
+    saturation and a smooth field of brightness, as another renderer's metal or another studio's
+    reflections would give. The outline, the backdrop and the shadows stay: what the net must learn
+    to read is the shape, not the simulator's way of shading metal."""
+    r = torch.rand(6, generator=gen)
+    gamma = float(torch.exp((r[0] - 0.5) * 1.4))                      # 0.5 .. 2
+    y = x.clamp(1e-4, 1) ** gamma
+    grey = y.mean(0, keepdim=True)
+    y = grey + (y - grey) * float(r[1] * 1.5)                          # grey .. 1.5x saturated
+    field = torch.rand((1, 1, 4, 4), generator=gen) * 0.8 + 0.6        # 0.6 .. 1.4, smooth over the crop
+    y = y * F.interpolate(field, size=x.shape[-2:], mode="bicubic", align_corners=False)[0]
+    if r[2] < 0.3:                                                     # a near-uniform face (mirror of the sweep)
+        y = y * 0.3 + float(r[3]) * 0.7
+    return (x * (1 - t) + y.clamp(0, 1) * t)
+
+
+def augment(img, alpha, crop, gen, appearance: float = 0.0):
+    """Random crop + flips + transpose of a uint8 batch (N,H,W,3)/(N,H,W) -> float tensors; with
+    probability ``appearance`` a sample's piece is restyled (:func:`restyle`)."""
     n, H, W = alpha.shape
     xs, ts = [], []
     for i in range(n):
@@ -120,6 +138,8 @@ def augment(img, alpha, crop, gen):
         x0 = int(torch.randint(0, W - crop + 1, (1,), generator=gen))
         x = torch.from_numpy(img[i, y0:y0 + crop, x0:x0 + crop]).permute(2, 0, 1).float() / 255
         t = torch.from_numpy(alpha[i, y0:y0 + crop, x0:x0 + crop])[None].float() / 255
+        if appearance and float(torch.rand(1, generator=gen)) < appearance:
+            x = restyle(x, t, gen)
         r = torch.rand(3, generator=gen)
         if r[0] < 0.5:
             x, t = x.flip(1), t.flip(1)
@@ -153,6 +173,8 @@ def main(argv=None):
     ap.add_argument("--cache", default=os.environ.get("LOUPE_SEGNET_CACHE", "/tmp/loupe-segnet-cache"))
     ap.add_argument("--init", default=None, help="warm-start from these weights (fine-tuning)")
     ap.add_argument("--no-bf16", action="store_true", help="disable bfloat16 autocast on CPU")
+    ap.add_argument("--appearance", type=float, default=0.0,
+                    help="share of samples whose piece is restyled (tone, saturation, brightness field)")
     args = ap.parse_args(argv)
     t_start = time.time()
     torch.set_num_threads(args.threads)
@@ -221,7 +243,7 @@ def main(argv=None):
     run_loss = 0.0
     for step in range(1, args.steps + 1):
         idx = torch.randint(0, n, (args.batch,), generator=gen).numpy()
-        x, y = augment(imgs[idx], alphas[idx], args.crop, gen)
+        x, y = augment(imgs[idx], alphas[idx], args.crop, gen, args.appearance)
         x = x.to(device).contiguous(memory_format=mf)
         y = y.to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
