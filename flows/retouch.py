@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from infra.failpoints import failpoint
 from infra.imageio import TooLarge, UnreadableSource, encode, read_source
-from infra.limits import memory_cap, peak_rss_mb
+from infra.limits import memory_cap, peak_rss_mb, reuse_freed_memory
 from infra.presets import ExportSpec, Preset, PresetError, load_preset
 from infra.storage import Location
 from qa.evidence import Evidence, cast_unverified, gather_evidence, kept_findings, read_scene
@@ -359,3 +359,30 @@ def describe_failure(exc: BaseException) -> str:
         where = f" at {Path(last.filename).name}:{last.lineno}" if last else ""
     text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(cause)).split())
     return f"{type(cause).__name__}: {text[:300]}{where}"
+
+
+class Retoucher:
+    """A Ray actor that retouches images one after another, keeping the stages' networks loaded
+    (``lru_cache`` in the model modules) from one image to the next, on CPU or a share of a GPU.
+
+    It lives here, not beside the flow: a Ray worker imports the actor's module, and this one does
+    not import Prefect, the catalog or the QA suite (a worker ready 1.5 s sooner)."""
+
+    def __init__(self):
+        import cv2
+        import ray
+        import torch
+
+        # as many threads as CPUs booked: one actor per core, each with a pool the size of the machine,
+        # ran 1.5x slower per image than one actor alone
+        cpus = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+        torch.set_num_threads(cpus)
+        cv2.setNumThreads(cpus)
+        reuse_freed_memory()
+
+    def retouch(self, *args, **kwargs) -> Outcome:
+        import ray
+
+        outcome = retouch_image(*args, **kwargs)
+        outcome.node = ray.get_runtime_context().get_node_id()
+        return outcome

@@ -20,13 +20,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows.preflight import missing_gpu
-from flows.retouch import (Outcome, checked_preset, describe_failure, retouch_image, sensor_dust_evidence,
+from flows.retouch import (Outcome, Retoucher, checked_preset, describe_failure, sensor_dust_evidence,
                            stage_problems)
 from infra.catalog import TERMINAL, Catalog, RunLock
 from infra.errors import OperatorError
 from infra.failpoints import failpoint
 from infra.layout import Layout, default_state
-from infra.limits import reuse_freed_memory
 from infra.presets import Preset, PresetError, parse_preset
 from infra.raycluster import ensure_ray
 from infra.shoots import SIDECAR, Shoot, Source, assign_views, read_shoot
@@ -324,30 +323,6 @@ def process(shoot_id: str, jobs: list[Job], preset: Preset, config: RunConfig, c
     for worker in workers:     # free their CPUs/GPU share now, not when Ray gets round to it
         ray.kill(worker)
     return counts
-
-
-class Retoucher:
-    """A Ray actor that retouches images one after another, keeping the stages' networks loaded
-    (``lru_cache`` in the model modules) from one image to the next, on CPU or a share of a GPU."""
-
-    def __init__(self):
-        import cv2
-        import ray
-        import torch
-
-        # as many threads as CPUs booked: one actor per core, each with a pool the size of the machine,
-        # ran 1.5x slower per image than one actor alone
-        cpus = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-        torch.set_num_threads(cpus)
-        cv2.setNumThreads(cpus)
-        reuse_freed_memory()
-
-    def retouch(self, *args, **kwargs) -> Outcome:
-        import ray
-
-        outcome = retouch_image(*args, **kwargs)
-        outcome.node = ray.get_runtime_context().get_node_id()
-        return outcome
 
 
 def retouchers(config: RunConfig, jobs: int) -> tuple[str, list]:
