@@ -26,20 +26,11 @@ def _opencv_can(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad and x.ndim == 4
 
 
-def _per_plane(x: torch.Tensor, apply) -> torch.Tensor:
-    """``apply(src, dst)`` on every (H, W) plane of a CPU tensor, into a new tensor."""
+def _per_plane(x: torch.Tensor, apply, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """``apply(src, dst)`` on every (H, W) plane of a CPU tensor, into a new tensor (of planes ``size``
+    when the map changes it)."""
     src = x.contiguous().numpy()
-    out = np.empty_like(src)
-    for b in range(src.shape[0]):
-        for c in range(src.shape[1]):
-            apply(src[b, c], out[b, c])
-    return torch.from_numpy(out)
-
-
-def _planes(x: torch.Tensor, size: tuple[int, int], apply) -> torch.Tensor:
-    """``apply(src, dst)`` on every (H, W) plane of a CPU tensor, into a new tensor of planes ``size``."""
-    src = x.contiguous().numpy()
-    out = np.empty((*src.shape[:2], *size), src.dtype)
+    out = np.empty((*src.shape[:2], *(size or src.shape[2:])), src.dtype)
     for b in range(src.shape[0]):
         for c in range(src.shape[1]):
             apply(src[b, c], out[b, c])
@@ -109,7 +100,8 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if size[0] < x.shape[-2] and size[1] < x.shape[-1]:
         return F.interpolate(x, size=size, mode="area")
     if _opencv_can(x):   # the same pixel centres as torch's (align_corners=False), within 2e-5; 5x faster
-        return _planes(x, size, lambda s, d: cv2.resize(s, (size[1], size[0]), dst=d, interpolation=cv2.INTER_LINEAR))
+        return _per_plane(x, lambda s, d: cv2.resize(s, (size[1], size[0]), dst=d, interpolation=cv2.INTER_LINEAR),
+                          tuple(size))
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
@@ -129,7 +121,7 @@ def halve(x: torch.Tensor) -> torch.Tensor:
             d[:h2, w2] = (s[0:2 * h2:2, -1] + s[1:2 * h2:2, -1]) / 2
         if h % 2 and w % 2:
             d[h2, w2] = s[-1, -1]
-    return _planes(x, ((h + 1) // 2, (w + 1) // 2), half)
+    return _per_plane(x, half, ((h + 1) // 2, (w + 1) // 2))
 
 
 def resize_at(x: torch.Tensor, size: tuple[int, int], rows: slice, cols: slice) -> torch.Tensor:
