@@ -369,9 +369,7 @@ class Retoucher:
     not import Prefect, the catalog or the QA suite (its imports 2.9 -> 1.4 s)."""
 
     def __init__(self):
-        import cv2
-        import ray
-        import torch
+        import ray   # only inside a Ray worker: bench/device.py runs this module where Ray is absent
 
         # as many threads as CPUs booked: one actor per core, each with a pool the size of the machine,
         # ran 1.5x slower per image than one actor alone
