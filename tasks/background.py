@@ -15,6 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.color import srgb_to_linear
+from tasks.compose import grown_box
 from tasks.frame import Frame
 from tasks.ops import gaussian_blur
 
@@ -38,12 +39,17 @@ def replace_background(frame: Frame, params: BackgroundParams) -> Frame:
     alpha[alpha > 254.5 / 255] = 1
     rgb = (255, 255, 255) if params.mode != "color" else params.color
     colour = srgb_to_linear(image.new_tensor(rgb).view(1, 3, 1, 1) / 255)
-    backdrop = colour.expand_as(image)
     if params.shadow:
         h = image.shape[-2]
         shift = max(1, int(0.01 * h))
         cast = torch.roll(alpha, shifts=shift, dims=-2)
         shade = params.shadow_opacity * gaussian_blur(cast, params.shadow_blur * h).clamp(0, 1)
-        backdrop = backdrop * (1 - shade)
-    composite = alpha * image + (1 - alpha) * backdrop
+        composite = colour * (1 - shade)
+    else:
+        composite = colour.expand_as(image).clone()
+    # alpha * image + (1 - alpha) * backdrop, made where alpha > 0 only: elsewhere it is the backdrop
+    box = grown_box(alpha, 0, threshold=0.0)
+    if box is not None:
+        a, backdrop = alpha[..., box[0], box[1]], composite[..., box[0], box[1]]
+        backdrop.copy_(a * image[..., box[0], box[1]] + (1 - a) * backdrop)
     return frame.replace(image=composite, alpha=alpha, foreground=image).noted(f"background: {params.mode}")

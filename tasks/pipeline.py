@@ -107,14 +107,17 @@ def _near_piece(apply: Callable[[Frame, BaseModel], Frame], frame: Frame, params
     if box is None or (box[0].stop - box[0].start) * (box[1].stop - box[1].start) > 0.8 * h * w:
         return apply(frame, params)          # no piece, or barely smaller: not worth the copies
 
-    def paste(whole, part):
-        if part is None:
-            return None
+    cropped = frame.cropped(box)
+    done = apply(cropped, params)
+
+    def paste(whole, part, given):
+        if part is given:        # handed back untouched (or absent): the whole frame's layer, uncopied
+            return whole
         out = (whole if whole is not None else part.new_zeros((*part.shape[:-2], h, w))).clone()
         out[..., box[0], box[1]] = part
         return out
 
-    done = apply(frame.cropped(box), params)
-    return done.replace(image=paste(frame.image, done.image), alpha=paste(frame.alpha, done.alpha),
-                        foreground=paste(frame.foreground, done.foreground), plate=frame.plate,
-                        masks={k: paste(frame.masks.get(k), v) for k, v in done.masks.items()})
+    return done.replace(image=paste(frame.image, done.image, cropped.image),
+                        alpha=paste(frame.alpha, done.alpha, cropped.alpha),
+                        foreground=paste(frame.foreground, done.foreground, cropped.foreground), plate=frame.plate,
+                        masks={k: paste(frame.masks.get(k), v, cropped.masks.get(k)) for k, v in done.masks.items()})

@@ -38,6 +38,18 @@ def test_white_is_exact_outside_piece(device):
     assert torch.allclose(out.image[..., 19, 30], want, atol=1e-6)
 
 
+def test_composite_is_the_linear_mix_everywhere():
+    """The mix is made on the matte's box only; everywhere it equals alpha * image + (1 - alpha) * colour."""
+    f = _frame()
+    out = replace_background(f, BackgroundParams(mode="color", color=(30, 200, 120)))
+    colour = srgb_to_linear(torch.tensor([30, 200, 120]) / 255).view(1, 3, 1, 1)
+    want = out.alpha * f.image + (1 - out.alpha) * colour
+    assert float((out.image - want).abs().max()) < 1e-6
+    outside = (out.alpha == 0).expand_as(out.image)
+    assert torch.equal(out.image[outside], colour.expand_as(out.image)[outside])
+    assert float(((out.alpha > 0) & (out.alpha < 1)).sum()) > 0     # the soft edge is part of the check
+
+
 def test_transparent_keeps_alpha_and_foreground():
     f = _frame()
     out = replace_background(f, BackgroundParams(mode="transparent"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers import DEVICES, prepared_frame, sim_scene
-from tasks.dust import DustParams, backdrop_specks, remove_dust
+from tasks.dust import DustParams, backdrop_specks, remove_dust, soften_haze_
 from tasks.frame import Frame
 
 # white-sweep scenes with dust on backdrop and piece, and pave/milgrain/prong details
@@ -135,3 +135,22 @@ def test_sensor_dust_mask_is_reported_as_defects():
     spot[..., 10:20, 10:20] = 1
     out = remove_dust(Frame(img).with_masks(sensor_dust=spot), DustParams())
     assert torch.equal(out.masks["defects"], spot) and torch.equal(out.image, img)
+
+
+@pytest.mark.parametrize("where", ["middle", "corner"])
+def test_haze_is_softened_on_its_box_as_on_the_whole_frame(where):
+    """``soften_haze_`` works on the haze's box only: the same as the whole-frame blend, at the frame's
+    edge too (where the box's edge is the frame's)."""
+    from tasks.ops import dilate, gaussian_blur
+
+    g = torch.Generator().manual_seed(7)
+    image = torch.rand((1, 3, 120, 160), generator=g)
+    haze = torch.zeros((1, 1, 120, 160))
+    rows, cols = (slice(50, 62), slice(70, 90)) if where == "middle" else (slice(0, 9), slice(148, 160))
+    haze[..., rows, cols] = 1
+    soft = gaussian_blur(dilate(haze, 1), 1.0).clamp(0, 1)
+    want = image * (1 - soft) + gaussian_blur(image, 2.0) * soft
+    got = soften_haze_(image.clone(), haze)
+    assert float((got - want).abs().max()) < 1e-6
+    assert float((got - image).abs().max()) > 0.05          # it did soften
+    assert torch.equal(soften_haze_(image.clone(), torch.zeros_like(haze)), image)

@@ -131,3 +131,18 @@ def test_stages_near_the_piece_give_what_the_whole_frame_gives(monkeypatch, seed
     assert near.notes == whole.notes and set(near.masks) == set(whole.masks)
     assert float((near.image - whole.image).abs().max()) < 1e-5
     assert all(float((near.masks[k] - whole.masks[k]).abs().max()) < 1e-5 for k in whole.masks)
+
+
+def test_layers_a_stage_leaves_alone_are_not_copied():
+    """Near the piece, only what the stage changed is pasted into a copy of the whole frame's layer."""
+    from tasks.pipeline import _near_piece
+
+    piece = torch.zeros((1, 1, 100, 100))
+    piece[..., 40:50, 40:50] = 1
+    frame = Frame(torch.rand((1, 3, 100, 100)), alpha=piece.clone(), masks={"piece": piece, "defects": piece * 0})
+    out = _near_piece(lambda f, p: f.replace(image=f.image * 0.5).with_masks(metal=f.masks["piece"] * 1), frame,
+                      None, piece, 5)
+    assert out.alpha is frame.alpha and out.masks["piece"] is piece and out.masks["defects"] is frame.masks["defects"]
+    assert out.image is not frame.image and torch.equal(out.image[..., 35:55, 35:55], frame.image[..., 35:55, 35:55] * 0.5)
+    assert torch.equal(out.image[..., :30, :], frame.image[..., :30, :])
+    assert torch.equal(out.masks["metal"], piece)
