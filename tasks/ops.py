@@ -151,36 +151,56 @@ def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12,
     on CPU and CUDA. Pixels outside ``hole`` are returned unchanged.
 
     ``box`` (rows, columns): only that part of the result is made (the coarser levels still read
-    the whole frame: the fill is not local); the full-size level is then never held whole.
+    the whole frame: the fill is not local). The full-size level is never held whole: it is made
+    on the box, or else plane by plane.
     """
     known = 1.0 - hole.clamp(0, 1)
     binary = bool(((hole == 0) | (hole == 1)).all())
-    pyramid = [(image * known, known)]
-    for _ in range(levels):
+    coarse = _coarse_fill(image, known, levels)
+    if box is not None:
+        return _finest(coarse, image, known, hole, binary, box)
+    out = torch.empty_like(image)
+    for c in range(image.shape[1]):
+        plane = slice(c, c + 1)
+        out[:, plane] = _finest(None if coarse is None else coarse[:, plane], image[:, plane], known, hole, binary)
+    return out
+
+
+def _coarse_fill(image: torch.Tensor, known: torch.Tensor, levels: int) -> torch.Tensor | None:
+    """The push-pull fill at half size (the pyramid's level 1, filled from every coarser one); None
+    when the image is too small to halve."""
+    if min(image.shape[-2:]) < 2 or levels < 1:
+        return None
+    # the first level plane by plane, so image * known is never made whole
+    pyramid = [(torch.cat([halve(image[:, c:c + 1] * known) for c in range(image.shape[1])], 1), halve(known))]
+    for _ in range(levels - 1):
         v, w = pyramid[-1]
         if min(v.shape[-2:]) < 2:
             break
         pyramid.append((halve(v), halve(w)))
-        if box is not None and len(pyramid) == 2:
-            pyramid[0] = (None, None)    # read again on the box at the end
-    size = image.shape[-2:]
-    if box is not None:
-        if len(pyramid) == 1:
-            return fill_holes(image, hole, levels)[..., box[0], box[1]]
-        image, known, hole = image[..., box[0], box[1]], known[..., box[0], box[1]], hole[..., box[0], box[1]]
-        pyramid[0] = (image * known, known)
     v, w = pyramid[-1]
     filled = v / w.clamp(min=1e-6)
-    for level in range(len(pyramid) - 2, -1, -1):
-        v, w = pyramid[level]
-        if level == 0 and box is not None:
-            up = resize_at(filled, size, *box)
-        else:
-            up = resize(filled, tuple(v.shape[-2:]))
-        if level == 0 and binary:   # the same values, without six full-size temporaries
-            return torch.where(hole > 0.5, up, image)
+    for v, w in reversed(pyramid[:-1]):
+        up = resize(filled, tuple(v.shape[-2:]))
         wn = w.clamp(max=1e-3) * 1e3  # 1 where there is any known support at this level
         filled = wn * v / w.clamp(min=1e-6) + (1 - wn) * up
+    return filled
+
+
+def _finest(coarse: torch.Tensor | None, image: torch.Tensor, known: torch.Tensor, hole: torch.Tensor, binary: bool,
+            box: tuple[slice, slice] | None = None) -> torch.Tensor:
+    """The fill's full-size level (on ``box``): known pixels as they are, holes from ``coarse`` grown."""
+    size = image.shape[-2:]
+    if box is not None:
+        image, known, hole = (t[..., box[0], box[1]] for t in (image, known, hole))
+    if coarse is None:          # a frame too small to halve: holes are left black
+        return image * known + image * known / known.clamp(min=1e-6) * (1 - known)
+    up = resize(coarse, tuple(size)) if box is None else resize_at(coarse, tuple(size), *box)
+    if binary:   # the same values, without the blend's temporaries
+        return torch.where(hole > 0.5, up, image)
+    v = image * known
+    wn = known.clamp(max=1e-3) * 1e3
+    filled = wn * v / known.clamp(min=1e-6) + (1 - wn) * up
     return image * known + filled * (1 - known)
 
 
