@@ -200,7 +200,10 @@ def _stages_and_evidence(frame: Frame, params: dict, skip: tuple[str, ...]):
         cut = cut.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")
         scene, seconds = _timed(read_scene, frame.image, reference, cut.alpha)
         scene_seconds += seconds
-    result, _, rest = run_stages(cut, params, skip + TO_CUTOUT)
+    # the later stages are handed the cut-out frame alone: nothing here holds it while they run
+    handed_on = [cut]
+    del cut
+    result, _, rest = run_stages(handed_on.pop(), params, skip + TO_CUTOUT, want_reference=False)
     timings.update(rest)
     t0 = time.perf_counter()
     metrics = compute_metrics(reference, result)

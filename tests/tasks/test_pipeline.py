@@ -104,6 +104,27 @@ def test_runner_calls_stages_in_order(monkeypatch):
     assert out.notes == tuple(calls)
 
 
+@pytest.mark.parametrize("want_reference", [True, False])
+def test_the_input_frame_is_let_go_when_no_reference_is_wanted(monkeypatch, want_reference):
+    """Without a reference, run_stages holds the frame it was handed only until the first stage replaced it."""
+    import gc
+    import weakref
+
+    alive = []
+
+    def apply(frame, params):
+        gc.collect()
+        alive.append(given() is not None)
+        return frame.noted("seen")
+
+    monkeypatch.setattr(pipeline, "STAGES", tuple(pipeline.Stage(s.name, s.params, apply, s.why_here) for s in STAGES))
+    handed = [Frame(torch.zeros((1, 3, 4, 4)))]
+    given = weakref.ref(handed[0])
+    out, ref, _ = run_stages(handed.pop(), stage_params({}), skip=("neutralize",), want_reference=want_reference)
+    assert alive[0] and alive[1] == want_reference       # the first stage still reads it
+    assert (ref is None) != want_reference and len(out.notes) == len(STAGES) - 1
+
+
 def test_background_without_alpha_flags():
     f = Frame(torch.full((1, 3, 8, 8), 0.5))
     out, _, _ = run_stages(f, {"background": BackgroundParams()}, skip=STAGE_NAMES[:-1])
