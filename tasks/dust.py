@@ -144,7 +144,7 @@ def soften_haze_(image: torch.Tensor, haze: torch.Tensor) -> torch.Tensor:
 
     The same as ``image * (1 - soft) + gaussian_blur(image, 2.0) * soft`` over the whole frame, made on
     the haze's box only (``HAZE_REACH``): elsewhere ``soft`` is 0."""
-    box = grown_box(haze, HAZE_REACH)
+    box = grown_box(haze, HAZE_REACH, threshold=0.0)
     if box is not None:
         part = image[..., box[0], box[1]]
         soft = gaussian_blur(dilate(haze[..., box[0], box[1]], 1), 1.0).clamp(0, 1)
