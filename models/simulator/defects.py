@@ -102,15 +102,19 @@ def _bbox(mask):
 
 
 def apply_defects(rng: np.random.Generator, clean: np.ndarray, alpha: np.ndarray, metal: np.ndarray,
-                  details: np.ndarray, *, enabled: bool = True, sensor_dust: list[dict] | None = None):
+                  details: np.ndarray, *, enabled: bool = True, sensor_dust: list[dict] | None = None,
+                  light: tuple[float, float, dict] | None = None):
     """Defected, lit, noisy source plus labels and meta; ``sensor_dust``: normalised spots
-    (see :func:`sensor_dust_spots`) multiplied into the light before the sensor noise."""
+    (see :func:`sensor_dust_spots`) multiplied into the light before the sensor noise; ``light``:
+    (kelvin, tint, lighting) of an earlier call's meta, the same light again (a clean plate)."""
     h, w = alpha.shape
     img = clean.copy()
     labels = np.zeros((h, w), np.uint8)
     records = []
 
-    if enabled:
+    if enabled and light is not None:
+        kelvin, tint, lighting = light
+    elif enabled:
         kelvin = float(rng.uniform(2800, 7500))
         tint = float(rng.uniform(-0.04, 0.04))
         lighting = {"kind": "linear_ramp", "angle_deg": float(rng.uniform(0, 360)),

@@ -866,8 +866,13 @@ def _piece_box(rng, piece, view, w2, h2):
 
 def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, metal=None, stone=None,
                  background=None, defects: bool = True, view=None, sensor_dust: list[dict] | None = None,
-                 world: str = "default") -> Scene:
+                 world: str = "default", plate: bool = False) -> Scene:
     """Render one scene.  ``size`` is (width, height).  Pure function of ``rng`` and arguments.
+
+    ``plate``: also render the set's clean plate into ``layers["plate"]``: the same backdrop, light and
+    camera without the piece, its shadows or its reflection, with its own sensor noise and backdrop
+    dust (the image itself is unchanged: the plate draws from a fork of ``rng``). Not for an acrylic
+    riser (drawn with the piece's reflection): there ``layers`` has no plate.
 
     ``sensor_dust``: normalised spots (``defects.sensor_dust_spots``) darkening the light at
     fixed frame positions; drawn by the caller so a whole shoot shares them.
@@ -943,9 +948,12 @@ def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, met
 
     layers = {}
     if wide:
+        empty = wbg
         bg, bg_meta = _wide_backdrop(wrng, plan, wbg, wbg_meta, alpha, color, light, layers)
     else:
         bg, bg_meta = render_background(rng, background, w, h)
+        empty = bg
+    fork = _fork(rng) if plate and not (wide and plan["backdrop"] == "acrylic") else None
     if not wide and background in ("white_sweep", "grey_sweep", "colored_paper"):
         # soft contact shadow: background darkening below the piece
         sh = np.roll(alpha, int(0.01 * h) + 2, axis=0)
@@ -969,14 +977,29 @@ def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, met
     source, defect_mask, dmeta = dfx.apply_defects(rng, clean, alpha, metal_w, details, enabled=defects,
                                                     sensor_dust=sensor_dust)
     meta.update(dmeta)
+    shot_light = (dmeta["illuminant"]["kelvin"], dmeta["illuminant"]["tint"], dict(dmeta["lighting"]))
     meta["lighting"]["studio"] = light
     meta["size"] = [w, h]
     if wide:
         source, cam = studio.camera(wrng, source, alpha, background)
         meta["world"] = "wide"
         meta["studio"] = {"backdrop": background, "under": plan["under"], "shadow": plan["shadow"], "camera": cam}
+    if fork is not None:
+        none = np.zeros((h, w), np.float32)
+        layers["plate"], _, _ = dfx.apply_defects(fork, np.clip(empty, 0, 1).astype(np.float32), none, none,
+                                                  np.zeros((h, w), np.uint8), enabled=defects,
+                                                  sensor_dust=sensor_dust, light=shot_light)
+        if wide:   # the camera's focus follows the piece's place: pass its matte for the geometry
+            layers["plate"], _ = studio.camera(fork, layers["plate"], alpha, background, settings=cam)
     return Scene(source=source, clean=clean, alpha=alpha.astype(np.float32), defects=defect_mask,
                  details=details, metal=metal_w.astype(np.float32), meta=meta, layers=layers)
+
+
+def _fork(rng: np.random.Generator) -> np.random.Generator:
+    """A generator seeded from a copy of ``rng``'s state: deterministic, and ``rng`` is not advanced."""
+    twin = np.random.Generator(type(rng.bit_generator)())
+    twin.bit_generator.state = rng.bit_generator.state
+    return np.random.default_rng(int(twin.integers(2**63)))
 
 
 def _wide_backdrop(wrng, plan, bg, bg_meta, alpha, color, light, layers):

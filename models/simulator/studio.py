@@ -270,8 +270,11 @@ def acrylic(rng, bg, colour, alpha):
 # --------------------------------------------------------------------------------------
 # camera (source only)
 # --------------------------------------------------------------------------------------
-def camera(rng, src: np.ndarray, alpha: np.ndarray, backdrop_kind: str):
-    """Lens vignetting, depth of field, exposure push, ISO noise and JPEG on the source."""
+def camera(rng, src: np.ndarray, alpha: np.ndarray, backdrop_kind: str, settings: dict | None = None):
+    """Lens vignetting, depth of field, exposure push, ISO noise and JPEG on the source.
+
+    ``settings``: the returned meta of an earlier call: the same camera (focus, vignette, push, ISO,
+    JPEG quality) again, only the noise drawn anew from ``rng`` (a clean plate of the same set-up)."""
     from .scene import linear_to_srgb, srgb_to_linear
 
     h, w = alpha.shape
@@ -279,26 +282,32 @@ def camera(rng, src: np.ndarray, alpha: np.ndarray, backdrop_kind: str):
     u, v = _uv(w, h)
     meta = {}
     img = src
-    if rng.random() < 0.5:  # depth of field: backdrop away from the piece's plane blurs
+    if (rng.random() < 0.5) if settings is None else "dof_sigma_px" in settings:
+        # depth of field: backdrop away from the piece's plane blurs
         ys = np.nonzero(alpha > 0.5)[0]
         yf = ys.mean() / h if len(ys) else 0.5
-        sig = rng.uniform(1.5, 8.0) * s + 0.3
-        far = np.clip(np.abs(v - yf) / rng.uniform(0.25, 0.6), 0, 1)
+        sig = rng.uniform(1.5, 8.0) * s + 0.3 if settings is None else settings["dof_sigma_px"]
+        depth = rng.uniform(0.25, 0.6) if settings is None else settings["dof_depth"]
+        far = np.clip(np.abs(v - yf) / depth, 0, 1)
         near = cv2.dilate((alpha > 0.02).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32)
         wt = (far * (1 - cv2.GaussianBlur(near, (0, 0), 2.0)))[..., None]
         img = img * (1 - wt) + cv2.GaussianBlur(img, (0, 0), sig) * wt
-        meta["dof_sigma_px"] = float(sig)
-    if rng.random() < 0.25:  # slight focus miss over the whole frame
-        sig = rng.uniform(0.6, 2.0) * s + 0.2
+        meta.update(dof_sigma_px=float(sig), dof_depth=float(depth))
+    if (rng.random() < 0.25) if settings is None else "defocus_sigma_px" in settings:
+        # slight focus miss over the whole frame
+        sig = rng.uniform(0.6, 2.0) * s + 0.2 if settings is None else settings["defocus_sigma_px"]
         img = cv2.GaussianBlur(img, (0, 0), sig)
         meta["defocus_sigma_px"] = float(sig)
-    vig = rng.uniform(0.0, 0.45)
+    vig = rng.uniform(0.0, 0.45) if settings is None else settings["vignette"]
     r2 = ((u - 0.5) ** 2 + (v - 0.5) ** 2 * (h / w) ** 2) / 0.25
     img = img * (1 - vig * r2)[..., None]
-    push = rng.uniform(1.05, 1.3) if backdrop_kind == "light_box" else (
-        rng.uniform(1.0, 1.35) if rng.random() < 0.45 else 1.0)
+    if settings is not None:
+        push = settings["exposure_push"]
+    else:
+        push = rng.uniform(1.05, 1.3) if backdrop_kind == "light_box" else (
+            rng.uniform(1.0, 1.35) if rng.random() < 0.45 else 1.0)
     img = img * push
-    iso = int(ISOS[int(rng.integers(len(ISOS)))])
+    iso = int(ISOS[int(rng.integers(len(ISOS)))]) if settings is None else settings["iso"]
     g = iso / 100
     sigma = np.sqrt(0.00012 * g * np.clip(img, 0, 1) + (0.0008 * g ** 0.8) ** 2).astype(np.float32)
     img = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
@@ -307,8 +316,8 @@ def camera(rng, src: np.ndarray, alpha: np.ndarray, backdrop_kind: str):
         img = img + cb * 0.0015 * g ** 0.6 * np.sqrt(np.clip(img, 0.01, 1))
     img = np.clip(img, 0, 1).astype(np.float32)
     meta.update(vignette=float(vig), exposure_push=float(push), iso=iso)
-    if rng.random() < 0.55:
-        q = int(rng.integers(30, 96))
+    if (rng.random() < 0.55) if settings is None else "jpeg_quality" in settings:
+        q = int(rng.integers(30, 96)) if settings is None else settings["jpeg_quality"]
         enc = np.round(linear_to_srgb(img) * 255).astype(np.uint8)
         ok, buf = cv2.imencode(".jpg", enc[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
         dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255

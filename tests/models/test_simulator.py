@@ -338,6 +338,47 @@ def test_wide_hard_shadow_has_alpha_zero():
     assert found >= 2
 
 
+@pytest.mark.parametrize("world", ["default", "wide"])
+def test_a_clean_plate_is_the_same_set_without_the_piece(world):
+    """``plate=True``: the image is the same bytes; the plate has the image's light and camera (the
+    backdrop far from the piece and its shadows agrees to the noise) and no piece, shadow or reflection
+    (where the piece or its hard shadow was, the plate shows the backdrop around it)."""
+    checked = 0
+    for i in range(6):
+        rng = lambda: np.random.default_rng([14, i])  # noqa: E731
+        kind = "white_sweep" if world == "wide" else None
+        # without dust on the sweep (the plate has its own, anywhere): what is left of the piece shows
+        plain = render_scene(rng(), WIDE_SIZE, world=world, background=kind, defects=False)
+        sc = render_scene(rng(), WIDE_SIZE, world=world, background=kind, defects=False, plate=True)
+        assert np.array_equal(plain.source, sc.source) and plain.meta == sc.meta
+        plate = sc.layers["plate"]
+        assert plate.shape == sc.source.shape and plate.dtype == np.float32
+        piece = sc.alpha > 0.5
+        around = cv2.dilate(piece.astype(np.uint8), np.ones((41, 41), np.uint8)) > 0
+        shade = sc.layers.get("shadow", np.zeros_like(sc.alpha))
+        far = ~around & (shade < 0.01)
+        assert np.abs((sc.source - plate)[far].mean(0)).max() < 0.01          # the same light
+        # no piece in it: where the piece was, the plate has no more detail than the open backdrop
+        detail = lambda x: np.abs(x - cv2.GaussianBlur(x, (0, 0), 2.0)).mean(2)  # noqa: E731
+        assert detail(plate)[piece].mean() < 1.5 * detail(plate)[far].mean() + 0.002
+        assert detail(sc.source)[piece].mean() > detail(plate)[piece].mean() + 0.01    # (noise in both)
+        assert not np.array_equal(sc.source[far], plate[far])                   # its own noise
+        if (shade > 0.25).sum() > 30:            # a cast shadow: not in the plate
+            dark = (shade > 0.25) & (cv2.dilate((sc.alpha > 0.02).astype(np.uint8), np.ones((5, 5), np.uint8)) == 0)
+            if dark.sum() > 30:
+                assert plate[dark].mean() > sc.source[dark].mean() + 0.03
+                checked += 1
+    assert world == "default" or checked >= 1
+    # with defects: the light (cast, fall-off) is the image's, drawn once
+    lit = render_scene(np.random.default_rng([14, 1]), WIDE_SIZE, world=world, plate=True)
+    if "plate" in lit.layers:
+        far = cv2.dilate((lit.alpha > 0.02).astype(np.uint8), np.ones((41, 41), np.uint8)) == 0
+        far &= lit.layers.get("shadow", np.zeros_like(lit.alpha)) < 0.01
+        assert np.abs(np.median(lit.source[far], 0) - np.median(lit.layers["plate"][far], 0)).max() < 0.01
+    acrylic = render_scene(np.random.default_rng([14, 0]), WIDE_SIZE, world="wide", background="acrylic", plate=True)
+    assert "plate" not in acrylic.layers
+
+
 def test_wide_light_box_is_near_white():
     for i in range(3):
         sc = _wide([12, i], background="light_box")
