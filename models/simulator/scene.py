@@ -985,8 +985,8 @@ def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, met
         meta["world"] = "wide"
         meta["studio"] = {"backdrop": background, "under": plan["under"], "shadow": plan["shadow"], "camera": cam}
     if fork is not None:
-        none = np.zeros((h, w), np.float32)
-        layers["plate"], _, _ = dfx.apply_defects(fork, np.clip(empty, 0, 1).astype(np.float32), none, none,
+        no_piece = np.zeros((h, w), np.float32)
+        layers["plate"], _, _ = dfx.apply_defects(fork, np.clip(empty, 0, 1).astype(np.float32), no_piece, no_piece,
                                                   np.zeros((h, w), np.uint8), enabled=defects,
                                                   sensor_dust=sensor_dust, light=shot_light)
         if wide:   # the camera's focus follows the piece's place: pass its matte for the geometry
