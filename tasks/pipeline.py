@@ -115,6 +115,8 @@ def _near_piece(apply: Callable[[Frame, BaseModel], Frame], frame: Frame, params
     def paste(whole, part, given):
         if part is given:        # handed back untouched (or absent): the whole frame's layer, uncopied
             return whole
+        if part is None:         # dropped by the stage
+            return None
         out = (whole if whole is not None else part.new_zeros((*part.shape[:-2], h, w))).clone()
         out[..., box[0], box[1]] = part
         return out
