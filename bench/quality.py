@@ -4,6 +4,7 @@
     python bench/quality.py --seeds 1 --size 600 400   # quick look
     python bench/quality.py --suite retouch # dust, shine, gems graded on the same scenes
     python bench/quality.py --world wide    # the simulator's wide world (6 pieces x 8 backdrops)
+    python bench/quality.py --plate         # each scene with its clean plate (the cut-out's plate path)
 
 Runs ``neutralize -> cutout -> background(white)`` on in-memory simulator
 scenes (the camera's linear RGB, cast, uneven light, defects and noise
@@ -302,16 +303,18 @@ def retouch_tile(scene, final: Frame, neutral: Frame, edge: int = 400) -> np.nda
 
 def run_case(piece: str, background: str, seed: int, size: tuple[int, int], device: str,
              tiles: list | None = None, known_light: bool = False, suite: str = "cutout",
-             overrides: dict | None = None, world: str = "default") -> dict:
+             overrides: dict | None = None, world: str = "default", plate: bool = False) -> dict:
     pieces, backgrounds = WORLDS[world]
     rng = np.random.default_rng([seed, pieces.index(piece), backgrounds.index(background)])
-    scene = render_scene(rng, size, piece=piece, background=background, world=world)
+    scene = render_scene(rng, size, piece=piece, background=background, world=world, plate=plate)
     # known light: what a studio sets per shoot from a grey card ([stages.neutralize] kelvin)
     stages = {name: dict(values) for name, values in (overrides or {}).items()}
     if known_light:
         stages.setdefault("neutralize", {})["kelvin"] = scene.meta["illuminant"]["kelvin"]
     params = stage_params(stages, {"mode": "white"})
-    frame = Frame(torch.from_numpy(scene.source.transpose(2, 0, 1).copy())[None].to(device))
+    as_tensor = lambda x: torch.from_numpy(x.transpose(2, 0, 1).copy())[None].to(device)  # noqa: E731
+    frame = Frame(as_tensor(scene.source),
+                  plate=as_tensor(scene.layers["plate"]) if "plate" in scene.layers else None)
     skip = tuple(n for n in STAGE_NAMES if n not in SUITES[suite])
     if suite == "retouch":
         # grade against the frame the surface retouch starts from (cutout may touch edge colours)
@@ -324,7 +327,8 @@ def run_case(piece: str, background: str, seed: int, size: tuple[int, int], devi
         torch.cuda.synchronize()
     timed = SURFACE if suite == "retouch" else SUITES[suite]
     row = {"background": background, "piece": piece, "seed": seed, "metal": scene.meta["metal"],
-           "kelvin": round(scene.meta["illuminant"]["kelvin"]), "flags": ",".join(frame.flags)}
+           "kelvin": round(scene.meta["illuminant"]["kelvin"]), "plate": "plate" in scene.layers,
+           "flags": ",".join(frame.flags)}
     row.update(grade_retouch(scene, frame, neutral) if suite == "retouch" else grade_cutout(scene, frame, neutral))
     row["s_per_mp"] = sum(timings[n] for n in timed) / (size[0] * size[1] / 1e6)
     if tiles is not None:
@@ -344,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pieces", nargs="*", choices=sorted({*PIECES, *WIDE_PIECES}))
     ap.add_argument("--suite", choices=list(SUITES), default="cutout", help="what to grade")
     ap.add_argument("--known-light", action="store_true", help="tell neutralize the shoot's light (grey-card workflow)")
+    ap.add_argument("--plate", action="store_true",
+                    help="give each scene its clean plate (the simulator renders it; none on an acrylic riser)")
     ap.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
                     help="stage parameter override, e.g. --set dust.strength=0.3 (repeatable)")
     ap.add_argument("--csv", type=Path, help="also write every scene's row here")
@@ -357,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides.setdefault(stage, {})[name] = json.loads(value) if value[:1] in "0123456789-[{tfn\"" else value
     tiles = [] if args.sheet else None
     pieces, backgrounds = WORLDS[args.world]
-    rows = [run_case(p, b, s, tuple(args.size), args.device, tiles, args.known_light, args.suite, overrides, args.world)
+    rows = [run_case(p, b, s, tuple(args.size), args.device, tiles, args.known_light, args.suite, overrides, args.world,
+                     args.plate)
             for b in args.backgrounds or backgrounds for p in args.pieces or pieces for s in range(args.seeds)]
     if args.sheet:
         cv2.imwrite(str(args.sheet), cv2.cvtColor(np.concatenate(tiles, 0), cv2.COLOR_RGB2BGR))

@@ -314,3 +314,17 @@ def test_the_demo_bands_highlight_has_no_pinholes():
     alpha = cut_out(neutralize(frame, NeutralizeParams()), CutoutParams()).alpha[0, 0].numpy()
     assert (scene.alpha[420:540, 650:950] > 0.99).all()          # solid metal in the truth
     assert (alpha[420:540, 650:950] > 0.5).all()
+
+
+@pytest.mark.parametrize("piece", ["band", "pave"])
+def test_the_simulators_clean_plate_beats_the_network_on_a_desk(piece):
+    """On a textured desk the cut-out without a plate falls to the network; with the simulator's own
+    clean plate of the scene (same light and camera, its own noise) the grain is known and the cut-out
+    is better (480x320, seed 0: band 0.92 -> 0.97, pave 0.85 -> 0.97)."""
+    from bench.quality import run_case
+
+    without = run_case(piece, "textured_desk", 0, (480, 320), "cpu")
+    with_plate = run_case(piece, "textured_desk", 0, (480, 320), "cpu", plate=True)
+    assert with_plate["plate"] and not without["plate"]
+    assert with_plate["iou"] >= 0.95 and with_plate["iou"] > without["iou"] + 0.03
+    assert with_plate["hole_rec"] >= 0.99
