@@ -155,14 +155,15 @@ def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12,
     on the box, or else plane by plane.
     """
     known = 1.0 - hole.clamp(0, 1)
-    binary = bool(((hole == 0) | (hole == 1)).all())
+    # a hole of only 0s and 1s: the full-size level takes the grown fill where it is, once per frame
+    take = hole > 0.5 if bool(((hole == 0) | (hole == 1)).all()) else None
     coarse = _coarse_fill(image, known, levels)
     if box is not None:
-        return _finest(coarse, image, known, hole, binary, box)
+        return _finest(coarse, image, known, take, box)
     out = torch.empty_like(image)
     for c in range(image.shape[1]):
         plane = slice(c, c + 1)
-        out[:, plane] = _finest(None if coarse is None else coarse[:, plane], image[:, plane], known, hole, binary)
+        out[:, plane] = _finest(None if coarse is None else coarse[:, plane], image[:, plane], known, take)
     return out
 
 
@@ -187,17 +188,19 @@ def _coarse_fill(image: torch.Tensor, known: torch.Tensor, levels: int) -> torch
     return filled
 
 
-def _finest(coarse: torch.Tensor | None, image: torch.Tensor, known: torch.Tensor, hole: torch.Tensor, binary: bool,
+def _finest(coarse: torch.Tensor | None, image: torch.Tensor, known: torch.Tensor, take: torch.Tensor | None,
             box: tuple[slice, slice] | None = None) -> torch.Tensor:
-    """The fill's full-size level (on ``box``): known pixels as they are, holes from ``coarse`` grown."""
+    """The fill's full-size level (on ``box``): known pixels as they are, holes from ``coarse`` grown;
+    ``take``: the holes as a bool mask when they are all-or-nothing."""
     size = image.shape[-2:]
     if box is not None:
-        image, known, hole = (t[..., box[0], box[1]] for t in (image, known, hole))
+        image, known = image[..., box[0], box[1]], known[..., box[0], box[1]]
+        take = None if take is None else take[..., box[0], box[1]]
     if coarse is None:          # a frame too small to halve: holes are left black
         return image * known + image * known / known.clamp(min=1e-6) * (1 - known)
     up = resize(coarse, tuple(size)) if box is None else resize_at(coarse, tuple(size), *box)
-    if binary:   # the same values, without the blend's temporaries
-        return torch.where(hole > 0.5, up, image)
+    if take is not None:   # the same values, without the blend's temporaries
+        return torch.where(take, up, image)
     v = image * known
     wn = known.clamp(max=1e-3) * 1e3
     filled = wn * v / known.clamp(min=1e-6) + (1 - wn) * up
