@@ -7,7 +7,8 @@ quadratic fit, so gradients and vignetting are part of it). Piece is what
 departs from it by more than the noise allows, plus flat metal that departs
 only faintly (found on a 1.5 px average, counting only what a grey shadow
 cannot explain) and thin lines that stand out from their surroundings. Grey darkenings of the backdrop that the segmentation
-network (below) calls background are shadows and leave the mask. Enclosed
+network (below) calls background, that fade into it, or that darken it evenly (a hard shadow's
+umbra) are shadows and leave the mask. Enclosed
 regions that do not show the plain backdrop are
 filled as metal; ring interiors and gaps between links stay holes. Small
 components (dust on the sweep) are dropped. Alpha in the edge band comes
@@ -64,6 +65,9 @@ class CutoutParams(BaseModel):
                                     "less than this share fades into the backdrop: fall-off, a shadow's fade")
     deepest_shadow: float = Field(0.3, gt=0, le=1, description="darkest a shadow makes the backdrop (linear ratio)")
     shadow_p: float = Field(0.25, gt=0, lt=1, description="a grey darkening the network gives less than this piece probability is a shadow")
+    umbra_spread: float = Field(0.07, ge=0, description="a grey darkening this even (shade's 10-90% spread over its "
+                                "median, on a 1.5 px average) is a hard shadow's umbra, whatever the network says")
+    umbra_area: float = Field(2.5e-3, ge=0, description="smallest umbra (fraction of the frame) judged by its evenness")
     line_sigmas: float = Field(5.0, gt=0, description="contrast with its surroundings, in noise sigmas, that makes a thin line piece")
     keep_ratio: float = Field(0.02, ge=0, le=1, description="drop components smaller than this fraction of the largest")
     min_area: float = Field(2e-4, ge=0, description="drop components smaller than this fraction of the frame")
@@ -234,8 +238,8 @@ def component_mean(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray
 def _drop_shadows(enc, sigma, shade, z_smooth, core: np.ndarray, prob: np.ndarray | None, edges: np.ndarray,
                   params: CutoutParams) -> np.ndarray:
     """Remove parts of ``core`` that are a grey darkening of the backdrop and that the
-    segmentation network, which sees the whole scene, calls background, or that fade into the
-    backdrop with no edge where they meet it (a shadow)."""
+    segmentation network, which sees the whole scene, calls background, that fade into the
+    backdrop with no edge where they meet it, or that darken it evenly beside the piece (a shadow)."""
     grey = ((z_smooth < params.fg_sigmas) & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
     # split at edges, so a shadow touching grey metal is judged apart from the metal
     smooth = gaussian_blur(enc, 1.0)
@@ -247,11 +251,44 @@ def _drop_shadows(enc, sigma, shade, z_smooth, core: np.ndarray, prob: np.ndarra
     if n <= 1:
         return core
     rim = outline(core) & candidates     # where a candidate meets the backdrop
-    shadow = _fades(labels, n, rim, edges, params)
+    umbrae = _umbrae(labels, n, shade, core, params)
+    shadow = _fades(labels, n, rim, edges, params) | umbrae
     if prob is not None:
         shadow |= component_mean(labels, n, prob) < params.shadow_p
     shadow[0] = False
-    return core & ~shadow[labels].astype(np.uint8)
+    gone = shadow[labels]
+    if umbrae.any():
+        # a hard shadow's own edge, between it and the backdrop (not flat, so no candidate): left
+        # alone, it stays as a line around a region the piece then encloses
+        near = np.ones((5, 5), np.uint8)
+        gone |= ((cv2.dilate(umbrae[labels].astype(np.uint8), near) > 0) & (cv2.dilate(1 - core, near) > 0)
+                 & (core > 0) & grey & ~flat)
+    return core & ~gone.astype(np.uint8)
+
+
+def _umbrae(labels: np.ndarray, n: int, shade: torch.Tensor, core: np.ndarray, params: CutoutParams) -> np.ndarray:
+    """Per label: a large region that darkens the backdrop evenly, a hard light's umbra, beside the
+    piece that casts it (the part of ``core`` it belongs to is at least half as large again). The
+    network takes a sharp shadow for a grey copy of the piece and its edge is as crisp as metal's;
+    but metal that passes for a grey darkening still shades with its curvature, highlights and
+    reflections, and an even grey part with nothing beside it is a piece: no shadow without a caster."""
+    umbra = np.zeros(n, bool)
+    counts = np.bincount(labels.ravel(), minlength=n)
+    parts = None
+    for k in np.flatnonzero(counts >= params.umbra_area * labels.size):
+        if k == 0:
+            continue
+        if parts is None:
+            parts, part_labels = cv2.connectedComponents(core, connectivity=8)
+            part_area = np.bincount(part_labels.ravel(), minlength=parts)
+        rows, cols = np.nonzero(labels == k)
+        if part_area[part_labels[rows[0], cols[0]]] < 1.5 * counts[k]:
+            continue
+        box = (slice(max(0, rows.min() - 4), rows.max() + 5), slice(max(0, cols.min() - 4), cols.max() + 5))
+        smooth = gaussian_blur(shade[..., box[0], box[1]], 1.5)[0, 0].cpu().numpy()[labels[box] == k]
+        p10, p50, p90 = np.percentile(smooth, [10, 50, 90])
+        umbra[k] = (p90 - p10) < params.umbra_spread * p50
+    return umbra
 
 
 def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, prob: np.ndarray | None, plain_share: float,

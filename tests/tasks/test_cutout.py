@@ -123,6 +123,32 @@ def test_a_piece_merged_with_a_soft_glow_is_kept():
     assert a[disc].mean() > 0.99
 
 
+def test_a_hard_shadows_even_umbra_leaves_the_mask_shaded_grey_metal_stays():
+    """A grey disc shaded like a curved face casts a hard shadow on a grey sweep (the disc shifted,
+    the sweep darkened evenly to 0.4): the shadow's edge is as crisp as the disc's and both are a
+    grey darkening of the sweep, but only the shadow is even. It leaves the mask, its crisp rim
+    with it (else the rim would enclose it and it would be filled as metal); no network asked."""
+    h, w = 400, 600
+    yy, xx = np.mgrid[:h, :w]
+    disc = (xx - 260) ** 2 + (yy - 180) ** 2 < 90 ** 2
+    umbra = ((xx - 305) ** 2 + (yy - 215) ** 2 < 90 ** 2) & ~disc
+    shading = 0.6 + 0.25 * np.clip((xx - 170) / 180, 0, 1)
+    img = (0.6 * np.where(disc, shading, np.where(umbra, 0.4, 1.0)))[..., None] * np.ones(3)
+    img = img + np.random.default_rng(0).normal(0, 0.003, img.shape)
+    frame = Frame(torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None])
+    a = cut_out(frame, CutoutParams(network_checks=False)).alpha[0, 0].numpy() > 0.5
+    assert a[disc].mean() > 0.99 and a[umbra].mean() < 0.01
+    assert not (a & ~cv2.dilate(disc.astype(np.uint8), np.ones((5, 5))).astype(bool)).any()
+    kept = cut_out(frame, CutoutParams(network_checks=False, umbra_spread=0.0)).alpha[0, 0].numpy() > 0.5
+    assert kept[umbra].mean() > 0.99      # without the evenness test the shadow is piece
+    # the same even darkening with no piece beside it casts nothing: it is a piece (flat grey metal)
+    alone = (0.6 * np.where(umbra, 0.4, 1.0))[..., None] * np.ones(3)
+    alone = alone + np.random.default_rng(0).normal(0, 0.003, alone.shape)
+    frame = Frame(torch.from_numpy(alone.astype(np.float32)).permute(2, 0, 1)[None])
+    a = cut_out(frame, CutoutParams(network_checks=False)).alpha[0, 0].numpy() > 0.5
+    assert a[umbra].mean() > 0.99
+
+
 def test_synthetic_disc_tight():
     disc, out = _disc_cut()
     a = out.alpha[0, 0].numpy() > 0.5
