@@ -276,16 +276,16 @@ def _umbrae(labels: np.ndarray, stats: np.ndarray, shade: torch.Tensor, core: np
     with nothing beside it is a piece: no shadow without a caster."""
     umbra = np.zeros(len(stats), bool)
     areas = stats[:, cv2.CC_STAT_AREA]
-    parts = None
+    part_labels = part_area = None      # the parts of core, made once and only when needed
     for k in np.flatnonzero(areas >= params.umbra_area * labels.size):
         if k == 0:
             continue
         x, y, w, h = stats[k, :4]
         box = (slice(max(0, y - 4), y + h + 4), slice(max(0, x - 4), x + w + 4))
         inside = labels[box] == k
-        if parts is None:
-            parts, part_labels = cv2.connectedComponents(core, connectivity=8)
-            part_area = np.bincount(part_labels.ravel(), minlength=parts)
+        if part_area is None:
+            n_parts, part_labels = cv2.connectedComponents(core, connectivity=8)
+            part_area = np.bincount(part_labels.ravel(), minlength=n_parts)
         first = np.unravel_index(np.argmax(inside), inside.shape)
         if part_area[part_labels[box][first]] < 1.5 * areas[k]:
             continue
