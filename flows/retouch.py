@@ -163,15 +163,21 @@ def _retouch(handed: list, image_id: str, preset: Preset, staging: Location, dev
         if plate is not None:
             frame = _with_plate(frame, plate, stages, spots, dev)
         params = stage_params({k: v for k, v in stages.items() if k not in SHOOT_LEVEL}, background)
-        result, reference, timings, metrics, evidence = _stages_and_evidence(frame, params, skip)
+        handed_on = [frame]     # QA reads the source last, inside: nothing here holds it afterwards
+        del frame
+        result, reference, timings, metrics, evidence = _stages_and_evidence(handed_on, params, skip)
         metrics["sensor_dust_spots"] = float(len(spots))
         metrics["upscale"] = _upscale(result, preset)
         t0 = time.perf_counter()
+        _stage_previews(reference, result, staging, evidence, preset)
+        # the exports need the result's pixels and alpha alone: the reference, the plate (~0.3 GB each
+        # at 24 MP) and the masks (0.1 GB each) go before they are encoded
+        del reference
+        result = result.replace(plate=None, masks={})
+        t1 = time.perf_counter()
         staged = _stage_exports(result, preset, staging)
         failpoint("worker.staged")
-        t1 = time.perf_counter()
-        _stage_previews(reference, result, staging, evidence, preset)
-        timings.update(develop=developed, exports=t1 - t0, previews=time.perf_counter() - t1)
+        timings.update(develop=developed, previews=t1 - t0, exports=time.perf_counter() - t1)
     return Outcome(image_id, ok=True, metrics=metrics, flags=result.flags, notes=result.notes, timings=timings,
                    staged=staged, size=size)
 
@@ -180,13 +186,14 @@ def _retouch(handed: list, image_id: str, preset: Preset, staging: Location, dev
 TO_CUTOUT = STAGE_NAMES[:STAGE_NAMES.index("cutout") + 1]
 
 
-def _stages_and_evidence(frame: Frame, params: dict, skip: tuple[str, ...]):
-    """The pixel pipe, then the metrics and QA's own evidence on its result.
+def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...]):
+    """The pixel pipe on the frame ``handed`` over, then the metrics and QA's own evidence on its result.
 
     When the light was estimated from a coloured backdrop and nothing on the piece confirms it
     (``qa.evidence.cast_unverified``, known once the piece is cut out), neutralize and the cut-out are
     redone with the colour left as shot (QA holds the image either way): never "corrected" wrongly,
     and the later stages run once."""
+    frame = handed.pop()
     light_known = params["neutralize"].kelvin is not None
     later = tuple(n for n in STAGE_NAMES if n not in TO_CUTOUT)
     cut, reference, timings = run_stages(frame, params, skip + later)

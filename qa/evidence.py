@@ -285,9 +285,29 @@ class _Backdrop:
     shade: np.ndarray       # luminance ratio to the backdrop
 
 
+BAND_ROWS = 256   # _backdrop works in bands of rows: its float temporaries are ~100 bytes a pixel
+BAND_HALO = 16    # rows of context each band reads: the widest chain of filters reaches 12 px
+
+
 def _backdrop(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None, scene: Scene,
               box: tuple[slice, slice]) -> _Backdrop:
-    """``image``: the whole reference frame; everything is computed on ``box``."""
+    """``image``: the whole reference frame; everything is computed on ``box``, band by band (each
+    with ``BAND_HALO`` rows of context, so the result is the whole box's, pixel for pixel)."""
+    rows, cols = box
+    h = rows.stop - rows.start
+    out = _Backdrop(*(np.empty(piece.shape, bool) for _ in range(3)), np.empty(piece.shape, np.float32))
+    for top in range(0, h, BAND_ROWS):
+        y0, y1 = max(0, top - BAND_HALO), min(h, top + BAND_ROWS + BAND_HALO)
+        band = _backdrop_band(image, piece[y0:y1], plate, scene, (slice(rows.start + y0, rows.start + y1), cols))
+        inner = slice(top - y0, top - y0 + min(BAND_ROWS, h - top))
+        for name in ("plain", "explained", "flat", "shade"):
+            getattr(out, name)[top:top + BAND_ROWS] = getattr(band, name)[inner]
+    return out
+
+
+def _backdrop_band(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None, scene: Scene,
+                   box: tuple[slice, slice]) -> _Backdrop:
+    """``_backdrop`` on one band: ``box`` in frame pixels, ``piece`` on it."""
     e = _hwc(linear_to_srgb(image[..., box[0], box[1]].clamp(0, 1)))
     b, _ = scene.backdrop(plate, box)
     diff, sigma = e - b, scene.sigma

@@ -57,14 +57,17 @@ def on_canvas(image: torch.Tensor, alpha: torch.Tensor, size: int, margin: float
     h, w = crop.shape[-2:]
     scale = canvas_scale(alpha, size, margin)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    # Resample premultiplied colour so the backdrop never bleeds into edges.
-    rgba = torch.cat([crop * crop_a, crop_a], 1)
-    rgba = F.interpolate(rgba, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    def shrunk(plane: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(plane, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
     canvas_a = torch.zeros((1, 1, size, size), dtype=image.dtype, device=image.device)
     premult = torch.zeros((1, 3, size, size), dtype=image.dtype, device=image.device)
     y0, x0 = (size - nh) // 2, (size - nw) // 2
-    canvas_a[..., y0:y0 + nh, x0:x0 + nw] = rgba[:, 3:]
-    premult[..., y0:y0 + nh, x0:x0 + nw] = rgba[:, :3]
+    canvas_a[..., y0:y0 + nh, x0:x0 + nw] = shrunk(crop_a)
+    # Resample premultiplied colour so the backdrop never bleeds into edges; a channel at a time, so
+    # the full-size temporary is one plane (96 MB at 24 MP), not four
+    for c in range(3):
+        premult[:, c:c + 1, y0:y0 + nh, x0:x0 + nw] = shrunk(crop[:, c:c + 1] * crop_a)
     composite = premult + (1 - canvas_a) * backdrop.view(1, 3, 1, 1)
     colour = premult / canvas_a.clamp(min=1e-6)
     return composite.clamp(0, 1), canvas_a, colour

@@ -13,11 +13,18 @@ is capped per pixel so no channel leaves [0, 1].
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.compose import grown_box
 from tasks.frame import Frame, luminance
 from tasks.ops import box_mean, dilate, erode, gaussian_blur, opening
+
+
+FACET_SIGMA = 1.5
+FACET_REACH = math.ceil(3 * FACET_SIGMA)    # px the facet blur (tasks.ops.gaussian_blur) reads around a stone
 
 
 class GemsParams(BaseModel):
@@ -49,14 +56,17 @@ def clarify_gems(frame: Frame, params: GemsParams) -> Frame:
     piece = frame.masks.get("piece")
     if piece is None:
         return frame.noted("gems: skipped, no piece mask")
-    image = frame.image
-    stones = find_stones(image, piece, params)
+    whole = frame.image
+    stones_whole = find_stones(whole, piece, params)
+    # the lift changes stone pixels only: it is made on their box (grown by the facet blur's reach)
+    box = grown_box(stones_whole, FACET_REACH, threshold=0.0)
+    if box is None or not bool((stones_whole[..., box[0], box[1]] > 0.5).any()):
+        return frame.with_masks(stones=stones_whole).noted("gems: no stones found")
+    image, stones = whole[..., box[0], box[1]], stones_whole[..., box[0], box[1]]
     sel = stones > 0.5
-    if not bool(sel.any()):
-        return frame.with_masks(stones=stones).noted("gems: no stones found")
     # corrective: lift facets and colour only as far as the stones fall short of the targets
     y = luminance(image)
-    facets = y - gaussian_blur(y, 1.5)
+    facets = y - gaussian_blur(y, FACET_SIGMA)
     contrast = float((facets.abs() / y.clamp(min=1e-3))[sel].mean())
     sharpen = min(params.micro_contrast, max(0.0, params.target_facets / max(contrast, 1e-6) - 1.0))
     peak0 = image.amax(1, keepdim=True).clamp(min=1e-4)
@@ -65,21 +75,27 @@ def clarify_gems(frame: Frame, params: GemsParams) -> Frame:
     median = float(rel_chroma[coloured].median()) if bool(coloured.any()) else params.target_chroma
     boost = min(1 + params.saturation, max(1.0, params.target_chroma / max(median, 1e-6)))
     if sharpen == 0 and boost == 1:
-        return frame.with_masks(stones=stones).noted(f"gems: {int(float(stones.sum()))} stone px, on target")
-    y_sharp = (y + sharpen * facets).clamp(min=0)
-    lifted = image * (y_sharp / y.clamp(min=1e-5))
+        return frame.with_masks(stones=stones_whole).noted(f"gems: {int(float(stones.sum()))} stone px, on target")
+    # (in place and a plane at a time where it can be: a pave piece's stones can span most of a 24 MP frame)
+    lifted = image * ((y + sharpen * facets).clamp(min=0) / y.clamp(min=1e-5))
+    del facets, y
     peak = lifted.amax(1, keepdim=True)
     was_clipped = image.amax(1, keepdim=True) >= 0.999
-    lifted = torch.where((peak > 0.998) & ~was_clipped, lifted * (0.998 / peak), lifted)
+    lifted.mul_(torch.where((peak > 0.998) & ~was_clipped, 0.998 / peak, torch.ones_like(peak)))
+    del peak, was_clipped
     y2 = luminance(lifted)
-    chroma = lifted - y2
+    chroma = lifted.sub_(y2)
     # Largest gain that keeps every channel inside [0, 1) so nothing new clips.
-    up = torch.where(chroma > 0, (0.998 - y2).clamp(min=0) / chroma.clamp(min=1e-6), torch.full_like(chroma, 1e6))
-    down = torch.where(chroma < 0, y2 / (-chroma).clamp(min=1e-6), torch.full_like(chroma, 1e6))
-    gain = torch.minimum(torch.minimum(up, down).amin(1, keepdim=True), torch.full_like(y2, boost))
-    gain = gain.clamp(min=1.0)
-    out = (y2 + chroma * gain).clamp(0, 1)
-    image = stones * out + (1 - stones) * image
-    return frame.replace(image=image).with_masks(stones=stones).noted(
+    gain = torch.full_like(y2, boost)
+    for c in range(3):
+        ch = chroma[:, c:c + 1]
+        room = torch.where(ch > 0, (0.998 - y2).clamp(min=0) / ch.clamp(min=1e-6),
+                           torch.where(ch < 0, y2 / (-ch).clamp(min=1e-6), torch.full_like(ch, 1e6)))
+        torch.minimum(gain, room, out=gain)
+    out = chroma.mul_(gain.clamp_(min=1.0)).add_(y2).clamp_(0, 1)
+    del gain, y2
+    lifted_whole = whole.clone()
+    lifted_whole[..., box[0], box[1]] = out.sub_(image).mul_(stones).add_(image)
+    return frame.replace(image=lifted_whole).with_masks(stones=stones_whole).noted(
         f"gems: {int(float(stones.sum()))} stone px, facets {contrast:.2f} (lifted {sharpen:.2f}), "
         f"chroma {median:.2f} (x{boost:.2f})")

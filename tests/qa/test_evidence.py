@@ -147,6 +147,25 @@ def test_large_frames_read_their_statistics_from_windows_with_the_same_verdict(b
         assert sampled[k] == pytest.approx(v, rel=0.1, abs=0.01), k
 
 
+def test_the_backdrop_read_band_by_band_is_the_whole_box_read_at_once(band, monkeypatch):
+    """``_backdrop`` works in bands of rows (its temporaries are ~100 bytes a pixel): bands of 37 rows,
+    each with its halo of context, read every pixel of the box as one band does."""
+    import qa.evidence as ev_mod
+
+    image, a = _t(band.clean), _t(band.alpha.astype(np.float32))
+    scene = ev_mod.read_scene(_t(band.source), Frame(image), a)
+    box = (slice(20, 390), slice(30, 580))
+    piece = band.alpha[box] > 0.5
+    monkeypatch.setattr(ev_mod, "BAND_ROWS", 10_000)
+    whole = ev_mod._backdrop(image, piece, None, scene, box)
+    monkeypatch.setattr(ev_mod, "BAND_ROWS", 37)
+    banded = ev_mod._backdrop(image, piece, None, scene, box)
+    for name in ("plain", "explained", "flat"):
+        assert np.array_equal(getattr(banded, name), getattr(whole, name)), name
+    assert np.abs(banded.shade - whole.shade).max() < 1e-6
+    assert whole.flat.mean() < 0.99 and whole.plain.mean() < 0.99     # the piece's box: not all backdrop
+
+
 def test_a_pinhole_in_solid_metal_is_seen_and_design_holes_are_not(band):
     """A highlight dropped out as a 5 px hole deep in the band: whatever its colour, it is ringed by far
     more metal than a link's gap (a cable chain) or an earring's loop is. (Openwork slots in a thick disc

@@ -85,3 +85,21 @@ def test_stones_on_target_are_left_alone():
     f = _frame(seed, kw)
     out = clarify_gems(f, GemsParams(target_facets=0.0, target_chroma=0.1))
     assert torch.equal(out.image, f.image) and "on target" in out.notes[-1]
+
+
+def test_the_lift_made_on_the_stones_box_is_the_whole_frames(monkeypatch):
+    """The lift is made on the stones' box grown by the facet blur's reach: pixels off the stones are
+    the input's, bit for bit, and the stones come out as a whole-frame lift makes them."""
+    import tasks.gems as gems
+
+    frame = _frame(0, COLOURED[0][1])
+    params = GemsParams(target_facets=2.0, target_chroma=0.9)   # short of both targets: a lift
+    boxed = clarify_gems(frame, params)
+    monkeypatch.setattr(gems, "FACET_REACH", 100_000)            # the box is the whole frame
+    whole = clarify_gems(frame, params)
+    assert "lifted 0.30" in boxed.notes[-1] and boxed.notes == whole.notes
+    off = boxed.masks["stones"] == 0
+    assert torch.equal(boxed.image.expand_as(frame.image)[off.expand_as(frame.image)],
+                       frame.image[off.expand_as(frame.image)])
+    assert float((boxed.image - whole.image).abs().max()) < 1e-6
+    assert float((boxed.image - frame.image).abs().max()) > 0.01
