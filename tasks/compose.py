@@ -57,6 +57,7 @@ def on_canvas(image: torch.Tensor, alpha: torch.Tensor, size: int, margin: float
     h, w = crop.shape[-2:]
     scale = canvas_scale(alpha, size, margin)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+
     def shrunk(plane: torch.Tensor) -> torch.Tensor:
         return F.interpolate(plane, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
 
