@@ -32,6 +32,7 @@ from infra.limits import memory_cap, peak_rss_mb, reuse_freed_memory
 from infra.presets import ExportSpec, Preset, PresetError, load_preset
 from infra.storage import Location
 from qa.evidence import Evidence, cast_unverified, gather_evidence, kept_findings, read_scene
+from qa.held import Held, hold
 from qa.metrics import compute_metrics, detail_loss_map
 from tasks.color import srgb_to_linear
 from tasks.compose import canvas_scale, on_canvas, quantize
@@ -165,19 +166,20 @@ def _retouch(handed: list, image_id: str, preset: Preset, staging: Location, dev
         params = stage_params({k: v for k, v in stages.items() if k not in SHOOT_LEVEL}, background)
         handed_on = [frame]     # QA reads the source last, inside: nothing here holds it afterwards
         del frame
-        result, reference, timings, metrics, evidence = _stages_and_evidence(handed_on, params, skip)
+        result, held, before, timings, metrics, evidence = _stages_and_evidence(handed_on, params, skip)
         metrics["sensor_dust_spots"] = float(len(spots))
         metrics["upscale"] = _upscale(result, preset)
         t0 = time.perf_counter()
-        _stage_previews(reference, result, staging, evidence, preset)
-        # the exports need the result's pixels and alpha alone: the reference, the plate (~0.3 GB each
-        # at 24 MP) and the masks (0.1 GB each) go before they are encoded
-        del reference
+        _stage_previews(before, held, result, staging, evidence, preset)
+        # the exports need the result's pixels and alpha alone: what QA held, the plate (~0.3 GB at 24 MP)
+        # and the masks (0.1 GB each) go before they are encoded
+        del held
         result = result.replace(plate=None, masks={})
         t1 = time.perf_counter()
         staged = _stage_exports(result, preset, staging)
         failpoint("worker.staged")
-        timings.update(develop=developed, previews=t1 - t0, exports=time.perf_counter() - t1)
+        timings.update(develop=developed, previews=timings.get("previews", 0.0) + t1 - t0,
+                       exports=time.perf_counter() - t1)
     return Outcome(image_id, ok=True, metrics=metrics, flags=result.flags, notes=result.notes, timings=timings,
                    staged=staged, size=size)
 
@@ -192,7 +194,12 @@ def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...
     When the light was estimated from a coloured backdrop and nothing on the piece confirms it
     (``qa.evidence.cast_unverified``, known once the piece is cut out), neutralize and the cut-out are
     redone with the colour left as shot (QA holds the image either way): never "corrected" wrongly,
-    and the later stages run once."""
+    and the later stages run once. Once the piece is cut out, what QA and the previews read of the
+    whole source and reference is read, and QA holds the two on the piece's box only
+    (``qa.held.hold``) while the later stages run.
+
+    Returns the result, what QA held, the "before" preview, seconds per step, the metrics and the
+    evidence."""
     frame = handed.pop()
     light_known = params["neutralize"].kelvin is not None
     later = tuple(n for n in STAGE_NAMES if n not in TO_CUTOUT)
@@ -207,20 +214,24 @@ def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...
         cut = cut.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")
         scene, seconds = _timed(read_scene, frame.image, reference, cut.alpha)
         scene_seconds += seconds
-    # the later stages are handed the cut-out frame alone: nothing here holds it while they run
+    before, timings["previews"] = _timed(_preview, reference.image, _preview_size(*reference.image.shape[-2:]))
+    held, seconds = _timed(hold, frame.image, reference, cut.alpha, scene)
+    scene_seconds += seconds
+    # the later stages are handed the cut-out frame alone: nothing here holds it, the source or the
+    # reference whole while they run
     handed_on = [cut]
-    del cut
+    del cut, frame, reference
     result, _, rest = run_stages(handed_on.pop(), params, skip + TO_CUTOUT, want_reference=False)
     timings.update(rest)
     t0 = time.perf_counter()
-    metrics = compute_metrics(reference, result)
+    metrics = compute_metrics(held, result)
     if light_known:   # the backdrop keeps its own colour (coloured paper): it is no residual cast
         metrics.update(background_a=0.0, background_b=0.0, background_cast=0.0)
     t1 = time.perf_counter()
-    evidence = gather_evidence(frame.image, reference, result, light_known=light_known, scene=scene)
+    evidence = gather_evidence(held, result, light_known=light_known)
     metrics.update(evidence.metrics)
     timings.update(qa_metrics=t1 - t0, qa_evidence=time.perf_counter() - t1 + scene_seconds)
-    return result, reference, timings, metrics, evidence
+    return result, held, before, timings, metrics, evidence
 
 
 def _timed(f, *args):
@@ -335,14 +346,15 @@ def _png(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _stage_previews(reference: Frame, result: Frame, staging: Location, evidence: Evidence, preset: Preset) -> None:
+def _stage_previews(before: Image.Image, held: Held, result: Frame, staging: Location, evidence: Evidence,
+                    preset: Preset) -> None:
     """Before/after JPEGs, a mask/defect/detail-loss overlay, and QA's evidence (where it disagrees
-    with the result, and the findings that failed a rule, in words with a box) for the review queue."""
-    size = _preview_size(*reference.image.shape[-2:])
-    before, after = _preview(reference.image, size), _preview(result.image, size)
+    with the result, and the findings that failed a rule, in words with a box) for the review queue.
+    ``before``: the reference's preview, made before QA held it on the piece's box only."""
+    size = (before.height, before.width)
     (staging / "preview" / "before.jpg").write_bytes(_jpeg(before))
-    (staging / "preview" / "after.jpg").write_bytes(_jpeg(after))
-    planes = [_shrunk(result.masks.get("defects"), size), _shrunk(detail_loss_map(reference, result), size),
+    (staging / "preview" / "after.jpg").write_bytes(_jpeg(_preview(result.image, size)))
+    planes = [_shrunk(result.masks.get("defects"), size), _shrunk(detail_loss_map(held, result), size),
               _shrunk(result.alpha, size)]
     overlay = Image.fromarray((np.stack(planes, -1) * 255 + 0.5).clip(0, 255).astype(np.uint8))
     (staging / "preview" / "overlay.png").write_bytes(_png(overlay))
@@ -351,7 +363,7 @@ def _stage_previews(reference: Frame, result: Frame, staging: Location, evidence
     where[marked] = (255, 0, 200, 170)
     (staging / "preview" / "evidence.png").write_bytes(_png(Image.fromarray(where)))
     findings = kept_findings(evidence, preset.qa)
-    h, w = reference.image.shape[-2:]
+    h, w = held.size
     (staging / "preview" / "evidence.json").write_bytes(json.dumps(
         {"size": [w, h], "findings": [dataclasses.asdict(f) for f in findings]}, indent=1).encode())
 

@@ -43,6 +43,7 @@ import torch
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
 from tasks.compose import grown_box
 from tasks.cutout import component_mean, edge_strength, fit_backdrop, frame_border, outline
+from qa.held import CROP_MARGIN, Held
 from tasks.frame import Frame
 from tasks.ops import SAMPLE_ABOVE, gaussian_blur, resize, resize_at
 
@@ -112,8 +113,6 @@ PIERCED_MIN_PX = 9        # smallest such hole counted (3 x 3 px is seen at 1:1 
 PIERCED_MAX_SHARE = 0.01  # and largest, per piece area: a ring's interior seen from low is narrow, its shank thick
 CAST_LOG_CHROMA = 0.10    # log-chroma of the source backdrop above which an estimated light needs confirming
 NET_SIZE = 384
-# the piece's box is grown by this much for what is measured on the piece and around it (QA's metrics too)
-CROP_MARGIN = 64
 EDGE_SIGMAS = 4.0         # gradient across the outline, in noise sigmas, that is an edge in the photo
 
 
@@ -142,6 +141,14 @@ def _largest_channel(x: np.ndarray) -> np.ndarray:
 
 def _hwc(t: torch.Tensor) -> np.ndarray:
     return t[0].permute(1, 2, 0).float().cpu().numpy()
+
+
+def _sample(mask: np.ndarray, most: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, columns) of every k-th pixel of ``mask`` in row order, k so that about ``most`` are left:
+    pixels are gathered, not the whole box copied first."""
+    take = np.flatnonzero(mask.ravel())[:: max(1, int(mask.sum()) // most)]
+    rows, cols = np.divmod(take, mask.shape[1])
+    return torch.from_numpy(rows), torch.from_numpy(cols)
 
 
 def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -289,16 +296,16 @@ BAND_ROWS = 256   # _backdrop works in bands of rows: its float temporaries are 
 BAND_HALO = 16    # rows of context each band reads: the widest chain of filters reaches 12 px
 
 
-def _backdrop(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None, scene: Scene,
-              box: tuple[slice, slice]) -> _Backdrop:
-    """``image``: the whole reference frame; everything is computed on ``box``, band by band (each
-    with ``BAND_HALO`` rows of context, so the result is the whole box's, pixel for pixel)."""
+def _backdrop(held: Held, piece: np.ndarray, box: tuple[slice, slice]) -> _Backdrop:
+    """The held reference's backdrop on ``box``, band by band (each with ``BAND_HALO`` rows of context, so
+    the result is the whole box's, pixel for pixel)."""
     rows, cols = box
     h = rows.stop - rows.start
     out = _Backdrop(*(np.empty(piece.shape, bool) for _ in range(3)), np.empty(piece.shape, np.float32))
     for top in range(0, h, BAND_ROWS):
         y0, y1 = max(0, top - BAND_HALO), min(h, top + BAND_ROWS + BAND_HALO)
-        band = _backdrop_band(image, piece[y0:y1], plate, scene, (slice(rows.start + y0, rows.start + y1), cols))
+        band_box = (slice(rows.start + y0, rows.start + y1), cols)
+        band = _backdrop_band(held.reference_on(band_box), piece[y0:y1], held.plate, held.scene, band_box)
         inner = slice(top - y0, top - y0 + min(BAND_ROWS, h - top))
         for name in ("plain", "explained", "flat", "shade"):
             getattr(out, name)[top:top + BAND_ROWS] = getattr(band, name)[inner]
@@ -307,14 +314,14 @@ def _backdrop(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None
 
 def _backdrop_band(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None, scene: Scene,
                    box: tuple[slice, slice]) -> _Backdrop:
-    """``_backdrop`` on one band: ``box`` in frame pixels, ``piece`` on it."""
-    e = _hwc(linear_to_srgb(image[..., box[0], box[1]].clamp(0, 1)))
+    """``_backdrop`` on one band: ``image`` and ``piece`` on it, ``box`` where it lies in frame pixels."""
+    e = _hwc(linear_to_srgb(image.clamp(0, 1)))
     b, _ = scene.backdrop(plate, box)
     diff, sigma = e - b, scene.sigma
     blur = lambda x, s_: cv2.GaussianBlur(x, (0, 0), s_)  # noqa: E731
     # tolerances in sRGB on a 1.5 px average: noise-scaled, floored by how well a smooth surface fits a sweep
     plain = _largest_channel(np.abs(blur(diff, 1.5)) / np.maximum(PLAIN_SIGMAS * SMOOTH_NOISE * sigma, FIT_FLOOR)) < 1
-    lin_img, lin_back = _hwc(image[..., box[0], box[1]].clamp(0, 1)), srgb_to_linear(torch.from_numpy(b)).numpy()
+    lin_img, lin_back = _hwc(image.clamp(0, 1)), srgb_to_linear(torch.from_numpy(b)).numpy()
     wy = np.array([0.2126, 0.7152, 0.0722], np.float32)
     shade = (lin_img @ wy) / np.maximum(lin_back @ wy, 1e-4)
     shaded = linear_to_srgb(torch.from_numpy(lin_back * np.clip(shade, 0, 1)[..., None])).numpy()
@@ -418,14 +425,13 @@ def cast_unverified(source: torch.Tensor, alpha: torch.Tensor | None, scene: Sce
     return _light_unconfirmed(_hwc(source[..., box[0], box[1]].clamp(0, 1)), piece, scene.backdrop_rgb)
 
 
-def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, light_known: bool,
-                    scene: Scene | None = None) -> Evidence:
+def gather_evidence(held: Held, result: Frame, *, light_known: bool) -> Evidence:
     """Independent evidence for one image (B=1).
 
-    ``source``: (1, 3, H, W) linear RGB as developed, before any stage; ``reference``: the frame
-    after neutralize (before the cut-out); ``result``: the finished frame; ``light_known``: the
-    shoot gave the light (kelvin or a plate), so it was not estimated from the backdrop; ``scene``:
-    ``read_scene`` for this reference and cut-out, when the caller has it already.
+    ``held``: the source (as developed, before any stage) and the reference (after neutralize, before
+    the cut-out) as QA holds them (``qa.held.hold``, with ``read_scene``'s scene); ``result``: the
+    finished frame; ``light_known``: the shoot gave the light (kelvin or a plate), so it was not
+    estimated from the backdrop.
 
     The frame's statistics come from the whole frame (``read_scene``); everything else is looked at on
     the piece's box plus ``CROP_MARGIN`` (holes are enclosed by the piece, the outline and the parts
@@ -433,7 +439,7 @@ def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, li
     """
     alpha = result.alpha if result.alpha is not None else torch.zeros_like(result.image[:, :1])
     h, w = alpha.shape[-2:]
-    scene = scene or read_scene(source, reference, alpha)
+    scene = held.scene
     box = grown_box(alpha, CROP_MARGIN) or (slice(0, h), slice(0, w))
     oy, ox = box[0].start, box[1].start
     shift = lambda b: (b[0] + ox, b[1] + oy, b[2] + ox, b[3] + oy)  # noqa: E731  box -> frame px
@@ -444,7 +450,7 @@ def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, li
     m: dict[str, float] = {}
     findings: list[Finding] = []
     near = np.zeros_like(piece)      # the overlay on the box
-    bd = _backdrop(reference.image, piece, reference.plate, scene, box)
+    bd = _backdrop(held, piece, box)
     prob = scene.prob(box)
 
     holes = _enclosed(piece)
@@ -478,7 +484,7 @@ def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, li
     disagreeing = cv2.resize(disagree.mask(disagree.ids[:2]).astype(np.uint8), (w, h),
                              interpolation=cv2.INTER_NEAREST) > 0
 
-    m["edge_unsupported"], found, weak = _edge_support(source[..., box[0], box[1]], piece, scene.edge_noise)
+    m["edge_unsupported"], found, weak = _edge_support(held.source_on(box), piece, scene.edge_noise)
     findings += [on_box(f.code, f.box) for f in found]
     near |= weak
 
@@ -499,8 +505,8 @@ def gather_evidence(source: torch.Tensor, reference: Frame, result: Frame, *, li
     overlay = disagreeing
     overlay[box] |= near
 
-    m.update(_colour_evidence(source[..., box[0], box[1]], reference.image[..., box[0], box[1]],
-                              result.cropped(box), piece, scene.backdrop_rgb, light_known))
+    m.update(_colour_evidence(held.source_on(box), held.reference_on(box), result.cropped(box), piece,
+                              scene.backdrop_rgb, light_known))
     if m["cast_unverified"]:
         findings.append(Finding("cast_unverified", (0, 0, w, h)))
     if m["metal_implausible"]:
@@ -545,23 +551,24 @@ def _colour_evidence(source: torch.Tensor, reference: torch.Tensor, result: Fram
     """On the piece's box: ``source``/``reference`` (1, 3, h, w), ``result`` cropped alike."""
     m: dict[str, float] = {}
     interior = cv2.erode(piece.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    src, ref = _hwc(source.clamp(0, 1)), _hwc(reference.clamp(0, 1))
     if interior.any():
-        take = np.flatnonzero(interior.ravel())[:: max(1, int(interior.sum()) // 200_000)]
-        lab_s = rgb_to_lab(torch.from_numpy(src.reshape(-1, 3)[take].T[None, :, :, None].copy()))
-        lab_r = rgb_to_lab(torch.from_numpy(ref.reshape(-1, 3)[take].T[None, :, :, None].copy()))
+        take = _sample(interior, 200_000)
+        lab_s, lab_r = (rgb_to_lab(t[0][:, take[0], take[1]].clamp(0, 1)[None, :, :, None])
+                        for t in (source, reference))
         m["neutralize_delta_e"] = float(delta_e2000(lab_s, lab_r).mean())
     else:
         m["neutralize_delta_e"] = 0.0
     lab_bg = _lab_mean(backdrop_rgb[None])
     m["source_backdrop_chroma"] = float(np.hypot(lab_bg[0, 1], lab_bg[0, 2]))
     # the same value cast_unverified() gave the pipe right after the cut-out
-    m["cast_unverified"] = float(not light_known and _light_unconfirmed(src, piece, backdrop_rgb))
+    m["cast_unverified"] = float(not light_known
+                                 and _light_unconfirmed(_hwc(source.clamp(0, 1)), piece, backdrop_rgb))
     metal = result.masks.get("metal")
     where = interior & (metal[0, 0].float().cpu().numpy() > 0.5) if metal is not None else interior
     after = result.foreground if result.foreground is not None else result.image
     if where.sum() >= 50:
-        rgb = _hwc(after.clamp(0, 1))[where][:: max(1, int(where.sum()) // 200_000)]
+        take = _sample(where, 200_000)
+        rgb = after[0][:, take[0], take[1]].clamp(0, 1).T.float().cpu().numpy()
         lab = _lab_mean(rgb)
         chroma = np.hypot(lab[:, 1], lab[:, 2])
         hue = np.degrees(np.arctan2((np.sin(np.arctan2(lab[:, 2], lab[:, 1])) * chroma).sum(),

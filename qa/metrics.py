@@ -13,18 +13,18 @@ one means; ``qa/faults.py`` and ``bench/qa.py`` calibrate the thresholds.
 
 from __future__ import annotations
 
-import math
 
 import cv2
 import numpy as np
 import torch
 
-from qa.evidence import CROP_MARGIN, EVIDENCE_DOCS
+from qa.evidence import EVIDENCE_DOCS
+from qa.held import Held, hold, qa_box
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab
 from tasks.compose import grown_box
 from tasks.frame import Frame, luminance
 from tasks.pipeline import FLAG_CODES
-from tasks.ops import SAMPLE_ABOVE, dilate, erode, gaussian_blur
+from tasks.ops import dilate, erode, gaussian_blur
 
 METRIC_DOCS = {
     "delta_e_mean": "mean CIEDE2000 between output and neutralized input over the piece interior",
@@ -68,8 +68,6 @@ METRIC_DOCS = {
 
 # cut-out geometry (px): holes smaller than this are matting noise, not holes
 HOLE_MIN_PX = 4
-# backdrop pixels this far from the piece are read for the residual cast (contact shadows, fringes excluded)
-BACKDROP_MARGIN = 12
 # thin structures: luminance top-hat radius, its sRGB contrast floor, and how far from the cut-out they are sought
 THIN_RADIUS = 3
 THIN_CONTRAST = 0.08
@@ -114,25 +112,6 @@ def mask_holes(piece: np.ndarray, min_px: int = HOLE_MIN_PX) -> tuple[int, float
     holes = [k for k in range(1, n) if k not in set(border.tolist()) and stats[k, cv2.CC_STAT_AREA] >= min_px]
     area = float(sum(stats[k, cv2.CC_STAT_AREA] for k in holes))
     return len(holes), area / (area + float(m.sum()))
-
-
-def backdrop_cast(image: torch.Tensor, alpha: torch.Tensor, margin: int = BACKDROP_MARGIN) -> tuple[float, float]:
-    """Mean CIELAB (a*, b*) of ``image``'s backdrop: alpha < 0.01 and > ``margin`` px from alpha > 0.5.
-
-    On the neutralized input this is the cast neutralize left in (a neutral sweep
-    reads (0, 0) at any brightness). Returns (nan, nan) when there is no backdrop.
-    """
-    # a mean over a smooth backdrop: above SAMPLE_ABOVE pixels an even grid of them gives it (24 MP: every
-    # 3rd row and column), read without gathering the whole backdrop
-    h, w = alpha.shape[-2:]
-    step = math.ceil(math.sqrt(h * w / SAMPLE_ABOVE)) if h * w > SAMPLE_ABOVE else 1
-    near = dilate((alpha > 0.5).to(alpha.dtype), margin)[0, 0, ::step, ::step] >= 0.5
-    far = (alpha[0, 0, ::step, ::step] < 0.01) & ~near
-    if not bool(far.any()):
-        return float("nan"), float("nan")
-    pixels = image[0][:, ::step, ::step][:, far]
-    lab = rgb_to_lab(pixels[None, :, :, None])
-    return float(lab[:, 1].mean()), float(lab[:, 2].mean())
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -206,7 +185,9 @@ def edge_halo(foreground: torch.Tensor, alpha: torch.Tensor, canvas: float = 1.0
     ring = (dilate(piece, 4) > 0.5) & (dilate(piece, 1) < 0.5)
     if not bool(ring.any()):
         return float("nan")
-    composite = _lab_at(alpha * foreground + (1 - alpha) * canvas, ring)
+    # the ring's pixels are gathered first: no composite of the whole box is made to read them
+    a, fg = alpha[0][:, ring[0, 0]], foreground[0][:, ring[0, 0]]
+    composite = rgb_to_lab((a * fg + (1 - a) * canvas)[None, :, :, None])
     plain = rgb_to_lab(torch.full_like(composite, canvas))
     return float(delta_e2000(composite, plain).mean())
 
@@ -228,8 +209,9 @@ def _gradient(y: torch.Tensor) -> torch.Tensor:
     return torch.hypot(gx, gy)
 
 
-def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
-    """Metrics for one image (B=1). ``reference`` is the frame after neutralize.
+def compute_metrics(reference: Frame | Held, result: Frame) -> dict[str, float]:
+    """Metrics for one image (B=1). ``reference`` is the frame after neutralize, whole or as QA holds it
+    (``qa.held.hold``: on the piece's box, with its backdrop's cast read whole).
 
     The whole frame gives the backdrop's cast, coverage and the frame-border share; everything else
     looks at the piece and a few pixels around it, so it is measured on the piece's box plus
@@ -237,18 +219,18 @@ def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
     12 px), a fraction of a 24 MP frame's pixels.
     """
     alpha = result.alpha if result.alpha is not None else torch.zeros_like(result.image[:, :1])
+    held = reference if isinstance(reference, Held) else hold(None, reference, result.alpha)
     whole = {"mask_coverage": float(alpha.mean())}
-    whole["background_a"], whole["background_b"] = backdrop_cast(reference.image, alpha)
+    whole["background_a"], whole["background_b"] = held.cast
     frame_piece = alpha > 0.5
     border = torch.cat([frame_piece[0, 0, 0], frame_piece[0, 0, -1], frame_piece[0, 0, :, 0], frame_piece[0, 0, :, -1]])
     whole["mask_touches_frame"] = float(border.float().mean())
     h, w = alpha.shape[-2:]
-    box = grown_box(alpha, CROP_MARGIN, threshold=0.02) or (slice(0, h), slice(0, w))
-    reference, result = reference.cropped(box), result.cropped(box)
+    box = qa_box(result.alpha, (h, w))
+    before, result = held.reference_on(box), result.cropped(box)
     alpha = alpha[..., box[0], box[1]]
     piece = alpha > 0.5
     inner = _interior(alpha)
-    before = reference.image
     after = result.foreground if result.foreground is not None else result.image
     # Outside the interior the edge band was decontaminated and the backdrop
     # replaced on purpose; keep those pixels equal so filters do not leak them in.
@@ -297,10 +279,11 @@ def compute_metrics(reference: Frame, result: Frame) -> dict[str, float]:
     return m
 
 
-def detail_loss_map(reference: Frame, result: Frame) -> np.ndarray:
-    """Per-pixel lost band-pass energy (H, W) in [0, 1], for the review overlay. Outside the piece the
-    output is read as the input, so the map is 0 there beyond the filters' 12 px: only the piece's box
-    is filtered."""
+def detail_loss_map(reference: Frame | Held, result: Frame) -> np.ndarray:
+    """Per-pixel lost band-pass energy (H, W) in [0, 1], for the review overlay (``reference`` whole or
+    held). Outside the piece the output is read as the input, so the map is 0 there beyond the filters'
+    12 px: only the piece's box is filtered."""
+    held = reference if isinstance(reference, Held) else hold(None, reference, result.alpha)
     after = result.foreground if result.foreground is not None else result.image
     h, w = after.shape[-2:]
     if result.alpha is None:
@@ -310,7 +293,7 @@ def detail_loss_map(reference: Frame, result: Frame) -> np.ndarray:
     loss = np.zeros((h, w), np.float32)
     if box is None:
         return loss
-    before, piece = reference.image[..., box[0], box[1]], piece[..., box[0], box[1]]
+    before, piece = held.reference_on(box), piece[..., box[0], box[1]]
     after = torch.where(piece, after[..., box[0], box[1]], before)
     y0 = linear_to_srgb(luminance(before))
     y1 = linear_to_srgb(luminance(after))

@@ -9,7 +9,8 @@ import torch
 
 from infra.presets import load_preset
 from models.simulator import render_scene
-from qa.evidence import FINDING_METRIC, FINDING_TEXT, Evidence, Finding, gather_evidence, kept_findings
+from qa.evidence import FINDING_METRIC, FINDING_TEXT, Evidence, Finding, gather_evidence, kept_findings, read_scene
+from qa.held import Held, hold
 from tasks.frame import Frame
 
 
@@ -28,7 +29,9 @@ def _evidence(scene, alpha: np.ndarray, *, metal=None, light_known: bool = False
     a = _t(alpha.astype(np.float32))
     result = Frame(image * a + (1 - a), alpha=a, foreground=image,
                    masks={"metal": _t(metal if metal is not None else (scene.metal > 0.5).astype(np.float32))})
-    return gather_evidence(_t(scene.source), Frame(image), result, light_known=light_known)
+    source, reference = _t(scene.source), Frame(image)
+    held = hold(source, reference, a, read_scene(source, reference, a))
+    return gather_evidence(held, result, light_known=light_known)
 
 
 @pytest.fixture(scope="module")
@@ -153,13 +156,13 @@ def test_the_backdrop_read_band_by_band_is_the_whole_box_read_at_once(band, monk
     import qa.evidence as ev_mod
 
     image, a = _t(band.clean), _t(band.alpha.astype(np.float32))
-    scene = ev_mod.read_scene(_t(band.source), Frame(image), a)
+    held = hold(_t(band.source), Frame(image), None, ev_mod.read_scene(_t(band.source), Frame(image), a))
     box = (slice(20, 390), slice(30, 580))
     piece = band.alpha[box] > 0.5
     monkeypatch.setattr(ev_mod, "BAND_ROWS", 10_000)
-    whole = ev_mod._backdrop(image, piece, None, scene, box)
+    whole = ev_mod._backdrop(held, piece, box)
     monkeypatch.setattr(ev_mod, "BAND_ROWS", 37)
-    banded = ev_mod._backdrop(image, piece, None, scene, box)
+    banded = ev_mod._backdrop(held, piece, box)
     for name in ("plain", "explained", "flat"):
         assert np.array_equal(getattr(banded, name), getattr(whole, name)), name
     assert np.abs(banded.shade - whole.shade).max() < 1e-6

@@ -11,7 +11,8 @@ import torch
 
 from qa import faults
 from qa.evidence import EVIDENCE_DOCS
-from qa.metrics import (METRIC_DOCS, backdrop_cast, compute_metrics, edge_halo, hue_shift, mask_holes, skeleton,
+from qa.held import backdrop_cast
+from qa.metrics import (METRIC_DOCS, compute_metrics, edge_halo, hue_shift, mask_holes, skeleton,
                         thin_retention)
 from tasks.color import rgb_to_lab
 from tasks.frame import Frame

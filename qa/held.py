@@ -1,0 +1,102 @@
+"""What QA holds of a frame from the cut-out until it has measured the result.
+
+QA compares the result with the source (as developed) and with the reference (after neutralize);
+at 24 MP each is 0.29 GB, held through the later stages (shine, gems, dust, background) and QA.
+QA reads them whole only for a few frame-wide statistics: the scene (``qa.evidence.read_scene``)
+and the reference backdrop's cast. Those are read first; then both frames are held on the
+piece's box plus ``CROP_MARGIN`` (where every other read of QA's lies) and the whole frames can
+go: a pave ring's box is ~40% of its frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from tasks.color import rgb_to_lab
+from tasks.compose import grown_box
+from tasks.frame import Frame
+from tasks.ops import SAMPLE_ABOVE, dilate
+
+if TYPE_CHECKING:
+    from qa.evidence import Scene
+
+# the piece's box is grown by this much for what is measured on the piece and around it
+CROP_MARGIN = 64
+# the box holds every pixel with alpha above this: the metrics' box (the evidence's, at alpha 0.5, lies inside)
+BOX_ALPHA = 0.02
+# backdrop pixels this far from the piece are read for the residual cast (contact shadows, fringes excluded)
+BACKDROP_MARGIN = 12
+
+
+def qa_box(alpha: torch.Tensor | None, size: tuple[int, int], threshold: float = BOX_ALPHA) -> tuple[slice, slice]:
+    """The piece's box (alpha > ``threshold``) grown by ``CROP_MARGIN``; the whole frame without a piece."""
+    box = grown_box(alpha, CROP_MARGIN, threshold=threshold) if alpha is not None else None
+    return box or (slice(0, size[0]), slice(0, size[1]))
+
+
+def backdrop_cast(image: torch.Tensor, alpha: torch.Tensor, margin: int = BACKDROP_MARGIN) -> tuple[float, float]:
+    """Mean CIELAB (a*, b*) of ``image``'s backdrop: alpha < 0.01 and > ``margin`` px from alpha > 0.5.
+
+    On the neutralized input this is the cast neutralize left in (a neutral sweep
+    reads (0, 0) at any brightness). Returns (nan, nan) when there is no backdrop.
+    """
+    # a mean over a smooth backdrop: above SAMPLE_ABOVE pixels an even grid of them gives it (24 MP: every
+    # 3rd row and column), read without gathering the whole backdrop
+    h, w = alpha.shape[-2:]
+    step = math.ceil(math.sqrt(h * w / SAMPLE_ABOVE)) if h * w > SAMPLE_ABOVE else 1
+    near = dilate((alpha > 0.5).to(alpha.dtype), margin)[0, 0, ::step, ::step] >= 0.5
+    far = (alpha[0, 0, ::step, ::step] < 0.01) & ~near
+    if not bool(far.any()):
+        return float("nan"), float("nan")
+    pixels = image[0][:, ::step, ::step][:, far]
+    lab = rgb_to_lab(pixels[None, :, :, None])
+    return float(lab[:, 1].mean()), float(lab[:, 2].mean())
+
+
+@dataclass(frozen=True)
+class Held:
+    """The source and the reference on ``box`` (frame px), with what QA read of them whole.
+
+    ``source`` is None where only the metrics are wanted; ``scene`` None where the evidence is not.
+    The reference's clean plate stays whole: the result carries it too until the exports.
+    """
+    source: torch.Tensor | None       # (1, 3, h, w) linear RGB as developed, on box
+    reference: torch.Tensor           # (1, 3, h, w) after neutralize, on box
+    plate: torch.Tensor | None        # (1, 3, H, W) the reference's clean plate, whole
+    box: tuple[slice, slice]
+    size: tuple[int, int]             # the frame's (H, W)
+    cast: tuple[float, float]         # ``backdrop_cast`` of the whole reference
+    scene: Scene | None = None
+
+    def source_on(self, box: tuple[slice, slice]) -> torch.Tensor:
+        return self.source[..., self._inside(box, 0), self._inside(box, 1)]
+
+    def reference_on(self, box: tuple[slice, slice]) -> torch.Tensor:
+        return self.reference[..., self._inside(box, 0), self._inside(box, 1)]
+
+    def _inside(self, box: tuple[slice, slice], axis: int) -> slice:
+        """``box``'s rows (axis 0) or columns (1) in the held box's own pixels; a read outside it is a bug."""
+        want, have = box[axis], self.box[axis]
+        if want.start < have.start or want.stop > have.stop:
+            raise ValueError(f"QA reads {box} outside the held box {self.box}: did a stage grow the matte?")
+        return slice(want.start - have.start, want.stop - have.start)
+
+
+def hold(source: torch.Tensor | None, reference: Frame, alpha: torch.Tensor | None,
+         scene: Scene | None = None) -> Held:
+    """Read the frame-wide statistics of ``reference`` for the cut-out ``alpha``, then hold ``source`` and
+    ``reference`` on ``qa_box(alpha)`` only (copies: the whole frames can go)."""
+    size = tuple(reference.image.shape[-2:])
+    cast = backdrop_cast(reference.image, alpha if alpha is not None else torch.zeros_like(reference.image[:, :1]))
+    box = qa_box(alpha, size)
+
+    def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+        # a view would keep the whole frame's storage alive
+        whole = box == (slice(0, size[0]), slice(0, size[1]))
+        return t if t is None or whole else t[..., box[0], box[1]].clone()
+
+    return Held(cut(source), cut(reference.image), reference.plate, box, size, cast, scene)
