@@ -94,9 +94,12 @@ def hold(source: torch.Tensor | None, reference: Frame, alpha: torch.Tensor | No
     cast = backdrop_cast(reference.image, alpha if alpha is not None else torch.zeros_like(reference.image[:, :1]))
     box = qa_box(alpha, size)
 
-    def cut(t: torch.Tensor | None) -> torch.Tensor | None:
-        # a view would keep the whole frame's storage alive
-        whole = box == (slice(0, size[0]), slice(0, size[1]))
-        return t if t is None or whole else t[..., box[0], box[1]].clone()
-
-    return Held(cut(source), cut(reference.image), reference.plate, box, size, cast, scene)
+    if box == (slice(0, size[0]), slice(0, size[1])):
+        return Held(source, reference.image, reference.plate, box, size, cast, scene)
+    # copies (a view would keep the whole frame alive), both in one block: they live through the later
+    # stages and QA, and at 24 MP one block is over the actor's mapping threshold (infra.limits.MAP_ABOVE),
+    # so it gets pages of its own instead of pinning the middle of the heap
+    layers = [t for t in (source, reference.image) if t is not None]
+    block = torch.stack([t[0, :, box[0], box[1]] for t in layers])
+    held = list(block[:, None].unbind(0))
+    return Held(held[0] if source is not None else None, held[-1], reference.plate, box, size, cast, scene)

@@ -50,7 +50,9 @@ def test_the_held_box_is_a_copy_of_part_of_the_frame(earring):
     assert held.reference.numel() < 0.6 * reference.image.numel()      # the point: most of the frame goes
     assert torch.equal(held.reference, reference.image[..., rows, cols])
     assert torch.equal(held.source, source[..., rows, cols])
-    assert held.reference.untyped_storage().nbytes() == held.reference.numel() * 4   # not a view of the frame
+    # copies, not views of the frame (which would keep it alive): one block for the two
+    assert held.reference.untyped_storage().nbytes() == 2 * held.reference.numel() * 4
+    assert held.source.untyped_storage().data_ptr() == held.reference.untyped_storage().data_ptr()
 
 
 def test_qa_on_the_held_box_is_qa_on_the_whole_frames(earring):
