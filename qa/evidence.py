@@ -440,6 +440,8 @@ def gather_evidence(held: Held, result: Frame, *, light_known: bool) -> Evidence
     alpha = result.alpha if result.alpha is not None else torch.zeros_like(result.image[:, :1])
     h, w = alpha.shape[-2:]
     scene = held.scene
+    if scene is None:
+        raise ValueError("gather_evidence needs the frame's scene: hold(source, reference, alpha, read_scene(...))")
     box = grown_box(alpha, CROP_MARGIN) or (slice(0, h), slice(0, w))
     oy, ox = box[0].start, box[1].start
     shift = lambda b: (b[0] + ox, b[1] + oy, b[2] + ox, b[3] + oy)  # noqa: E731  box -> frame px

@@ -32,9 +32,9 @@ BOX_ALPHA = 0.02
 BACKDROP_MARGIN = 12
 
 
-def qa_box(alpha: torch.Tensor | None, size: tuple[int, int], threshold: float = BOX_ALPHA) -> tuple[slice, slice]:
-    """The piece's box (alpha > ``threshold``) grown by ``CROP_MARGIN``; the whole frame without a piece."""
-    box = grown_box(alpha, CROP_MARGIN, threshold=threshold) if alpha is not None else None
+def qa_box(alpha: torch.Tensor | None, size: tuple[int, int]) -> tuple[slice, slice]:
+    """The piece's box (alpha > ``BOX_ALPHA``) grown by ``CROP_MARGIN``; the whole frame without a piece."""
+    box = grown_box(alpha, CROP_MARGIN, threshold=BOX_ALPHA) if alpha is not None else None
     return box or (slice(0, size[0]), slice(0, size[1]))
 
 
