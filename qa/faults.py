@@ -100,7 +100,7 @@ def hue_shift(reference: Frame, result: Frame, degrees: float, layer: str) -> Pa
     if mask is None or float((mask > 0.5).sum()) < 16:
         return None
     alpha, fg, _ = _parts(result)
-    return reference, _recompose(result, alpha, rotate_hue(fg, degrees, mask.clamp(0, 1)))
+    return reference, _recompose(result, alpha, rotate_hue(fg, degrees, mask.to(fg.dtype)))
 
 
 def thin_part(piece: np.ndarray, radius: int = 3) -> np.ndarray:

@@ -155,7 +155,7 @@ def soften_haze_(image: torch.Tensor, haze: torch.Tensor) -> torch.Tensor:
 
 def remove_dust(frame: Frame, params: DustParams) -> Frame:
     """Find and repaint defects; what was repainted is reported in ``masks['defects']``."""
-    piece = frame.masks.get("piece")
+    piece = frame.layer("piece")
     image = frame.image
     removable, haze = piece_defects(image, piece, params)
     if piece is not None:
@@ -166,7 +166,7 @@ def remove_dust(frame: Frame, params: DustParams) -> Frame:
     image = soften_haze_(fill_holes(image, hole), haze)      # fill_holes made a new tensor
     defects = torch.maximum(hole, haze)
     if "sensor_dust" in frame.masks:
-        defects = torch.maximum(defects, frame.masks["sensor_dust"])
+        defects = torch.maximum(defects, frame.layer("sensor_dust"))
     on_piece = float((defects * (piece if piece is not None else 1)).sum())
     return frame.replace(image=image).with_masks(defects=defects).noted(
         f"dust: {int(float(hole.sum()))} px filled, {int(float(haze.sum()))} px of haze cleared, "

@@ -87,7 +87,7 @@ def fill_defects(frame: Frame, params: FillParams) -> Frame:
     """Regenerate large defects (and reflections) in ``frame.image``; see the module docstring."""
     if params.checkpoint is None:
         return frame.noted(SKIP_NOTE)
-    defects, reflections = frame.masks.get("defects"), frame.masks.get("reflections")
+    defects, reflections = frame.layer("defects"), frame.layer("reflections")
     region = torch.zeros_like(frame.image[:, :1])
     n_large = 0
     if defects is not None:

@@ -21,8 +21,10 @@ class Frame:
     alpha:  (B, 1, H, W) piece matte, set by ``cutout``; None before it.
     foreground: (B, 3, H, W) the piece's colours before compositing, set by
             ``background`` so the transparent export can be written.
-    masks:  named (B, 1, H, W) masks stages hand to QA and review
-            (``defects``, ``metal``, ``stones``, ...).
+    masks:  named (B, 1, H, W) masks in [0, 1] stages hand to later stages, QA and review
+            (``piece``, ``defects``, ``metal``, ``stones``, ...). One of only 0s and 1s is kept
+            as bool, a byte a pixel (a 24 MP mask is 24 MB, not a 96 MB float plane); a soft
+            one (``generated``'s feathered edge) as given. ``layer`` reads one as a float plane.
     flags:  stable reason codes a stage raised instead of failing
             (e.g. ``cutout_uncertain``); QA turns them into review flags.
     notes:  human-readable lines explaining what each stage did.
@@ -40,6 +42,8 @@ class Frame:
 
     def __post_init__(self) -> None:
         check_shape(self.image, "image", channels=3)
+        if any(m.dtype != torch.bool for m in self.masks.values()):
+            object.__setattr__(self, "masks", {k: _compact(m) for k, m in self.masks.items()})
         if self.alpha is not None:
             check_shape(self.alpha, "alpha", channels=1, like=self.image)
         if self.plate is not None:
@@ -47,6 +51,11 @@ class Frame:
 
     def replace(self, **changes) -> "Frame":
         return dataclasses.replace(self, **changes)
+
+    def layer(self, name: str) -> torch.Tensor | None:
+        """``masks[name]`` as a 0/1 plane of the image's dtype (None without it)."""
+        mask = self.masks.get(name)
+        return None if mask is None else mask.to(self.image.dtype)
 
     def with_masks(self, **masks: torch.Tensor) -> "Frame":
         return self.replace(masks={**self.masks, **masks})
@@ -64,6 +73,13 @@ class Frame:
 
         return self.replace(image=cut(self.image), alpha=cut(self.alpha), foreground=cut(self.foreground),
                             plate=cut(self.plate), masks={k: cut(v) for k, v in self.masks.items()})
+
+
+def _compact(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` as bool when it holds only 0s and 1s (no value is lost), else as it is."""
+    if mask.dtype == torch.bool or not bool(((mask == 0) | (mask == 1)).all()):
+        return mask
+    return mask > 0.5
 
 
 def check_shape(t: torch.Tensor, name: str, *, channels: int, like: torch.Tensor | None = None) -> None:

@@ -53,7 +53,7 @@ def find_stones(image: torch.Tensor, piece: torch.Tensor, params: GemsParams) ->
 
 
 def clarify_gems(frame: Frame, params: GemsParams) -> Frame:
-    piece = frame.masks.get("piece")
+    piece = frame.layer("piece")
     if piece is None:
         return frame.noted("gems: skipped, no piece mask")
     whole = frame.image

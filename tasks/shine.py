@@ -68,7 +68,7 @@ def metal_mask(image: torch.Tensor, piece: torch.Tensor) -> torch.Tensor:
 
 def add_shine(frame: Frame, params: ShineParams) -> Frame:
     """Dodge/burn, clarity and highlight roll-off on the metal; white metals neutral."""
-    piece = frame.masks.get("piece")
+    piece = frame.layer("piece")
     if piece is None:
         return frame.noted("shine: skipped, no piece mask")
     image = frame.image

@@ -87,7 +87,7 @@ def test_synthetic_disc_found():
     rim = cv2.dilate(disc.astype(np.uint8), np.ones((3, 3))).astype(bool)
     assert not (a & ~rim).any()
     assert out.flags == ()
-    assert torch.equal(out.masks["piece"], (out.alpha > 0.5).float())
+    assert torch.equal(out.masks["piece"], out.alpha > 0.5)
 
 
 def test_a_patch_of_uneven_light_is_no_piece():

@@ -56,7 +56,7 @@ def test_run_stages_on_scene(scene, device):
     assert out.foreground.shape == frame.image.shape
     for name in ("piece", "defects", "metal", "stones"):
         m = out.masks[name]
-        assert m.shape == out.alpha.shape and m.device == frame.image.device and m.dtype == torch.float32
+        assert m.shape == out.alpha.shape and m.device == frame.image.device and m.dtype == torch.bool   # 0/1
     assert ref.alpha is None and ref.masks == {}  # the frame right after neutralize
     assert float(out.image.min()) >= 0 and float(out.image.max()) <= 1
     assert bool((out.image[(out.alpha == 0).expand_as(out.image)] == 1).all())  # pure white backdrop
@@ -151,17 +151,17 @@ def test_stages_near_the_piece_give_what_the_whole_frame_gives(monkeypatch, seed
         whole, _, _ = tp.run_stages(scene_frame(scene), tp.stage_params({}))
     assert near.notes == whole.notes and set(near.masks) == set(whole.masks)
     assert float((near.image - whole.image).abs().max()) < 1e-5
-    assert all(float((near.masks[k] - whole.masks[k]).abs().max()) < 1e-5 for k in whole.masks)
+    assert all(torch.equal(near.masks[k], whole.masks[k]) for k in whole.masks)
 
 
 def test_layers_a_stage_leaves_alone_are_not_copied():
     """Near the piece, only what the stage changed is pasted into a copy of the whole frame's layer."""
     from tasks.pipeline import _near_piece
 
-    piece = torch.zeros((1, 1, 100, 100))
-    piece[..., 40:50, 40:50] = 1
-    frame = Frame(torch.rand((1, 3, 100, 100)), alpha=piece.clone(), masks={"piece": piece, "defects": piece * 0})
-    out = _near_piece(lambda f, p: f.replace(image=f.image * 0.5).with_masks(metal=f.masks["piece"] * 1), frame,
+    piece = torch.zeros((1, 1, 100, 100), dtype=torch.bool)
+    piece[..., 40:50, 40:50] = True
+    frame = Frame(torch.rand((1, 3, 100, 100)), alpha=piece.float(), masks={"piece": piece, "defects": piece & False})
+    out = _near_piece(lambda f, p: f.replace(image=f.image * 0.5).with_masks(metal=f.masks["piece"].clone()), frame,
                       None, piece, 5)
     assert out.alpha is frame.alpha and out.masks["piece"] is piece and out.masks["defects"] is frame.masks["defects"]
     assert out.image is not frame.image and torch.equal(out.image[..., 35:55, 35:55], frame.image[..., 35:55, 35:55] * 0.5)

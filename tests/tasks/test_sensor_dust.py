@@ -109,7 +109,8 @@ def test_frame_wrapper_mask_note_device(shoot, device):
     spots = find_sensor_dust(evidence)
     frame = Frame(image=dusty[1].to(device))
     out = correct_sensor_dust(frame, spots)
-    mask = out.masks["sensor_dust"]
+    mask = out.layer("sensor_dust")
+    assert out.masks["sensor_dust"].dtype == torch.bool   # 0/1: kept a byte a pixel
     assert mask.shape == (1, 1, SIZE[1], SIZE[0]) and mask.dtype == torch.float32 and mask.device == frame.image.device
     assert out.image.device == frame.image.device and out.image.dtype == torch.float32
     assert out.notes == (f"sensor dust: {len(spots)} spots corrected",)

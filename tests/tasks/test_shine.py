@@ -29,7 +29,7 @@ def test_clipped_fraction_does_not_rise(ev):
     for seed, kw in GOLD:
         f = _frame(seed, kw, ev)
         out = add_shine(f, ShineParams(target_contrast=2.0, clarity=0.3, max_light_range=1.0))
-        piece = f.masks["piece"]
+        piece = f.layer("piece")
         assert _clipped(out.image, piece) <= _clipped(f.image, piece), (kw["piece"], ev)
         # no pixel that was below clipping is pushed to it
         was = f.image.amax(1, keepdim=True) >= 0.999
@@ -55,7 +55,7 @@ def test_adds_local_contrast_on_metal_only():
     seed, kw = GOLD[0]
     f = _frame(seed, kw)
     out = add_shine(f, ShineParams(target_contrast=2.0, clarity=0.3))
-    metal = out.masks["metal"]
+    metal = out.layer("metal")
     assert torch.equal(out.image * (1 - metal), f.image * (1 - metal))  # backdrop untouched
     y0, y1 = luminance(f.image), luminance(out.image)
     m = metal > 0.5
@@ -104,7 +104,7 @@ def test_dodge_and_burn_narrows_the_light():
     seed, kw = GOLD[0]
     f = _frame(seed, kw)
     out = add_shine(f, ShineParams(target_contrast=0.0, max_light_range=0.5))
-    metal = out.masks["metal"]
+    metal = out.layer("metal")
 
     def span(img):
         light = _masked_blur(torch.log2(luminance(img).clamp(min=1e-5)), metal, 24.0)
