@@ -53,7 +53,7 @@ class Frame:
         return dataclasses.replace(self, **changes)
 
     def layer(self, name: str) -> torch.Tensor | None:
-        """``masks[name]`` as a 0/1 plane of the image's dtype (None without it)."""
+        """``masks[name]`` as a plane of the image's dtype, to compute with (None without it)."""
         mask = self.masks.get(name)
         return None if mask is None else mask.to(self.image.dtype)
 
