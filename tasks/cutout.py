@@ -241,11 +241,19 @@ def _drop_shadows(enc, sigma, shade, z_smooth, core: np.ndarray, prob: np.ndarra
     segmentation network, which sees the whole scene, calls background, that fade into the
     backdrop with no edge where they meet it, or that darken it evenly beside the piece (a shadow)."""
     grey = ((z_smooth < params.fg_sigmas) & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
-    # split at edges, so a shadow touching grey metal is judged apart from the metal
-    smooth = gaussian_blur(enc, 1.0)
-    gy = F.pad((smooth[..., 1:, :] - smooth[..., :-1, :]).abs(), (0, 0, 0, 1))
-    gx = F.pad((smooth[..., :, 1:] - smooth[..., :, :-1]).abs(), (0, 1, 0, 0))
-    flat = ((torch.maximum(gx, gy) / sigma).amax(1, keepdim=True) < params.fg_sigmas)[0, 0].cpu().numpy()
+    # split at edges, so a shadow touching grey metal is judged apart from the metal (a channel at a
+    # time: the steepest of the three, without three channels of frame-sized temporaries at once)
+    steep = None
+    for c in range(enc.shape[1]):
+        smooth = gaussian_blur(enc[:, c:c + 1], 1.0)
+        gy = F.pad((smooth[..., 1:, :] - smooth[..., :-1, :]).abs(), (0, 0, 0, 1))
+        gx = F.pad((smooth[..., :, 1:] - smooth[..., :, :-1]).abs(), (0, 1, 0, 0))
+        del smooth
+        g = torch.maximum(gx, gy).div_(sigma[:, c:c + 1])
+        steep = g if steep is None else torch.maximum(steep, g, out=steep)
+        del gx, gy
+    flat = (steep < params.fg_sigmas)[0, 0].cpu().numpy()
+    del steep
     candidates = (core > 0) & grey & flat
     n, labels, stats, _ = cv2.connectedComponentsWithStats(candidates.astype(np.uint8), connectivity=8)
     if n <= 1:
