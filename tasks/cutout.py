@@ -132,9 +132,15 @@ def _shadow_scores(image, enc, backdrop, sigma) -> tuple[torch.Tensor, torch.Ten
     back_lin = srgb_to_linear(backdrop.clamp(0, 1))
     lum = image.new_tensor((0.2126, 0.7152, 0.0722)).view(1, 3, 1, 1)
     shade = (image * lum).sum(1, keepdim=True) / (back_lin * lum).sum(1, keepdim=True).clamp(min=1e-4)
-    unexplained = enc - linear_to_srgb(back_lin * shade.clamp(0, 1))
-    z_pixel = (unexplained / sigma).abs().amax(1, keepdim=True)
-    z_smooth = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma)).abs().amax(1, keepdim=True)
+    shadowed = shade.clamp(0, 1)
+    z_pixel = z_smooth = None
+    for c in range(enc.shape[1]):     # a channel at a time, the largest kept: no 3-channel temporaries
+        unexplained = enc[:, c:c + 1] - linear_to_srgb(back_lin[:, c:c + 1] * shadowed)
+        zp = (unexplained / sigma[:, c:c + 1]).abs_()
+        zs = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma[:, c:c + 1])).abs_()
+        del unexplained
+        z_pixel = zp if z_pixel is None else torch.maximum(z_pixel, zp, out=z_pixel)
+        z_smooth = zs if z_smooth is None else torch.maximum(z_smooth, zs, out=z_smooth)
     return shade, z_pixel, z_smooth
 
 
@@ -153,10 +159,14 @@ def _thin_lines(enc, backdrop, sigma, params: CutoutParams) -> torch.Tensor:
     """Wire, prongs and hooks too faint for the per-pixel threshold: pixels off the backdrop that
     also stand out from their 1.5 px surroundings the same way (darker and darker, or brighter and
     brighter). A smooth shadow does not stand out from its surroundings."""
-    off = (enc - backdrop) / sigma
-    ridge = (enc - gaussian_blur(enc, 1.5)) / sigma
-    same_way = (off * ridge > 0) & (off.abs() > params.bg_sigmas) & (ridge.abs() > params.line_sigmas)
-    return same_way.any(1, keepdim=True)
+    lines = None
+    for c in range(enc.shape[1]):     # a channel at a time: no 3-channel temporaries
+        e, s = enc[:, c:c + 1], sigma[:, c:c + 1]
+        off = (e - backdrop[:, c:c + 1]) / s
+        ridge = (e - gaussian_blur(e, 1.5)) / s
+        same_way = (off * ridge > 0) & (off.abs() > params.bg_sigmas) & (ridge.abs() > params.line_sigmas)
+        lines = same_way if lines is None else lines.logical_or_(same_way)
+    return lines
 
 
 def _plain_backdrop(enc, backdrop, sigma, params: CutoutParams) -> np.ndarray:
