@@ -15,7 +15,9 @@ components (dust on the sweep) are dropped. Alpha in the edge band comes
 from difference matting against the colour just outside the piece, so a
 shadow or a gap is what the edge is mixed with, and edge pixels are
 decontaminated: their colour becomes the estimated piece colour, so no
-backdrop fringe survives compositing onto white.
+backdrop fringe survives compositing onto white. Last, holes of the matte deep
+in solid piece that the network calls piece (a stone's facet, a highlight the
+colour of the sweep) are made opaque.
 
 With the shoot's clean plate (a frame of the empty backdrop, ``Frame.plate``)
 the plate is the backdrop: no surface is fitted, and even a desk's grain is

@@ -418,8 +418,8 @@ def test_facets_cut_out_of_pave_are_filled_on_the_simulator():
     after = cut_out(frame, CutoutParams()).alpha[0, 0].numpy() > 0.5
     true = scene.alpha > 0.5
     assert pierced(before, true) >= 5                  # measured 10
-    assert pierced(after, true) <= 1                   # measured 1
-    assert (after & ~true).sum() <= (before & ~true).sum() + 50     # filled where the truth has piece
+    assert pierced(after, true) <= 1                   # measured 0
+    assert (after & ~true).sum() <= (before & ~true).sum() + 50     # filled where the truth has piece (measured +0)
 
 
 def test_the_demo_bands_highlight_has_no_pinholes():
