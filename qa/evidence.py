@@ -42,7 +42,7 @@ import torch
 
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
 from tasks.compose import grown_box
-from tasks.cutout import component_mean, deep_holes, edge_strength, enclosed, fit_backdrop, frame_border, outline
+from tasks.cutout import component_mean, edge_strength, fit_backdrop, frame_border, outline
 from qa.held import CROP_MARGIN, Held
 from tasks.frame import Frame
 from tasks.ops import SAMPLE_ABOVE, gaussian_blur, resize, resize_at
@@ -334,6 +334,14 @@ def _backdrop_band(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor |
     return _Backdrop(plain, explained, flat, shade)
 
 
+def _enclosed(piece: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The cut-out's holes: labels and stats of the background (4-connected), and the ids of the
+    components that do not reach the box's edge."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats((~piece).astype(np.uint8), connectivity=4)
+    border = set(np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])).tolist())
+    return lab, stats, [k for k in range(1, n) if k not in border]
+
+
 def _holes(piece: np.ndarray, holes: tuple, bd: _Backdrop, prob: np.ndarray
            ) -> tuple[float, list[Finding], np.ndarray]:
     """Holes of the cut-out whose core does not look like the backdrop seen through them."""
@@ -359,21 +367,32 @@ def _holes(piece: np.ndarray, holes: tuple, bd: _Backdrop, prob: np.ndarray
 
 
 def _pierced(piece: np.ndarray, holes: tuple) -> tuple[list[Finding], np.ndarray]:
-    """Small holes in solid piece (``tasks.cutout.deep_holes``: the piece around a hole is over
-    ``PIERCED_RATIO`` times as thick as the hole's own radius; holes of ``PIERCED_MIN_PX`` up to
-    ``PIERCED_MAX_SHARE`` of the piece; larger ones are ``_holes``' business).
+    """Small holes in solid piece: the piece around a hole is over ``PIERCED_RATIO`` times as thick as
+    the hole's own radius (holes of ``PIERCED_MIN_PX`` up to ``PIERCED_MAX_SHARE`` of the piece; larger
+    ones are ``_holes``' business).
 
     A highlight or a stone's facet that matches the backdrop drops out of a cut-out as a small hole
     deep inside the metal or the stone; a hole of the design (a link's gap, an eyelet, openwork, a
     ring's interior) is ringed by wire or a band no thicker than itself. Geometry only: it holds where
     the facet or the highlight looks exactly like the backdrop, which the colour checks cannot tell.
-    The cut-out fills such holes only where the network calls them piece; the rest land here.
     """
+    lab, stats, ids = holes
     found, where = [], np.zeros_like(piece)
-    for k, win, hole in deep_holes(piece, holes, PIERCED_MIN_PX, PIERCED_MAX_SHARE, PIERCED_RATIO):
-        where[win] |= hole
-        x, y, w, h, area = (int(v) for v in holes[1][k])
-        found.append((area, Finding("hole_in_piece", (x, y, x + w, y + h))))
+    h_box, w_box = piece.shape
+    largest = PIERCED_MAX_SHARE * piece.sum()
+    padded = lambda t: np.pad(t.astype(np.uint8), 1)  # noqa: E731  (outside the window counts as backdrop)
+    for k in ids:
+        x, y, w, h, area = (int(v) for v in stats[k])
+        if not PIERCED_MIN_PX <= area <= largest:
+            continue
+        m = int((PIERCED_RATIO + 1) * max(w, h)) + 4      # far enough to see that much piece around it
+        win = (slice(max(0, y - m), min(y + h + m, h_box)), slice(max(0, x - m), min(x + w + m, w_box)))
+        hole = lab[win] == k
+        radius = cv2.distanceTransform(padded(hole), cv2.DIST_L2, 3).max()
+        depth = cv2.distanceTransform(padded(hole | piece[win]), cv2.DIST_L2, 3)[1:-1, 1:-1][hole].max()
+        if depth - radius >= PIERCED_RATIO * radius:
+            where[win] |= hole
+            found.append((area, Finding("hole_in_piece", (x, y, x + w, y + h))))
     return [f for _, f in sorted(found, key=lambda t: -t[0])], where     # largest first
 
 
@@ -436,7 +455,7 @@ def gather_evidence(held: Held, result: Frame, *, light_known: bool) -> Evidence
     bd = _backdrop(held, piece, box)
     prob = scene.prob(box)
 
-    holes = enclosed(piece)
+    holes = _enclosed(piece)
     m["hole_suspect_area"], found, suspect = _holes(piece, holes, bd, prob)
     findings += [on_box(f.code, f.box) for f in found]
     near |= suspect

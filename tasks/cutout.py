@@ -15,9 +15,7 @@ components (dust on the sweep) are dropped. Alpha in the edge band comes
 from difference matting against the colour just outside the piece, so a
 shadow or a gap is what the edge is mixed with, and edge pixels are
 decontaminated: their colour becomes the estimated piece colour, so no
-backdrop fringe survives compositing onto white. Last, holes of the matte deep
-in solid piece that the network calls piece (a stone's facet, a highlight the
-colour of the sweep) are made opaque.
+backdrop fringe survives compositing onto white.
 
 With the shoot's clean plate (a frame of the empty backdrop, ``Frame.plate``)
 the plate is the backdrop: no surface is fitted, and even a desk's grain is
@@ -61,11 +59,6 @@ class CutoutParams(BaseModel):
     pinhole_frame: float = Field(4e-5, ge=0, description="holes up to this fraction of the frame whose colour is "
                                  "nearer the metal around them than the backdrop are highlights, not holes")
     network_checks: bool = Field(True, description="ask the network about shadows and enclosed regions on sweeps")
-    deep_hole_p: float = Field(0.6, ge=0, le=1, description="a hole deep in solid piece that the network calls piece "
-                               "at least this much (mean probability) is a facet or a highlight: filled")
-    deep_hole_margin: float = Field(0.1, ge=0, le=1, description="... and no more than this less than the piece "
-                                    "around it")
-    deep_hole_share: float = Field(0.01, ge=0, le=1, description="largest such hole, per piece area (0: none filled)")
     edge_sigmas: float = Field(2.0, gt=0, description="gradient (1 px Gaussian, in noise sigmas) that is surely an edge of "
                                "the photo (QA asks for 4 before it trusts an outline)")
     min_edge_support: float = Field(0.5, ge=0, le=1, description="a part whose outline runs on an edge of the photo for "
@@ -385,88 +378,6 @@ def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_
     return out
 
 
-# holes deep in solid piece: from 3 x 3 px (smaller is the pinhole rule's), ringed by piece twice their radius
-DEEP_HOLE_MIN_PX = 9
-DEEP_HOLE_RATIO = 2.0
-OPAQUE = 0.99           # alpha below this inside solid metal is a see-through spot
-DEEP_HOLE_SOLID = 0.6   # share of piece one to two hole widths out
-
-
-def enclosed(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """The mask's holes: labels and stats of its background (4-connected), and the ids of the
-    components that do not reach the edge of the array."""
-    n, lab, stats, _ = cv2.connectedComponentsWithStats((mask == 0).astype(np.uint8), connectivity=4)
-    border = set(np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])).tolist())
-    return lab, stats, [k for k in range(1, n) if k not in border]
-
-
-def deep_holes(mask: np.ndarray, holes: tuple, min_px: int, max_share: float, ratio: float):
-    """Yield ``(id, window, hole)`` for each of ``holes`` (from ``enclosed(mask)``) of ``min_px`` up to
-    ``max_share`` of the mask's area that lies deep in solid piece: the piece around it is over
-    ``ratio`` times as thick as the hole's own radius (``hole``: bool, on ``window`` of the mask).
-
-    A hole of the design (a link's gap, an eyelet, openwork, a ring's interior) is ringed by wire or
-    a band no thicker than itself; a facet or a highlight that matches the backdrop is not."""
-    lab, stats, ids = holes
-    h_box, w_box = mask.shape
-    largest = max_share * np.count_nonzero(mask)
-    padded = lambda t: np.pad(t.astype(np.uint8), 1)  # noqa: E731  (outside the window counts as backdrop)
-    for k in ids:
-        x, y, w, h, area = (int(v) for v in stats[k])
-        if not min_px <= area <= largest:
-            continue
-        m = int((ratio + 1) * max(w, h)) + 4      # far enough to see that much piece around it
-        win = (slice(max(0, y - m), min(y + h + m, h_box)), slice(max(0, x - m), min(x + w + m, w_box)))
-        hole = lab[win] == k
-        radius = cv2.distanceTransform(padded(hole), cv2.DIST_L2, 3).max()
-        depth = cv2.distanceTransform(padded(hole | (mask[win] > 0)), cv2.DIST_L2, 3)[1:-1, 1:-1][hole].max()
-        if depth - radius >= ratio * radius:
-            yield k, win, hole
-
-
-def _fill_deep_holes(alpha: torch.Tensor, piece_p: np.ndarray, params: CutoutParams) -> torch.Tensor:
-    """Make opaque the holes of the matte deep in solid piece (``deep_holes``) that the network, which
-    sees a stone or a face whole, calls piece (``piece_p``: its probability x 255): a facet or a
-    highlight that matches the backdrop, with the soft rim the matte gave it. Openwork and a link's
-    gap it calls backdrop (or is unsure of) stay open, and QA points at any deep hole left.
-
-    On the finished matte, not the hard mask before it: the matte closes narrow channels that leave a
-    facet open to the outside in the hard mask."""
-    box = grown_box(alpha, 1)
-    if box is None:
-        return alpha
-    a = alpha[0, 0, box[0], box[1]].cpu().numpy()
-    # padded with backdrop as far as the look beyond the largest hole reaches (two of its widths)
-    pad = int(2 * math.sqrt(params.deep_hole_share * np.count_nonzero(a > 0.5) / math.pi)) + 8
-    a, prob = np.pad(a, pad), np.pad(piece_p[box], pad)
-    rim = np.ones((2 * params.band + 3,) * 2, np.uint8)
-    fill = np.zeros(a.shape, bool)
-    # holes, then see-through spots (a < OPAQUE: as wrong in solid metal; as one region with their
-    # soft surround a hole reads shallower, so holes are judged on their own first)
-    for level in (0.5, OPAQUE):
-        piece = (a > level) | fill
-        for _, win, hole in deep_holes(piece, enclosed(piece), DEEP_HOLE_MIN_PX, params.deep_hole_share,
-                                       DEEP_HOLE_RATIO):
-            p = prob[win]
-            h8 = hole.astype(np.uint8)
-            around = (cv2.dilate(h8, np.ones((5, 5), np.uint8)) > 0) & ~hole
-            p_hole, p_around = p[hole].mean() / 255, p[around].mean() / 255
-            # farther out (one to two hole widths), a facet is still in the stone or the face; a link's
-            # gap that a chain band grown over its wire made look deep is past the band, on backdrop
-            width = int(2 * cv2.distanceTransform(np.pad(h8, 1), cv2.DIST_L2, 3).max())
-            beyond = ((cv2.dilate(h8, np.ones((2 * width + 9,) * 2, np.uint8)) > 0)
-                      & ~(cv2.dilate(h8, np.ones((width + 5,) * 2, np.uint8)) > 0))
-            # a link's gap the network cannot resolve still reads less piece than the wire around it
-            if (p_hole >= params.deep_hole_p and p_hole >= p_around - params.deep_hole_margin
-                    and piece[win][beyond].mean() >= DEEP_HOLE_SOLID):
-                fill[win] |= hole | ((cv2.dilate(hole.astype(np.uint8), rim) > 0) & (a[win] > 0))
-    if not fill.any():
-        return alpha
-    alpha = alpha.clone()
-    alpha[0, 0, box[0], box[1]][torch.from_numpy(fill[pad:-pad, pad:-pad]).to(alpha.device)] = 1.0
-    return alpha
-
-
 def _robust_sigma(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-channel noise (1.4826 x median absolute value) of ``x`` over ``mask`` -> (1, C, 1, 1)."""
     vals = x[0][:, mask[0, 0]]
@@ -587,18 +498,14 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     del edges
     core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
+    del prob
     core = _fill_pinholes(core, enc[0].permute(1, 2, 0).cpu().numpy(), backdrop[0].permute(1, 2, 0).cpu().numpy(),
                           int(params.pinhole_frame * h * w), (diff > t_fg)[0, 0].cpu().numpy())
-    # the network's say on what the matte leaves as holes, kept small (8 bits) while the matte runs
-    piece_p = None if prob is None else np.multiply(prob, 255, out=prob).round(out=prob).astype(np.uint8)
-    del prob
     del enc, backdrop
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     sure_bg = (diff < t_bg) & (sure_fg == 0)
     ramp = ((diff - t_bg) / max(t_fg - t_bg, 1e-4)).clamp(0, 1)
     alpha, decontaminated = _matte(image, sure_fg, ramp, params.band, clear=sure_bg)
-    if piece_p is not None:
-        alpha = _fill_deep_holes(alpha, piece_p, params)
     piece = (alpha > 0.5).to(image.dtype)
     result = frame.replace(image=decontaminated, alpha=alpha).with_masks(piece=piece)
     model = "the clean plate" if frame.plate is not None else f"a smooth fit (error {fit_error:.4f})"

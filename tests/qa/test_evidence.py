@@ -190,16 +190,16 @@ def test_a_pinhole_in_solid_metal_is_seen_and_design_holes_are_not(band):
 
 def test_a_facet_cut_out_near_the_edge_of_a_stone_is_seen():
     """A facet cut out near a stone's edge is ringed by less piece than one at its centre: 1.5 hole
-    radii of piece around it are enough (on the training world at 2.0, 2 of 10 images whose cut-out was
-    otherwise right slipped through with such holes; at 1.5 none, and no right image is held)."""
-    from qa.evidence import _pierced
-    from tasks.cutout import enclosed
+    radii of piece around it are enough (on the training world, 88 scenes at 900x600: at 2.0, 1 of the
+    12 images whose cut-out was otherwise right but pierced slipped through; at 1.5 none, and none of
+    the 16 right images is held)."""
+    from qa.evidence import _enclosed, _pierced
 
     yy, xx = np.mgrid[0:120, 0:120]
     stone = (yy - 60) ** 2 + (xx - 60) ** 2 < 40 ** 2
     for gap, seen in ((8, True), (6, False)):            # hole of radius ~4 whose centre is ``gap`` px inside:
         #                                                  piece around it 1.8 and 1.3 radii
         piece = stone & ~((yy - 60) ** 2 + (xx - (20 + gap)) ** 2 <= 4 ** 2)
-        found, where = _pierced(piece, enclosed(piece))
+        found, where = _pierced(piece, _enclosed(piece))
         assert (len(found) == 1) == seen, gap
         assert where[60, 20 + gap] == seen

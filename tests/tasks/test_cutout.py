@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import DEVICES, scene_frame, sim_scene
-from tasks.cutout import CutoutParams, _fill_deep_holes, cut_out, deep_holes, enclosed, fit_backdrop
+from tasks.cutout import CutoutParams, cut_out, fit_backdrop
 from tasks.frame import Frame
 from tasks.neutralize import NeutralizeParams, neutralize
 
@@ -341,85 +341,6 @@ def test_a_pinhole_deep_in_solid_metal_is_metal_a_link_gap_is_not():
     alpha = cut_out(frame, CutoutParams(network_checks=False, pinhole_frame=1e-3)).alpha[0, 0].numpy()
     assert alpha[99:102, 111:114].min() > 0.5         # the glint is metal
     assert alpha[99:102, 218:223].max() < 0.5         # the link's gap stays open
-
-
-def _facet_and_link(p_facet: float, p_link: float, p_metal: float = 1.0):
-    """A solid disc with a 7x7 facet cut out 10 px off its centre, and a chain link (3 px wire round a
-    gap) beside it, as a matte; and the network's probability (x 255) over each."""
-    h, w = 200, 300
-    yy, xx = np.mgrid[0:h, 0:w]
-    alpha = np.zeros((h, w), np.float32)
-    alpha[(yy - 100) ** 2 + (xx - 100) ** 2 < 45 ** 2] = 1
-    alpha[97:104, 107:114] = 0                                   # the facet, 49 px
-    cv2.ellipse(alpha, (220, 100), (16, 10), 0, 0, 360, 1.0, 3)
-    prob = np.zeros((h, w), np.float32)
-    prob[alpha > 0] = p_metal
-    prob[97:104, 107:114] = p_facet
-    prob[95:106, 207:234] = np.where(alpha[95:106, 207:234] > 0, p_metal, p_link)
-    return torch.from_numpy(alpha)[None, None], (prob * 255).round().astype(np.uint8)
-
-
-def test_deep_holes_are_the_ones_ringed_by_thick_piece():
-    alpha, _ = _facet_and_link(1, 1)
-    piece = alpha[0, 0].numpy() > 0.5
-    holes = enclosed(piece)
-    found = [holes[1][k][:4].tolist() for k, _, _ in deep_holes(piece, holes, 9, 0.01, 2.0)]
-    assert found == [[107, 97, 7, 7]]                  # the facet; the link's gap is ringed by thin wire
-    assert len(holes[2]) == 2
-
-
-@pytest.mark.parametrize("p_facet, filled", [(0.95, True), (0.5, False)])
-def test_a_deep_hole_the_network_calls_piece_is_filled(p_facet, filled):
-    """A facet or a highlight the colour of the backdrop cut out deep in solid piece is filled when the
-    network, which sees the stone or the face whole, calls it piece; a link's gap never is."""
-    alpha, prob = _facet_and_link(p_facet, p_link=1.0)
-    out = _fill_deep_holes(alpha, prob, CutoutParams())[0, 0].numpy()
-    assert (out[97:104, 107:114] == 1).all() == filled
-    assert out[99:102, 218:223].max() == 0             # the link's gap stays open even at p = 1 (not deep)
-    assert (out[alpha[0, 0].numpy() == 1] == 1).all()   # nothing else changes
-
-
-def test_a_deep_hole_less_piece_than_its_ring_stays():
-    """The network blurs a small hole into the metal around it: a hole it calls piece, but clearly less
-    so than the piece around it (a gap it half resolves), stays open for QA to point at."""
-    alpha, prob = _facet_and_link(0.7, 0, p_metal=1.0)
-    out = _fill_deep_holes(alpha, prob, CutoutParams())[0, 0].numpy()
-    assert out[97:104, 107:114].max() == 0
-    out = _fill_deep_holes(alpha, prob, CutoutParams(deep_hole_margin=0.35))[0, 0].numpy()
-    assert (out[97:104, 107:114] == 1).all()
-
-
-@pytest.mark.parametrize("band, filled", [(12, False), (16, True)])
-def test_a_deep_hole_in_a_narrow_band_stays(band, filled):
-    """A link's gap in a chain band grown over its wire (4 px gap, wire 4 px a side) reads as deep, and
-    the network, which cannot resolve it, calls it piece; one to two hole widths out the band ends, so
-    it stays open. With 6 px of wire a side the band is solid piece beyond it: filled."""
-    alpha = np.zeros((60, 200), np.float32)
-    alpha[30 - band // 2:30 + band // 2, 20:180] = 1
-    alpha[28:32, 98:102] = 0
-    assert len(list(deep_holes(alpha > 0.5, enclosed(alpha > 0.5), 9, 0.01, 2.0))) == 1
-    prob = np.full(alpha.shape, 255, np.uint8)
-    out = _fill_deep_holes(torch.from_numpy(alpha)[None, None], prob, CutoutParams())[0, 0].numpy()
-    assert (out[28:32, 98:102] == 1).all() == filled
-
-
-def test_facets_cut_out_of_pave_are_filled_on_the_simulator():
-    """Pave on a white sweep (900x600, the bench's seed 1): its stones' white facets matched the sweep
-    and dropped out as holes of 9-179 px (ten graded as piece cut out); the network calls them piece."""
-    from bench.quality import WORLDS
-    from bench.trust import pierced
-    from models.simulator import render_scene
-
-    pieces, backdrops = WORLDS["default"]
-    rng = np.random.default_rng([1, pieces.index("pave"), backdrops.index("white_sweep")])
-    scene = render_scene(rng, (900, 600), piece="pave", background="white_sweep")
-    frame = neutralize(scene_frame(scene, "cpu"), NeutralizeParams())
-    before = cut_out(frame, CutoutParams(deep_hole_share=0)).alpha[0, 0].numpy() > 0.5
-    after = cut_out(frame, CutoutParams()).alpha[0, 0].numpy() > 0.5
-    true = scene.alpha > 0.5
-    assert pierced(before, true) >= 5                  # measured 10
-    assert pierced(after, true) <= 1                   # measured 0
-    assert (after & ~true).sum() <= (before & ~true).sum() + 50     # filled where the truth has piece (measured +0)
 
 
 def test_the_demo_bands_highlight_has_no_pinholes():
