@@ -108,7 +108,7 @@ EXPLAINED_SIGMAS = 4.0    # colour a grey shade of the backdrop cannot explain, 
 FIT_FLOOR = 0.012         # sRGB: below this a departure from the fitted backdrop is the fit's, not the scene's
 TEXTURE_SIGMAS = 4.0      # high-pass |departure| that is texture (engraving, highlights), not noise
 HOLE_BACKDROP_SHARE = 0.6 # a hole is backdrop when this share of its core is explained and flat
-BACKDROP_BLOB_SHARE = 0.002  # smallest blob of plain backdrop in the piece counted, per piece area (and 20 px)
+BACKDROP_BLOB_PX = 20      # smallest blob of plain backdrop in the piece counted (the 2 px opening leaves less as noise)
 PIERCED_RATIO = 1.5       # piece around a hole, in hole radii, that makes it a hole in solid piece
 PIERCED_MIN_PX = 9        # smallest such hole counted (3 x 3 px is seen at 1:1 over a contrasting backdrop)
 PIERCED_MAX_SHARE = 0.01  # and largest, per piece area: a ring's interior seen from low is narrow, its shank thick
@@ -468,7 +468,7 @@ def gather_evidence(held: Held, result: Frame, *, light_known: bool) -> Evidence
     # opaque pixels that are the plain, unshaded backdrop
     plain = (a > 0.9) & bd.plain
     plain = cv2.morphologyEx(plain.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) > 0
-    blobs = _Blobs.of(plain, max(20, int(BACKDROP_BLOB_SHARE * area)))
+    blobs = _Blobs.of(plain, BACKDROP_BLOB_PX)     # many small gaps filled count together, as a customer sees them
     m["piece_backdrop_share"] = blobs.area() / area
     findings += [on_box("backdrop_in_piece", blobs.box(k)) for k in blobs.ids[:3]]
     near |= blobs.mask()

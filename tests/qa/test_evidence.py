@@ -203,3 +203,25 @@ def test_a_facet_cut_out_near_the_edge_of_a_stone_is_seen():
         found, where = _pierced(piece, _enclosed(piece))
         assert (len(found) == 1) == seen, gap
         assert where[60, 20 + gap] == seen
+
+
+def test_many_small_patches_of_backdrop_kept_as_piece_count_together(band, monkeypatch):
+    """Gaps between stones or an openwork's openings filled in are each small (here 8 x 8 px, under the
+    0.2% of the piece that a floor proportional to the piece once asked of each); together they are
+    plain to see, and they count together."""
+    import qa.evidence as ev_mod
+
+    piece = (band.alpha > 0.5).astype(np.uint8)
+    near = (cv2.dilate(piece, np.ones((21, 21), np.uint8)) > 0) & (piece == 0)
+    patches = np.zeros_like(near)
+    for y in range(0, near.shape[0] - 8, 10):
+        for x in range(0, near.shape[1] - 8, 10):
+            if near[y:y + 8, x:x + 8].all():
+                patches[y:y + 8, x:x + 8] = True
+    assert 64 < 0.002 * piece.sum()
+    alpha = np.maximum(band.alpha, patches.astype(np.float32))
+    ev = _evidence(band, alpha)
+    assert ev.metrics["piece_backdrop_share"] > 0.02          # measured 0.034
+    assert "backdrop_in_piece" in [f.code for f in kept_findings(ev, load_preset("catalog").qa)]
+    monkeypatch.setattr(ev_mod, "BACKDROP_BLOB_PX", int(0.002 * piece.sum()))
+    assert _evidence(band, alpha).metrics["piece_backdrop_share"] == 0      # the old floor saw none of them
