@@ -112,6 +112,7 @@ BACKDROP_BLOB_PX = 20      # smallest blob of plain backdrop in the piece counte
 PIERCED_RATIO = 1.5       # piece around a hole, in hole radii, that makes it a hole in solid piece
 PIERCED_MIN_PX = 9        # smallest such hole counted (3 x 3 px is seen at 1:1 over a contrasting backdrop)
 PIERCED_MAX_SHARE = 0.01  # and largest, per piece area: a ring's interior seen from low is narrow, its shank thick
+SEE_THROUGH = 0.9         # alpha below this inside solid metal lets a dark page show through
 CAST_LOG_CHROMA = 0.10    # log-chroma of the source backdrop above which an estimated light needs confirming
 NET_SIZE = 384
 EDGE_SIGMAS = 4.0         # gradient across the outline, in noise sigmas, that is an edge in the photo
@@ -367,33 +368,39 @@ def _holes(piece: np.ndarray, holes: tuple, bd: _Backdrop, prob: np.ndarray
     return bad / area, findings, suspect
 
 
-def _pierced(piece: np.ndarray, holes: tuple) -> tuple[list[Finding], np.ndarray]:
+def _pierced(a: np.ndarray, holes: tuple) -> tuple[list[Finding], np.ndarray]:
     """Small holes in solid piece: the piece around a hole is over ``PIERCED_RATIO`` times as thick as
     the hole's own radius (holes of ``PIERCED_MIN_PX`` up to ``PIERCED_MAX_SHARE`` of the piece; larger
-    ones are ``_holes``' business).
+    ones are ``_holes``' business). ``a``: the alpha on the box; ``holes``: ``_enclosed(a > 0.5)``.
 
     A highlight or a stone's facet that matches the backdrop drops out of a cut-out as a small hole
     deep inside the metal or the stone; a hole of the design (a link's gap, an eyelet, openwork, a
     ring's interior) is ringed by wire or a band no thicker than itself. Geometry only: it holds where
     the facet or the highlight looks exactly like the backdrop, which the colour checks cannot tell.
+    Then the same for see-through spots (alpha under ``SEE_THROUGH``, most of them above 0.5) that are
+    not such a hole's own soft rim: over a dark page they show as much.
     """
-    lab, stats, ids = holes
-    found, where = [], np.zeros_like(piece)
-    h_box, w_box = piece.shape
-    largest = PIERCED_MAX_SHARE * piece.sum()
+    found, where = [], np.zeros(a.shape, bool)
+    h_box, w_box = a.shape
     padded = lambda t: np.pad(t.astype(np.uint8), 1)  # noqa: E731  (outside the window counts as backdrop)
-    for k in ids:
-        x, y, w, h, area = (int(v) for v in stats[k])
-        if not PIERCED_MIN_PX <= area <= largest:
-            continue
-        m = int((PIERCED_RATIO + 1) * max(w, h)) + 4      # far enough to see that much piece around it
-        win = (slice(max(0, y - m), min(y + h + m, h_box)), slice(max(0, x - m), min(x + w + m, w_box)))
-        hole = lab[win] == k
-        radius = cv2.distanceTransform(padded(hole), cv2.DIST_L2, 3).max()
-        depth = cv2.distanceTransform(padded(hole | piece[win]), cv2.DIST_L2, 3)[1:-1, 1:-1][hole].max()
-        if depth - radius >= PIERCED_RATIO * radius:
-            where[win] |= hole
-            found.append((area, Finding("hole_in_piece", (x, y, x + w, y + h))))
+    for level, given in ((0.5, holes), (SEE_THROUGH, None)):
+        piece = a > level
+        lab, stats, ids = given if given is not None else _enclosed(piece)
+        largest = PIERCED_MAX_SHARE * piece.sum()
+        for k in ids:
+            x, y, w, h, area = (int(v) for v in stats[k])
+            if not PIERCED_MIN_PX <= area <= largest:
+                continue
+            m = int((PIERCED_RATIO + 1) * max(w, h)) + 4      # far enough to see that much piece around it
+            win = (slice(max(0, y - m), min(y + h + m, h_box)), slice(max(0, x - m), min(x + w + m, w_box)))
+            hole = lab[win] == k
+            if where[win][hole].any():       # a hole found at 0.5, with its soft rim
+                continue
+            radius = cv2.distanceTransform(padded(hole), cv2.DIST_L2, 3).max()
+            depth = cv2.distanceTransform(padded(hole | piece[win]), cv2.DIST_L2, 3)[1:-1, 1:-1][hole].max()
+            if depth - radius >= PIERCED_RATIO * radius:
+                where[win] |= hole
+                found.append((area, Finding("hole_in_piece", (x, y, x + w, y + h))))
     return [f for _, f in sorted(found, key=lambda t: -t[0])], where     # largest first
 
 
@@ -460,7 +467,7 @@ def gather_evidence(held: Held, result: Frame, *, light_known: bool) -> Evidence
     m["hole_suspect_area"], found, suspect = _holes(piece, holes, bd, prob)
     findings += [on_box(f.code, f.box) for f in found]
     near |= suspect
-    found, pierced = _pierced(piece, holes)
+    found, pierced = _pierced(a, holes)
     m["holes_in_piece"] = float(len(found))
     findings += [on_box(f.code, f.box) for f in found[:3]]     # the three largest: where to look first
     near |= pierced

@@ -225,3 +225,17 @@ def test_many_small_patches_of_backdrop_kept_as_piece_count_together(band, monke
     assert "backdrop_in_piece" in [f.code for f in kept_findings(ev, load_preset("catalog").qa)]
     monkeypatch.setattr(ev_mod, "BACKDROP_BLOB_PX", int(0.002 * piece.sum()))
     assert _evidence(band, alpha).metrics["piece_backdrop_share"] == 0      # the old floor saw none of them
+
+
+def test_a_see_through_spot_in_solid_metal_is_seen(band):
+    """A spot the matte left half transparent (alpha 0.6: no hole at 0.5) deep in the band lets a dark
+    page show through as much as a hole: it is counted, where it is."""
+    solid = cv2.erode((band.alpha > 0.99).astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
+    cy, cx = np.argwhere(solid)[len(np.argwhere(solid)) // 2]
+    alpha = band.alpha.copy()
+    cv2.circle(alpha, (int(cx), int(cy)), 2, 0.6, -1)
+    ev = _evidence(band, alpha)
+    assert ev.metrics["holes_in_piece"] == 1 and ev.overlay[cy, cx]
+    assert "hole_in_piece" in [f.code for f in kept_findings(ev, load_preset("catalog").qa)]
+    cv2.circle(alpha, (int(cx), int(cy)), 2, 0.95, -1)                       # all but opaque: nothing to see
+    assert _evidence(band, alpha).metrics["holes_in_piece"] == 0
