@@ -61,7 +61,6 @@ the way to true colour on coloured paper and desks.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -73,6 +72,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from flows.review import ReviewError, parse_set  # noqa: E402
 from models.simulator import BACKGROUNDS, PIECES, lighting_gain, render_scene  # noqa: E402
 from models.simulator.studio import WIDE_BACKDROPS, WIDE_PIECES  # noqa: E402
 from qa.metrics import hue_shift  # noqa: E402
@@ -356,11 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sheet", type=Path, help="write a PNG of every scene: source | result | mask errors")
     args = ap.parse_args(argv)
 
-    overrides: dict[str, dict] = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        stage, name = key.split(".", 1)
-        overrides.setdefault(stage, {})[name] = json.loads(value) if value[:1] in "0123456789-[{tfn\"" else value
+    try:
+        overrides = parse_set(args.set)       # the same STAGE.KEY=VALUE as `loupe review rerun --set`
+    except ReviewError as exc:
+        ap.error(str(exc))
     tiles = [] if args.sheet else None
     pieces, backgrounds = WORLDS[args.world]
     rows = [run_case(p, b, s, tuple(args.size), args.device, tiles, args.known_light, args.suite, overrides, args.world,
