@@ -112,7 +112,7 @@ BACKDROP_BLOB_PX = 20      # smallest blob of plain backdrop in the piece counte
 PIERCED_RATIO = 1.5       # piece around a hole, in hole radii, that makes it a hole in solid piece
 PIERCED_MIN_PX = 9        # smallest such hole counted (3 x 3 px is seen at 1:1 over a contrasting backdrop)
 PIERCED_MAX_SHARE = 0.01  # and largest, per piece area: a ring's interior seen from low is narrow, its shank thick
-SEE_THROUGH = 0.9         # alpha below this inside solid metal lets a dark page show through
+SEE_THROUGH = 0.9         # alpha up to this lets a dark page show through; above it a pixel hides it
 CAST_LOG_CHROMA = 0.10    # log-chroma of the source backdrop above which an estimated light needs confirming
 NET_SIZE = 384
 EDGE_SIGMAS = 4.0         # gradient across the outline, in noise sigmas, that is an edge in the photo
@@ -377,7 +377,7 @@ def _pierced(a: np.ndarray, holes: tuple) -> tuple[list[Finding], np.ndarray]:
     deep inside the metal or the stone; a hole of the design (a link's gap, an eyelet, openwork, a
     ring's interior) is ringed by wire or a band no thicker than itself. Geometry only: it holds where
     the facet or the highlight looks exactly like the backdrop, which the colour checks cannot tell.
-    Then the same for see-through spots (alpha under ``SEE_THROUGH``, most of them above 0.5) that are
+    Then the same for see-through spots (alpha up to ``SEE_THROUGH``, most of them above 0.5) that are
     not such a hole's own soft rim: over a dark page they show as much.
     """
     found, where = [], np.zeros(a.shape, bool)
@@ -473,7 +473,7 @@ def gather_evidence(held: Held, result: Frame, *, light_known: bool) -> Evidence
     near |= pierced
 
     # opaque pixels that are the plain, unshaded backdrop
-    plain = (a > 0.9) & bd.plain
+    plain = (a > SEE_THROUGH) & bd.plain
     plain = cv2.morphologyEx(plain.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) > 0
     blobs = _Blobs.of(plain, BACKDROP_BLOB_PX)     # many small gaps filled count together, as a customer sees them
     m["piece_backdrop_share"] = blobs.area() / area
