@@ -103,3 +103,9 @@ def hold(source: torch.Tensor | None, reference: Frame, alpha: torch.Tensor | No
     block = torch.stack([t[0, :, box[0], box[1]] for t in layers])
     held = list(block[:, None].unbind(0))
     return Held(held[0] if source is not None else None, held[-1], reference.plate, box, size, cast, scene)
+
+
+def as_held(reference: Frame | Held, alpha: torch.Tensor | None) -> Held:
+    """``reference`` as QA holds it for the cut-out ``alpha``: already held, or a whole frame held now
+    (no source: for the metrics, which compare the result with the reference only)."""
+    return reference if isinstance(reference, Held) else hold(None, reference, alpha)

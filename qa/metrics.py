@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from qa.evidence import EVIDENCE_DOCS
-from qa.held import Held, hold, qa_box
+from qa.held import Held, as_held, qa_box
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab
 from tasks.compose import grown_box
 from tasks.frame import Frame, luminance
@@ -219,7 +219,7 @@ def compute_metrics(reference: Frame | Held, result: Frame) -> dict[str, float]:
     12 px), a fraction of a 24 MP frame's pixels.
     """
     alpha = result.alpha if result.alpha is not None else torch.zeros_like(result.image[:, :1])
-    held = reference if isinstance(reference, Held) else hold(None, reference, result.alpha)
+    held = as_held(reference, result.alpha)
     whole = {"mask_coverage": float(alpha.mean())}
     whole["background_a"], whole["background_b"] = held.cast
     frame_piece = alpha > 0.5
@@ -283,7 +283,7 @@ def detail_loss_map(reference: Frame | Held, result: Frame) -> np.ndarray:
     """Per-pixel lost band-pass energy (H, W) in [0, 1], for the review overlay (``reference`` whole or
     held). Outside the piece the output is read as the input, so the map is 0 there beyond the filters'
     12 px: only the piece's box is filtered."""
-    held = reference if isinstance(reference, Held) else hold(None, reference, result.alpha)
+    held = as_held(reference, result.alpha)
     after = result.foreground if result.foreground is not None else result.image
     h, w = after.shape[-2:]
     if result.alpha is None:
