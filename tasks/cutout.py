@@ -68,16 +68,6 @@ class CutoutParams(BaseModel):
     umbra_spread: float = Field(0.07, ge=0, description="a grey darkening this even (shade's 10-90% spread over its "
                                 "median, on a 1.5 px average) is a hard shadow's umbra, whatever the network says")
     umbra_area: float = Field(2.5e-3, ge=0, description="smallest umbra (fraction of the frame) judged by its evenness")
-    cast_min_offset: float = Field(0.03, ge=0, description="smallest offset (of the frame's long edge) of a hard "
-                                   "shadow from the piece that casts it")
-    cast_on_plain: float = Field(0.2, ge=0, le=1, description="most of the piece's metal, moved by a hard shadow's "
-                                 "offset, that may land on the lit backdrop")
-    cast_beyond: float = Field(0.5, ge=0, le=1, description="share of a cast shadow that lies beyond the silhouette "
-                               "of the piece casting it")
-    cast_share: float = Field(0.05, ge=0, le=1, description="share of the piece's moved metal that lands on its "
-                              "cast shadows")
-    cast_cover: float = Field(0.6, ge=0, le=1, description="share of a grey part that the piece's metal, moved by the "
-                              "shadow's offset, covers when the part is the piece's cast shadow")
     line_sigmas: float = Field(5.0, gt=0, description="contrast with its surroundings, in noise sigmas, that makes a thin line piece")
     keep_ratio: float = Field(0.02, ge=0, le=1, description="drop components smaller than this fraction of the largest")
     min_area: float = Field(2e-4, ge=0, description="drop components smaller than this fraction of the frame")
@@ -256,7 +246,7 @@ def component_mean(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray
 
 
 def _drop_shadows(enc, sigma, shade, z_smooth, core: np.ndarray, prob: np.ndarray | None, edges: np.ndarray,
-                  plain: np.ndarray, params: CutoutParams) -> np.ndarray:
+                  params: CutoutParams) -> np.ndarray:
     """Remove parts of ``core`` that are a grey darkening of the backdrop and that the
     segmentation network, which sees the whole scene, calls background, that fade into the
     backdrop with no edge where they meet it, or that darken it evenly beside the piece (a shadow)."""
@@ -280,82 +270,18 @@ def _drop_shadows(enc, sigma, shade, z_smooth, core: np.ndarray, prob: np.ndarra
         return core
     rim = outline(core) & candidates     # where a candidate meets the backdrop
     umbrae = _umbrae(labels, stats, shade, core, params)
-    piece = _keep_components(core, params)
-    even = umbrae | _cast_copies(labels, n, piece, piece & ~grey, plain, params)   # a hard light's shadows
-    shadow = _fades(labels, n, rim, edges, params) | even
+    shadow = _fades(labels, n, rim, edges, params) | umbrae
     if prob is not None:
         shadow |= component_mean(labels, n, prob) < params.shadow_p
     shadow[0] = False
     gone = shadow[labels]
-    if even.any():
+    if umbrae.any():
         # a hard shadow's own edge, between it and the backdrop (not flat, so no candidate): left
         # alone, it stays as a line around a region the piece then encloses
         near = np.ones((5, 5), np.uint8)
-        gone |= ((cv2.dilate(even[labels].astype(np.uint8), near) > 0) & (cv2.dilate(1 - core, near) > 0)
+        gone |= ((cv2.dilate(umbrae[labels].astype(np.uint8), near) > 0) & (cv2.dilate(1 - core, near) > 0)
                  & (core > 0) & grey & ~flat)
     return core & ~gone.astype(np.uint8)
-
-
-def _outside(mask: np.ndarray) -> np.ndarray:
-    """(H, W) bool: what is not ``mask`` and reaches the frame's border without crossing it."""
-    n, labels = cv2.connectedComponents((mask == 0).astype(np.uint8), connectivity=4)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return np.isin(labels, border[border > 0])
-
-
-COPY_SIZE = 384   # long edge (px) of the grid a cast copy is looked for on
-
-
-def _cast_copies(labels: np.ndarray, n: int, core: np.ndarray, metal: np.ndarray, plain: np.ndarray,
-                 params: CutoutParams) -> np.ndarray:
-    """Per label: a grey part that is the piece's own silhouette thrown onto the backdrop.
-
-    One hard light casts the whole piece's shadow by one offset: the parts of the piece a
-    shadow cannot explain (``metal``: coloured or brighter than the backdrop), moved by it, land
-    on the shadow or on the piece, never on the lit backdrop (``plain``). The offset is where
-    moved metal covers most grey and least plain backdrop, away from zero (grey metal lies next
-    to bright metal); a grey part is a cast copy when it meets the backdrop and the moved metal
-    covers most of it. The network takes a chain's sharp shadow for a second chain; this needs
-    no network.
-    """
-    copy = np.zeros(n, bool)
-    h, w = labels.shape
-    scale = min(1.0, COPY_SIZE / max(h, w))
-    size = (max(8, round(w * scale)), max(8, round(h * scale)))
-    small = lambda m: cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA)  # noqa: E731
-    solid = small(metal)
-    if solid.sum() < 4 or not labels.any():
-        return copy
-    fh, fw = 2 * size[1], 2 * size[0]    # zero-padded: no wrap-around
-    moved_onto = lambda m: np.fft.irfft2(np.conj(np.fft.rfft2(solid, (fh, fw))) * np.fft.rfft2(small(m), (fh, fw)), (fh, fw))  # noqa: E731
-    score = moved_onto(labels > 0) - moved_onto(plain)
-    dy, dx = np.meshgrid(np.fft.fftfreq(fh, 1 / fh), np.fft.fftfreq(fw, 1 / fw), indexing="ij")
-    score[np.hypot(dy, dx) < params.cast_min_offset * max(size)] = -np.inf
-    peak = np.unravel_index(np.argmax(score), score.shape)
-    shift = np.float32([[1, 0, dx[peak] / scale], [0, 1, dy[peak] / scale]])
-    moved_metal = cv2.warpAffine(metal.astype(np.uint8), shift, (w, h), flags=cv2.INTER_NEAREST) > 0
-    if (moved_metal & plain).sum() > params.cast_on_plain * moved_metal.sum():
-        return copy     # no one offset throws the piece off the lit backdrop: no hard shadow
-    moved = cv2.dilate(moved_metal.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    area = np.bincount(labels.ravel(), minlength=n)
-    covered = np.bincount(labels[moved], minlength=n) / np.maximum(area, 1)
-    # (its own crisp edge is no candidate: "meets" the backdrop within 2 px)
-    meets = np.bincount(labels[cv2.dilate((core == 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0], minlength=n) > 0
-    copy = (covered >= params.cast_cover) & meets
-    copy[0] = False
-    # and it lies beyond the caster's silhouette: grey metal that the piece's own bright metal
-    # happens to cover when moved lies within it (the caster: the piece less the copies and
-    # their crisp grey edges)
-    edged = cv2.dilate(copy[labels].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    caster = (core > 0) & ~(edged & (metal == 0))
-    silhouette = cv2.morphologyEx(caster.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-    silhouette = ~_outside(silhouette)
-    inside = np.bincount(labels[silhouette], minlength=n) / np.maximum(area, 1)
-    copy &= inside <= 1 - params.cast_beyond
-    # and together they show a good part of the piece: a sliver along the outline is no shadow
-    if moved_metal[copy[labels]].sum() < params.cast_share * metal.sum():
-        copy[:] = False
-    return copy
 
 
 def _umbrae(labels: np.ndarray, stats: np.ndarray, shade: torch.Tensor, core: np.ndarray,
@@ -566,12 +492,11 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     prob = _piece_probability(enc, params)[0, 0].cpu().numpy() if params.network_checks else None
     edges = edge_strength(departure[0].cpu().numpy(), bg_ref[0, 0].cpu().numpy())
     del departure
-    plain = _plain_backdrop(enc, backdrop, sigma, params)
-    core = _drop_shadows(enc, sigma, shade, z_smooth, core, prob, edges, plain, params)
+    core = _drop_shadows(enc, sigma, shade, z_smooth, core, prob, edges, params)
     del shade, z_smooth
     core = _drop_edgeless(core, edges, params)
     del edges
-    core = _fill_enclosed_metal(core, plain, prob, params.hole_plain_share,
+    core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
     del prob
     core = _fill_pinholes(core, enc[0].permute(1, 2, 0).cpu().numpy(), backdrop[0].permute(1, 2, 0).cpu().numpy(),
