@@ -332,12 +332,18 @@ def cutout_of(out: Path, row: dict) -> Path | None:
     return Layout.of(out).abs(name).local_path() if name else None
 
 
-def is_right(row: dict) -> bool:
-    ok = True
+def failed(row: dict) -> list[str]:
+    """The criteria of ``RIGHT`` the row misses (a missing figure misses)."""
+    out = []
     for key, (op, bound) in RIGHT.items():
         v = row.get(key, float("nan"))
-        ok &= bool(v >= bound) if op == ">=" else bool(v <= bound)
-    return ok
+        if not (bool(v >= bound) if op == ">=" else bool(v <= bound)):
+            out.append(key)
+    return out
+
+
+def is_right(row: dict) -> bool:
+    return not failed(row)
 
 
 def grade(out: Path, shoots: list[Path]) -> pd.DataFrame:
@@ -395,6 +401,22 @@ def two_numbers(table: pd.DataFrame) -> pd.Series:
     return pd.Series(out)
 
 
+def blockers(table: pd.DataFrame) -> pd.DataFrame:
+    """Per set, what stands between it and right first time: the images that miss each criterion,
+    those that miss it alone (``only_*``: what one fix would make right), and the right images QA
+    held for review (``right_held``)."""
+    rows = {}
+    graded = table[table["right"].notna()] if "right" in table else table.iloc[:0]
+    for name, group in graded.groupby("set", sort=False):
+        missed = [failed(row) for row in group.to_dict("records")]
+        row = {"n": len(group)}
+        row.update({key: sum(key in m for m in missed) for key in RIGHT})
+        row.update({f"only_{key}": sum(m == [key] for m in missed) for key in RIGHT})
+        row["right_held"] = int((group["right"].astype(bool) & (group["status"] != "exported")).sum())
+        rows[name] = row
+    return pd.DataFrame(rows).T
+
+
 def summarize(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """``two_numbers`` for each group of ``keys``."""
     groups = {k if isinstance(k, tuple) else (k,): two_numbers(g) for k, g in table.groupby(keys, sort=False)}
@@ -412,6 +434,12 @@ def report(table: pd.DataFrame) -> str:
         if key in graded and len(graded):
             lines += [f"\n## by {key}", summarize(graded, ["set", key])[
                 ["n", "exported", "right", "rft", "escapes", "iou", "holes", "de_chroma"]].round(3).to_string()]
+    if len(graded):
+        lines += ["\n## what stands between each set and right first time (images missing each criterion; "
+                  "only_*: missing it alone; right_held: right, held for review)", blockers(graded).to_string()]
+        held = graded[graded["right"].astype(bool) & (graded["status"] != "exported")]
+        if len(held):
+            lines += ["\n## right but held", held[["set", "source", "reasons"]].to_string(index=False)]
     escapes = graded[(graded["status"] == "exported") & ~graded["right"].astype(bool)]
     if len(escapes):
         cols = [c for c in ("set", "source", "family", "piece", "iou", "holes", "thin", "de_chroma", "lost", "pierced")
