@@ -401,6 +401,11 @@ def two_numbers(table: pd.DataFrame) -> pd.Series:
     return pd.Series(out)
 
 
+def right_but_held(table: pd.DataFrame) -> pd.Series:
+    """Rows whose cut-out is right but that QA routed to review (right first time lost to QA)."""
+    return table["right"].astype(bool) & (table["status"] != "exported")
+
+
 def blockers(table: pd.DataFrame) -> pd.DataFrame:
     """Per set, what stands between it and right first time: the images that miss each criterion,
     those that miss it alone (``only_*``: what one fix would make right), and the right images QA
@@ -412,7 +417,7 @@ def blockers(table: pd.DataFrame) -> pd.DataFrame:
         row = {"n": len(group)}
         row.update({key: sum(key in m for m in missed) for key in RIGHT})
         row.update({f"only_{key}": sum(m == [key] for m in missed) for key in RIGHT})
-        row["right_held"] = int((group["right"].astype(bool) & (group["status"] != "exported")).sum())
+        row["right_held"] = int(right_but_held(group).sum())
         rows[name] = row
     return pd.DataFrame(rows).T
 
@@ -437,7 +442,7 @@ def report(table: pd.DataFrame) -> str:
     if len(graded):
         lines += ["\n## what stands between each set and right first time (images missing each criterion; "
                   "only_*: missing it alone; right_held: right, held for review)", blockers(graded).to_string()]
-        held = graded[graded["right"].astype(bool) & (graded["status"] != "exported")]
+        held = graded[right_but_held(graded)]
         if len(held):
             lines += ["\n## right but held", held[["set", "source", "reasons"]].to_string(index=False)]
     escapes = graded[(graded["status"] == "exported") & ~graded["right"].astype(bool)]
