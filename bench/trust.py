@@ -379,8 +379,13 @@ def grade(out: Path, shoots: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def graded_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a verdict against truth (the real photos have none)."""
+    return table[table["right"].notna()] if "right" in table else table.iloc[:0]
+
+
 def two_numbers(table: pd.DataFrame) -> pd.Series:
-    graded = table[table["right"].notna()] if "right" in table else table.iloc[:0]
+    graded = graded_rows(table)
     exported = graded[graded["status"] == "exported"]
     right = graded["right"].astype(bool) if len(graded) else graded.get("right", pd.Series(dtype=bool))
     out = {
@@ -411,8 +416,7 @@ def blockers(table: pd.DataFrame) -> pd.DataFrame:
     those that miss it alone (``only_*``: what one fix would make right), and the right images QA
     held for review (``right_held``)."""
     rows = {}
-    graded = table[table["right"].notna()] if "right" in table else table.iloc[:0]
-    for name, group in graded.groupby("set", sort=False):
+    for name, group in graded_rows(table).groupby("set", sort=False):
         missed = [failed(row) for row in group.to_dict("records")]
         row = {"n": len(group)}
         row.update({key: sum(key in m for m in missed) for key in RIGHT})
@@ -434,7 +438,7 @@ def report(table: pd.DataFrame) -> str:
     pd.set_option("display.width", 200)
     lines = ["## The two numbers, per set (rft = exported and right / all; escapes = exported but wrong / exported)",
              summarize(table, ["set"]).round(3).to_string()]
-    graded = table[table.get("right", pd.Series(index=table.index)).notna()]
+    graded = graded_rows(table)
     for key in ("family", "piece"):
         if key in graded and len(graded):
             lines += [f"\n## by {key}", summarize(graded, ["set", key])[
