@@ -98,15 +98,17 @@ def frame_border(h: int, w: int, device, box: tuple[slice, slice] | None = None)
 def fit_backdrop(small: torch.Tensor, iterations: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """Robust quadratic surface per channel; returns (backdrop, backdrop mask) at ``small``'s size."""
     _, c, h, w = small.shape
-    a = _design(h, w, small.device, small.dtype)
-    target = small[0].reshape(c, -1).T
+    # in float64: float32's least squares differ in the last bits from call to call (the BLAS kernels
+    # follow the buffers' alignment), and a mask pixel on a threshold then flips between runs
+    a = _design(h, w, small.device, torch.float64)
+    target = small[0].reshape(c, -1).T.double()
     use = frame_border(h, w, small.device).reshape(-1)
     for _ in range(iterations):
         coef = torch.linalg.lstsq(a[use], target[use]).solution
         resid = (target - a @ coef).abs().max(1).values
         scale = 1.4826 * resid[use].median().clamp(min=1e-4)
         use = resid < 4 * scale
-    backdrop = (a @ coef).T.reshape(1, c, h, w)
+    backdrop = (a @ coef).T.reshape(1, c, h, w).to(small.dtype)
     return backdrop, use.reshape(1, 1, h, w).to(small.dtype)
 
 
