@@ -32,6 +32,7 @@ a person.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
@@ -127,34 +128,41 @@ def _keep_components(mask: np.ndarray, params: CutoutParams) -> np.ndarray:
 SMOOTH_NOISE = 0.19
 
 
-def _shadow_scores(image, enc, backdrop, sigma) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """How much darker than the backdrop each pixel is (linear luminance ratio), and, in noise
-    sigmas per pixel and on a 1.5 px average, what of its colour a grey shadow on the backdrop
-    cannot explain."""
-    back_lin = srgb_to_linear(backdrop.clamp(0, 1))
-    lum = image.new_tensor((0.2126, 0.7152, 0.0722)).view(1, 3, 1, 1)
-    shade = (image * lum).sum(1, keepdim=True) / (back_lin * lum).sum(1, keepdim=True).clamp(min=1e-4)
+def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """How much darker than the backdrop each pixel is (``shade``: linear luminance ratio), and what
+    of its colour a grey shadow on the backdrop cannot explain, in noise sigmas per pixel and on a
+    1.5 px average, as two masks:
+
+    ``faint``: flat metal only a little brighter or more coloured than the backdrop. Per-pixel
+    thresholds miss it in a noisy (dark, strongly white-balanced) frame; averaged over 1.5 px the
+    noise drops ~5x. Only departures a grey shadow cannot make count (brighter, or another hue), so
+    the soft contact shadow around the piece is not pulled in.
+    ``explained``: a grey darkening explains the pixel on the 1.5 px average.
+
+    A channel at a time, and only the masks kept: no 3-channel or score-sized temporaries (a 24 MP
+    plane is 96 MB).
+    """
+    lum = (0.2126, 0.7152, 0.0722)
+    lit = back = None
+    for c in range(enc.shape[1]):
+        term, back_term = image[:, c:c + 1] * lum[c], srgb_to_linear(backdrop[:, c:c + 1].clamp(0, 1)).mul_(lum[c])
+        lit = term if lit is None else lit.add_(term)
+        back = back_term if back is None else back.add_(back_term)
+        del term, back_term
+    shade = lit.div_(back.clamp_(min=1e-4))
+    del back
     shadowed = shade.clamp(0, 1)
-    z_pixel = z_smooth = None
-    for c in range(enc.shape[1]):     # a channel at a time, the largest kept: no 3-channel temporaries
-        unexplained = enc[:, c:c + 1] - linear_to_srgb(back_lin[:, c:c + 1] * shadowed)
-        zp = (unexplained / sigma[:, c:c + 1]).abs_()
+    pixel_off = smooth_off = explained = None
+    for c in range(enc.shape[1]):
+        unexplained = enc[:, c:c + 1] - linear_to_srgb(srgb_to_linear(backdrop[:, c:c + 1].clamp(0, 1)).mul_(shadowed))
+        off = (unexplained / sigma[:, c:c + 1]).abs_() > params.bg_sigmas
         zs = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma[:, c:c + 1])).abs_()
         del unexplained
-        z_pixel = zp if z_pixel is None else torch.maximum(z_pixel, zp, out=z_pixel)
-        z_smooth = zs if z_smooth is None else torch.maximum(z_smooth, zs, out=z_smooth)
-    return shade, z_pixel, z_smooth
-
-
-def _faint_piece(z_pixel, z_smooth, params: CutoutParams) -> torch.Tensor:
-    """Flat metal only a little brighter or more coloured than the backdrop.
-
-    Per-pixel thresholds miss it in a noisy (dark, strongly white-balanced)
-    frame; averaged over 1.5 px the noise drops ~5x. Only departures a grey
-    shadow cannot make count (brighter, or another hue), so the soft contact
-    shadow around the piece is not pulled in.
-    """
-    return (z_smooth > params.fg_sigmas) & (z_pixel > params.bg_sigmas)
+        pixel_off = off if pixel_off is None else pixel_off.logical_or_(off)
+        smooth_off = zs > params.fg_sigmas if smooth_off is None else smooth_off.logical_or_(zs > params.fg_sigmas)
+        explained = zs < params.fg_sigmas if explained is None else explained.logical_and_(zs < params.fg_sigmas)
+        del zs
+    return shade, smooth_off.logical_and_(pixel_off), explained
 
 
 def _thin_lines(enc, backdrop, sigma, params: CutoutParams) -> torch.Tensor:
@@ -173,12 +181,17 @@ def _thin_lines(enc, backdrop, sigma, params: CutoutParams) -> torch.Tensor:
 
 def _plain_backdrop(enc, backdrop, sigma, params: CutoutParams) -> np.ndarray:
     """Pixels that match the backdrop model on a 1.5 px average (no shadow, no metal)."""
-    z = (gaussian_blur(enc - backdrop, 1.5) / (SMOOTH_NOISE * sigma)).abs().amax(1, keepdim=True)
-    return (z < params.fg_sigmas)[0, 0].cpu().numpy()
+    plain = None
+    for c in range(enc.shape[1]):     # a channel at a time: no 3-channel temporaries
+        z = (gaussian_blur(enc[:, c:c + 1] - backdrop[:, c:c + 1], 1.5) / (SMOOTH_NOISE * sigma[:, c:c + 1])).abs_()
+        plain = z < params.fg_sigmas if plain is None else plain.logical_and_(z < params.fg_sigmas)
+        del z
+    return plain[0, 0].cpu().numpy()
 
 
-def edge_strength(enc: np.ndarray, quiet: np.ndarray | None, noise: np.ndarray | None = None) -> np.ndarray:
-    """Gradient of an image ((C, H, W): sRGB, or its departure from the backdrop) on a 1 px Gaussian,
+def edge_strength(planes: Iterable[np.ndarray], quiet: np.ndarray | None, noise: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of an image (its (H, W) planes: a (C, H, W) array, or planes made one at a time; sRGB,
+    or its departure from the backdrop) on a 1 px Gaussian,
     in units of the noise over the ``quiet`` pixels (plain backdrop: their 1 px high-pass; above
     ``SAMPLE_ABOVE`` pixels an even grid of them; or the per-channel ``noise`` given, measured so
     elsewhere), largest channel, taken within 1 px (H, W).
@@ -188,10 +201,10 @@ def edge_strength(enc: np.ndarray, quiet: np.ndarray | None, noise: np.ndarray |
     backdrop, so a desk's or a paper's own texture is no edge); QA asks the same of the final
     outline, on the source. Plane by plane: a 24 MP frame is never transposed or copied whole.
     """
-    step = math.ceil(math.sqrt(enc[0].size / SAMPLE_ABOVE)) if enc[0].size > SAMPLE_ABOVE else 1
     strongest = None
-    for c, plane in enumerate(enc):
+    for c, plane in enumerate(planes):
         plane = np.ascontiguousarray(plane, np.float32)
+        step = math.ceil(math.sqrt(plane.size / SAMPLE_ABOVE)) if plane.size > SAMPLE_ABOVE else 1
         smooth = cv2.GaussianBlur(plane, (0, 0), 1.0)
         if noise is not None:
             sigma = np.float32(noise[c])
@@ -213,14 +226,14 @@ def outline(mask: np.ndarray) -> np.ndarray:
     return (mask > 0) & (cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0)
 
 
-def _fades(labels: np.ndarray, n: int, rim: np.ndarray, edges: np.ndarray, params: CutoutParams) -> np.ndarray:
+def _fades(labels: np.ndarray, n: int, rim: np.ndarray, edged: np.ndarray, params: CutoutParams) -> np.ndarray:
     """Per label: its ``rim`` pixels (where it meets the backdrop, at least 8) mostly lie where the
-    photo has no edge."""
-    support = component_mean(labels[rim], n, edges[rim] >= params.edge_sigmas)
+    photo has no edge (``edged``: bool, on a step of colour)."""
+    support = component_mean(labels[rim], n, edged[rim])
     return (support < params.min_edge_support) & (np.bincount(labels[rim], minlength=n) >= 8)
 
 
-def _drop_edgeless(core: np.ndarray, edges: np.ndarray, params: CutoutParams) -> np.ndarray:
+def _drop_edgeless(core: np.ndarray, edged: np.ndarray, params: CutoutParams) -> np.ndarray:
     """Drop components of ``core`` with no edge around them and none inside: a sweep's fall-off or a
     patch of uneven light crossing the threshold, a detached shadow's fade. A component with edges
     inside holds a piece (merged with a glow or a shadow around it): it stays."""
@@ -229,8 +242,8 @@ def _drop_edgeless(core: np.ndarray, edges: np.ndarray, params: CutoutParams) ->
         return core
     rim = outline(core)
     inside = (core > 0) & ~rim
-    structure = component_mean(labels[inside], n, edges[inside] >= params.edge_sigmas)
-    drop = _fades(labels, n, rim, edges, params) & (structure < 0.01)
+    structure = component_mean(labels[inside], n, edged[inside])
+    drop = _fades(labels, n, rim, edged, params) & (structure < 0.01)
     drop[0] = False
     return core & ~drop[labels].astype(np.uint8)
 
@@ -242,28 +255,40 @@ def _piece_probability(enc: torch.Tensor, params: CutoutParams) -> torch.Tensor:
 
 
 def component_mean(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
-    """Mean of ``values`` over each of the ``n`` labelled components."""
-    return np.bincount(labels.ravel(), weights=values.ravel().astype(np.float64), minlength=n) / np.maximum(
-        np.bincount(labels.ravel(), minlength=n), 1)
+    """Mean of ``values`` over each of the ``n`` labelled components.
+
+    A million pixels at a time: weights are read as float64, and a 24 MP plane's copy would be 192 MB
+    (a bool's sums are counts, exact either way)."""
+    labels, values = labels.ravel(), values.ravel()
+    sums = np.zeros(n)
+    for i in range(0, labels.size, CHUNK):
+        part, weights = labels[i:i + CHUNK], values[i:i + CHUNK]
+        sums += (np.bincount(part[weights], minlength=n) if weights.dtype == bool
+                 else np.bincount(part, weights=weights, minlength=n))
+    return sums / np.maximum(np.bincount(labels, minlength=n), 1)
 
 
-def _drop_shadows(enc, sigma, shade, z_smooth, core: np.ndarray, prob: np.ndarray | None, edges: np.ndarray,
+CHUNK = 1 << 20
+
+
+def _drop_shadows(enc, sigma, shade, explained, core: np.ndarray, prob: np.ndarray | None, edged: np.ndarray,
                   params: CutoutParams) -> np.ndarray:
     """Remove parts of ``core`` that are a grey darkening of the backdrop and that the
     segmentation network, which sees the whole scene, calls background, that fade into the
     backdrop with no edge where they meet it, or that darken it evenly beside the piece (a shadow)."""
-    grey = ((z_smooth < params.fg_sigmas) & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
+    grey = (explained & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
     # split at edges, so a shadow touching grey metal is judged apart from the metal (a channel at a
     # time: the steepest of the three, without three channels of frame-sized temporaries at once)
     steep = None
     for c in range(enc.shape[1]):
         smooth = gaussian_blur(enc[:, c:c + 1], 1.0)
-        gy = F.pad((smooth[..., 1:, :] - smooth[..., :-1, :]).abs(), (0, 0, 0, 1))
-        gx = F.pad((smooth[..., :, 1:] - smooth[..., :, :-1]).abs(), (0, 1, 0, 0))
+        gy, gx = torch.zeros_like(smooth), torch.zeros_like(smooth)   # the last row / column stays 0
+        torch.sub(smooth[..., 1:, :], smooth[..., :-1, :], out=gy[..., :-1, :])
+        torch.sub(smooth[..., :, 1:], smooth[..., :, :-1], out=gx[..., :, :-1])
         del smooth
-        g = torch.maximum(gx, gy).div_(sigma[:, c:c + 1])
+        g = torch.maximum(gx.abs_(), gy.abs_(), out=gx).div_(sigma[:, c:c + 1])
         steep = g if steep is None else torch.maximum(steep, g, out=steep)
-        del gx, gy
+        del gx, gy, g
     flat = (steep < params.fg_sigmas)[0, 0].cpu().numpy()
     del steep
     candidates = (core > 0) & grey & flat
@@ -272,7 +297,7 @@ def _drop_shadows(enc, sigma, shade, z_smooth, core: np.ndarray, prob: np.ndarra
         return core
     rim = outline(core) & candidates     # where a candidate meets the backdrop
     umbrae = _umbrae(labels, stats, shade, core, params)
-    shadow = _fades(labels, n, rim, edges, params) | umbrae
+    shadow = _fades(labels, n, rim, edged, params) | umbrae
     if prob is not None:
         shadow |= component_mean(labels, n, prob) < params.shadow_p
     shadow[0] = False
@@ -380,14 +405,25 @@ def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_
     return out
 
 
-def _robust_sigma(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-channel noise (1.4826 x median absolute value) of ``x`` over ``mask`` -> (1, C, 1, 1)."""
-    vals = x[0][:, mask[0, 0]]
-    if vals.shape[1] < 16:
-        return x.new_full((1, x.shape[1], 1, 1), 0.01)
-    if vals.shape[1] > 1_000_000:
-        vals = vals[:, :: vals.shape[1] // 1_000_000 + 1]
-    return (1.4826 * vals.abs().median(1).values).clamp(min=1e-3).view(1, -1, 1, 1)
+def _largest_departure(enc: torch.Tensor, backdrop: torch.Tensor) -> torch.Tensor:
+    """|enc - backdrop|, largest channel (1, 1, H, W), made a channel at a time."""
+    largest = None
+    for c in range(enc.shape[1]):
+        d = (enc[:, c:c + 1] - backdrop[:, c:c + 1]).abs_()
+        largest = d if largest is None else torch.maximum(largest, d, out=largest)
+    return largest
+
+
+def _robust_sigma(enc: torch.Tensor, backdrop: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-channel noise (1.4826 x median absolute value) of ``enc - backdrop`` over ``mask`` -> (1, C, 1, 1)
+    (a channel at a time, over the masked pixels only: the departure is never made whole)."""
+    at = mask.reshape(-1).nonzero().squeeze(1)
+    if at.numel() < 16:
+        return enc.new_full((1, enc.shape[1], 1, 1), 0.01)
+    if at.numel() > 1_000_000:
+        at = at[:: at.numel() // 1_000_000 + 1]
+    medians = [(enc[0, c].reshape(-1)[at] - backdrop[0, c].reshape(-1)[at]).abs_().median() for c in range(enc.shape[1])]
+    return (1.4826 * torch.stack(medians)).clamp(min=1e-3).view(1, -1, 1, 1)
 
 
 def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band: int,
@@ -470,34 +506,34 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     if frame.plate is not None:
         # the studio's clean plate is the backdrop itself: fall-off, seams, paper texture, a desk's grain
         backdrop = linear_to_srgb(gaussian_blur(frame.plate, 1.0))
-        diff = (enc - backdrop).abs().amax(1, keepdim=True)
+        diff = _largest_departure(enc, backdrop)
         border = frame_border(h, w, image.device)
-        bg_ref = border & (diff < 4 * 1.4826 * diff[border].median())
+        bg_ref = border & (diff < 4 * 1.4826 * diff.masked_select(border).median())
     else:
         backdrop = resize(backdrop_small, (h, w))
-        diff = (enc - backdrop).abs().amax(1, keepdim=True)
+        diff = _largest_departure(enc, backdrop)
         bg_ref = resize(bg_small, (h, w)) > 0.5
-    noise = 1.4826 * diff[bg_ref].median() if bg_ref.any() else diff.new_tensor(0.01)
+    # (masked_select: a bool index would make an int64 index of every pixel's four coordinates first)
+    noise = 1.4826 * diff.masked_select(bg_ref).median() if bg_ref.any() else diff.new_tensor(0.01)
     t_fg = max(params.fg_sigmas * float(noise), params.min_contrast)
     t_bg = max(params.bg_sigmas * float(noise), params.min_contrast / 2)
 
     # per channel (a strong white balance makes blue noisy), floored like the thresholds: an
     # already-retouched pure-white backdrop has no noise, only JPEG ripples
     # (big arrays are dropped as soon as they are read for the last time: a 24 MP frame is 288 MB each)
-    departure = enc - backdrop
-    sigma = _robust_sigma(departure, bg_ref).clamp(min=params.min_contrast / params.fg_sigmas)
-    shade, z_pixel, z_smooth = _shadow_scores(image, enc, backdrop, sigma)
-    core = (diff > t_fg) | _faint_piece(z_pixel, z_smooth, params) | _thin_lines(enc, backdrop, sigma, params)
-    del z_pixel
+    sigma = _robust_sigma(enc, backdrop, bg_ref).clamp(min=params.min_contrast / params.fg_sigmas)
+    departure = ((enc[0, c] - backdrop[0, c]).cpu().numpy() for c in range(enc.shape[1]))   # a plane at a time
+    edged = edge_strength(departure, bg_ref[0, 0].cpu().numpy()) >= params.edge_sigmas
+    shade, faint, explained = _shadow_scores(image, enc, backdrop, sigma, params)
+    core = (diff > t_fg) | faint | _thin_lines(enc, backdrop, sigma, params)
+    del faint
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     prob = _piece_probability(enc, params)[0, 0].cpu().numpy() if params.network_checks else None
-    edges = edge_strength(departure[0].cpu().numpy(), bg_ref[0, 0].cpu().numpy())
-    del departure
-    core = _drop_shadows(enc, sigma, shade, z_smooth, core, prob, edges, params)
-    del shade, z_smooth
-    core = _drop_edgeless(core, edges, params)
-    del edges
+    core = _drop_shadows(enc, sigma, shade, explained, core, prob, edged, params)
+    del shade, explained
+    core = _drop_edgeless(core, edged, params)
+    del edged
     core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
     del prob

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import DEVICES, scene_frame, sim_scene
-from tasks.cutout import CutoutParams, cut_out, fit_backdrop
+from tasks.cutout import CutoutParams, component_mean, cut_out, fit_backdrop
 from tasks.frame import Frame
 from tasks.neutralize import NeutralizeParams, neutralize
 
@@ -383,3 +383,15 @@ def test_the_simulators_clean_plate_beats_the_network_on_a_desk(piece):
     assert with_plate["plate"] and not without["plate"]
     assert with_plate["iou"] >= 0.95 and with_plate["iou"] > without["iou"] + 0.03
     assert with_plate["hole_rec"] >= 0.99
+
+
+def test_component_mean_in_slices_is_the_mean_over_each_component():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, (1500, 2000)).astype(np.int32)   # ~3 slices of a million pixels
+    flags, values = rng.random(labels.shape) < 0.3, rng.random(labels.shape).astype(np.float32)
+    for v in (flags, values):
+        expected = [v[labels == k].astype(np.float64).mean() for k in range(5)]
+        got = component_mean(labels, 6, v)     # a sixth label no pixel has: 0
+        assert np.allclose(got[:5], expected, rtol=1e-12) and got[5] == 0
+    assert np.array_equal(component_mean(labels, 5, flags) * np.bincount(labels.ravel()),
+                          np.bincount(labels[flags], minlength=5))   # counts: exact
