@@ -412,7 +412,8 @@ def _edge_support(source: torch.Tensor, piece: np.ndarray, noise: np.ndarray
     fading into the sweep it mirrors, or the hull of a chain cut as a band runs over smooth
     backdrop (``tasks.cutout.edge_strength``, in units of the frame's own ``noise``).
     """
-    strength = edge_strength(linear_to_srgb(source.clamp(0, 1))[0].cpu().numpy(), None, noise)
+    planes = (linear_to_srgb(source[:, c:c + 1].clamp(0, 1))[0, 0].cpu().numpy() for c in range(source.shape[1]))
+    strength = edge_strength(planes, None, noise)     # a plane at a time: no 3-channel copies of the source
     rim = outline(piece)
     weak = rim & (strength < EDGE_SIGMAS)
     share = float(weak.sum()) / max(int(rim.sum()), 1)

@@ -71,28 +71,36 @@ def backdrop_specks(image: torch.Tensor, params: DustParams) -> torch.Tensor:
 
 
 def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustParams
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(removable, haze) masks (B, 1, H, W) on the piece, from DefectNet plus local contrast."""
+                  ) -> tuple[torch.Tensor, torch.Tensor, tuple[slice, slice]] | None:
+    """(removable, haze) masks (B, 1, h, w) on the piece, from DefectNet plus local contrast, made on the
+    piece's box (returned third: the masks are 0 beyond it); None when there is no piece.
+
+    The box holds the piece grown by 2 px and by the network's ``BOX_MARGIN`` px around that: every
+    filter and component count below gives there what it gives on the whole frame (beyond the box
+    there is only backdrop), without whole-frame masks (96 MB each at 24 MP)."""
     from models.defectnet import defect_probability, load_defectnet
 
-    removable, haze = torch.zeros_like(image[:, :1]), torch.zeros_like(image[:, :1])
-    region = dilate(piece, 2) if piece is not None else torch.ones_like(removable)
-    box = grown_box(region, 24)
+    h, w = image.shape[-2:]
+    box = grown_box(piece, 2 + BOX_MARGIN) if piece is not None else (slice(0, h), slice(0, w))
     if box is None:
-        return removable, haze
+        return None
     ys, xs = box
+    piece = piece[..., ys, xs].to(image.dtype) if piece is not None else None
+    region = dilate(piece, 2) if piece is not None else torch.ones_like(image[:, :1])
     srgb = linear_to_srgb(image[..., ys, xs].clamp(0, 1))
     net = load_defectnet(params.network_weights, image.device)
     with torch.no_grad():
         # the network's answer is read on the piece and, for blobs and haze reaching it, around it: as far
         # as a blob's crowd (``neighbourhood``) and a lint's length (40 px) reach; tiles beyond are not run
-        near = dilate(region[..., ys, xs], params.neighbourhood + 40)
+        near = dilate(region, params.neighbourhood + 40)
         prob = defect_probability(srgb.float(), net, where=near, bfloat16=params.network_bfloat16).to(image.dtype)
+    del near
     y = luminance(srgb)
+    del srgb
     # classical evidence: the blob differs from a 3 px median-like surround (opening/closing envelope)
     local = torch.maximum(closing(y, 3) - y, y - opening(y, 3))
     stands_out = dilate((local > params.min_local_contrast).to(image.dtype), 1)
-    removable[..., ys, xs] = (prob[:, :1] > params.strength).to(image.dtype) * stands_out
+    removable = (prob[:, :1] > params.strength).to(image.dtype) * stands_out
     # design repeats (pave seats, milgrain, beads): a blob with several others close by is texture
     removable = _uncrowded(removable, params.neighbours, params.neighbourhood)
     if piece is not None:
@@ -100,10 +108,15 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustP
         solid = torch.maximum(piece, _components(1 - piece, max_area=params.max_pinhole))
         outline = dilate(piece, 1) - erode(solid, 1)
         removable = _components(removable, touching=outline, share=0.5, keep=False)
+    haze = torch.zeros_like(removable)
     if params.haze:
         patch = opening((prob[:, 1:] > 0.5).to(image.dtype), 1)
-        haze[..., ys, xs] = _components(patch, min_area=params.min_haze_area)
-    return removable * (piece if piece is not None else 1), haze * region
+        haze = _components(patch, min_area=params.min_haze_area)
+    return removable * (piece if piece is not None else 1), haze * region, box
+
+
+# px around the piece (grown by 2) where DefectNet's answer is read: blobs and haze beside the piece
+BOX_MARGIN = 24
 
 
 def _uncrowded(mask: torch.Tensor, neighbours: int, radius: int) -> torch.Tensor:
@@ -113,8 +126,9 @@ def _uncrowded(mask: torch.Tensor, neighbours: int, radius: int) -> torch.Tensor
     if n <= 1:
         return mask
     points = np.zeros(m.shape, np.float32)
-    ix = centroids[1:, 0].round().astype(int).clip(0, m.shape[1] - 1)
-    iy = centroids[1:, 1].round().astype(int).clip(0, m.shape[0] - 1)
+    # a centre rounds half up, not to even: the same blob counts alike on the piece's box and on the frame
+    ix = np.floor(centroids[1:, 0] + 0.5).astype(int).clip(0, m.shape[1] - 1)
+    iy = np.floor(centroids[1:, 1] + 0.5).astype(int).clip(0, m.shape[0] - 1)
     np.add.at(points, (iy, ix), 1.0)
     k = 2 * radius + 1
     density = cv2.boxFilter(points, -1, (k, k), normalize=False, borderType=cv2.BORDER_CONSTANT)
@@ -155,19 +169,37 @@ def soften_haze_(image: torch.Tensor, haze: torch.Tensor) -> torch.Tensor:
 
 def remove_dust(frame: Frame, params: DustParams) -> Frame:
     """Find and repaint defects; what was repainted is reported in ``masks['defects']``."""
-    piece = frame.layer("piece")
+    piece = frame.masks.get("piece")
     image = frame.image
-    removable, haze = piece_defects(image, piece, params)
+    h, w = image.shape[-2:]
+    found = piece_defects(image, piece, params)
+    removable, haze = torch.zeros_like(image[:, :1]), torch.zeros_like(image[:, :1])
+    if found is not None:
+        on_box, haze_on_box, (ys, xs) = found
+        removable[..., ys, xs], haze[..., ys, xs] = on_box, haze_on_box
+        del on_box, haze_on_box
     if piece is not None:
         # a backdrop blob touching the piece is its outline or shadow, not dust
-        near = dilate(piece, 2)
+        near, box = torch.zeros((1, 1, h, w), dtype=torch.bool, device=image.device), grown_box(piece, 2)
+        if box is not None:
+            near[..., box[0], box[1]] = dilate(piece[..., box[0], box[1]].to(image.dtype), 2) > 0.5
         removable = torch.maximum(removable, _components(backdrop_specks(image, params), touching=near, keep=False))
+        del near
     hole = dilate(removable, params.grow)
+    del removable
     image = soften_haze_(fill_holes(image, hole), haze)      # fill_holes made a new tensor
     defects = torch.maximum(hole, haze)
     if "sensor_dust" in frame.masks:
         defects = torch.maximum(defects, frame.layer("sensor_dust"))
-    on_piece = float((defects * (piece if piece is not None else 1)).sum())
+    on_piece = float(defects.sum()) if piece is None else _sum_on(defects, piece)
     return frame.replace(image=image).with_masks(defects=defects).noted(
         f"dust: {int(float(hole.sum()))} px filled, {int(float(haze.sum()))} px of haze cleared, "
         f"{int(on_piece)} px on the piece")
+
+
+def _sum_on(mask: torch.Tensor, piece: torch.Tensor) -> float:
+    """Sum of ``mask`` weighted by ``piece``, on the piece's box (no whole-frame product)."""
+    box = grown_box(piece, 0, threshold=0.0)
+    if box is None:
+        return 0.0
+    return float((mask[..., box[0], box[1]] * piece[..., box[0], box[1]]).sum())
