@@ -93,13 +93,16 @@ def add_shine(frame: Frame, params: ShineParams) -> Frame:
     out = image * ratio
     # A channel that would exceed 1 is scaled back with its siblings: same hue, no new clipping.
     peak = out.amax(1, keepdim=True)
-    out = torch.where((peak > 0.998) & ~was_clipped, out * (0.998 / peak), out)
+    out.mul_(torch.where((peak > 0.998) & ~was_clipped, 0.998 / peak, torch.ones_like(peak)))
     y_out = luminance(out)
     chroma = (out.amax(1, keepdim=True) - out.amin(1, keepdim=True)) / y_out.clamp(min=1e-4)
     white_metal = float(chroma[sel].median()) < params.white_chroma
-    if white_metal and params.neutral_white > 0:
-        out = out + (chroma < params.white_chroma).to(out.dtype) * params.neutral_white * (y_out - out)
-    image = metal * out + (1 - metal) * image
+    tint = (chroma < params.white_chroma).to(out.dtype) * params.neutral_white
+    for c in range(out.shape[1]):     # in place, a channel at a time: no 3-channel temporaries
+        if white_metal and params.neutral_white > 0:
+            out[:, c:c + 1] += tint * (y_out - out[:, c:c + 1])
+        out[:, c:c + 1] = metal * out[:, c:c + 1] + (1 - metal) * image[:, c:c + 1]
+    image = out
     return frame.replace(image=image).with_masks(metal=metal).noted(
         f"shine: light range {hi - lo:.2f} stops (squeezed {squeeze:.2f}), contrast {contrast:.2f} (lifted {lift:.2f})"
         + (", white metal neutralised" if white_metal and params.neutral_white > 0 else ""))
