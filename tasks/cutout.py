@@ -37,7 +37,6 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -254,6 +253,10 @@ def _piece_probability(enc: torch.Tensor, params: CutoutParams) -> torch.Tensor:
     return piece_probability(enc, load_segnet(params.network_weights, enc.device))
 
 
+# pixels per slice where a whole-plane temporary would be large
+CHUNK = 1 << 20
+
+
 def component_mean(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
     """Mean of ``values`` over each of the ``n`` labelled components.
 
@@ -267,8 +270,6 @@ def component_mean(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray
                  else np.bincount(part, weights=weights, minlength=n))
     return sums / np.maximum(np.bincount(labels, minlength=n), 1)
 
-
-CHUNK = 1 << 20
 
 
 def _drop_shadows(enc, sigma, shade, explained, core: np.ndarray, prob: np.ndarray | None, edged: np.ndarray,
@@ -542,7 +543,8 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     del enc, backdrop
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     sure_bg = (diff < t_bg) & (sure_fg == 0)
-    ramp = ((diff - t_bg) / max(t_fg - t_bg, 1e-4)).clamp(0, 1)
+    ramp = ((diff - t_bg) / max(t_fg - t_bg, 1e-4)).clamp_(0, 1)
+    del diff
     alpha, decontaminated = _matte(image, sure_fg, ramp, params.band, clear=sure_bg)
     piece = (alpha > 0.5).to(image.dtype)
     result = frame.replace(image=decontaminated, alpha=alpha).with_masks(piece=piece)

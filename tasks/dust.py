@@ -70,6 +70,10 @@ def backdrop_specks(image: torch.Tensor, params: DustParams) -> torch.Tensor:
     return ((closing(y, params.radius) - y) > params.contrast).to(image.dtype)
 
 
+# px around the piece (grown by 2) where DefectNet's answer is read: blobs and haze beside the piece
+BOX_MARGIN = 24
+
+
 def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustParams
                   ) -> tuple[torch.Tensor, torch.Tensor, tuple[slice, slice]] | None:
     """(removable, haze) masks (B, 1, h, w) on the piece, from DefectNet plus local contrast, made on the
@@ -114,9 +118,6 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustP
         haze = _components(patch, min_area=params.min_haze_area)
     return removable * (piece if piece is not None else 1), haze * region, box
 
-
-# px around the piece (grown by 2) where DefectNet's answer is read: blobs and haze beside the piece
-BOX_MARGIN = 24
 
 
 def _uncrowded(mask: torch.Tensor, neighbours: int, radius: int) -> torch.Tensor:
