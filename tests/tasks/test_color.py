@@ -89,6 +89,17 @@ def test_srgb_round_trip_and_known_values():
     assert bool((y[1:] >= y[:-1]).all())
 
 
+def test_float32_curves_are_within_a_few_ulps_of_the_exact_power():
+    # the powers run as exp2(p * log2(x)) (3x faster than pow on a CPU); on a frame large enough to be
+    # converted in slices, every value stays within ~1e-6 relative of the float64 curve
+    x64 = torch.linspace(0, 1, 1 << 19, dtype=torch.float64).view(1, 1, 512, -1)
+    x = x64.float()
+    exact_srgb = torch.where(x64 <= 0.0031308, x64 * 12.92, 1.055 * x64 ** (1 / 2.4) - 0.055)
+    exact_linear = torch.where(x64 <= 0.04045, x64 / 12.92, ((x64 + 0.055) / 1.055) ** 2.4)
+    for got, exact in ((linear_to_srgb(x), exact_srgb), (srgb_to_linear(x), exact_linear)):
+        assert got.dtype == torch.float32
+        assert float(((got.double() - exact).abs() / exact.clamp(min=1e-4)).max()) < 1e-6
+
 def test_lab_of_white_and_black():
     white = torch.ones(1, 3, 1, 1, dtype=torch.float64)
     lab = rgb_to_lab(white).flatten()
