@@ -30,9 +30,14 @@ def grown_box(mask: torch.Tensor, margin: int, threshold: float = 0.5) -> tuple[
     rows, cols = torch.nonzero(m.any(1)).flatten(), torch.nonzero(m.any(0)).flatten()
     if rows.numel() == 0:
         return None
-    h, w = m.shape
-    return (slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, h)),
-            slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, w)))
+    return grow((slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)), margin, m.shape)
+
+
+def grow(box: tuple[slice, slice], margin: int, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """``box`` (rows, columns) grown by ``margin`` px, clipped to a frame of ``shape`` (H, W)."""
+    rows, cols = box
+    return (slice(max(rows.start - margin, 0), min(rows.stop + margin, shape[0])),
+            slice(max(cols.start - margin, 0), min(cols.stop + margin, shape[1])))
 
 
 def canvas_scale(alpha: torch.Tensor, size: int, margin: float) -> float:

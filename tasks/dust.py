@@ -35,7 +35,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.color import linear_to_srgb
-from tasks.compose import grown_box
+from tasks.compose import grow, grown_box
 from tasks.frame import Frame, luminance
 from tasks.ops import closing, dilate, erode, fill_holes, gaussian_blur, opening
 
@@ -74,10 +74,11 @@ def backdrop_specks(image: torch.Tensor, params: DustParams) -> torch.Tensor:
 BOX_MARGIN = 24
 
 
-def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustParams
-                  ) -> tuple[torch.Tensor, torch.Tensor, tuple[slice, slice]] | None:
+def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[slice, slice] | None,
+                  params: DustParams) -> tuple[torch.Tensor, torch.Tensor, tuple[slice, slice]]:
     """(removable, haze) masks (B, 1, h, w) on the piece, from DefectNet plus local contrast, made on the
-    piece's box (returned third: the masks are 0 beyond it); None when there is no piece.
+    piece's box (returned third: the masks are 0 beyond it). ``at``: the box of ``piece`` (a bool
+    mask, not empty); without a piece, the whole frame.
 
     The box holds the piece grown by 2 px and by the network's ``BOX_MARGIN`` px around that: every
     filter and component count below gives there what it gives on the whole frame (beyond the box
@@ -85,9 +86,7 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustP
     from models.defectnet import defect_probability, load_defectnet
 
     h, w = image.shape[-2:]
-    box = grown_box(piece, 2 + BOX_MARGIN) if piece is not None else (slice(0, h), slice(0, w))
-    if box is None:
-        return None
+    box = grow(at, 2 + BOX_MARGIN, (h, w)) if piece is not None else (slice(0, h), slice(0, w))
     ys, xs = box
     piece = piece[..., ys, xs].to(image.dtype) if piece is not None else None
     region = dilate(piece, 2) if piece is not None else torch.ones_like(image[:, :1])
@@ -117,7 +116,6 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustP
         patch = opening((prob[:, 1:] > 0.5).to(image.dtype), 1)
         haze = _components(patch, min_area=params.min_haze_area)
     return removable * (piece if piece is not None else 1), haze * region, box
-
 
 
 def _uncrowded(mask: torch.Tensor, neighbours: int, radius: int) -> torch.Tensor:
@@ -173,17 +171,18 @@ def remove_dust(frame: Frame, params: DustParams) -> Frame:
     piece = frame.masks.get("piece")
     image = frame.image
     h, w = image.shape[-2:]
-    found = piece_defects(image, piece, params)
+    at = grown_box(piece, 0) if piece is not None else None     # the piece's box, found once
     removable, haze = torch.zeros_like(image[:, :1]), torch.zeros_like(image[:, :1])
-    if found is not None:
-        on_box, haze_on_box, (ys, xs) = found
+    if piece is None or at is not None:
+        on_box, haze_on_box, (ys, xs) = piece_defects(image, piece, at, params)
         removable[..., ys, xs], haze[..., ys, xs] = on_box, haze_on_box
         del on_box, haze_on_box
     if piece is not None:
         # a backdrop blob touching the piece is its outline or shadow, not dust
-        near, box = torch.zeros((1, 1, h, w), dtype=torch.bool, device=image.device), grown_box(piece, 2)
-        if box is not None:
-            near[..., box[0], box[1]] = dilate(piece[..., box[0], box[1]].to(image.dtype), 2) > 0.5
+        near = torch.zeros((1, 1, h, w), dtype=torch.bool, device=image.device)
+        if at is not None:
+            ys, xs = grow(at, 2, (h, w))
+            near[..., ys, xs] = dilate(piece[..., ys, xs].to(image.dtype), 2) > 0.5
         removable = torch.maximum(removable, _components(backdrop_specks(image, params), touching=near, keep=False))
         del near
     hole = dilate(removable, params.grow)
@@ -192,15 +191,14 @@ def remove_dust(frame: Frame, params: DustParams) -> Frame:
     defects = torch.maximum(hole, haze)
     if "sensor_dust" in frame.masks:
         defects = torch.maximum(defects, frame.layer("sensor_dust"))
-    on_piece = float(defects.sum()) if piece is None else _sum_on(defects, piece)
+    on_piece = float(defects.sum()) if piece is None else _sum_on(defects, piece, at)
     return frame.replace(image=image).with_masks(defects=defects).noted(
         f"dust: {int(float(hole.sum()))} px filled, {int(float(haze.sum()))} px of haze cleared, "
         f"{int(on_piece)} px on the piece")
 
 
-def _sum_on(mask: torch.Tensor, piece: torch.Tensor) -> float:
-    """Sum of ``mask`` weighted by ``piece``, on the piece's box (no whole-frame product)."""
-    box = grown_box(piece, 0, threshold=0.0)
-    if box is None:
+def _sum_on(mask: torch.Tensor, piece: torch.Tensor, at: tuple[slice, slice] | None) -> float:
+    """Sum of ``mask`` over ``piece`` (bool), on the piece's box ``at`` (no whole-frame product)."""
+    if at is None:
         return 0.0
-    return float((mask[..., box[0], box[1]] * piece[..., box[0], box[1]]).sum())
+    return float((mask[..., at[0], at[1]] * piece[..., at[0], at[1]]).sum())

@@ -97,12 +97,13 @@ def add_shine(frame: Frame, params: ShineParams) -> Frame:
     y_out = luminance(out)
     chroma = (out.amax(1, keepdim=True) - out.amin(1, keepdim=True)) / y_out.clamp(min=1e-4)
     white_metal = float(chroma[sel].median()) < params.white_chroma
-    tint = (chroma < params.white_chroma).to(out.dtype) * params.neutral_white
+    neutralise = white_metal and params.neutral_white > 0
+    tint = (chroma < params.white_chroma).to(out.dtype) * params.neutral_white if neutralise else None
     for c in range(out.shape[1]):     # in place, a channel at a time: no 3-channel temporaries
-        if white_metal and params.neutral_white > 0:
+        if neutralise:
             out[:, c:c + 1] += tint * (y_out - out[:, c:c + 1])
         out[:, c:c + 1] = metal * out[:, c:c + 1] + (1 - metal) * image[:, c:c + 1]
     image = out
     return frame.replace(image=image).with_masks(metal=metal).noted(
         f"shine: light range {hi - lo:.2f} stops (squeezed {squeeze:.2f}), contrast {contrast:.2f} (lifted {lift:.2f})"
-        + (", white metal neutralised" if white_metal and params.neutral_white > 0 else ""))
+        + (", white metal neutralised" if neutralise else ""))
