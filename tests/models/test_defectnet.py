@@ -57,3 +57,25 @@ def test_bfloat16_where_native_gives_float32s_answer(device):
     assert torch.allclose(exact, torch.sigmoid(net(img)), atol=1e-4)    # tiles: the whole image's values
     diff = float((fast - exact).abs().max())
     assert diff < 0.02 if native_bfloat16(device) else diff == 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tiles_give_the_whole_images_values_edges_included(device):
+    """Each tile's layers are made only where the next ones read, with the zeros every layer pads with
+    beyond the image's edge: any tile size, edge tiles of any remainder, the whole image's answer; tiles
+    without a pixel of ``where`` read 0."""
+    from models.defectnet import defect_probability
+
+    net = load_defectnet(device=device)
+    img = torch.rand((1, 3, 300, 437), generator=torch.Generator().manual_seed(0)).to(device)
+    where = torch.zeros((1, 1, 300, 437), dtype=torch.bool, device=device)
+    where[..., 150, 220] = True
+    with torch.no_grad():
+        whole = torch.sigmoid(net(img))
+        for tile in (64, 100, 384):
+            assert float((defect_probability(img, net, tile=tile) - whole).abs().max()) < 1e-5
+        some = defect_probability(img, net, tile=100, where=where)
+    ran = some[..., 100:200, 200:300]
+    assert float((ran - whole[..., 100:200, 200:300]).abs().max()) < 1e-5
+    some[..., 100:200, 200:300] = 0
+    assert not bool(some.any())                                 # the other tiles were not run
