@@ -321,8 +321,9 @@ def _preview_size(h: int, w: int) -> tuple[int, int]:
 def _preview(image: torch.Tensor, size: tuple[int, int]) -> Image.Image:
     """``image`` shrunk to ``size`` in linear light (as the canvas exports are) before it is quantized:
     the full frame is never encoded for a 1200 px preview."""
-    if tuple(image.shape[-2:]) != size:
-        image = F.interpolate(image.clamp(0, 1), size=size, mode="bilinear", align_corners=False, antialias=True)
+    if tuple(image.shape[-2:]) != size:     # a channel at a time: the clamped copy is one plane, not the frame
+        image = torch.cat([F.interpolate(image[:, c:c + 1].clamp(0, 1), size=size, mode="bilinear",
+                                         align_corners=False, antialias=True) for c in range(image.shape[1])], 1)
     return Image.fromarray(quantize(image, None, 8))
 
 

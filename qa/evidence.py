@@ -253,18 +253,22 @@ def read_scene(source: torch.Tensor, reference: Frame, alpha: torch.Tensor | Non
     if alpha is None:
         alpha = torch.zeros_like(image[:, :1])
     h, w = image.shape[-2:]
-    enc = linear_to_srgb(image.clamp(0, 1))
+    s = NET_SIZE / max(h, w)
+    if s < 1:   # the network's and the fit's area-shrunk sRGB, a channel at a time: no full-size sRGB copy
+        size = (max(1, round(h * s)), max(1, round(w * s)))
+        enc = torch.cat([resize(linear_to_srgb(image[:, c:c + 1]), size) for c in range(image.shape[1])], 1)
+    else:
+        enc = linear_to_srgb(image)
     prob_small = piece_probability(enc, load_segnet(None, enc.device), size=NET_SIZE, coarse=True)
     back_small = used_small = None
     if plate is None:
-        s = NET_SIZE / max(h, w)
         back_small, used_small = fit_backdrop(resize(enc, (max(8, round(h * s)), max(8, round(w * s)))))
     scene = Scene((h, w), back_small, used_small, prob_small, np.zeros(3), np.zeros(3), np.zeros(3))
     diffs, highs, colours = [], [], []
     square = lambda n: np.ones((n, n), np.uint8)  # noqa: E731
     for box in _windows(h, w):
         b, used = scene.backdrop(plate, box)
-        diffs.append((_hwc(enc[..., box[0], box[1]]) - b)[used])
+        diffs.append((_hwc(linear_to_srgb(image[..., box[0], box[1]])) - b)[used])
         wide = (slice(max(box[0].start - PAD, 0), min(box[0].stop + PAD, h)),
                 slice(max(box[1].start - PAD, 0), min(box[1].stop + PAD, w)))
         inner = (slice(box[0].start - wide[0].start, box[0].stop - wide[0].start),
@@ -317,7 +321,7 @@ def _backdrop(held: Held, piece: np.ndarray, box: tuple[slice, slice]) -> _Backd
 def _backdrop_band(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor | None, scene: Scene,
                    box: tuple[slice, slice]) -> _Backdrop:
     """``_backdrop`` on one band: ``image`` and ``piece`` on it, ``box`` where it lies in frame pixels."""
-    e = _hwc(linear_to_srgb(image.clamp(0, 1)))
+    e = _hwc(linear_to_srgb(image))
     b, _ = scene.backdrop(plate, box)
     diff, sigma = e - b, scene.sigma
     blur = lambda x, s_: cv2.GaussianBlur(x, (0, 0), s_)  # noqa: E731
@@ -412,7 +416,7 @@ def _edge_support(source: torch.Tensor, piece: np.ndarray, noise: np.ndarray
     fading into the sweep it mirrors, or the hull of a chain cut as a band runs over smooth
     backdrop (``tasks.cutout.edge_strength``, in units of the frame's own ``noise``).
     """
-    planes = (linear_to_srgb(source[:, c:c + 1].clamp(0, 1))[0, 0].cpu().numpy() for c in range(source.shape[1]))
+    planes = (linear_to_srgb(source[:, c:c + 1])[0, 0].cpu().numpy() for c in range(source.shape[1]))
     strength = edge_strength(planes, None, noise)     # a plane at a time: no 3-channel copies of the source
     rim = outline(piece)
     weak = rim & (strength < EDGE_SIGMAS)

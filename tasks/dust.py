@@ -90,7 +90,7 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[sli
     ys, xs = box
     piece = piece[..., ys, xs].to(image.dtype) if piece is not None else None
     region = dilate(piece, 2) if piece is not None else torch.ones_like(image[:, :1])
-    srgb = linear_to_srgb(image[..., ys, xs].clamp(0, 1))
+    srgb = linear_to_srgb(image[..., ys, xs])     # (clamped to [0, 1] by the curve)
     net = load_defectnet(params.network_weights, image.device)
     with torch.no_grad():
         # the network's answer is read on the piece and, for blobs and haze reaching it, around it: as far
