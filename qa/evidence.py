@@ -45,7 +45,7 @@ from tasks.compose import grown_box
 from tasks.cutout import component_mean, edge_strength, fit_backdrop, frame_border, outline
 from qa.held import CROP_MARGIN, Held
 from tasks.frame import Frame
-from tasks.ops import SAMPLE_ABOVE, gaussian_blur, resize, resize_at
+from tasks.ops import SAMPLE_ABOVE, gaussian_blur, resize, resize_at, row_bands
 
 EVIDENCE_DOCS = {
     "hole_suspect_area": "area of the cut-out's holes that do not look like the backdrop seen through them "
@@ -308,13 +308,11 @@ def _backdrop(held: Held, piece: np.ndarray, box: tuple[slice, slice]) -> _Backd
     rows, cols = box
     h = rows.stop - rows.start
     out = _Backdrop(*(np.empty(piece.shape, bool) for _ in range(3)), np.empty(piece.shape, np.float32))
-    for top in range(0, h, BAND_ROWS):
-        y0, y1 = max(0, top - BAND_HALO), min(h, top + BAND_ROWS + BAND_HALO)
-        band_box = (slice(rows.start + y0, rows.start + y1), cols)
-        band = _backdrop_band(held.reference_on(band_box), piece[y0:y1], held.plate, held.scene, band_box)
-        inner = slice(top - y0, top - y0 + min(BAND_ROWS, h - top))
+    for own, read, keep in row_bands(h, BAND_ROWS, BAND_HALO):
+        band_box = (slice(rows.start + read.start, rows.start + read.stop), cols)
+        band = _backdrop_band(held.reference_on(band_box), piece[read], held.plate, held.scene, band_box)
         for name in ("plain", "explained", "flat", "shade"):
-            getattr(out, name)[top:top + BAND_ROWS] = getattr(band, name)[inner]
+            getattr(out, name)[own] = getattr(band, name)[keep]
     return out
 
 

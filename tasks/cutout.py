@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.color import linear_to_srgb, srgb_to_linear
 from tasks.compose import grown_box
 from tasks.frame import Frame
-from tasks.ops import SAMPLE_ABOVE, dilate, erode, fill_holes, gaussian_blur, resize
+from tasks.ops import SAMPLE_ABOVE, dilate, erode, fill_holes, gaussian_blur, resize, row_bands
 
 
 class CutoutParams(BaseModel):
@@ -126,6 +126,15 @@ def _keep_components(mask: np.ndarray, params: CutoutParams) -> np.ndarray:
 # Noise left after a sigma-1.5 px Gaussian: 1 / (2 sqrt(pi) 1.5).
 SMOOTH_NOISE = 0.19
 
+# The per-pixel scores below are made in bands of rows, so their float temporaries are the size of a
+# band, not of the frame (a 24 MP plane is 96 MB); each band reads rows of context as far as its
+# widest filter reaches (a 1.5 px Gaussian: 5 rows), so the masks are the whole frame's, pixel for pixel.
+BAND_ROWS, BAND_HALO = 256, 8
+
+
+def _bool_mask(like: torch.Tensor) -> torch.Tensor:
+    return torch.empty((like.shape[0], 1, *like.shape[-2:]), dtype=torch.bool, device=like.device)
+
 
 def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """How much darker than the backdrop each pixel is (``shade``: linear luminance ratio), and what
@@ -138,54 +147,67 @@ def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[t
     the soft contact shadow around the piece is not pulled in.
     ``explained``: a grey darkening explains the pixel on the 1.5 px average.
 
-    A channel at a time, and only the masks kept: no 3-channel or score-sized temporaries (a 24 MP
-    plane is 96 MB).
+    In bands of rows, a channel at a time, and only the masks kept (``BAND_ROWS``).
     """
+    shade, faint, explained = enc.new_empty((enc.shape[0], 1, *enc.shape[-2:])), _bool_mask(enc), _bool_mask(enc)
+    for own, read, keep in row_bands(enc.shape[-2], BAND_ROWS, BAND_HALO):
+        band_shade, band_faint, band_explained = _band_shadow_scores(image[..., read, :], enc[..., read, :],
+                                                                     backdrop[..., read, :], sigma, params)
+        shade[..., own, :], faint[..., own, :] = band_shade[..., keep, :], band_faint[..., keep, :]
+        explained[..., own, :] = band_explained[..., keep, :]
+    return shade, faint, explained
+
+
+def _band_shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     lum = (0.2126, 0.7152, 0.0722)
     lit = back = None
     for c in range(enc.shape[1]):
         term, back_term = image[:, c:c + 1] * lum[c], srgb_to_linear(backdrop[:, c:c + 1].clamp(0, 1)).mul_(lum[c])
         lit = term if lit is None else lit.add_(term)
         back = back_term if back is None else back.add_(back_term)
-        del term, back_term
     shade = lit.div_(back.clamp_(min=1e-4))
-    del back
     shadowed = shade.clamp(0, 1)
     pixel_off = smooth_off = explained = None
     for c in range(enc.shape[1]):
         unexplained = enc[:, c:c + 1] - linear_to_srgb(srgb_to_linear(backdrop[:, c:c + 1].clamp(0, 1)).mul_(shadowed))
         off = (unexplained / sigma[:, c:c + 1]).abs_() > params.bg_sigmas
         zs = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma[:, c:c + 1])).abs_()
-        del unexplained
         pixel_off = off if pixel_off is None else pixel_off.logical_or_(off)
         smooth_off = zs > params.fg_sigmas if smooth_off is None else smooth_off.logical_or_(zs > params.fg_sigmas)
         explained = zs < params.fg_sigmas if explained is None else explained.logical_and_(zs < params.fg_sigmas)
-        del zs
     return shade, smooth_off.logical_and_(pixel_off), explained
 
 
 def _thin_lines(enc, backdrop, sigma, params: CutoutParams) -> torch.Tensor:
     """Wire, prongs and hooks too faint for the per-pixel threshold: pixels off the backdrop that
     also stand out from their 1.5 px surroundings the same way (darker and darker, or brighter and
-    brighter). A smooth shadow does not stand out from its surroundings."""
-    lines = None
-    for c in range(enc.shape[1]):     # a channel at a time: no 3-channel temporaries
-        e, s = enc[:, c:c + 1], sigma[:, c:c + 1]
-        off = (e - backdrop[:, c:c + 1]) / s
-        ridge = (e - gaussian_blur(e, 1.5)) / s
-        same_way = (off * ridge > 0) & (off.abs() > params.bg_sigmas) & (ridge.abs() > params.line_sigmas)
-        lines = same_way if lines is None else lines.logical_or_(same_way)
+    brighter). A smooth shadow does not stand out from its surroundings. In bands of rows, a channel
+    at a time (``BAND_ROWS``)."""
+    lines = _bool_mask(enc)
+    for own, read, keep in row_bands(enc.shape[-2], BAND_ROWS, BAND_HALO):
+        band = None
+        for c in range(enc.shape[1]):
+            e, s = enc[:, c:c + 1, read], sigma[:, c:c + 1]
+            off = (e - backdrop[:, c:c + 1, read]) / s
+            ridge = (e - gaussian_blur(e, 1.5)) / s
+            same_way = (off * ridge > 0) & (off.abs() > params.bg_sigmas) & (ridge.abs() > params.line_sigmas)
+            band = same_way if band is None else band.logical_or_(same_way)
+        lines[..., own, :] = band[..., keep, :]
     return lines
 
 
 def _plain_backdrop(enc, backdrop, sigma, params: CutoutParams) -> np.ndarray:
-    """Pixels that match the backdrop model on a 1.5 px average (no shadow, no metal)."""
-    plain = None
-    for c in range(enc.shape[1]):     # a channel at a time: no 3-channel temporaries
-        z = (gaussian_blur(enc[:, c:c + 1] - backdrop[:, c:c + 1], 1.5) / (SMOOTH_NOISE * sigma[:, c:c + 1])).abs_()
-        plain = z < params.fg_sigmas if plain is None else plain.logical_and_(z < params.fg_sigmas)
-        del z
-    return plain[0, 0].cpu().numpy()
+    """Pixels that match the backdrop model on a 1.5 px average (no shadow, no metal); in bands of rows,
+    a channel at a time (``BAND_ROWS``)."""
+    plain = np.empty(enc.shape[-2:], bool)
+    for own, read, keep in row_bands(enc.shape[-2], BAND_ROWS, BAND_HALO):
+        band = None
+        for c in range(enc.shape[1]):
+            z = (gaussian_blur(enc[:, c:c + 1, read] - backdrop[:, c:c + 1, read], 1.5)
+                 / (SMOOTH_NOISE * sigma[:, c:c + 1])).abs_()
+            band = z < params.fg_sigmas if band is None else band.logical_and_(z < params.fg_sigmas)
+        plain[own] = band[0, 0, keep].cpu().numpy()
+    return plain
 
 
 def edge_strength(planes: Iterable[np.ndarray], quiet: np.ndarray | None, noise: np.ndarray | None = None) -> np.ndarray:
@@ -198,7 +220,8 @@ def edge_strength(planes: Iterable[np.ndarray], quiet: np.ndarray | None, noise:
     A piece ends in a step of colour; a sweep's fall-off, a shadow's fade and a face mirroring the
     sweep do not. The cut-out drops parts with no edge around them (on the departure from the
     backdrop, so a desk's or a paper's own texture is no edge); QA asks the same of the final
-    outline, on the source. Plane by plane: a 24 MP frame is never transposed or copied whole.
+    outline, on the source. Plane by plane, the gradients in bands of rows (``BAND_ROWS``): a 24 MP
+    frame is never transposed or copied whole, and its gradients are never whole planes.
     """
     strongest = None
     for c, plane in enumerate(planes):
@@ -212,11 +235,19 @@ def edge_strength(planes: Iterable[np.ndarray], quiet: np.ndarray | None, noise:
             sigma = np.maximum(np.float32(1.4826) * np.median(np.abs(high)), np.float32(1e-3))
         else:
             sigma = np.float32(0.01)
-        gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
-        gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
-        g = np.hypot(gx, gy, out=gx)
-        g /= sigma
-        strongest = g if strongest is None else np.maximum(strongest, g, out=strongest)
+        del plane
+        if strongest is None:
+            strongest = np.empty_like(smooth)
+        for own, read, keep in row_bands(smooth.shape[0], BAND_ROWS, BAND_HALO):
+            gx = cv2.Sobel(smooth[read], cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+            gy = cv2.Sobel(smooth[read], cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+            g = np.hypot(gx, gy, out=gx)[keep]
+            g /= sigma
+            if c == 0:
+                strongest[own] = g
+            else:
+                np.maximum(strongest[own], g, out=strongest[own])
+        del smooth
     return cv2.dilate(strongest, np.ones((3, 3), np.uint8))
 
 
@@ -260,15 +291,16 @@ CHUNK = 1 << 20
 def component_mean(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
     """Mean of ``values`` over each of the ``n`` labelled components.
 
-    A million pixels at a time: weights are read as float64, and a 24 MP plane's copy would be 192 MB
-    (a bool's sums are counts, exact either way)."""
+    A million pixels at a time: weights are read as float64 and labels as int64, and a 24 MP plane's
+    copy would be 192 MB (a bool's sums and the counts are integers, exact either way)."""
     labels, values = labels.ravel(), values.ravel()
-    sums = np.zeros(n)
+    sums, counts = np.zeros(n), np.zeros(n, np.int64)
     for i in range(0, labels.size, CHUNK):
         part, weights = labels[i:i + CHUNK], values[i:i + CHUNK]
         sums += (np.bincount(part[weights], minlength=n) if weights.dtype == bool
                  else np.bincount(part, weights=weights, minlength=n))
-    return sums / np.maximum(np.bincount(labels, minlength=n), 1)
+        counts += np.bincount(part, minlength=n)
+    return sums / np.maximum(counts, 1)
 
 
 
@@ -278,20 +310,8 @@ def _drop_shadows(enc, sigma, shade, explained, core: np.ndarray, prob: np.ndarr
     segmentation network, which sees the whole scene, calls background, that fade into the
     backdrop with no edge where they meet it, or that darken it evenly beside the piece (a shadow)."""
     grey = (explained & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
-    # split at edges, so a shadow touching grey metal is judged apart from the metal (a channel at a
-    # time: the steepest of the three, without three channels of frame-sized temporaries at once)
-    steep = None
-    for c in range(enc.shape[1]):
-        smooth = gaussian_blur(enc[:, c:c + 1], 1.0)
-        gy, gx = torch.zeros_like(smooth), torch.zeros_like(smooth)   # the last row / column stays 0
-        torch.sub(smooth[..., 1:, :], smooth[..., :-1, :], out=gy[..., :-1, :])
-        torch.sub(smooth[..., :, 1:], smooth[..., :, :-1], out=gx[..., :, :-1])
-        del smooth
-        g = torch.maximum(gx.abs_(), gy.abs_(), out=gx).div_(sigma[:, c:c + 1])
-        steep = g if steep is None else torch.maximum(steep, g, out=steep)
-        del gx, gy, g
-    flat = (steep < params.fg_sigmas)[0, 0].cpu().numpy()
-    del steep
+    # split at edges, so a shadow touching grey metal is judged apart from the metal
+    flat = _flat(enc, sigma, params)
     candidates = (core > 0) & grey & flat
     n, labels, stats, _ = cv2.connectedComponentsWithStats(candidates.astype(np.uint8), connectivity=8)
     if n <= 1:
@@ -312,6 +332,23 @@ def _drop_shadows(enc, sigma, shade, explained, core: np.ndarray, prob: np.ndarr
     return core & ~gone.astype(np.uint8)
 
 
+def _flat(enc: torch.Tensor, sigma: torch.Tensor, params: CutoutParams) -> np.ndarray:
+    """(H, W) bool: no channel steps by ``fg_sigmas`` noise sigmas to the next pixel down or right on a
+    1 px Gaussian (the frame's last row and column step to nothing). In bands of rows (``BAND_ROWS``)."""
+    flat = np.empty(enc.shape[-2:], bool)
+    for own, read, keep in row_bands(enc.shape[-2], BAND_ROWS, BAND_HALO):
+        steep = None
+        for c in range(enc.shape[1]):
+            smooth = gaussian_blur(enc[:, c:c + 1, read], 1.0)
+            gy, gx = torch.zeros_like(smooth), torch.zeros_like(smooth)   # the last row / column stays 0
+            torch.sub(smooth[..., 1:, :], smooth[..., :-1, :], out=gy[..., :-1, :])
+            torch.sub(smooth[..., :, 1:], smooth[..., :, :-1], out=gx[..., :, :-1])
+            g = torch.maximum(gx.abs_(), gy.abs_(), out=gx).div_(sigma[:, c:c + 1])
+            steep = g if steep is None else torch.maximum(steep, g, out=steep)
+        flat[own] = (steep < params.fg_sigmas)[0, 0, keep].cpu().numpy()
+    return flat
+
+
 def _umbrae(labels: np.ndarray, stats: np.ndarray, shade: torch.Tensor, core: np.ndarray,
             params: CutoutParams) -> np.ndarray:
     """Per label (``stats`` from ``cv2.connectedComponentsWithStats``): a large region that darkens
@@ -330,8 +367,9 @@ def _umbrae(labels: np.ndarray, stats: np.ndarray, shade: torch.Tensor, core: np
         box = (slice(max(0, y - 4), y + h + 4), slice(max(0, x - 4), x + w + 4))
         inside = labels[box] == k
         if part_area is None:
-            n_parts, part_labels = cv2.connectedComponents(core, connectivity=8)
-            part_area = np.bincount(part_labels.ravel(), minlength=n_parts)
+            # (the areas from the stats: a bincount would first copy the labels to int64, 192 MB at 24 MP)
+            _, part_labels, part_stats, _ = cv2.connectedComponentsWithStats(core, connectivity=8)
+            part_area = part_stats[:, cv2.CC_STAT_AREA]
         first = np.unravel_index(np.argmax(inside), inside.shape)
         if part_area[part_labels[box][first]] < 1.5 * areas[k]:
             continue

@@ -37,6 +37,17 @@ def _per_plane(x: torch.Tensor, apply, size: tuple[int, int] | None = None) -> t
     return torch.from_numpy(out)
 
 
+def row_bands(h: int, rows: int, halo: int):
+    """Bands of ``rows`` rows over ``h`` rows, each read with ``halo`` rows of context on both sides:
+    yields (own, read, keep): the band's own rows, the rows to compute on, and its own rows within
+    those. A map whose filters reach at most ``halo`` px gives on each band's own rows what it gives
+    on the whole frame, with temporaries the size of a band."""
+    for top in range(0, h, rows):
+        own = slice(top, min(top + rows, h))
+        read = slice(max(0, top - halo), min(h, own.stop + halo))
+        yield own, read, slice(own.start - read.start, own.stop - read.start)
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur with reflect padding."""
     if sigma <= 0:
