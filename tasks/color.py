@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from tasks.ops import by_rows
+
 # IEC 61966-2-1 linear sRGB -> CIE XYZ (D65).
 _RGB_TO_XYZ = [
     [0.4124564, 0.3575761, 0.1804375],
@@ -39,23 +41,6 @@ def _elementwise(f, x: torch.Tensor) -> torch.Tensor:
     flat, done = x.view(-1), out.view(-1)
     for i in range(0, flat.numel(), _CHUNK):
         done[i:i + _CHUNK] = f(flat[i:i + _CHUNK])
-    return out
-
-
-def _by_rows(f, *xs: torch.Tensor) -> torch.Tensor:
-    """``f(*xs)`` for a per-pixel ``f`` of (B, C, H, W) tensors, on bands of rows of a large CPU tensor
-    (the same values): its temporaries (CIEDE2000 makes ~40) stay the size of a band."""
-    x = xs[0]
-    if x.device.type != "cpu" or x.ndim != 4 or x.numel() <= 4 * _CHUNK or any(t.requires_grad for t in xs):
-        return f(*xs)
-    h = x.shape[-2]
-    rows = max(1, _CHUNK // (x.shape[0] * x.shape[1] * x.shape[-1]))
-    out = None
-    for r in range(0, h, rows):
-        part = f(*(t[..., r:r + rows, :] for t in xs))
-        if out is None:
-            out = part.new_empty((*part.shape[:-2], h, part.shape[-1]))
-        out[..., r:r + rows, :] = part
     return out
 
 
@@ -99,7 +84,7 @@ def xyz_to_rgb(xyz: torch.Tensor) -> torch.Tensor:
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """Linear sRGB ``(B, 3, H, W)`` to CIE L*a*b* (D65 white)."""
-    return _by_rows(_rgb_to_lab, rgb)
+    return by_rows(_rgb_to_lab, rgb)
 
 
 def _rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
@@ -115,7 +100,7 @@ def delta_e2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
 
     Sharma, Wu & Dalal (2005), doi:10.1002/col.20070.
     """
-    return _by_rows(_delta_e2000, lab1, lab2)
+    return by_rows(_delta_e2000, lab1, lab2)
 
 
 def _delta_e2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:

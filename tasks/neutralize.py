@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.color import blackbody_rgb, bradford_adaptation
 from tasks.frame import Frame
-from tasks.ops import gaussian_blur, masked_quantile
+from tasks.ops import by_rows, gaussian_blur, masked_quantile
 
 
 class NeutralizeParams(BaseModel):
@@ -68,14 +68,16 @@ def border_texture(image: torch.Tensor, params: NeutralizeParams) -> float:
     """Fine luminance texture along the frame border: ~0.01 on a sweep (noise), ~0.05 on a wooden desk."""
     y = image.mean(1, keepdim=True)
     sel = _border(image, params) > 0.5
-    return float((y - gaussian_blur(y, 4.0)).abs()[sel].median() / y[sel].median().clamp(min=1e-4))
+    # (masked_select: a bool index would first make an int64 index of every border pixel's coordinates)
+    return float((y - gaussian_blur(y, 4.0)).abs_().masked_select(sel).median()
+                 / y.masked_select(sel).median().clamp(min=1e-4))
 
 
 def estimate_illuminant(image: torch.Tensor, params: NeutralizeParams) -> tuple[torch.Tensor, float, float, float]:
     """Linear RGB of the scene light (green = 1), its kelvin, tint and off-locus distance."""
     border = _border(image, params)
     y = image.mean(1, keepdim=True)
-    usable = border * (y > 0.03) * (image.max(1, keepdim=True).values < 0.98)
+    usable = border * (y > 0.03) * (image.amax(1, keepdim=True) < 0.98)
     if usable[0, 0].sum() < 64:
         usable = border
     bg = masked_quantile(image, usable, 0.5).double().clamp(min=1e-4)
@@ -92,6 +94,12 @@ def estimate_illuminant(image: torch.Tensor, params: NeutralizeParams) -> tuple[
 
 
 def _adapt(image: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``m`` applied to every pixel, in bands of rows (``tasks.ops.by_rows``): five frame-sized
+    temporaries (1.4 GB at 24 MP) become five the size of a band."""
+    return by_rows(lambda part: _adapt_pixels(part, m), image)
+
+
+def _adapt_pixels(image: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     out = torch.einsum("ij,bjhw->bihw", m, image).clamp(0, 1)
     # Clipped highlights carry no colour information: keep them white instead of
     # turning them cyan or pink with the correction.

@@ -37,6 +37,28 @@ def _per_plane(x: torch.Tensor, apply, size: tuple[int, int] | None = None) -> t
     return torch.from_numpy(out)
 
 
+# per-pixel maps on a CPU run on bands of rows of about this many values (``by_rows``)
+ROW_BAND_VALUES = 1 << 18
+
+
+def by_rows(f, *xs: torch.Tensor) -> torch.Tensor:
+    """``f(*xs)`` for a per-pixel ``f`` of (B, C, H, W) tensors, on bands of rows of a large CPU tensor
+    of about ``ROW_BAND_VALUES`` values (the same values): its temporaries (CIEDE2000 makes ~40) stay
+    the size of a band."""
+    x = xs[0]
+    if x.device.type != "cpu" or x.ndim != 4 or x.numel() <= 4 * ROW_BAND_VALUES or any(t.requires_grad for t in xs):
+        return f(*xs)
+    h = x.shape[-2]
+    rows = max(1, ROW_BAND_VALUES // (x.shape[0] * x.shape[1] * x.shape[-1]))
+    out = None
+    for r in range(0, h, rows):
+        part = f(*(t[..., r:r + rows, :] for t in xs))
+        if out is None:
+            out = part.new_empty((*part.shape[:-2], h, part.shape[-1]))
+        out[..., r:r + rows, :] = part
+    return out
+
+
 def row_bands(h: int, rows: int, halo: int):
     """Bands of ``rows`` rows over ``h`` rows, each read with ``halo`` rows of context on both sides:
     yields (own, read, keep): the band's own rows, the rows to compute on, and its own rows within
