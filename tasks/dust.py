@@ -148,7 +148,7 @@ def _components(mask: torch.Tensor, *, min_area: int = 1, max_area: int | None =
         chosen[1:] &= stats[1:, cv2.CC_STAT_AREA] <= max_area
     if touching is not None:
         on = np.bincount(labels[(touching[0, 0] > 0.5).cpu().numpy()], minlength=n)
-        hit = on > share * np.bincount(labels.ravel(), minlength=n)
+        hit = on > share * stats[:, cv2.CC_STAT_AREA]   # (a bincount of the labels would copy them to int64)
         chosen[1:] &= hit[1:] == keep
     return torch.from_numpy(chosen[labels]).to(mask)[None, None]
 
