@@ -215,10 +215,15 @@ def _coarse_fill(image: torch.Tensor, known: torch.Tensor, levels: int) -> torch
     v, w = pyramid[-1]
     filled = v / w.clamp(min=1e-6)
     for v, w in reversed(pyramid[:-1]):
-        up = resize(filled, tuple(v.shape[-2:]))
-        wn = w.clamp(max=1e-3) * 1e3  # 1 where there is any known support at this level
-        filled = wn * v / w.clamp(min=1e-6) + (1 - wn) * up
+        # in bands of rows: at 24 MP the half-size level's blend made ~0.35 GB of temporaries
+        filled = by_rows(_blend_level, v, w, resize(filled, tuple(v.shape[-2:])))
     return filled
+
+
+def _blend_level(v: torch.Tensor, w: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """A pyramid level's own average where it has known support, the coarser fill grown elsewhere."""
+    wn = w.clamp(max=1e-3) * 1e3  # 1 where there is any known support at this level
+    return wn * v / w.clamp(min=1e-6) + (1 - wn) * up
 
 
 def _finest(coarse: torch.Tensor | None, image: torch.Tensor, known: torch.Tensor, take: torch.Tensor | None,
