@@ -159,6 +159,7 @@ def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[t
 
 
 def _band_shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``_shadow_scores`` on one band of rows (its own rows and their context)."""
     lum = (0.2126, 0.7152, 0.0722)
     lit = back = None
     for c in range(enc.shape[1]):
