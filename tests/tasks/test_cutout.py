@@ -395,3 +395,17 @@ def test_component_mean_in_slices_is_the_mean_over_each_component():
         assert np.allclose(got[:5], expected, rtol=1e-12) and got[5] == 0
     assert np.array_equal(component_mean(labels, 5, flags) * np.bincount(labels.ravel()),
                           np.bincount(labels[flags], minlength=5))   # counts: exact
+
+
+def test_part_area_is_the_component_area_and_leaves_the_mask_alone():
+    """The umbra test's flood fill measures the part holding a pixel as the frame's labelling would."""
+    import cv2
+
+    from tasks.cutout import _part_area
+
+    mask = (np.random.default_rng(0).random((120, 160)) > 0.45).astype(np.uint8)
+    before = mask.copy()
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    for k in range(1, n):
+        assert _part_area(mask, tuple(np.argwhere(labels == k)[0])) == stats[k, cv2.CC_STAT_AREA]
+    assert np.array_equal(mask, before)
