@@ -42,10 +42,9 @@ class DefectNet(nn.Module):
 
     DILATIONS = (1, 1, 2, 4, 8, 1)
     FEATURE_BLUR = 3.0
-    # how far an output pixel sees: the feature blur's 3 sigma (``tasks.ops.gaussian_blur``'s radius)
-    # plus each 3x3 layer's dilation
+    # how far the features' blur reads (3 sigma: ``tasks.ops.gaussian_blur``'s radius); an output pixel
+    # sees that plus each 3x3 layer's dilation
     BLUR_REACH = 9
-    REACH = BLUR_REACH + sum(DILATIONS)
 
     def __init__(self, width: int = 32):
         super().__init__()
@@ -103,9 +102,9 @@ def defect_probability(srgb: torch.Tensor, net: DefectNet, tile: int | None = No
     24 MP shot whose piece wants 3.7 M pixels, 128 px tiles make each layer on ~6.3 M, where 384 px
     tiles with the whole reach around each made 8.6 M (one thread on a 2-core EPYC: 13.7 -> 6.8 s, with
     the ReLUs in place). ``tile`` defaults to 128 on a CPU and to 512 elsewhere, where a kernel launch
-    per layer per tile, not the cache, is what small tiles cost. ``bfloat16``: the convolutions in bfloat16 where that is native
-    (``native_bfloat16``; 2.2-3x faster on such a CPU, probabilities within ~3e-3 of float32), else
-    float32."""
+    per layer per tile, not the cache, is what small tiles cost. ``bfloat16``: the convolutions in
+    bfloat16 where that is native (``native_bfloat16``; 2.2-3x faster on such a CPU, probabilities
+    within ~3e-3 of float32), else float32."""
     fast = bfloat16 and native_bfloat16(srgb.device)
     tile = tile or (128 if srgb.device.type == "cpu" else 512)
     h, w = srgb.shape[-2:]
