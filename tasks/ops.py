@@ -49,13 +49,12 @@ def by_rows(f, *xs: torch.Tensor) -> torch.Tensor:
     if x.device.type != "cpu" or x.ndim != 4 or x.numel() <= 4 * ROW_BAND_VALUES or any(t.requires_grad for t in xs):
         return f(*xs)
     h = x.shape[-2]
-    rows = max(1, ROW_BAND_VALUES // (x.shape[0] * x.shape[1] * x.shape[-1]))
     out = None
-    for r in range(0, h, rows):
-        part = f(*(t[..., r:r + rows, :] for t in xs))
+    for rows, _, _ in row_bands(h, max(1, ROW_BAND_VALUES // (x.shape[0] * x.shape[1] * x.shape[-1])), 0):
+        part = f(*(t[..., rows, :] for t in xs))
         if out is None:
             out = part.new_empty((*part.shape[:-2], h, part.shape[-1]))
-        out[..., r:r + rows, :] = part
+        out[..., rows, :] = part
     return out
 
 
