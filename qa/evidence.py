@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
-from tasks.compose import grown_box
+from tasks.compose import grow, grown_box
 from tasks.cutout import component_mean, edge_strength, fit_backdrop, frame_border, outline
 from qa.held import CROP_MARGIN, Held
 from tasks.frame import Frame
@@ -269,8 +269,7 @@ def read_scene(source: torch.Tensor, reference: Frame, alpha: torch.Tensor | Non
     for box in _windows(h, w):
         b, used = scene.backdrop(plate, box)
         diffs.append((_hwc(linear_to_srgb(image[..., box[0], box[1]])) - b)[used])
-        wide = (slice(max(box[0].start - PAD, 0), min(box[0].stop + PAD, h)),
-                slice(max(box[1].start - PAD, 0), min(box[1].stop + PAD, w)))
+        wide = grow(box, PAD, (h, w))
         inner = (slice(box[0].start - wide[0].start, box[0].stop - wide[0].start),
                  slice(box[1].start - wide[1].start, box[1].stop - wide[1].start))
         piece = (alpha[0, 0, wide[0], wide[1]] > 0.5).cpu().numpy().astype(np.uint8)
