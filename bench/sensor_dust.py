@@ -1,10 +1,11 @@
 """Sensor-dust survey on simulated shoots: recall, false spots, residual error, seconds per image.
 
-    python bench/sensor_dust.py [--images 12] [--spots 6] [--size 1536x1024] [--seeds 1 2 3]
+    python bench/sensor_dust.py [--images 12] [--spots 6] [--size 1536x1024] [--seeds 1 2 3] [--survey-frames N]
 
 For each seed a shoot is written to a temporary folder (DNG/JPEG/TIFF cycled) with
-``--spots`` sensor-dust spots, every file is surveyed as the flow does (reduced decode +
-evidence map, timed, one thread), and the spots found are compared with the truth. The same
+``--spots`` sensor-dust spots, its files are surveyed as the flow does (an even sample of at most
+``survey_frames``, a reduced decode + evidence map each, timed, one thread), and the spots found
+are compared with the truth. The same
 shoot without sensor dust counts false spots. Residual error: mean |corrected - undusted| /
 undusted luminance over the pixels a true spot darkens by 1 % or more, on the simulator's
 linear sources (identical noise draws with and without dust).
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flows.retouch import sensor_dust_evidence  # noqa: E402
 from models.simulator import render_image, sensor_dust_gain, shoot_sensor_dust, synth_shoot  # noqa: E402
 from tasks.frame import luminance  # noqa: E402
-from tasks.sensor_dust import SensorDustParams, find_sensor_dust, remove_sensor_dust  # noqa: E402
+from tasks.sensor_dust import SensorDustParams, find_sensor_dust, remove_sensor_dust, survey_sample  # noqa: E402
 
 
 def _tensor(a):
@@ -35,7 +36,7 @@ def _tensor(a):
 
 
 def survey(folder: Path, params: SensorDustParams):
-    paths = sorted(p for p in folder.iterdir() if p.is_file())
+    paths = survey_sample(sorted(p for p in folder.iterdir() if p.is_file()), params.survey_frames)
     t0 = time.perf_counter()
     maps = [sensor_dust_evidence(p, params) for p in paths]
     t1 = time.perf_counter()
@@ -49,10 +50,12 @@ def main(argv=None) -> int:
     ap.add_argument("--spots", type=int, default=6)
     ap.add_argument("--size", default="1536x1024")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--survey-frames", type=int, default=SensorDustParams().survey_frames,
+                    help="frames the survey reads of a larger shoot (the preset's default unless given)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)   # as in a Ray worker with one CPU
     w, h = (int(v) for v in a.size.split("x"))
-    params = SensorDustParams()
+    params = SensorDustParams(survey_frames=a.survey_frames)
     print("seed  found/true  false(dusty)  false(clean)  err_before  err_after  evidence_s/img  combine_s")
     totals = np.zeros(4)
     for seed in a.seeds:

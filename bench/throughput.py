@@ -105,9 +105,10 @@ def main() -> int:
     rows = [r for r in Catalog.open(default_state(out)).rows() if r["status"] != "rejected"]
     timings = [json.loads(r["timings"] or "{}") for r in rows]
     seconds = [r["seconds"] for r in rows]
-    peaks = [json.loads(r["metrics"]).get("worker_peak_mb", 0) for r in rows]
+    metrics = [json.loads(r["metrics"]) for r in rows]
+    peaks = [m.get("worker_peak_mb", 0) for m in metrics]
     workers = max(1, min(len(rows), os.cpu_count() or 1))      # one Retoucher actor per CPU, at most one per image
-    first_start = min(r["updated_at"] - r["seconds"] for r in rows)
+    first_start = min(m["started_at"] for m in metrics)          # the worker's clock: not the commit's, after QA
     steps = sorted({k for t in timings for k in t}, key=lambda k: -np.mean([t.get(k, 0) for t in timings]))
 
     print(f"\nmachine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")

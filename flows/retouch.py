@@ -39,7 +39,7 @@ from tasks.compose import canvas_scale, on_canvas, quantize
 from tasks.develop import DevelopParams, develop
 from tasks.frame import Frame
 from tasks.pipeline import STAGE_NAMES, STAGES, stage_params, run_stages
-from tasks.sensor_dust import SensorDustParams, Spot, correct_sensor_dust, dust_evidence
+from tasks.sensor_dust import SensorDustParams, Spot, SurveyFound, correct_sensor_dust, dust_evidence, spots_for
 
 PREVIEW_EDGE = 1200
 TASK_BASE_BYTES = 1536 << 20       # see task_memory
@@ -103,15 +103,16 @@ def resolve_device(device: str) -> torch.device:
 
 def retouch_image(source: Location | Path, image_id: str, preset: Preset, staging: Location | Path, *,
                   device: str = "auto", overrides: dict | None = None,
-                  sensor_dust: list[Spot] | None = None, plate: Location | None = None) -> Outcome:
+                  sensor_dust: SurveyFound | None = None, plate: Location | None = None) -> Outcome:
     """Process one source file (read, and staged files written, through ``infra.storage``: a folder
     or an S3 prefix); never raises for a bad file (returns ok=False).
 
-    ``sensor_dust``: the shoot's sensor-dust spots (from the flow's survey of the whole
-    shoot), divided out right after ``develop``, before every stage. ``plate``: the shoot's
+    ``sensor_dust``: the shoot's sensor-dust spots by evidence-map shape (the flow's survey of
+    the shoot); those of this frame's shape are divided out right after ``develop``, before
+    every stage. ``plate``: the shoot's
     clean plate (a frame of the empty backdrop), developed alike and handed to the stages.
     """
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), time.time()
     failpoint("worker.start")
     source, staging = Location.of(source), Location.of(staging)
     try:
@@ -131,6 +132,7 @@ def retouch_image(source: Location | Path, image_id: str, preset: Preset, stagin
     outcome.seconds = time.perf_counter() - t0
     outcome.timings["decode"] = decoded_at - t0
     outcome.metrics["worker_peak_mb"] = round(peak_rss_mb(), 1)
+    outcome.metrics["started_at"] = round(started_at, 3)
     return outcome
 
 
@@ -146,7 +148,7 @@ def task_memory(height: int, width: int) -> int:
 
 
 def _retouch(handed: list, image_id: str, preset: Preset, staging: Location, dev: torch.device, overrides: dict | None,
-             sensor_dust: list[Spot] | None, plate: Location | None) -> Outcome:
+             sensor_dust: SurveyFound | None, plate: Location | None) -> Outcome:
     decoded = handed.pop()
     pixels = torch.from_numpy(decoded.pixels).permute(2, 0, 1)[None].to(dev)
     size = (pixels.shape[-1], pixels.shape[-2])
@@ -159,7 +161,8 @@ def _retouch(handed: list, image_id: str, preset: Preset, staging: Location, dev
         frame = develop(pixels, decoded.transfer, DevelopParams(**stages.get("develop", {})))
         del pixels, decoded      # develop made its own copy
         developed = time.perf_counter() - t0
-        spots = sensor_dust if sensor_dust and SensorDustParams(**stages.get("sensor_dust", {})).enabled else []
+        dust_params = SensorDustParams(**stages.get("sensor_dust", {}))
+        spots = spots_for(sensor_dust, *frame.image.shape[-2:], dust_params) if sensor_dust and dust_params.enabled else []
         frame = correct_sensor_dust(frame, spots)
         if plate is not None:
             frame = _with_plate(frame, plate, stages, spots, dev)
@@ -256,7 +259,7 @@ def _with_plate(frame: Frame, plate: Location, stages: dict, spots: list[Spot], 
 
 def sensor_dust_evidence(source: Location, params: SensorDustParams) -> np.ndarray | None:
     """One frame's sensor-dust evidence map (``tasks.sensor_dust.dust_evidence``), from a
-    reduced decode (half-size RAW); None for a file that cannot be read. Runs as a Ray task."""
+    reduced decode (half-size RAW); None for a file that cannot be read."""
     source = Location.of(source)
     try:
         decoded = _read(source, half_size=True)
@@ -407,3 +410,8 @@ class Retoucher:
         outcome = retouch_image(*args, **kwargs)
         outcome.node = ray.get_runtime_context().get_node_id()
         return outcome
+
+    def evidence(self, source: Location, params: SensorDustParams) -> np.ndarray | None:
+        """The sensor-dust survey's map of one frame: the survey runs on the run's actors, whose
+        processes and imports are then ready for the first image."""
+        return sensor_dust_evidence(source, params)

@@ -17,7 +17,7 @@ from prefect import flow
 from sqlalchemy import update
 
 from flows.retouch import stage_problems
-from flows.shoot import (Job, RunConfig, merge_stages, process, publish, shoot_preset, survey_sensor_dust,
+from flows.shoot import (Job, Retouchers, RunConfig, merge_stages, process, publish, shoot_preset, survey_sensor_dust,
                          write_qa_tables)
 from infra.catalog import Catalog, review_queue
 from infra.layout import Layout
@@ -156,8 +156,10 @@ def rerun_flow(state: str, out: str, image_id: str, overrides: dict, who: str, p
             raise ReviewError(f"{exc} (start the review app / command with --preset FILE)") from None
         job = Job(src, row["view"])
         config = RunConfig(out=out, state=str(state), device=device, ray_address=ray_address)
-        dust = survey_sensor_dust(shoot, [job], chosen, config)
-        counts = process(shoot.shoot_id, [job], chosen, config, catalog, sensor_dust=dust, plate=shoot.plate)
+        with Retouchers(config) as retouchers:
+            dust = survey_sensor_dust(shoot, chosen, retouchers.grow(1))
+            counts = process(shoot.shoot_id, [job], chosen, config, catalog, retouchers, sensor_dust=dust,
+                             plate=shoot.plate)
         write_qa_tables(config.layout.rerun_qa(shoot.shoot_id, image_id), [catalog.by_image_id(image_id)], chosen)
     except Exception as exc:
         _set_queue(catalog, image_id, state="open")

@@ -20,8 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows.preflight import missing_gpu
-from flows.retouch import (Outcome, Retoucher, checked_preset, describe_failure, sensor_dust_evidence,
-                           stage_problems)
+from flows.retouch import Outcome, Retoucher, checked_preset, describe_failure, stage_problems
 from infra.catalog import TERMINAL, Catalog, RunLock
 from infra.errors import OperatorError
 from infra.failpoints import failpoint
@@ -32,7 +31,7 @@ from infra.shoots import SIDECAR, Shoot, Source, assign_views, read_shoot
 from infra.storage import Location
 from qa.report import write_manifest, write_report, write_thumbnails
 from qa.suite import Rule, run_suite
-from tasks.sensor_dust import SensorDustParams, Spot, find_sensor_dust
+from tasks.sensor_dust import SensorDustParams, SurveyFound, find_sensor_dust, survey_sample
 
 IMAGES_PER_GPU = 4         # images sharing one GPU at once (each actor takes a quarter)
 TRIES = 3                  # attempts per image in one run when the fault is the machine's, not the image's
@@ -194,45 +193,89 @@ def sweep(layout: Layout, catalog: Catalog) -> None:
 
 # --- per image: retouch on Ray, check, route -------------------------------------------
 
-@task(cache_policy=NONE)
-def survey_sensor_dust(shoot: Shoot, jobs: list[Job], preset: Preset, config: RunConfig) -> dict[str, list[Spot]]:
-    """Find the sensor dust the shoot's frames share; return the spots to correct, per image_id.
+class Retouchers:
+    """The run's ``Retoucher`` actors: one per CPU, or ``IMAGES_PER_GPU`` per GPU (a GPU share each,
+    CPU work of one image overlapping GPU work of another); restarted by Ray if one dies.
 
-    Every readable frame of the shoot is looked at (a reduced decode, as Ray tasks), not only
-    the ones to process now: dust is told from the piece by staying put across the shoot.
+    Started once per run, before the sensor-dust survey, which runs on them too: their processes,
+    imports and networks are paid once, while the survey reads, not after it (a survey in Ray
+    tasks of its own, then the actors, cost 4-5 s before the first image on 2 cores)."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.device = "cpu"
+        self.actors: list = []
+
+    def grow(self, jobs: int) -> Retouchers:
+        """At least one actor per job, up to one per CPU or GPU share (a shoot of 2 images takes no
+        more cores); Ray starts on the first call."""
+        import ray
+
+        if not self.actors:
+            ensure_ray(self.config.ray_address)
+            resources = ray.cluster_resources()
+            gpus = resources.get("GPU", 0)
+            device = self.config.device
+            use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
+            cpus = max(1, int(resources.get("CPU", 1)))
+            self._limit = min(cpus, int(gpus * IMAGES_PER_GPU)) if use_gpu else cpus
+            self.device = "cuda" if use_gpu else "cpu"
+            self._actor = ray.remote(num_cpus=1, num_gpus=1 / IMAGES_PER_GPU if use_gpu else 0,
+                                     max_restarts=-1)(Retoucher)
+        while len(self.actors) < max(1, min(jobs, self._limit)):
+            self.actors.append(self._actor.remote())
+        return self
+
+    def close(self) -> None:
+        """Free their CPUs/GPU shares now, not when Ray gets round to it."""
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+    def __enter__(self) -> Retouchers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@task(cache_policy=NONE)
+def survey_sensor_dust(shoot: Shoot, preset: Preset, workers: Retouchers) -> SurveyFound:
+    """Find the sensor dust the shoot's frames share: spots by evidence-map shape (``spots_for``
+    gives a frame its own).
+
+    The survey reads an even sample of the whole shoot (``survey_frames``; a reduced decode each,
+    on the run's actors), not only the frames to process now: dust is told from the piece by
+    staying put across the shoot.
     """
     import ray
 
     params = SensorDustParams(**preset.stages.get("sensor_dust", {}))
     unique = list({src.sha256: src for src in shoot.sources if not src.refused}.values())
-    if not jobs or not params.enabled or len(unique) < params.min_images:
+    if not params.enabled or len(unique) < params.min_images:
         return {}
-    ensure_ray(config.ray_address)
-    remote = ray.remote(num_cpus=1, max_retries=1)(sensor_dust_evidence)
-    window = max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)
-    queue, pending, maps = list(unique), {}, {}
+    queue, pending, busy, maps = survey_sample(unique, params.survey_frames), {}, Counter(), []
     while queue or pending:
-        while queue and len(pending) < window:
-            src = queue.pop(0)
-            pending[remote.remote(src.path, params)] = src
+        while queue and len(pending) < 2 * len(workers.actors):
+            actor = min(workers.actors, key=lambda a: busy[a])
+            busy[actor] += 1
+            pending[actor.evidence.remote(queue.pop(0).path, params)] = actor
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
-            src = pending.pop(ref)
+            busy[pending.pop(ref)] -= 1
             try:
                 evidence = ray.get(ref)
             except Exception:  # a frame that crashes a worker just adds no evidence; retouch reports it
                 evidence = None
             if evidence is not None:
-                maps[src.image_id] = evidence
-    by_shape: dict[tuple[int, int], list[str]] = {}
-    for image_id, evidence in maps.items():   # frames of one size and orientation share a sensor position
-        by_shape.setdefault(evidence.shape, []).append(image_id)
-    spots = {}
-    for ids in by_shape.values():
-        found = find_sensor_dust([maps[i] for i in ids], params)
-        spots.update({i: found for i in ids if found})
-    wanted = {job.source.image_id for job in jobs}
-    return {i: s for i, s in spots.items() if i in wanted}
+                maps.append(evidence)
+    by_shape: dict[tuple[int, int], list] = {}
+    for evidence in maps:   # frames of one size and orientation share a sensor position
+        by_shape.setdefault(evidence.shape, []).append(evidence)
+    found = {shape: find_sensor_dust(group, params) for shape, group in by_shape.items()}
+    return {shape: spots for shape, spots in found.items() if spots}
 
 
 def transient_reason(exc: BaseException) -> str | None:
@@ -262,19 +305,19 @@ class _Attempt:
 
 
 @task(cache_policy=NONE)
-def process(shoot_id: str, jobs: list[Job], preset: Preset, config: RunConfig, catalog: Catalog, *,
-            sensor_dust: dict[str, list[Spot]] | None = None, plate: Location | None = None,
+def process(shoot_id: str, jobs: list[Job], preset: Preset, config: RunConfig, catalog: Catalog,
+            retouchers: Retouchers, *, sensor_dust: SurveyFound | None = None, plate: Location | None = None,
             lock: RunLock | None = None) -> Counter:
-    """Retouch the jobs on Ray (a few in flight per CPU/GPU); whatever has arrived is checked with
-    the preset's suite and routed at once, one catalog commit per image. Transient faults are retried
-    with back-off, then left ``retryable``; a bug in a worker rejects that image only."""
+    """Retouch the jobs on the run's actors (two in flight per actor); whatever has arrived is checked
+    with the preset's suite and routed at once, one catalog commit per image. Transient faults are
+    retried with back-off, then left ``retryable``; a bug in a worker rejects that image only."""
     import ray
 
     counts: Counter = Counter()
     if not jobs:
         return counts
-    ensure_ray(config.ray_address)
-    device, workers = retouchers(config, len(jobs))
+    retouchers.grow(len(jobs))
+    device, workers = retouchers.device, retouchers.actors
     layout = config.layout
     waiting = [_Attempt(job) for job in jobs]
     pending: dict = {}                       # object ref -> (attempt, worker)
@@ -289,7 +332,7 @@ def process(shoot_id: str, jobs: list[Job], preset: Preset, config: RunConfig, c
             worker = min(workers, key=lambda w: busy[w])
             busy[worker] += 1
             pending[worker.retouch.remote(src.path, src.image_id, preset, layout.staging(shoot_id, src.image_id),
-                                          device=device, sensor_dust=(sensor_dust or {}).get(src.image_id),
+                                          device=device, sensor_dust=sensor_dust,
                                           plate=plate)] = (attempt, worker)
         wake = min((a.not_before for a in waiting), default=now + 30) - now
         if not pending:
@@ -320,23 +363,7 @@ def process(shoot_id: str, jobs: list[Job], preset: Preset, config: RunConfig, c
         if lock is not None:
             lock.beat()
     bar.close()
-    for worker in workers:     # free their CPUs/GPU share now, not when Ray gets round to it
-        ray.kill(worker)
     return counts
-
-
-def retouchers(config: RunConfig, jobs: int) -> tuple[str, list]:
-    """The device and the actors for a run: one per CPU, or ``IMAGES_PER_GPU`` per GPU (a GPU share
-    each, CPU work of one image overlapping GPU work of another); restarted by Ray if one dies."""
-    import ray
-
-    resources = ray.cluster_resources()
-    gpus = resources.get("GPU", 0)
-    use_gpu = config.device == "cuda" or (config.device == "auto" and gpus > 0)
-    cpus = max(1, int(resources.get("CPU", 1)))
-    count = min(jobs, cpus, int(gpus * IMAGES_PER_GPU) if use_gpu else cpus)
-    actor = ray.remote(num_cpus=1, num_gpus=1 / IMAGES_PER_GPU if use_gpu else 0, max_restarts=-1)(Retoucher)
-    return ("cuda" if use_gpu else "cpu"), [actor.remote() for _ in range(max(1, count))]
 
 
 def judge(outcomes: list[Outcome], preset: Preset) -> dict[str, list[str]]:
@@ -459,7 +486,7 @@ def run_shoots(shoot_dirs: list[str | Path], out: str | Path, preset: str = "cat
             _say(logger, f"error: {problem}")
     if (why := missing_gpu(device, ray_address)) is not None:
         raise OperatorError(why)
-    with catalog.lock() as lock:
+    with catalog.lock() as lock, Retouchers(config) as retouchers:
         sweep(layout, catalog)
         for plan in plans:
             shoot = plan.shoot
@@ -470,13 +497,13 @@ def run_shoots(shoot_dirs: list[str | Path], out: str | Path, preset: str = "cat
                          f"{ingested.skipped} finished before, {ingested.rejected} refused{ignored}")
             counts = Counter()
             if jobs:
-                dust = survey_sensor_dust(shoot, jobs, plan.preset, config)
+                dust = survey_sensor_dust(shoot, plan.preset, retouchers.grow(len(jobs)))
                 if dust:
                     _say(logger, f"shoot {shoot.shoot_id}: sensor dust: {max(map(len, dust.values()))} spots")
                 if shoot.plate:
                     _say(logger, f"shoot {shoot.shoot_id}: clean plate {shoot.plate.name}")
-                counts = process(shoot.shoot_id, jobs, plan.preset, config, catalog, sensor_dust=dust,
-                                 plate=shoot.plate, lock=lock)
+                counts = process(shoot.shoot_id, jobs, plan.preset, config, catalog, retouchers,
+                                 sensor_dust=dust, plate=shoot.plate, lock=lock)
             if plan.preset is not None:
                 write_qa_tables(layout.qa(shoot.shoot_id), catalog.rows(shoot.shoot_id), plan.preset)
             counts["rejected"] += ingested.rejected

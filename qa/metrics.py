@@ -58,6 +58,8 @@ METRIC_DOCS = {
     "sensor_dust_spots": "sensor-dust spots found across the shoot and divided out of this image (set by the flow)",
     "worker_peak_mb": "peak resident memory of the worker process that made this image, MB, over its whole life "
                       "so far (set by the flow)",
+    "started_at": "when the worker began this image, Unix seconds (set by the flow: a run's time line, the "
+                  "throughput bench's start-up)",
     "clipped_before": "share of piece pixels with a clipped channel in the input",
     "clipped_after": "the same in the output",
     "clipped_increase": "clipped_after - clipped_before",

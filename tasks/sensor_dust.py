@@ -11,8 +11,9 @@ details move between shots, sensor dust does not.
    fixed working size (long edge ``working_edge``) divided by its local
    surround (a normalised Gaussian convolution that leaves dark outliers out),
    so 1 means "as bright as around it" and 0.9 "10 % darker".
-2. :func:`find_sensor_dust` (per shoot): the per-pixel median of the evidence
-   maps keeps what most frames share; a blob there counts as sensor dust when
+2. :func:`find_sensor_dust` (per shoot, on an even sample of its frames:
+   :func:`survey_sample`): the per-pixel median of the evidence maps keeps what
+   most frames share; a blob there counts as sensor dust when
    at least ``min_share`` of the frames show the same darkening at that place
    (shoots of fewer than ``min_images`` frames: none). Each spot carries the
    shoot's median ratio around it: its measured gain.
@@ -23,7 +24,9 @@ details move between shots, sensor dust does not.
    it also records ``masks['sensor_dust']`` and a note.
 
 Spots are in normalised frame coordinates, so the evidence may be gathered on
-a reduced decode (half-size RAW) and applied at full resolution.
+a reduced decode (half-size RAW) and applied at full resolution; a survey's
+spots are kept by evidence-map shape (:data:`SurveyFound`), and every frame of
+the shoot, sampled or not, gets those of its shape (:func:`spots_for`).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class SensorDustParams(BaseModel):
     max_darkening: float = Field(0.45, gt=0, le=1, description="darker than this is not a dust shadow (they are faint)")
     min_share: float = Field(0.6, gt=0, le=1, description="share of the shoot's frames that must show the spot")
     min_images: int = Field(3, ge=3, description="smaller shoots are not searched")
+    survey_frames: int = Field(24, ge=3, le=1000, description="frames the survey reads, spread evenly over a "
+                                                             "larger shoot")
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +81,9 @@ class Spot:
     gain: np.ndarray
 
 
+SurveyFound = dict[tuple[int, int], list[Spot]]   # a survey's spots by evidence-map shape (h, w)
+
+
 def working_size(h: int, w: int, working_edge: int) -> tuple[int, int]:
     """``(h, w)`` of the evidence map for an ``h x w`` frame.
 
@@ -87,6 +95,37 @@ def working_size(h: int, w: int, working_edge: int) -> tuple[int, int]:
         return h, w
     scale = working_edge / max(h, w)
     return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def survey_sample(frames: list, count: int) -> list:
+    """At most ``count`` of a shoot's ``frames`` (in shooting order), spread evenly from the first to
+    the last.
+
+    Dust on the sensor stays put for the whole shoot, so an even sample shows it as well as every
+    frame does; what grows with the shoot is the survey's time before the first image and the maps
+    held to combine (1.6 MB each: a 1,000-frame shoot held 1.6 GB, and its sort several times that).
+
+    Example:
+        >>> survey_sample(list(range(10)), 4)
+        [0, 3, 6, 9]
+    """
+    if len(frames) <= count:
+        return list(frames)
+    return [frames[round(i * (len(frames) - 1) / (count - 1))] for i in range(count)]
+
+
+def spots_for(found: SurveyFound, height: int, width: int,
+              params: SensorDustParams | None = None) -> list[Spot]:
+    """The spots a frame of ``height x width`` gets from a survey's ``found`` (spots by evidence-map
+    shape: frames of one size and orientation share a sensor position).
+
+    Its group is the one whose map shape matches the frame's working size, give or take the pixel by
+    which rounding can part a half-size RAW decode (the survey's) from the full frame; none if the
+    survey saw no frame of its shape.
+    """
+    params = params or SensorDustParams()
+    h, w = working_size(height, width, params.working_edge)
+    return next((spots for (gh, gw), spots in found.items() if abs(gh - h) <= 1 and abs(gw - w) <= 1), [])
 
 
 def dust_evidence(image: torch.Tensor, params: SensorDustParams | None = None) -> torch.Tensor:

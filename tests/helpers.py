@@ -90,13 +90,13 @@ RUN_TO_RUN = {"check_exact": False, "rtol": 1e-3, "atol": 2e-3}
 
 
 def comparable_manifest(out: Path):
-    """``out``'s manifest by source, without what differs run to run (timings, worker memory, node ids),
+    """``out``'s manifest by source, without what differs run to run (timings, worker memory, start times, node ids),
     numbers as numbers (a rejected row's empty cells would keep a column as text): two runs of the same
     shoot compare equal with ``pandas.testing.assert_frame_equal(..., atol=...)``."""
     import pandas as pd
 
     df = pd.read_csv(out / "manifest.csv", keep_default_na=False).set_index("source").sort_index()
-    df = df.drop(columns=["seconds", "worker_peak_mb", "node"])
+    df = df.drop(columns=["seconds", "worker_peak_mb", "started_at", "node"])
     for column in df:
         numbers = pd.to_numeric(df[column].replace("", None), errors="coerce")
         if numbers.notna().sum() == (df[column] != "").sum():

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from flows.shoot import RunConfig, ingest, plan_shoots, run_shoots, survey_sensor_dust
+from flows.shoot import Retouchers, RunConfig, run_shoots, survey_sensor_dust
 from infra.catalog import Catalog
-from infra.layout import Layout
 from infra.storage import Location
 from infra.presets import load_preset
 from infra.shoots import read_shoot
@@ -36,16 +35,18 @@ def test_every_frame_gets_the_shoots_sensor_dust_corrected(dusty_run):
         assert f"sensor dust: {n} spots corrected" in catalog.get(shoot.name, source)["notes"]
 
 
-def test_the_survey_can_be_turned_off_per_shoot(dusty_run, tmp_path):
+def test_the_survey_runs_on_the_runs_actors_and_can_be_turned_off_per_shoot(dusty_run, tmp_path):
     shoot, _, _ = dusty_run
     config = RunConfig(out=Location.of(tmp_path), state=str(tmp_path / ".state"))
-    catalog = Catalog.open(config.state)
     preset = load_preset("catalog")
-    jobs = ingest.fn(plan_shoots([shoot], "catalog")[0], catalog, Layout.of(tmp_path)).jobs
-    assert len(jobs) == 6
-    spots = survey_sensor_dust.fn(read_shoot(shoot), jobs, preset, config)
-    assert set(spots) == {j.source.image_id for j in jobs} and all(len(s) >= 3 for s in spots.values())
     off = preset.model_copy(update={"stages": {"sensor_dust": {"enabled": False}}})
-    assert survey_sensor_dust.fn(read_shoot(shoot), jobs, off, config) == {}
-    assert survey_sensor_dust.fn(read_shoot(shoot), jobs[:2], preset, config).keys() == {
-        j.source.image_id for j in jobs[:2]}               # only the frames to process, from the whole shoot
+    few = preset.model_copy(update={"stages": {"sensor_dust": {"survey_frames": 4}}})
+    with Retouchers(config) as workers:
+        found = survey_sensor_dust.fn(read_shoot(shoot), preset, workers.grow(2))
+        assert len(workers.actors) == 2
+        assert list(found) == [(256, 384)] and len(found[(256, 384)]) >= 3     # one shape: 384x256 frames
+        assert survey_sensor_dust.fn(read_shoot(shoot), off, workers) == {}
+        sample = survey_sensor_dust.fn(read_shoot(shoot), few, workers)[(256, 384)]   # 4 of the 6 frames
+    assert sample and all(any(abs(s.x - t.x) + abs(s.y - t.y) < 0.01 for t in found[(256, 384)])
+                                    for s in sample)
+    assert workers.actors == []                            # closed with the run

@@ -50,7 +50,7 @@ def test_every_metric_is_documented_and_computed():
     image, alpha = _textured()
     m = compute_metrics(*_pair(image, alpha))
     # set by the flow (sensor dust, upscale) or gathered by qa.evidence, not by compute_metrics
-    assert set(m) | {"sensor_dust_spots", "upscale", "worker_peak_mb"} | set(EVIDENCE_DOCS) == set(METRIC_DOCS)
+    assert set(m) | {"sensor_dust_spots", "upscale", "worker_peak_mb", "started_at"} | set(EVIDENCE_DOCS) == set(METRIC_DOCS)
     assert all(isinstance(v, float) for v in m.values())
 
 

@@ -12,7 +12,7 @@ from helpers import DEVICES, to_tensor
 from models.simulator import render_image, sensor_dust_gain, shoot_sensor_dust
 from tasks.frame import Frame, luminance
 from tasks.sensor_dust import (SensorDustParams, correct_sensor_dust, dust_evidence, find_sensor_dust,
-                               remove_sensor_dust, spots_mask, working_size)
+                               remove_sensor_dust, spots_for, spots_mask, survey_sample, working_size)
 
 SEED, FRAMES, SPOTS, SIZE = 2, 6, 4, (384, 256)   # seed 2: every spot on plain backdrop in most frames, two under a piece once
 
@@ -128,3 +128,42 @@ def test_evidence_size_depends_on_aspect_only():
     assert working_size(256, 384, p.working_edge) == (256, 384)
     ev = dust_evidence(torch.full((1, 3, 200, 300), 0.4))
     assert ev.shape == (1, 1, 200, 300) and torch.allclose(ev, torch.ones_like(ev), atol=1e-4)
+
+
+def test_the_survey_reads_an_even_sample_of_a_long_shoot():
+    frames = [f"IMG_{k:04d}" for k in range(1000)]
+    sample = survey_sample(frames, 24)
+    assert len(sample) == len(set(sample)) == 24
+    assert sample[0] == frames[0] and sample[-1] == frames[-1] and sample == sorted(sample)
+    gaps = np.diff([frames.index(f) for f in sample])
+    assert gaps.min() >= 43 and gaps.max() <= 44          # evenly spread, not the first 24
+    assert survey_sample(frames[:5], 24) == frames[:5]
+
+
+def test_a_sample_of_a_long_shoot_finds_what_all_of_it_finds():
+    found = {"every": 0, "sample": 0}
+    for seed in (2, 3):
+        truth = shoot_sensor_dust(seed, SPOTS)
+        evidence = [dust_evidence(_source(seed, k, SPOTS)) for k in range(48)]
+        every = find_sensor_dust(evidence)
+        sample = find_sensor_dust(survey_sample(evidence, SensorDustParams().survey_frames))
+        for name, spots in (("every", every), ("sample", sample)):
+            assert all(any(_matches(s, t) for t in truth) for s in spots), (name, seed)   # nothing false
+            found[name] += sum(any(_matches(s, t) for s in spots) for t in truth)
+        for s in sample:                                   # the same gain, measured on half the frames
+            twin = next(e for e in every if math.hypot(e.x - s.x, e.y - s.y) < 0.01)
+            assert s.strength == pytest.approx(twin.strength, abs=0.01)
+    # the faintest spot, beside a stronger one, is found by one and not the other (seed 2)
+    assert found["every"] == 2 * SPOTS and found["sample"] >= 2 * SPOTS - 1, found
+
+
+def test_each_frame_gets_the_spots_of_its_own_shape(shoot):
+    _, _, evidence, _ = shoot
+    spots = find_sensor_dust(evidence)
+    found = {(512, 768): spots, (768, 512): spots[:1]}
+    assert spots_for(found, 4000, 6000) is spots
+    assert spots_for(found, 2000, 3000) is spots          # the survey's half-size decode of the same camera
+    assert spots_for(found, 6000, 4000) == spots[:1]       # portrait frames have their own survey
+    assert spots_for(found, 1001, 1500) is spots           # (513, 768): a rounding apart
+    assert spots_for(found, 1000, 1600) == []              # (480, 768): another camera or crop
+    assert spots_for(found, 256, 384) == [] and spots_for({}, 4000, 6000) == []
