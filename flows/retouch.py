@@ -109,8 +109,8 @@ def retouch_image(source: Location | Path, image_id: str, preset: Preset, stagin
 
     ``sensor_dust``: the shoot's sensor-dust spots by evidence-map shape (the flow's survey of
     the shoot); those of this frame's shape are divided out right after ``develop``, before
-    every stage. ``plate``: the shoot's
-    clean plate (a frame of the empty backdrop), developed alike and handed to the stages.
+    every stage. ``plate``: the shoot's clean plate (a frame of the empty backdrop), developed
+    alike and handed to the stages.
     """
     t0, started_at = time.perf_counter(), time.time()
     failpoint("worker.start")
@@ -162,7 +162,7 @@ def _retouch(handed: list, image_id: str, preset: Preset, staging: Location, dev
         del pixels, decoded      # develop made its own copy
         developed = time.perf_counter() - t0
         dust_params = SensorDustParams(**stages.get("sensor_dust", {}))
-        spots = spots_for(sensor_dust, *frame.image.shape[-2:], dust_params) if sensor_dust and dust_params.enabled else []
+        spots = spots_for(sensor_dust or {}, *frame.image.shape[-2:], dust_params) if dust_params.enabled else []
         frame = correct_sensor_dust(frame, spots)
         if plate is not None:
             frame = _with_plate(frame, plate, stages, spots, dev)
@@ -411,7 +411,7 @@ class Retoucher:
         outcome.node = ray.get_runtime_context().get_node_id()
         return outcome
 
-    def evidence(self, source: Location, params: SensorDustParams) -> np.ndarray | None:
+    def sensor_dust_evidence(self, source: Location, params: SensorDustParams) -> np.ndarray | None:
         """The sensor-dust survey's map of one frame: the survey runs on the run's actors, whose
         processes and imports are then ready for the first image."""
         return sensor_dust_evidence(source, params)

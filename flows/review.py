@@ -17,8 +17,8 @@ from prefect import flow
 from sqlalchemy import update
 
 from flows.retouch import stage_problems
-from flows.shoot import (Job, Retouchers, RunConfig, merge_stages, process, publish, shoot_preset, survey_sensor_dust,
-                         write_qa_tables)
+from flows.shoot import (Job, Retouchers, RunConfig, merge_stages, process, publish, shoot_preset,
+                         survey_sensor_dust, write_qa_tables)
 from infra.catalog import Catalog, review_queue
 from infra.layout import Layout
 from infra.storage import Location

@@ -261,7 +261,7 @@ def survey_sensor_dust(shoot: Shoot, preset: Preset, workers: Retouchers) -> Sur
         while queue and len(pending) < 2 * len(workers.actors):
             actor = min(workers.actors, key=lambda a: busy[a])
             busy[actor] += 1
-            pending[actor.evidence.remote(queue.pop(0).path, params)] = actor
+            pending[actor.sensor_dust_evidence.remote(queue.pop(0).path, params)] = actor
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
             busy[pending.pop(ref)] -= 1
