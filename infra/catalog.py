@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, create_engine, delete, inspect, select, text, update)
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
@@ -104,8 +104,7 @@ class Catalog:
             Path(url).mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{Path(url).resolve() / 'catalog.sqlite'}"
         engine = create_engine(url, future=True)
-        metadata.create_all(engine)
-        _add_new_columns(engine)
+        _create_schema(engine)
         return cls(engine)
 
     def get(self, shoot: str, source: str) -> dict | None:
@@ -205,6 +204,22 @@ class Catalog:
             q = q.where(audit_log.c.image_id == image_id)
         with self.engine.connect() as c:
             return [dict(r) for r in c.execute(q).mappings()]
+
+
+def _create_schema(engine: Engine, tries: int = 5) -> None:
+    """The tables, and the columns added since. Another process (a run, the review app, a re-run)
+    may be opening the same new catalog at this moment: a table or column it made between our
+    check and our create is not an error; we look again."""
+    for attempt in range(tries):
+        try:
+            metadata.create_all(engine)
+            _add_new_columns(engine)
+            return
+        except OperationalError as exc:
+            text_ = str(exc).lower()
+            if attempt == tries - 1 or not ("already exists" in text_ or "duplicate column" in text_):
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _add_new_columns(engine: Engine) -> None:

@@ -47,3 +47,31 @@ def test_a_catalog_from_an_older_loupe_gains_the_new_columns(tmp_path):
     assert row["status"] == "exported" and "node" in row
     catalog.set_status("s", "a.jpg", node="abc")
     assert catalog.get("s", "a.jpg")["node"] == "abc"
+
+
+def test_two_processes_opening_a_new_catalog_at_once_both_get_it(tmp_path, monkeypatch):
+    """Each checks which tables exist, then creates the missing ones: the other may have created one
+    in between (seen when a watcher opened the catalog `loupe run` was creating)."""
+    import infra.catalog as cat
+    from sqlalchemy import text
+
+    real, calls = cat.metadata.create_all, []
+
+    def the_other_process_wins(engine, *args, **kwargs):
+        calls.append(engine)
+        if len(calls) == 1:           # everything is created between our check and our create
+            real(engine)
+            with engine.begin() as c:
+                c.execute(text("create table review_queue (image_id varchar)"))   # sqlite: "already exists"
+        return real(engine, *args, **kwargs)
+
+    monkeypatch.setattr(cat.metadata, "create_all", the_other_process_wins)
+    catalog = Catalog.open(tmp_path)
+    assert len(calls) == 2
+    assert catalog.rows() == [] and catalog.queue() == [] and catalog.audit_rows() == []
+    with catalog.lock():
+        pass
+    monkeypatch.setattr(cat.metadata, "create_all", lambda engine, **kw: (_ for _ in ()).throw(
+        sqlite3.OperationalError("disk I/O error")))
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):   # anything else is not retried
+        Catalog.open(tmp_path / "other")
