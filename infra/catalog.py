@@ -216,8 +216,8 @@ def _create_schema(engine: Engine, tries: int = 5) -> None:
             _add_new_columns(engine)
             return
         except OperationalError as exc:
-            text_ = str(exc).lower()
-            if attempt == tries - 1 or not ("already exists" in text_ or "duplicate column" in text_):
+            message = str(exc).lower()
+            if attempt == tries - 1 or not ("already exists" in message or "duplicate column" in message):
                 raise
             time.sleep(0.05 * (attempt + 1))
 

@@ -54,6 +54,7 @@ def test_two_processes_opening_a_new_catalog_at_once_both_get_it(tmp_path, monke
     in between (seen when a watcher opened the catalog `loupe run` was creating)."""
     import infra.catalog as cat
     from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
 
     real, calls = cat.metadata.create_all, []
 
@@ -71,7 +72,11 @@ def test_two_processes_opening_a_new_catalog_at_once_both_get_it(tmp_path, monke
     assert catalog.rows() == [] and catalog.queue() == [] and catalog.audit_rows() == []
     with catalog.lock():
         pass
-    monkeypatch.setattr(cat.metadata, "create_all", lambda engine, **kw: (_ for _ in ()).throw(
-        sqlite3.OperationalError("disk I/O error")))
-    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):   # anything else is not retried
+    def broken(engine, *args, **kwargs):
+        calls.append(engine)
+        raise OperationalError("create table", {}, sqlite3.OperationalError("disk I/O error"))
+
+    monkeypatch.setattr(cat.metadata, "create_all", broken)
+    with pytest.raises(OperationalError, match="disk I/O"):           # anything else is not retried
         Catalog.open(tmp_path / "other")
+    assert len(calls) == 3
