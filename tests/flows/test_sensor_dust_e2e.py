@@ -47,6 +47,5 @@ def test_the_survey_runs_on_the_runs_actors_and_can_be_turned_off_per_shoot(dust
         assert list(found) == [(256, 384)] and len(found[(256, 384)]) >= 3     # one shape: 384x256 frames
         assert survey_sensor_dust.fn(read_shoot(shoot), off, workers) == {}
         sample = survey_sensor_dust.fn(read_shoot(shoot), few, workers)[(256, 384)]   # 4 of the 6 frames
-    assert sample and all(any(abs(s.x - t.x) + abs(s.y - t.y) < 0.01 for t in found[(256, 384)])
-                                    for s in sample)
+    assert sample and all(any(abs(s.x - t.x) + abs(s.y - t.y) < 0.01 for t in found[(256, 384)]) for s in sample)
     assert workers.actors == []                            # closed with the run

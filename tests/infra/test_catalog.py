@@ -72,6 +72,7 @@ def test_two_processes_opening_a_new_catalog_at_once_both_get_it(tmp_path, monke
     assert catalog.rows() == [] and catalog.queue() == [] and catalog.audit_rows() == []
     with catalog.lock():
         pass
+
     def broken(engine, *args, **kwargs):
         calls.append(engine)
         raise OperationalError("create table", {}, sqlite3.OperationalError("disk I/O error"))
