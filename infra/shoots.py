@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from infra.storage import Location
 
 _NAME = re.compile(r"^(?P<sku>[^_]+?)(?:_(?P<view>.+))?$")
 SIDECAR = "shoot.toml"
+HASH_THREADS = 8     # sources hashed at once: more than a disk feeds (~1.4 GB/s per core); an S3 object is read whole
 SIDECAR_KEYS = {"preset": str, "background": str, "stages": dict, "sku": dict}
 
 
@@ -72,6 +74,15 @@ def file_sha256(loc: Location) -> str:
     return h.hexdigest()
 
 
+def source_digest(loc: Location) -> str:
+    """A source's identity: its content's SHA-256, or for a symbolic link (never followed) that
+    of its name and target."""
+    local = loc.local_path()
+    if local is not None and local.is_symlink():
+        return hashlib.sha256(f"symlink:{loc.name}->{os.readlink(local)}".encode()).hexdigest()
+    return file_sha256(loc)
+
+
 def sku_and_view(stem: str, mapping: dict[str, str]) -> tuple[str, str]:
     name = mapping.get(stem, stem)
     m = _NAME.match(name)
@@ -109,7 +120,7 @@ def read_shoot(folder: "Location | Path | str") -> Shoot:
         raise FileNotFoundError(f"shoot folder not found: {folder}")
     config, problems = read_sidecar(folder / SIDECAR)
     mapping = {str(k): str(v) for k, v in config.get("sku", {}).items()}
-    sources, plates, ignored = [], [], []
+    listed, plates, ignored = [], [], []     # listed: (path, sku, view, why refused or "")
     for path, is_dir in folder.entries():
         local = path.local_path()
         if path.name == SIDECAR:
@@ -118,11 +129,8 @@ def read_shoot(folder: "Location | Path | str") -> Shoot:
             ignored.append(f"{path.name} (hidden)")
             continue
         if local is not None and local.is_symlink():
-            target = os.readlink(local)
-            sku, view = sku_and_view(path.stem, mapping)
-            digest = hashlib.sha256(f"symlink:{path.name}->{target}".encode()).hexdigest()
-            sources.append(Source(folder.name, path, digest, sku, view,
-                                  refused=f"symlink: {path.name} points to {target}; links are not followed"))
+            listed.append((path, *sku_and_view(path.stem, mapping),
+                           f"symlink: {path.name} points to {os.readlink(local)}; links are not followed"))
             continue
         if is_dir:
             ignored.append(f"{path.name}/ (subfolder: shoots are not nested)")
@@ -133,8 +141,13 @@ def read_shoot(folder: "Location | Path | str") -> Shoot:
         if path.stem.lower().endswith("_plate"):
             plates.append(path)
             continue
-        sku, view = sku_and_view(path.stem, mapping)
-        sources.append(Source(folder.name, path, file_sha256(path), sku, view))
+        listed.append((path, *sku_and_view(path.stem, mapping), ""))
+    # several files at once (reads and hashlib release the GIL): 1,000 frames of 24 MP RAW are 48 GB,
+    # 35 s on one core from the page cache, before the first image
+    with ThreadPoolExecutor(max_workers=max(1, min(len(listed), os.cpu_count() or 1, HASH_THREADS))) as pool:
+        digests = list(pool.map(source_digest, (path for path, *_ in listed)))
+    sources = [Source(folder.name, path, digest, sku, view, refused=refused)
+               for (path, sku, view, refused), digest in zip(listed, digests)]
     return Shoot(folder.name, folder, tuple(sources), config.get("preset"), config.get("background"),
                  config.get("stages", {}), plates[0] if plates else None, tuple(ignored), tuple(problems))
 

@@ -29,3 +29,20 @@ def test_a_clean_plate_is_the_shoots_backdrop_not_a_source(tmp_path):
     shoot = read_shoot(tmp_path)
     assert [s.path.name for s in shoot.sources] == ["R1001_front.jpg"]
     assert shoot.plate.local_path() == tmp_path / "studio-b_plate.JPG"
+
+
+def test_each_source_is_named_by_its_own_content_in_folder_order(tmp_path):
+    """Hashed several at once, each digest stays with its file; a link is named by its target, unread."""
+    import hashlib
+
+    contents = {f"R{k:04d}_top.jpg": bytes([k]) * (1000 + 37 * k) for k in range(40)}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "R9999_side.jpg").symlink_to("/etc/hostname")
+    shoot = read_shoot(tmp_path)
+    assert [s.path.name for s in shoot.sources] == sorted([*contents, "R9999_side.jpg"])
+    for source in shoot.sources[:-1]:
+        assert source.sha256 == hashlib.sha256(contents[source.path.name]).hexdigest() and not source.refused
+    link = shoot.sources[-1]
+    assert link.refused.startswith("symlink: R9999_side.jpg points to /etc/hostname")
+    assert link.sha256 == hashlib.sha256(b"symlink:R9999_side.jpg->/etc/hostname").hexdigest()
