@@ -114,8 +114,6 @@ PIERCED_MIN_PX = 9        # smallest such hole counted (3 x 3 px is seen at 1:1 
 PIERCED_MAX_SHARE = 0.01  # and largest, per piece area: a ring's interior seen from low is narrow, its shank thick
 SEE_THROUGH = 0.9         # alpha up to this lets a dark page show through; above it a pixel hides it
 CAST_LOG_CHROMA = 0.10    # log-chroma of the source backdrop above which an estimated light needs confirming
-COLOURED_LOG_CHROMA = 0.3 # above this, the piece's least tinted neutral parts must carry LEAST_TINT of the backdrop's
-LEAST_TINT = 0.75         # colour: a warm paper lies on the warm-light line, and so does gold, which then confirmed it
 NET_SIZE = 384
 EDGE_SIGMAS = 4.0         # gradient across the outline, in noise sigmas, that is an edge in the photo
 
@@ -540,10 +538,7 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
     that lie near the line from neutral (0) to the backdrop's colour (1) in log-chroma are its
     candidate neutral parts (gold and coloured stones lie off it); their median position says
     which it is. True when they sit nearer neutral, or when the piece has no neutral parts to
-    confirm the light with (a plain gold piece on a coloured backdrop). On a clearly coloured backdrop
-    the least tinted tenth of them must sit near the backdrop's colour too: an orange or beige paper
-    lies on the line a warm light takes, and so do gold's bright parts, whose median then passed for
-    the light's (rose gold "corrected" to blue on kraft paper), while a light tints every neutral part."""
+    confirm the light with (a plain gold piece on a coloured backdrop)."""
     bg = _log_chroma(backdrop_rgb)
     norm = float(bg @ bg)
     if np.sqrt(norm) < CAST_LOG_CHROMA:
@@ -560,8 +555,7 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
     anchors = t[off_line < max(0.05, 0.25 * np.sqrt(norm))]
     if len(anchors) < max(30, 0.02 * len(t)):
         return True   # nothing neutral on the piece to confirm the light with: when unsure, a person looks
-    least = np.quantile(anchors, 0.1)
-    return bool(np.median(anchors) < 0.5 or (np.sqrt(norm) >= COLOURED_LOG_CHROMA and least < LEAST_TINT))
+    return bool(np.median(anchors) < 0.5)
 
 
 def _colour_evidence(source: torch.Tensor, reference: torch.Tensor, result: Frame, piece: np.ndarray,
