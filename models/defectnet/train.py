@@ -16,6 +16,7 @@ written atomically and ``TRAINING.md`` records the run.
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing as mp
 import os
 import shlex
@@ -48,11 +49,17 @@ def neutral_source(scene) -> np.ndarray:
     return np.clip(img / lighting_gain(scene.meta["lighting"], w, h)[..., None], 0, 1)
 
 
-def scene_crops(i: int) -> tuple[np.ndarray, np.ndarray]:
+def scene_crops(i: int, wide: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Crops of scene ``i``: from the simulator's wide studio world with probability ``wide`` (its
+    backdrops, ISO noise, JPEG, depth of field and exposure push on top of the same defects), drawn
+    apart from the scene's own stream, so ``wide=0`` gives the shipped run's scenes."""
     rng = np.random.default_rng([SEED, i])
     size = SIZES[int(rng.integers(len(SIZES)))]
     bg = BACKGROUNDS[int(rng.choice(len(BACKGROUNDS), p=BG_WEIGHTS))]
-    scene = render_scene(rng, size, background=bg)
+    if np.random.default_rng([SEED, i, 1]).random() < wide:
+        scene = render_scene(rng, size, world="wide")
+    else:
+        scene = render_scene(rng, size, background=bg)
     neutral = neutral_source(scene)
     # neutralize lands within ~0.6-1.1x of the truth's exposure, and leaves some cast on paper and desks
     jitter = rng.uniform(0.55, 1.15) * rng.uniform(0.9, 1.1, 3).astype(np.float32)
@@ -86,10 +93,10 @@ def scene_crops(i: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(imgs), np.stack(labs)
 
 
-def make_pool(scenes: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+def make_pool(scenes: int, workers: int, wide: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     # spawn: rawpy/OpenMP and fork do not mix (DESIGN.md)
     with mp.get_context("spawn").Pool(workers) as pool:
-        parts = pool.map(scene_crops, range(scenes), chunksize=4)
+        parts = pool.map(functools.partial(scene_crops, wide=wide), range(scenes), chunksize=4)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -125,15 +132,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--wide", type=float, default=0.0, help="share of scenes from the simulator's wide studio world")
+    ap.add_argument("--init", type=Path, help="start from these weights (a fine-tune); --width is theirs")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     t0 = time.time()
-    imgs, codes = make_pool(args.scenes, args.workers)
+    imgs, codes = make_pool(args.scenes, args.workers, args.wide)
     t_data = time.time() - t0
     print(f"{len(imgs)} crops from {args.scenes} scenes in {t_data:.0f} s", flush=True)
     held = np.random.default_rng(1).permutation(len(imgs))
     val, train = held[: len(imgs) // 10], held[len(imgs) // 10:]
-    net = DefectNet(args.width).to(args.device)
+    if args.init is not None:
+        state = torch.load(args.init, map_location="cpu", weights_only=True)
+        args.width = int(state.pop("width"))
+        net = DefectNet(args.width)
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+        net = net.to(args.device)
+    else:
+        net = DefectNet(args.width).to(args.device)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.05)
     stream = batches(imgs[train], codes[train], args.batch, args.device, np.random.default_rng(0))
@@ -165,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     record.write_text(
         "# DefectNet training record\n\n"
         f"Command: `python -m models.defectnet.train {shlex.join(sys.argv[1:] if argv is None else argv)}`\n\n"
-        f"- {args.scenes} simulator scenes (seeds [{SEED}, i]), {len(imgs)} crops of {CROP} px, "
+        f"- {args.scenes} simulator scenes (seeds [{SEED}, i]; {args.wide:.0%} from the wide world), "
+        f"{len(imgs)} crops of {CROP} px{f', from {args.init}' if args.init else ''}, "
         f"{args.steps} steps of {args.batch} on {args.device}; data {t_data:.0f} s, total {time.time() - t0:.0f} s\n"
         f"- held-out crops: defect-pixel recall {recall:.3f}, design-detail pixels marked {false:.4f}, haze-pixel recall {haze:.3f}, loss {vloss:.4f}\n"
         f"- {sum(p.numel() for p in net.parameters())} parameters, float16 weights {args.out.stat().st_size} bytes\n")

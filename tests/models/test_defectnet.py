@@ -79,3 +79,17 @@ def test_tiles_give_the_whole_images_values_edges_included(device):
     assert float((ran - whole[..., 100:200, 200:300]).abs().max()) < 1e-5
     some[..., 100:200, 200:300] = 0
     assert not bool(some.any())                                 # the other tiles were not run
+
+
+def test_a_fine_tune_on_the_wide_world_starts_from_given_weights(tmp_path):
+    """``--init`` starts from a checkpoint (its width), ``--wide`` draws scenes from the wide studio world;
+    the weights it writes load like the shipped ones, and its record says what it was trained on."""
+    from models.defectnet.train import main, scene_crops
+
+    imgs, codes = scene_crops(3, wide=1.0)
+    assert imgs.shape[1:] == (96, 96, 3) and codes.shape == imgs.shape[:3]
+    out = tmp_path / "tuned.pt"
+    assert main(["--out", str(out), "--init", str(DEFAULT_WEIGHTS), "--width", "8", "--scenes", "2",
+                 "--wide", "0.5", "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu"]) == 0
+    assert load_defectnet(str(out)).width == 32        # the checkpoint's width, not --width
+    assert "50% from the wide world" in (tmp_path / "TRAINING.md").read_text()
