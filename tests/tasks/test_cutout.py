@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from helpers import DEVICES, scene_frame, sim_scene
-from tasks.cutout import CutoutParams, component_mean, cut_out, fit_backdrop
+from tasks.cutout import CutoutParams, component_mean, cut_out, fit_backdrop, ridge_lines
+from tasks.color import srgb_to_linear
 from tasks.frame import Frame
 from tasks.neutralize import NeutralizeParams, neutralize
 
@@ -31,7 +32,7 @@ def test_iou_on_sweeps(piece, background):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "chain IoU(alpha>0.5) at 480x320, seeds 0-2: white 0.70/0.78/0.75, grey 0.63/0.68/0.75; link wire is "
+    "chain IoU(alpha>0.5) at 480x320, seeds 0-2: white 0.73/0.78/0.77, grey 0.63/0.68/0.75; link wire is "
     "2-4 px, so a 1 px error on each side of it costs half the IoU: the matte's 0.5 crossing is off by "
     "about a pixel and some link gaps in the chain's shadow are filled"))
 @pytest.mark.parametrize("background", ["white_sweep", "grey_sweep"])
@@ -229,6 +230,76 @@ def test_chain_link_gaps_stay_background():
     # measured 0.99/0.47/0.96/0.98/0.93: the rose-gold chain (seed 1) loses half its gaps to the
     # faint-metal detector, whose 1.5 px average bleeds the link colour into 2-3 px gaps
     assert np.mean(recalls) >= 0.8 and sorted(recalls)[1] >= 0.9, recalls
+
+
+def _noisy_sweep(noise: float, seed: int = 0, size: tuple[int, int] = (400, 600)):
+    """A flat grey sweep in sRGB with camera noise of ``noise`` (sRGB units): (enc, backdrop, quiet, rng)."""
+    rng = np.random.default_rng(seed)
+    back = np.full((3, *size), 0.6, np.float32)
+    enc = back + rng.normal(0, noise, back.shape).astype(np.float32)
+    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))[None]
+    return enc, as_t(back), torch.ones(1, 1, *size, dtype=torch.bool), as_t
+
+
+def test_ridges_find_a_faint_wire_in_noise_and_no_edge_or_noise():
+    """A 3 px wire 0.12 darker than a grey sweep under noise of 0.05 per pixel (ISO 3200 here): 2.4
+    sigmas a pixel, where the per-pixel test asks for 8; its ridge is found (0.08 is not: measured
+    none of it). Noise alone, a shadow's crisp edge and a sweep's fall-off make no line."""
+    enc, back, quiet, as_t = _noisy_sweep(0.05)
+    yy, xx = np.mgrid[:400, :600]
+    wire = np.abs(yy - (200 + 60 * np.sin(xx / 70))) < 1.5
+    found = ridge_lines(as_t(enc - 0.12 * wire), back, quiet, CutoutParams())
+    near = cv2.dilate(wire.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    assert found[wire].mean() > 0.6 and (found & ~near).sum() < 0.02 * wire.sum(), (found[wire].mean(), (found & ~near).sum())
+    assert not ridge_lines(as_t(enc), back, quiet, CutoutParams()).any()
+    edge = (xx > 300) * 0.15 + 0.1 * (yy / 400.0) ** 2        # a shadow's step and a fall-off
+    assert not ridge_lines(as_t(enc - edge), back, quiet, CutoutParams()).any()
+
+
+def test_ridges_of_a_large_frame_are_read_shrunk_and_grown_back():
+    """Above ``ridge_size`` the ridges are found on the shrunk frame: the same wire, twice the size,
+    is found as well, and the map is the frame's size."""
+    enc, back, quiet, as_t = _noisy_sweep(0.03, size=(800, 1200))
+    yy, xx = np.mgrid[:800, :1200]
+    wire = np.abs(yy - (400 + 120 * np.sin(xx / 140))) < 3
+    found = ridge_lines(as_t(enc - 0.06 * wire), back, quiet, CutoutParams(ridge_size=600))
+    assert found.shape == (800, 1200) and found[wire].mean() > 0.6, found[wire].mean()
+    near = cv2.dilate(wire.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert (found & ~near).sum() < 0.05 * wire.sum()
+
+
+def test_a_chain_in_iso_3200_noise_the_network_misses_is_found_by_its_ridges():
+    """The wide world's rose-gold chain on a grey sweep at ISO 3200 (noise 0.064 in sRGB): camera noise
+    alone failed the backdrop fit, and the network (at 384 px the wire is under a pixel) found no
+    piece. Past the noise the sweep fits, so the backdrop model looks after all, and the chain's
+    ridges find it where its pixels are 2-3 sigmas off. Measured: IoU 0 -> 0.43."""
+    from bench.quality import WORLDS
+    from models.simulator import render_scene
+
+    pieces, backs = WORLDS["wide"]
+    s = render_scene(np.random.default_rng([1, pieces.index("chain"), backs.index("grey_sweep")]), (900, 600),
+                     piece="chain", background="grey_sweep", world="wide")
+    frame = neutralize(scene_frame(s), NeutralizeParams())
+    out = cut_out(frame, CutoutParams())
+    assert any("the network found no piece" in n for n in out.notes), out.notes
+    assert _iou(s, out) >= 0.35
+    assert _iou(s, cut_out(frame, CutoutParams(ridge_sigmas=1e9))) < 0.05
+    assert _iou(s, cut_out(frame, CutoutParams(fit_noise_share=0))) < 0.05     # no second look: nothing
+
+
+def test_the_backdrop_fit_is_read_past_camera_noise_not_past_a_desks_grain():
+    """A sweep at ISO 3200: its fit error is the noise's and falls under the clutter threshold on a 2 px
+    average; a grain a few px across keeps its error (so a desk stays with the network)."""
+    from tasks.cutout import _fit_error
+
+    rng = np.random.default_rng(0)
+    backdrop = torch.ones(1, 1, 256, 384)
+    noise = torch.from_numpy(rng.normal(0, 0.03, (1, 3, 256, 384)).astype(np.float32))
+    raw, past = _fit_error(noise, backdrop, CutoutParams())
+    assert raw > 0.01 > past, (raw, past)
+    grain = torch.from_numpy(cv2.resize(rng.normal(0, 0.03, (64, 96)).astype(np.float32), (384, 256)))
+    raw, past = _fit_error(grain.expand(1, 3, 256, 384), backdrop, CutoutParams())
+    assert past == raw > 0.01, (raw, past)
 
 
 def test_cluttered_backdrop_uses_the_network():
