@@ -6,9 +6,10 @@ Sweeps and paper: the backdrop is modelled as a smooth surface (a robust
 quadratic fit, so gradients and vignetting are part of it). Piece is what
 departs from it by more than the noise allows, plus flat metal that departs
 only faintly (found on a 1.5 px average, counting only what a grey shadow
-cannot explain), thin lines that stand out from their surroundings, and lines
-whose ridge stands out of the noise where no pixel of them does (a chain at
-ISO 3200: ``ridge_lines``). Grey darkenings of the backdrop that the segmentation
+cannot explain), thin lines that stand out from their surroundings, and, in a
+noisy frame, lines whose ridge stands out of the noise where no pixel of them
+does (a chain at ISO 3200: ``ridge_lines``; added last, so they never close an
+opening). Grey darkenings of the backdrop that the segmentation
 network (below) calls background, that fade into it, or that darken it evenly (a hard shadow's
 umbra) are shadows and leave the mask. Enclosed
 regions that do not show the plain backdrop are
