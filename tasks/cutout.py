@@ -629,7 +629,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
         # the network saw no piece on a sweep that only camera noise kept from fitting (at its 384 px a
         # fine chain's wire is under a pixel): the backdrop model looks, with its ridges
         enc, fit_error = linear_to_srgb(image), past_noise
-        fallback = f"the network found no piece (fit error {fit_error:.3f} past camera noise); "
+        fallback = "the network found no piece, the fit read past camera noise; "
     if frame.plate is not None:
         # the studio's clean plate is the backdrop itself: fall-off, seams, paper texture, a desk's grain
         backdrop = linear_to_srgb(gaussian_blur(frame.plate, 1.0))
