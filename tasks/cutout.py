@@ -651,11 +651,9 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     sigma = _robust_sigma(enc, backdrop, bg_ref).clamp(min=params.min_contrast / params.fg_sigmas)
     departure = ((enc[0, c] - backdrop[0, c]).cpu().numpy() for c in range(enc.shape[1]))   # a plane at a time
     edged = edge_strength(departure, bg_ref[0, 0].cpu().numpy()) >= params.edge_sigmas
-    if float(noise) >= params.ridge_noise:
-        lines = ridge_lines(enc, backdrop, bg_ref, params)
+    lines = ridge_lines(enc, backdrop, bg_ref, params) if float(noise) >= params.ridge_noise else None
+    if lines is not None:
         edged |= lines      # a line is structure: a part it runs through does not fade into the backdrop
-    else:
-        lines = np.zeros(edged.shape, bool)
     shade, faint, explained = _shadow_scores(image, enc, backdrop, sigma, params)
     core = (diff > t_fg) | faint | _thin_lines(enc, backdrop, sigma, params)
     del faint
@@ -671,7 +669,8 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     del prob
     # the lines join after the fills: they add wire, and never close an opening they outline (a
     # pendant's openwork, a bail's loop) into a region that is then filled as metal
-    core |= lines
+    if lines is not None:
+        core |= lines
     del lines
     core = _fill_pinholes(core, enc[0].permute(1, 2, 0).cpu().numpy(), backdrop[0].permute(1, 2, 0).cpu().numpy(),
                           int(params.pinhole_frame * h * w), (diff > t_fg)[0, 0].cpu().numpy())

@@ -233,7 +233,8 @@ def test_chain_link_gaps_stay_background():
 
 
 def _noisy_sweep(noise: float, seed: int = 0, size: tuple[int, int] = (400, 600)):
-    """A flat grey sweep in sRGB with camera noise of ``noise`` (sRGB units): (enc, backdrop, quiet, rng)."""
+    """A flat grey sweep in sRGB with camera noise of ``noise`` (sRGB units): (enc as numpy, backdrop,
+    quiet, as_t: numpy (C, H, W) -> (1, C, H, W) float32 tensor)."""
     rng = np.random.default_rng(seed)
     back = np.full((3, *size), 0.6, np.float32)
     enc = back + rng.normal(0, noise, back.shape).astype(np.float32)
