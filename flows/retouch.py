@@ -306,10 +306,6 @@ def _stage_exports(frame: Frame, preset: Preset, staging: Location) -> dict[str,
                                                                spec.margin, backdrop)
             image, a = (canvas_colour, canvas_alpha) if spec.alpha else (composite, None)
         pixels = quantize(image, a, spec.bits)
-        if a is not None:
-            # fully transparent pixels carry no colour (the backdrop's grain and noise, invisible): a 24 MP
-            # cut-out PNG 41 -> 4 MB and 1.8 -> 0.4 s to write
-            pixels[pixels[..., 3] == 0, :3] = 0
         data = encode(pixels, spec.format, quality=spec.quality, level=spec.level, compression=spec.compression)
         staged[spec.name] = staging / export_name(spec)
         staged[spec.name].write_bytes(data)

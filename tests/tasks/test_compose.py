@@ -69,6 +69,8 @@ def test_quantize_white_black_and_alpha(bits, top, dtype):
     assert abs(int(arr[3, 3, 0]) - top * 0.5) <= top * 0.002
     rgba = quantize(img, alpha, bits)
     assert rgba.shape == (4, 4, 4) and rgba[0, 0, 3] == 0 and rgba[1, 1, 3] == top
+    # a fully transparent pixel carries no colour; every other keeps its own
+    assert (rgba[0, 0] == 0).all() and (rgba[..., :3].reshape(-1, 3)[1:] == arr.reshape(-1, 3)[1:]).all()
 
 
 def test_quantize_near_white_rounds_to_white_and_clamps():
