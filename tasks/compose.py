@@ -97,7 +97,7 @@ def quantize(image: torch.Tensor, alpha: torch.Tensor | None, bits: int) -> np.n
     top = 255 if bits == 8 else 65535
     h, w = image.shape[-2:]
     out = np.empty((h, w, 3 + (alpha is not None)), np.uint8 if bits == 8 else np.uint16)
-    kind = torch.uint8 if bits == 8 else torch.uint16     # the codes are whole and in range: cast once, here
+    kind = torch.uint8 if bits == 8 else torch.uint16     # the codes are whole and in range: cast once, straight
     rows = h if image.device.type != "cpu" else max(1, (1 << 20) // (w * out.shape[2]))
     for r in range(0, h, rows):
         planes = linear_to_srgb(image[..., r:r + rows, :])
@@ -106,5 +106,5 @@ def quantize(image: torch.Tensor, alpha: torch.Tensor | None, bits: int) -> np.n
         codes = (planes[0] * top + 0.5).floor_().clamp_(0, top)
         if alpha is not None:
             codes[:3] *= codes[3:] > 0
-        out[r:r + rows] = codes.permute(1, 2, 0).to(kind).cpu().numpy()
+        out[r:r + rows] = codes.permute(1, 2, 0).cpu().to(kind).numpy()   # (the cast on the host: uint16 is a CPU dtype)
     return out
