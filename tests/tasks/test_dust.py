@@ -107,24 +107,6 @@ def test_synthetic_specks_filled_and_row_kept():
     assert torch.equal(out.image[..., 70:73, 60:130], before[..., 70:73, 60:130])
 
 
-@pytest.mark.parametrize("on_metal", [False, True])
-def test_a_specks_crowd_is_counted_on_the_piece(on_metal):
-    """Design repeats on the piece: seven specks scattered around a speck on the metal make it texture
-    (all kept), while the same seven on the backdrop beside the piece leave it a lone speck (removed)."""
-    spots = [(49, 82), (55, 93), (46, 104), (53, 113), (47, 121), (56, 86), (44, 96)]
-    img = torch.full((1, 3, 120, 200), 0.6)
-    piece = torch.zeros((1, 1, 120, 200))
-    piece[..., (40 if on_metal else 60):110, 20:180] = 1
-    img[..., 74:77, 98:101] = 0.05
-    shift = 20 if on_metal else 0      # on the metal: around the speck; else 1-16 px above the piece's edge
-    for y, x in spots:
-        img[..., y + shift:y + shift + 3, x:x + 3] = 0.05
-    d = remove_dust(Frame(img).with_masks(piece=piece), DustParams()).masks["defects"][0, 0]
-    assert int(d[75, 99]) == (0 if on_metal else 1)
-    if on_metal:
-        assert not any(int(d[y + shift + 1, x + 1]) for y, x in spots)
-
-
 def test_clean_plate_has_no_defects():
     img = torch.full((1, 3, 64, 64), 0.7)
     assert float(backdrop_specks(img, DustParams()).max()) == 0
