@@ -70,8 +70,7 @@ def backdrop_specks(image: torch.Tensor, params: DustParams) -> torch.Tensor:
     return ((closing(y, params.radius) - y) > params.contrast).to(image.dtype)
 
 
-# px of backdrop around the piece (grown by 2) in the box dust works on: its filters and component counts
-# (the backdrop around the piece is one large component, never a pinhole) give what they give on the frame
+# px around the piece (grown by 2) where DefectNet's answer is read: blobs and haze beside the piece
 BOX_MARGIN = 24
 
 
@@ -94,11 +93,11 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[sli
     srgb = linear_to_srgb(image[..., ys, xs])     # (clamped to [0, 1] by the curve)
     net = load_defectnet(params.network_weights, image.device)
     with torch.no_grad():
-        # the network's answer is read on the piece grown by 2 px only (tiles that hold none of it are not
-        # run): a blob's crowd and a lint's extent are counted on the piece, where design repeats, and
-        # backdrop specks beside it (the backdrop's own business) make a speck on the metal no less dust
-        prob = defect_probability(srgb.float(), net, where=region, bfloat16=params.network_bfloat16).to(image.dtype)
-        prob.mul_(region)
+        # the network's answer is read on the piece and, for blobs and haze reaching it, around it: as far
+        # as a blob's crowd (``neighbourhood``) and a lint's length (40 px) reach; tiles beyond are not run
+        near = dilate(region, params.neighbourhood + 40)
+        prob = defect_probability(srgb.float(), net, where=near, bfloat16=params.network_bfloat16).to(image.dtype)
+    del near
     y = luminance(srgb)
     del srgb
     # classical evidence: the blob differs from a 3 px median-like surround (opening/closing envelope)
