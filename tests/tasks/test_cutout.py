@@ -7,7 +7,6 @@ import torch
 
 from helpers import DEVICES, scene_frame, sim_scene
 from tasks.cutout import CutoutParams, component_mean, cut_out, fit_backdrop, ridge_lines
-from tasks.color import srgb_to_linear
 from tasks.frame import Frame
 from tasks.neutralize import NeutralizeParams, neutralize
 
