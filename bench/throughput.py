@@ -34,29 +34,54 @@ from infra.presets import load_preset  # noqa: E402
 
 
 def floors(files: list[Path], preset_name: str) -> dict[str, float]:
-    """Seconds per image: rawpy's decode alone, and the preset's encodes alone (at their real sizes)."""
+    """Seconds per image: rawpy's decode alone, and the preset's encodes alone (at their real sizes), of
+    what the exports hold: the simulator's clean piece (its truth) on white, or cut out with its alpha
+    (transparent pixels 0, 0, 0, 0, as Loupe writes them). Encoding the noisy source instead would time
+    content the zlib coders barely compress, slower than any real export."""
+    from models.simulator.writers import read_truth
+
     preset = load_preset(preset_name)
     decode, encodes = [], []
     for path in files:
         t0 = time.perf_counter()
-        decoded = read_source(path)
+        read_source(path)
         decode.append(time.perf_counter() - t0)
-        h, w = decoded.pixels.shape[:2]
-        rgb8 = (decoded.pixels * 255).astype(np.uint8)
+        truth = read_truth(path.parent / "truth" / path.stem)
+        alpha = truth["alpha"][..., None]
+        on_white = srgb(truth["clean"] * alpha + (1 - alpha))
+        cutout = np.concatenate([srgb(truth["clean"]) * (alpha > 0), alpha], axis=2)
         t0 = time.perf_counter()
         for spec in preset.exports:
             if spec.grid == "source":
-                pixels = (decoded.pixels * 65535).astype(np.uint16) if spec.bits == 16 else rgb8
+                pixels = cutout if spec.alpha else on_white
             else:
-                edge = spec.long_edge or 2400
-                pixels = np.ascontiguousarray(rgb8[:min(h, edge), :min(w, edge)])
-                pixels = np.pad(pixels, ((0, edge - pixels.shape[0]), (0, edge - pixels.shape[1]), (0, 0)), mode="edge")
-            if spec.alpha:
-                opaque = np.iinfo(pixels.dtype).max
-                pixels = np.concatenate([pixels, np.full((*pixels.shape[:2], 1), opaque, pixels.dtype)], axis=2)
-            encode(pixels, spec.format, quality=spec.quality, level=spec.level, compression=spec.compression)
+                pixels = on_canvas(on_white, alpha[..., 0], spec.long_edge or 2400, spec.margin)
+                if spec.alpha:
+                    pixels = np.concatenate([pixels, np.ones_like(pixels[..., :1])], axis=2)
+            top = 65535 if spec.bits == 16 else 255
+            encode((pixels * top + 0.5).astype(np.uint16 if spec.bits == 16 else np.uint8), spec.format,
+                   quality=spec.quality, level=spec.level, compression=spec.compression)
         encodes.append(time.perf_counter() - t0)
     return {"decode": float(np.mean(decode)), "encodes": float(np.mean(encodes))}
+
+
+def srgb(linear: np.ndarray) -> np.ndarray:
+    linear = np.clip(linear, 0, 1)
+    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+def on_canvas(on_white: np.ndarray, alpha: np.ndarray, edge: int, margin: float) -> np.ndarray:
+    """The piece's box scaled into a white ``edge`` x ``edge`` square inside ``margin`` (float sRGB)."""
+    import cv2
+
+    ys, xs = np.nonzero(alpha > 0)
+    box = on_white[ys.min():ys.max() + 1, xs.min():xs.max() + 1] if len(ys) else on_white
+    scale = edge * (1 - 2 * margin) / max(box.shape[:2])
+    h, w = max(1, round(box.shape[0] * scale)), max(1, round(box.shape[1] * scale))
+    canvas = np.ones((edge, edge, 3), np.float32)
+    y0, x0 = (edge - h) // 2, (edge - w) // 2
+    canvas[y0:y0 + h, x0:x0 + w] = cv2.resize(box, (w, h), interpolation=cv2.INTER_AREA)
+    return canvas
 
 
 def darktable(files: list[Path], work: Path) -> float | None:
