@@ -38,6 +38,7 @@ def floors(files: list[Path], preset_name: str) -> dict[str, float]:
     what the exports hold: the simulator's clean piece (its truth) on white, or cut out with its alpha
     (transparent pixels 0, 0, 0, 0, as Loupe writes them). Encoding the noisy source instead would time
     content the zlib coders barely compress, slower than any real export."""
+    from models.simulator import linear_to_srgb
     from models.simulator.writers import read_truth
 
     preset = load_preset(preset_name)
@@ -48,8 +49,8 @@ def floors(files: list[Path], preset_name: str) -> dict[str, float]:
         decode.append(time.perf_counter() - t0)
         truth = read_truth(path.parent / "truth" / path.stem)
         alpha = truth["alpha"][..., None]
-        on_white = srgb(truth["clean"] * alpha + (1 - alpha))
-        cutout = np.concatenate([srgb(truth["clean"]) * (alpha > 0), alpha], axis=2)
+        on_white = linear_to_srgb(truth["clean"] * alpha + (1 - alpha))
+        cutout = np.concatenate([linear_to_srgb(truth["clean"]) * (alpha > 0), alpha], axis=2)
         t0 = time.perf_counter()
         for spec in preset.exports:
             if spec.grid == "source":
@@ -63,11 +64,6 @@ def floors(files: list[Path], preset_name: str) -> dict[str, float]:
                    quality=spec.quality, level=spec.level, compression=spec.compression)
         encodes.append(time.perf_counter() - t0)
     return {"decode": float(np.mean(decode)), "encodes": float(np.mean(encodes))}
-
-
-def srgb(linear: np.ndarray) -> np.ndarray:
-    linear = np.clip(linear, 0, 1)
-    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055).astype(np.float32)
 
 
 def on_canvas(on_white: np.ndarray, alpha: np.ndarray, edge: int, margin: float) -> np.ndarray:
