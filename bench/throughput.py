@@ -34,12 +34,15 @@ from infra.presets import load_preset  # noqa: E402
 
 
 def floors(files: list[Path], preset_name: str) -> dict[str, float]:
-    """Seconds per image: rawpy's decode alone, and the preset's encodes alone (at their real sizes), of
-    what the exports hold: the simulator's clean piece (its truth) on white, or cut out with its alpha
-    (transparent pixels 0, 0, 0, 0, as Loupe writes them). Encoding the noisy source instead would time
-    content the zlib coders barely compress, slower than any real export."""
-    from models.simulator import linear_to_srgb
+    """Seconds per image: rawpy's decode alone, and the preset's encodes alone, of what the exports hold:
+    the simulator's clean piece (its truth) on white and cut out with its alpha, made into each export's
+    codes as the actor makes them (``flows.retouch.export_pixels``, not timed). Encoding the noisy source
+    instead would time content the zlib coders barely compress, slower than any real export."""
+    import torch
+
+    from flows.retouch import export_pixels
     from models.simulator.writers import read_truth
+    from tasks.frame import Frame
 
     preset = load_preset(preset_name)
     decode, encodes = [], []
@@ -48,36 +51,16 @@ def floors(files: list[Path], preset_name: str) -> dict[str, float]:
         read_source(path)
         decode.append(time.perf_counter() - t0)
         truth = read_truth(path.parent / "truth" / path.stem)
-        alpha = truth["alpha"][..., None]
-        on_white = linear_to_srgb(truth["clean"] * alpha + (1 - alpha))
-        cutout = np.concatenate([linear_to_srgb(truth["clean"]) * (alpha > 0), alpha], axis=2)
-        t0 = time.perf_counter()
-        for spec in preset.exports:
-            if spec.grid == "source":
-                pixels = cutout if spec.alpha else on_white
-            else:
-                pixels = on_canvas(on_white, alpha[..., 0], spec.long_edge or 2400, spec.margin)
-                if spec.alpha:
-                    pixels = np.concatenate([pixels, np.ones_like(pixels[..., :1])], axis=2)
-            top = 65535 if spec.bits == 16 else 255
-            encode((pixels * top + 0.5).astype(np.uint16 if spec.bits == 16 else np.uint8), spec.format,
-                   quality=spec.quality, level=spec.level, compression=spec.compression)
-        encodes.append(time.perf_counter() - t0)
+        clean = torch.from_numpy(truth["clean"].transpose(2, 0, 1).copy())[None]
+        alpha = torch.from_numpy(truth["alpha"])[None, None]
+        finished = Frame(clean * alpha + (1 - alpha), alpha=alpha, foreground=clean)
+        spent = 0.0
+        for spec, pixels in export_pixels(finished, preset):
+            t0 = time.perf_counter()
+            encode(pixels, spec.format, quality=spec.quality, level=spec.level, compression=spec.compression)
+            spent += time.perf_counter() - t0
+        encodes.append(spent)
     return {"decode": float(np.mean(decode)), "encodes": float(np.mean(encodes))}
-
-
-def on_canvas(on_white: np.ndarray, alpha: np.ndarray, edge: int, margin: float) -> np.ndarray:
-    """The piece's box scaled into a white ``edge`` x ``edge`` square inside ``margin`` (float sRGB)."""
-    import cv2
-
-    ys, xs = np.nonzero(alpha > 0)
-    box = on_white[ys.min():ys.max() + 1, xs.min():xs.max() + 1] if len(ys) else on_white
-    scale = edge * (1 - 2 * margin) / max(box.shape[:2])
-    h, w = max(1, round(box.shape[0] * scale)), max(1, round(box.shape[1] * scale))
-    canvas = np.ones((edge, edge, 3), np.float32)
-    y0, x0 = (edge - h) // 2, (edge - w) // 2
-    canvas[y0:y0 + h, x0:x0 + w] = cv2.resize(box, (w, h), interpolation=cv2.INTER_AREA)
-    return canvas
 
 
 def darktable(files: list[Path], work: Path) -> float | None:

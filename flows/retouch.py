@@ -15,6 +15,7 @@ import json
 import re
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -292,12 +293,13 @@ def _upscale(frame: Frame, preset: Preset) -> float:
                 for spec in preset.exports if spec.grid != "source"), default=0.0)
 
 
-def _stage_exports(frame: Frame, preset: Preset, staging: Location) -> dict[str, Location]:
+def export_pixels(frame: Frame, preset: Preset) -> Iterator[tuple[ExportSpec, np.ndarray]]:
+    """Each of the preset's exports as the codes its encoder takes: (spec, uint8/uint16 (H, W, 3|4)),
+    one at a time (a 24 MP export is 0.1-0.2 GB)."""
     alpha = frame.alpha if frame.alpha is not None else torch.ones_like(frame.image[:, :1])
     colour = frame.foreground if frame.foreground is not None else frame.image
     backdrop = srgb_to_linear(frame.image.new_tensor(
         preset.background_color if preset.background == "color" else (255, 255, 255)) / 255)
-    staged = {}
     for spec in preset.exports:
         if spec.grid == "source":
             image, a = (colour, alpha) if spec.alpha else (frame.image, None)
@@ -305,7 +307,12 @@ def _stage_exports(frame: Frame, preset: Preset, staging: Location) -> dict[str,
             composite, canvas_alpha, canvas_colour = on_canvas(colour, alpha, canvas_edge(alpha, spec, preset),
                                                                spec.margin, backdrop)
             image, a = (canvas_colour, canvas_alpha) if spec.alpha else (composite, None)
-        pixels = quantize(image, a, spec.bits)
+        yield spec, quantize(image, a, spec.bits)
+
+
+def _stage_exports(frame: Frame, preset: Preset, staging: Location) -> dict[str, Location]:
+    staged = {}
+    for spec, pixels in export_pixels(frame, preset):
         data = encode(pixels, spec.format, quality=spec.quality, level=spec.level, compression=spec.compression)
         staged[spec.name] = staging / export_name(spec)
         staged[spec.name].write_bytes(data)
