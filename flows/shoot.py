@@ -9,6 +9,8 @@ takes up ``pending`` and ``retryable`` rows and skips the finished ones.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -423,6 +425,27 @@ def publish(catalog: Catalog, layout: Layout, key: dict, sku: str, view: str, st
     return exports
 
 
+def docs_scratch() -> tempfile.TemporaryDirectory:
+    """A temporary folder for GX's Data Docs, named after this process. A run killed while it held
+    one (SIGKILL, a failpoint) leaves it behind; the folders of processes no longer alive go here."""
+    root = Path(tempfile.gettempdir())
+    for left in root.glob("loupe-gx-*-*"):
+        pid = left.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(left, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"loupe-gx-{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # someone else's process
+        return True
+    return True
+
+
 def write_qa_tables(qa_dir: Location, rows: list[dict], preset: Preset) -> None:
     """``metrics.csv`` (the metrics and routed reasons of the given catalog rows) and the Great
     Expectations results and Data Docs for them, under ``qa_dir``."""
@@ -433,7 +456,7 @@ def write_qa_tables(qa_dir: Location, rows: list[dict], preset: Preset) -> None:
         return
     frame = pd.DataFrame([{"image_id": r["image_id"], **json.loads(r["metrics"])} for r in rows])
     rules = [Rule(**r.model_dump()) for r in preset.qa]
-    with tempfile.TemporaryDirectory(prefix="loupe-gx-") as tmp:   # GX writes its Data Docs to a folder
+    with docs_scratch() as tmp:   # GX writes its Data Docs to a folder
         result = run_suite(frame, rules, suite_name=f"loupe_{preset.name}", docs_dir=Path(tmp))
         failpoint("run.qa_tables")
         (qa_dir / "docs").rmtree()

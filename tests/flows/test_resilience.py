@@ -141,3 +141,21 @@ def test_a_bug_in_a_worker_is_one_plain_line(ray_session):
     line = describe_failure(err.value)
     assert line.startswith("ValueError: boom second line at test_resilience.py:"), line
     assert "\n" not in line and "\x1b" not in line and "Traceback" not in line
+
+
+def test_docs_scratch_of_a_killed_run_is_removed_by_the_next(tmp_path, monkeypatch):
+    """GX's Data Docs folder of a run killed while it held one is swept by the next; a live run's is kept."""
+    import tempfile
+
+    from flows.shoot import docs_scratch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / f"loupe-gx-{int(gone.stdout)}-abc"
+    living = tmp_path / f"loupe-gx-{os.getppid()}-def"
+    for folder in (killed, living):
+        (folder / "docs").mkdir(parents=True)
+    with docs_scratch() as tmp:
+        assert Path(tmp).name.startswith(f"loupe-gx-{os.getpid()}-")
+        assert not killed.exists() and living.exists()
+    assert not Path(tmp).exists()
