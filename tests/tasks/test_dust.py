@@ -85,26 +85,33 @@ def test_details_spared():
         assert frac <= 0.01, f"{kw['piece']} seed {seed}: {frac:.4f} of {det.sum()} detail px in defects"
 
 
-def test_synthetic_specks_filled_and_row_kept():
-    """Isolated dark dots on a grey plate are removed; a row of identical dots on the piece is kept."""
-    img = torch.full((1, 3, 120, 200), 0.6)
-    piece = torch.zeros((1, 1, 120, 200))
-    piece[..., 60:110, 20:180] = 1
+@pytest.mark.parametrize("k", [1, 4])
+def test_synthetic_specks_filled_and_row_kept(k):
+    """Isolated dark dots on a grey plate are removed; a row of identical dots on the piece is kept. At
+    k = 4 the same picture is 4x larger and dust finds at the working size it is shrunk to (``work_size``):
+    the 12 px specks are specks there, not rings of 3 px contrast, and are filled at full size."""
+    img = torch.full((1, 3, 120 * k, 200 * k), 0.6)
+    piece = torch.zeros((1, 1, 120 * k, 200 * k))
+    piece[..., 60 * k:110 * k, 20 * k:180 * k] = 1
+    at = lambda y, x, n=3: (..., slice(y * k, (y + n) * k), slice(x * k, (x + n) * k))  # noqa: E731
     for x in (30, 150):  # lone specks: one on the backdrop, one on the piece
-        img[..., 20:23, x:x + 3] = 0.05
-        img[..., 85:88, x:x + 3] = 0.05
+        img[at(20, x)] = 0.05
+        img[at(85, x)] = 0.05
     for x in range(60, 130, 8):  # milgrain-like row on the piece
-        img[..., 70:73, x:x + 3] = 0.05
+        img[at(70, x)] = 0.05
     frame = Frame(img).with_masks(piece=piece)
     before = img.clone()
-    out = remove_dust(frame, DustParams())
+    out = remove_dust(frame, DustParams(work_size=200))
     d = out.masks["defects"][0, 0]
     assert torch.equal(frame.image, before)
-    assert d[21, 31] == 1 and d[21, 151] == 1 and d[86, 31] == 1 and d[86, 151] == 1
-    assert float(d[65:78, 55:135].max()) == 0  # the row is design
+    for y, x in ((20, 30), (20, 150), (85, 30), (85, 150)):
+        assert float(d[at(y, x)].min()) == 1, (y, x)
+    assert float(d[65 * k:78 * k, 55 * k:135 * k].max()) == 0  # the row is design
     # filled specks look like the plate again; the row is untouched
-    assert float((out.image[..., 20:23, 30:33] - 0.6).abs().max()) < 0.05
-    assert torch.equal(out.image[..., 70:73, 60:130], before[..., 70:73, 60:130])
+    assert float((out.image[at(20, 30)] - 0.6).abs().max()) < 0.05
+    assert float((out.image[at(85, 150)] - 0.6).abs().max()) < 0.05
+    assert torch.equal(out.image[..., 70 * k:73 * k, 60 * k:130 * k], before[..., 70 * k:73 * k, 60 * k:130 * k])
+    assert ("found at 200x120" in out.notes[-1]) == (k > 1)
 
 
 def test_clean_plate_has_no_defects():
