@@ -19,14 +19,13 @@ repeat (pave in grids, milgrain in rows) and follow the metal's form
   ``tasks.ops.fill_holes``); fingerprint haze is a low-contrast ridge pattern
   on flat polished metal, so its area is replaced by a low-pass of itself
   (ridges of a 2-4 px period are gone, the metal's shading stays).
-* Every size above is in pixels of a frame whose longer side is at most ``work_size``
-  (2048 px; DefectNet and these rules were made on 640-1536 px frames). A larger frame is
-  shrunk for the finding, so a speck, a pave seat and a fingerprint's ridges are near the size
-  they were taught at, and what was found is enlarged back and repainted at full size: on a
-  24 MP frame the network runs on a ninth of the pixels, and a speck 16 px across is one
-  speck, not a ring of local contrast around a core the 3 px rules cannot see. (1536 px does
-  better still on simulated frames, but repaints more of two real packshots of 1860-2000 px
-  that 2048 leaves as they are; see the README.)
+* Every size above is in pixels of the frame as given, unless ``work_size`` is set: then a
+  frame whose longer side is larger is shrunk to it for the finding (DefectNet and these
+  rules were made on 640-1536 px frames) and what was found is enlarged back and repainted at
+  full size. On simulated scenes seen at 4x their resolution this finds 10x the specks and
+  repaints half the design features, and a 24 MP frame's dust takes a third of the time; but
+  on a real 15 MP pave photo it smears diamonds' dark facets the full-size finding leaves
+  alone (the network was never taught dust on stones), so it is off by default (README).
 * Sensor dust found across the whole shoot (``masks['sensor_dust']``, set
   before the stages) was already divided out; it is reported here too.
 
@@ -64,8 +63,9 @@ class DustParams(BaseModel):
     neighbourhood: int = Field(24, ge=4, description="radius in px of that neighbourhood")
     max_pinhole: int = Field(150, ge=0, description="holes in the piece mask up to this many px are specks, not outline")
     grow: int = Field(1, ge=0, le=8, description="px added around each defect before filling")
-    work_size: int = Field(2048, ge=128, description="longest side in px at which defects are found (every size "
-                           "above is in its pixels); larger frames are shrunk to find them and repainted at full size")
+    work_size: int | None = Field(None, ge=128, description="longest side in px at which defects are found (every "
+                                  "size above is then in its pixels): larger frames are shrunk to find them and "
+                                  "repainted at full size; None: found at full size")
     network_weights: str | None = Field(None, description="DefectNet checkpoint; None = the weights shipped in models/defectnet")
     network_bfloat16: bool = Field(True, description="DefectNet's convolutions in bfloat16 where the hardware does them "
                                    "natively (CUDA, CPUs with AVX512-BF16 or AMX): 2-3x faster, probabilities within ~3e-3")
@@ -78,7 +78,7 @@ HAZE_REACH = 16
 
 def work_scale(size: tuple[int, int], params: DustParams) -> float:
     """The factor (<= 1) that brings a frame of ``size`` (H, W) to the size defects are found at."""
-    return min(1.0, params.work_size / max(size))
+    return 1.0 if params.work_size is None else min(1.0, params.work_size / max(size))
 
 
 def backdrop_specks(image: torch.Tensor, params: DustParams) -> torch.Tensor:
