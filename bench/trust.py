@@ -453,7 +453,7 @@ def report(table: pd.DataFrame) -> str:
         held = graded[right_but_held(graded)]
         if len(held):
             lines += ["\n## right but held", held[["set", "source", "reasons"]].to_string(index=False)]
-    escapes = graded[(graded["status"] == "exported") & ~graded["right"].astype(bool)]
+    escapes = graded[(graded["status"] == "exported") & ~graded["right"].astype(bool)] if len(graded) else graded
     if len(escapes):
         cols = [c for c in ("set", "source", "family", "piece", "iou", "holes", "thin", "de_chroma", "lost", "pierced")
                 if c in escapes]
