@@ -193,7 +193,8 @@ def remove_dust(frame: Frame, params: DustParams) -> Frame:
     if scale < 1:
         # found on the frame shrunk to the working size (``grow`` included) and enlarged back
         small = (round(h * scale), round(w * scale))
-        hole, haze = find_defects(resize(image, small), None if piece is None else resize(piece.float(), small) > 0.5, params)
+        small_piece = None if piece is None else resize(piece.float(), small) > 0.5
+        hole, haze = find_defects(resize(image, small), small_piece, params)
         hole, haze = (resize(m, (h, w)) > 0.5 for m in (hole, haze))
         hole, haze = hole.to(image.dtype), haze.to(image.dtype)
     else:
