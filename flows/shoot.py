@@ -23,7 +23,7 @@ from prefect.cache_policies import NONE
 
 from flows.preflight import missing_gpu
 from flows.retouch import Outcome, Retoucher, checked_preset, describe_failure, stage_problems
-from infra.catalog import TERMINAL, Catalog, RunLock
+from infra.catalog import TERMINAL, Catalog, RunLock, process_alive
 from infra.errors import OperatorError
 from infra.failpoints import failpoint
 from infra.layout import Layout, default_state
@@ -431,19 +431,9 @@ def docs_scratch() -> tempfile.TemporaryDirectory:
     root = Path(tempfile.gettempdir())
     for left in root.glob("loupe-gx-*-*"):
         pid = left.name.split("-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(left, ignore_errors=True)
     return tempfile.TemporaryDirectory(prefix=f"loupe-gx-{os.getpid()}-")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:      # someone else's process
-        return True
-    return True
 
 
 def write_qa_tables(qa_dir: Location, rows: list[dict], preset: Preset) -> None:

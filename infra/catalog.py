@@ -244,15 +244,20 @@ class Busy(OperatorError):
     """Another run holds the catalog's lock."""
 
 
+def process_alive(pid: int) -> bool:
+    """A process with this id runs on this host (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, another user's
+        return True
+    return True
+
+
 def _stale(held: dict) -> bool:
     if held["host"] == socket.gethostname():
-        try:
-            os.kill(held["pid"], 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:   # alive, another user's
-            return False
-        return False
+        return not process_alive(held["pid"])
     return time.time() - held["beat"] > LOCK_STALE_S
 
 
