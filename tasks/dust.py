@@ -189,32 +189,33 @@ def remove_dust(frame: Frame, params: DustParams) -> Frame:
     piece = frame.masks.get("piece")
     image = frame.image
     h, w = image.shape[-2:]
+    at = grown_box(piece, 0) if piece is not None else None     # the piece's box, found once
     scale = work_scale((h, w), params)
     if scale < 1:
         # found on the frame shrunk to the working size (``grow`` included) and enlarged back
         small = (round(h * scale), round(w * scale))
         small_piece = None if piece is None else resize(piece.float(), small) > 0.5
-        hole, haze = find_defects(resize(image, small), small_piece, params)
+        small_at = None if small_piece is None else grown_box(small_piece, 0)
+        hole, haze = find_defects(resize(image, small), small_piece, small_at, params)
         hole, haze = (resize(m, (h, w)) > 0.5 for m in (hole, haze))
         hole, haze = hole.to(image.dtype), haze.to(image.dtype)
     else:
-        hole, haze = find_defects(image, piece, params)
+        hole, haze = find_defects(image, piece, at, params)
     image = soften_haze_(fill_holes(image, hole), haze, scale)      # fill_holes made a new tensor
     defects = torch.maximum(hole, haze)
     if "sensor_dust" in frame.masks:
         defects = torch.maximum(defects, frame.layer("sensor_dust"))
-    at = grown_box(piece, 0) if piece is not None else None
     on_piece = float(defects.sum()) if piece is None else _sum_on(defects, piece, at)
     return frame.replace(image=image).with_masks(defects=defects).noted(
         f"dust: {int(float(hole.sum()))} px filled, {int(float(haze.sum()))} px of haze cleared, "
         f"{int(on_piece)} px on the piece" + (f" (found at {small[1]}x{small[0]})" if scale < 1 else ""))
 
 
-def find_defects(image: torch.Tensor, piece: torch.Tensor | None, params: DustParams) -> tuple[torch.Tensor, torch.Tensor]:
+def find_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[slice, slice] | None,
+                 params: DustParams) -> tuple[torch.Tensor, torch.Tensor]:
     """(hole, haze) masks (B, 1, H, W) of ``image``, in its own pixels: what to fill (the defects grown by
-    ``grow``) and the fingerprint haze to soften."""
+    ``grow``) and the fingerprint haze to soften. ``at``: the box of ``piece`` (None: no piece, or empty)."""
     h, w = image.shape[-2:]
-    at = grown_box(piece, 0) if piece is not None else None     # the piece's box, found once
     removable, haze = torch.zeros_like(image[:, :1]), torch.zeros_like(image[:, :1])
     if piece is None or at is not None:
         on_box, haze_on_box, (ys, xs) = piece_defects(image, piece, at, params)
