@@ -535,16 +535,30 @@ def _largest_departure(enc: torch.Tensor, backdrop: torch.Tensor) -> torch.Tenso
     return largest
 
 
-def _robust_sigma(enc: torch.Tensor, backdrop: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-channel noise (1.4826 x median absolute value) of ``enc - backdrop`` over ``mask`` -> (1, C, 1, 1)
+def _spread(departure: torch.Tensor, quantized: bool = False) -> torch.Tensor:
+    """Noise sigma of absolute departures (1-D): 1.4826 x their median. ``quantized``: against a clean
+    plate. When a JPEG shot with little noise gives over half the backdrop the plate's very codes
+    (median under half an 8-bit step) while its blocks still step by 0.01-0.02, the 90th percentile
+    / 1.645 (the same sigma for Gaussian noise) is read instead; only then, as a shadow reaching the
+    frame's edge would weigh in the 90th percentile."""
+    sigma = 1.4826 * departure.median()
+    if quantized and departure.numel() and float(sigma) < 1.4826 * 0.5 / 255:
+        sample = departure[:: departure.numel() // 1_000_000 + 1]
+        sigma = torch.maximum(sigma, torch.quantile(sample.float(), 0.9).to(sigma) / 1.645)
+    return sigma
+
+
+def _robust_sigma(enc: torch.Tensor, backdrop: torch.Tensor, mask: torch.Tensor, quantized: bool = False) -> torch.Tensor:
+    """Per-channel noise (``_spread``) of ``enc - backdrop`` over ``mask`` -> (1, C, 1, 1)
     (a channel at a time, over the masked pixels only: the departure is never made whole)."""
     at = mask.reshape(-1).nonzero().squeeze(1)
     if at.numel() < 16:
         return enc.new_full((1, enc.shape[1], 1, 1), 0.01)
     if at.numel() > 1_000_000:
         at = at[:: at.numel() // 1_000_000 + 1]
-    medians = [(enc[0, c].reshape(-1)[at] - backdrop[0, c].reshape(-1)[at]).abs_().median() for c in range(enc.shape[1])]
-    return (1.4826 * torch.stack(medians)).clamp(min=1e-3).view(1, -1, 1, 1)
+    spreads = [_spread((enc[0, c].reshape(-1)[at] - backdrop[0, c].reshape(-1)[at]).abs_(), quantized)
+               for c in range(enc.shape[1])]
+    return torch.stack(spreads).clamp(min=1e-3).view(1, -1, 1, 1)
 
 
 def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band: int,
@@ -635,20 +649,21 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
         backdrop = linear_to_srgb(gaussian_blur(frame.plate, 1.0))
         diff = _largest_departure(enc, backdrop)
         border = frame_border(h, w, image.device)
-        bg_ref = border & (diff < 4 * 1.4826 * diff.masked_select(border).median())
+        bg_ref = border & (diff < 4 * _spread(diff.masked_select(border), quantized=True))
     else:
         backdrop = resize(backdrop_small, (h, w))
         diff = _largest_departure(enc, backdrop)
         bg_ref = resize(bg_small, (h, w)) > 0.5
     # (masked_select: a bool index would make an int64 index of every pixel's four coordinates first)
-    noise = 1.4826 * diff.masked_select(bg_ref).median() if bg_ref.any() else diff.new_tensor(0.01)
+    plated = frame.plate is not None
+    noise = _spread(diff.masked_select(bg_ref), plated) if bg_ref.any() else diff.new_tensor(0.01)
     t_fg = max(params.fg_sigmas * float(noise), params.min_contrast)
     t_bg = max(params.bg_sigmas * float(noise), params.min_contrast / 2)
 
     # per channel (a strong white balance makes blue noisy), floored like the thresholds: an
     # already-retouched pure-white backdrop has no noise, only JPEG ripples
     # (big arrays are dropped as soon as they are read for the last time: a 24 MP frame is 288 MB each)
-    sigma = _robust_sigma(enc, backdrop, bg_ref).clamp(min=params.min_contrast / params.fg_sigmas)
+    sigma = _robust_sigma(enc, backdrop, bg_ref, plated).clamp(min=params.min_contrast / params.fg_sigmas)
     departure = ((enc[0, c] - backdrop[0, c]).cpu().numpy() for c in range(enc.shape[1]))   # a plane at a time
     edged = edge_strength(departure, bg_ref[0, 0].cpu().numpy()) >= params.edge_sigmas
     lines = ridge_lines(enc, backdrop, bg_ref, params) if float(noise) >= params.ridge_noise else None
