@@ -36,6 +36,22 @@ class Stage:
     # piece's box grown by that much, with the same result (its widest filter's 3 sigma and every mask
     # it grows fit inside); None: the whole frame
     reach: Callable[[BaseModel], int] | None = None
+    # its sizes in px for a piece ``scale`` times as large as PIECE_SIZE (``piece_scale``); None: px as given
+    scaled: Callable[[BaseModel, float], BaseModel] | None = None
+
+
+# Stages' sizes in px (shine's light and clarity radii) hold for a piece up to this many px across, the
+# simulator's scale (its pieces span 400-950 px of a 1200 x 800 frame); on a larger piece (a camera's full
+# resolution) they grow with it, so the retouch works on the same part of the design at any resolution.
+PIECE_SIZE = 1000
+
+
+def piece_scale(piece: torch.Tensor) -> float:
+    """How many times larger than ``PIECE_SIZE`` the piece's box is across (its longer side), at least 1."""
+    box = grown_box(piece, 0, threshold=0.5)
+    if box is None:
+        return 1.0
+    return max(1.0, max(box[0].stop - box[0].start, box[1].stop - box[1].start) / PIECE_SIZE)
 
 
 STAGES: tuple[Stage, ...] = (
@@ -49,7 +65,8 @@ STAGES: tuple[Stage, ...] = (
           "right after dust: regenerates the defects too large for its classical fill, before contrast stages"),
     Stage("shine", ShineParams, add_shine,
           "on clean metal, before gems, so stone masks see final metal tones",
-          reach=lambda p: 3 * math.ceil(max(p.light_radius, p.radius)) + 8),
+          reach=lambda p: 3 * math.ceil(max(p.light_radius, p.radius)) + 8,
+          scaled=lambda p, s: p.model_copy(update={"light_radius": p.light_radius * s, "radius": p.radius * s})),
     Stage("gems", GemsParams, clarify_gems,
           "after shine: stone contrast is judged against the finished metal", reach=lambda p: 16),
     Stage("background", BackgroundParams, replace_background,
@@ -91,10 +108,13 @@ def run_stages(frame: Frame, params: dict[str, BaseModel], skip: tuple[str, ...]
             continue
         t0 = time.perf_counter()
         piece = frame.masks.get("piece")
+        given = params[stage.name]
+        if stage.scaled is not None and piece is not None:
+            given = stage.scaled(given, piece_scale(piece))
         if stage.reach is None or piece is None:
-            frame = stage.apply(frame, params[stage.name])
+            frame = stage.apply(frame, given)
         else:
-            frame = _near_piece(stage.apply, frame, params[stage.name], piece, stage.reach(params[stage.name]))
+            frame = _near_piece(stage.apply, frame, given, piece, stage.reach(given))
         timings[stage.name] = time.perf_counter() - t0
         if stage.name == "neutralize" and want_reference:
             reference = frame

@@ -167,3 +167,28 @@ def test_layers_a_stage_leaves_alone_are_not_copied():
     assert out.image is not frame.image and torch.equal(out.image[..., 35:55, 35:55], frame.image[..., 35:55, 35:55] * 0.5)
     assert torch.equal(out.image[..., :30, :], frame.image[..., :30, :])
     assert torch.equal(out.masks["metal"], piece)
+
+
+@pytest.mark.parametrize("across, scale", [(600, 1.0), (1000, 1.0), (2500, 2.5)])
+def test_shine_radii_grow_with_a_piece_larger_than_the_simulators(monkeypatch, across, scale):
+    """Shine's light and clarity radii are px for a piece up to PIECE_SIZE across (the simulator's scale);
+    a piece 2.5 times that (a 24 MP back's) gets them 2.5 times larger, so its clarity lifts the same
+    part of the design, not pixel-level grain (the retouch suite's scenes at 2x: hf 1.31 -> 1.18
+    against 1.08 as rendered). The stage reads the same part of the frame around the piece either way."""
+    seen = []
+
+    def shine(frame, params):
+        seen.append((params.light_radius, params.radius, tuple(frame.image.shape[-2:])))
+        return frame
+
+    fake = tuple(pipeline.Stage(s.name, s.params, shine if s.name == "shine" else s.apply, s.why_here, s.reach,
+                                s.scaled) for s in STAGES)
+    monkeypatch.setattr(pipeline, "STAGES", fake)
+    piece = torch.zeros((1, 1, 800, across + 1000))
+    piece[..., 300:500, 500:500 + across] = 1
+    frame = Frame(torch.rand((1, 3, 800, across + 1000)), alpha=piece).with_masks(piece=piece)
+    run_stages(frame, stage_params({}), skip=tuple(n for n in STAGE_NAMES if n != "shine"))
+    (light, radius, shape), = seen
+    assert (light, radius) == pytest.approx((24.0 * scale, 8.0 * scale))
+    reach = 3 * int(-(-light // 1)) + 8            # the box it was handed is grown by the scaled reach
+    assert shape == (200 + 2 * reach, across + 2 * reach)
