@@ -36,7 +36,8 @@ class Stage:
     # piece's box grown by that much, with the same result (its widest filter's 3 sigma and every mask
     # it grows fit inside); None: the whole frame
     reach: Callable[[BaseModel], int] | None = None
-    # its sizes in px for a piece ``scale`` times as large as PIECE_SIZE (``piece_scale``); None: px as given
+    # its parameters with their px sizes grown ``scale`` times, for a piece larger than PIECE_SIZE (``piece_scale``);
+    # None: its px are the frame's whatever the piece's size
     scaled: Callable[[BaseModel, float], BaseModel] | None = None
 
 

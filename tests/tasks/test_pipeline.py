@@ -1,5 +1,7 @@
 """The stage registry and runner."""
 
+import math
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -190,5 +192,5 @@ def test_shine_radii_grow_with_a_piece_larger_than_the_simulators(monkeypatch, a
     run_stages(frame, stage_params({}), skip=tuple(n for n in STAGE_NAMES if n != "shine"))
     (light, radius, shape), = seen
     assert (light, radius) == pytest.approx((24.0 * scale, 8.0 * scale))
-    reach = 3 * int(-(-light // 1)) + 8            # the box it was handed is grown by the scaled reach
+    reach = 3 * math.ceil(light) + 8            # the box it was handed is grown by the scaled reach
     assert shape == (200 + 2 * reach, across + 2 * reach)
