@@ -22,7 +22,12 @@ backdrop fringe survives compositing onto white.
 
 With the shoot's clean plate (a frame of the empty backdrop, ``Frame.plate``)
 the plate is the backdrop: no surface is fitted, and even a desk's grain is
-known, so every backdrop takes the sweep path.
+known, so every backdrop takes the sweep path. There a second network,
+``models/platenet``, reads the shot and the plate together and judges what
+changed: grey or mirroring metal darkens the plate as its shadow does, and in
+camera noise no per-pixel test tells them apart. What it calls piece is piece
+inside its edge, and near its edge where the pixel departs from the plate;
+no part of it is dropped as a shadow.
 
 Cluttered backdrops (desk, hand, fabric) do not fit a smooth surface. There
 a small segmentation network (``models/segnet``, trained on simulator
@@ -94,6 +99,10 @@ class CutoutParams(BaseModel):
     method: Literal["auto", "backdrop", "network"] = Field(
         "auto", description="backdrop model (sweeps), segmentation network (clutter), or auto by the backdrop fit")
     network_weights: str | None = Field(None, description="segnet checkpoint; None = the weights shipped in models/segnet")
+    plate_network: bool = Field(True, description="with a clean plate, let PlateNet (models/platenet) tell the piece "
+                                "from its shadow")
+    plate_network_weights: str | None = Field(None, description="PlateNet checkpoint; None = the weights shipped in "
+                                              "models/platenet")
     max_unsure: float = Field(0.25, ge=0, le=1, description="network: unsure pixels (0.2 < p < 0.8) per piece pixel above which the mask is suspect")
 
 
@@ -357,6 +366,16 @@ def _drop_edgeless(core: np.ndarray, edged: np.ndarray, params: CutoutParams) ->
     return core & ~drop[labels].astype(np.uint8)
 
 
+# the long edge PlateNet reads a frame at
+PLATE_SIZE = 384
+
+
+def _plate_probability(image: torch.Tensor, plate: torch.Tensor, params: CutoutParams) -> torch.Tensor:
+    from models.platenet import load_platenet, plate_probability
+
+    return plate_probability(image, plate, load_platenet(params.plate_network_weights, image.device), PLATE_SIZE)
+
+
 def _piece_probability(enc: torch.Tensor, params: CutoutParams) -> torch.Tensor:
     from models.segnet import load_segnet, piece_probability
 
@@ -384,7 +403,7 @@ def component_mean(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray
 
 
 def _drop_shadows(enc, sigma, shade, explained, core: np.ndarray, prob: np.ndarray | None, edged: np.ndarray,
-                  params: CutoutParams) -> np.ndarray:
+                  params: CutoutParams, trusted: bool = False) -> np.ndarray:
     """Remove parts of ``core`` that are a grey darkening of the backdrop and that the
     segmentation network, which sees the whole scene, calls background, that fade into the
     backdrop with no edge where they meet it, or that darken it evenly beside the piece (a shadow)."""
@@ -392,6 +411,10 @@ def _drop_shadows(enc, sigma, shade, explained, core: np.ndarray, prob: np.ndarr
     # split at edges, so a shadow touching grey metal is judged apart from the metal
     flat = _flat(enc, sigma, params)
     candidates = (core > 0) & grey & flat
+    if trusted:     # and at the trusted network's edge, so a shadow touching grey metal is judged apart
+        piece = prob > 0.5
+        candidates &= ~(cv2.dilate(piece.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) | \
+            (cv2.erode(piece.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(candidates.astype(np.uint8), connectivity=8)
     if n <= 1:
         return core
@@ -399,7 +422,10 @@ def _drop_shadows(enc, sigma, shade, explained, core: np.ndarray, prob: np.ndarr
     umbrae = _umbrae(labels, stats, shade, core, params)
     shadow = _fades(labels, n, rim, edged, params) | umbrae
     if prob is not None:
-        shadow |= component_mean(labels, n, prob) < params.shadow_p
+        believed = component_mean(labels, n, prob)
+        if trusted:     # what it calls piece is no shadow, however evenly grey or edgeless
+            shadow &= believed < 0.5
+        shadow |= believed < params.shadow_p
     shadow[0] = False
     gone = shadow[labels]
     if umbrae.any():
@@ -674,12 +700,25 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     del faint
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
-    prob = _piece_probability(enc, params)[0, 0].cpu().numpy() if params.network_checks else None
-    core = _drop_shadows(enc, sigma, shade, explained, core, prob, edged, params)
+    trusted = frame.plate is not None and params.plate_network
+    plain = _plain_backdrop(enc, backdrop, sigma, params)
+    if trusted:
+        # with a plate, PlateNet tells a piece from its shadow where per-pixel tests cannot (grey metal,
+        # camera noise); at its ~384 px its edge is a few px off at full size, so only its inside is
+        # piece outright and the edges stay the per-pixel tests'
+        prob = _plate_probability(image, frame.plate, params)[0, 0].cpu().numpy()
+        reach = math.ceil(max(h, w) / PLATE_SIZE)
+        believed = (prob > 0.5).astype(np.uint8)
+        core |= cv2.erode(believed, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,) * 2))
+        core |= believed & ~plain       # and near its edge, what departs from the plate
+        del believed
+    else:
+        prob = _piece_probability(enc, params)[0, 0].cpu().numpy() if params.network_checks else None
+    core = _drop_shadows(enc, sigma, shade, explained, core, prob, edged, params, trusted)
     del shade, explained
     core = _drop_edgeless(core, edged, params)
     del edged
-    core = _fill_enclosed_metal(core, _plain_backdrop(enc, backdrop, sigma, params), prob, params.hole_plain_share,
+    core = _fill_enclosed_metal(core, plain, prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
     del prob
     # the lines join after the fills: they add wire, and never close an opening they outline (a

@@ -1,0 +1,118 @@
+"""PlateNet: a small U-Net that finds the piece given the shot and its clean plate.
+
+With a clean plate (a frame of the empty backdrop, same camera and light) the question is no longer
+"what is backdrop" but "what changed, and is it the piece or its shadow": a grey darkening of the
+plate may be a shadow or white metal, and in camera noise a per-pixel test cannot tell them apart.
+This net reads the shot, the plate and their difference at ~384 px and gives the piece's
+probability there; the cut-out keeps deciding edges and thin wire at full resolution
+(``tasks.cutout``). Trained only on simulator scenes with plates (``models/platenet/train.py``,
+``models/platenet/TRAINING.md``); weights ship as ``models/platenet/weights.pt`` (float16).
+
+    net = load_platenet()
+    prob = plate_probability(image, plate, net)     # linear RGB (B,3,H,W) each -> (B,1,H,W) in [0, 1]
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.segnet import _block
+from tasks.color import linear_to_srgb
+
+__all__ = ["PlateNet", "load_platenet", "plate_probability", "DEFAULT_WEIGHTS", "TRAIN_COMMAND"]
+
+DEFAULT_WEIGHTS = Path(__file__).with_name("weights.pt")
+TRAIN_COMMAND = "python -m models.platenet.train --out models/platenet/weights.pt"
+
+
+class PlateNet(nn.Module):
+    """U-Net, 5 resolutions (input side a multiple of 16), BatchNorm, ReLU, bilinear up.
+
+    Input (B,6,H,W): the shot and the plate, sRGB in [0,1]; their difference (x4) is added inside.
+    Output: logits (B,1,H,W).
+    """
+
+    def __init__(self, widths=(16, 32, 48, 64, 96)):
+        super().__init__()
+        self.widths = tuple(widths)
+        w = self.widths
+        self.enc = nn.ModuleList()
+        cin = 9
+        for c in w:
+            self.enc.append(_block(cin, c))
+            cin = c
+        self.dec = nn.ModuleList()
+        for i in range(len(w) - 2, -1, -1):
+            self.dec.append(_block(cin + w[i], w[i]))
+            cin = w[i]
+        self.head = nn.Conv2d(w[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shot, plate = x[:, :3], x[:, 3:]
+        x = torch.cat([shot, plate, (shot - plate) * 4], 1)
+        skips = []
+        for i, blk in enumerate(self.enc):
+            if i:
+                x = F.max_pool2d(x, 2)
+            x = blk(x)
+            skips.append(x)
+        skips.pop()
+        for blk in self.dec:
+            s = skips.pop()
+            x = F.interpolate(x, size=s.shape[-2:], mode="bilinear", align_corners=False)
+            x = blk(torch.cat([x, s], 1))
+        return self.head(x)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, device: str) -> PlateNet:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"PlateNet weights not found at {p}; train them with `{TRAIN_COMMAND}` "
+                                "(see models/platenet/TRAINING.md)")
+    blob = torch.load(p, map_location="cpu", weights_only=True)
+    net = PlateNet(widths=tuple(int(v) for v in blob["widths"]))
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    net.eval()
+    for q in net.parameters():
+        q.requires_grad_(False)
+    return net.to(device)
+
+
+def load_platenet(path: str | Path | None = None, device="cpu") -> PlateNet:
+    """Load (cached) the trained net from ``path`` (default ``models/platenet/weights.pt``), eval mode."""
+    return _load(str(Path(path) if path is not None else DEFAULT_WEIGHTS), str(torch.device(device)))
+
+
+def plate_probability(shot: torch.Tensor, plate: torch.Tensor, net: PlateNet, size: int = 384) -> torch.Tensor:
+    """Piece probability (B,1,H,W) of linear RGB shots (B,3,H,W) given their plates (the same shape).
+
+    Both are area-resized in linear light so the long edge is ``size`` (as a camera would see them
+    at that size), made sRGB, replicate-padded to a multiple of 16 and run through ``net``; the
+    probability is cropped and bilinearly resized back to H,W, on the shot's device and dtype."""
+    if shot.shape != plate.shape or shot.ndim != 4 or shot.shape[1] != 3:
+        raise ValueError(f"expected two (B,3,H,W) of one shape, got {tuple(shot.shape)}, {tuple(plate.shape)}")
+    B, _, H, W = shot.shape
+    dev = next(net.parameters()).device
+    s = size / max(H, W)
+    h, w = max(1, round(H * s)), max(1, round(W * s))
+    with torch.inference_mode():
+        def small(x):
+            x = x.to(device=dev, dtype=torch.float32)
+            if (h, w) != (H, W):
+                x = F.interpolate(x, size=(h, w), mode="area") if s < 1 else \
+                    F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+            return linear_to_srgb(x.clamp(0, 1))
+        x = torch.cat([small(shot), small(plate)], 1)
+        ph, pw = (-h) % 16, (-w) % 16
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        p = torch.sigmoid(net(x))[:, :, :h, :w]
+        if (h, w) != (H, W):
+            p = F.interpolate(p, size=(H, W), mode="bilinear", align_corners=False)
+        return p.to(device=shot.device, dtype=shot.dtype)

@@ -1,0 +1,69 @@
+"""Tests for the shipped PlateNet weights (models.platenet). Fast: a few small frames on CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.platenet import DEFAULT_WEIGHTS, PlateNet, load_platenet, plate_probability
+from models.simulator import render_scene
+
+# held-out scenes of the simulator's wide world, each with its clean plate: seeds disjoint from
+# training (default_rng([11, i])) and from the quality bench's (default_rng([0, piece, backdrop]))
+TEST_SEEDS = [(31337, i) for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def net() -> PlateNet:
+    return load_platenet()
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return [render_scene(np.random.default_rng(list(s)), (600, 400), world="wide", plate=True,
+                         background=("beige_paper", "white_sweep", "kraft_paper")[s[1] % 3]) for s in TEST_SEEDS]
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].float()
+
+
+def test_weights_load_small_and_cached(net):
+    assert DEFAULT_WEIGHTS.stat().st_size < 3 * 1024 * 1024
+    assert not net.training
+    assert load_platenet() is net
+
+
+def test_missing_weights_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="models.platenet.train"):
+        load_platenet(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("shape,dtype", [((1, 3, 200, 300), torch.float32), ((1, 3, 97, 61), torch.float64)])
+def test_output_shape_dtype_range(net, shape, dtype):
+    g = torch.Generator().manual_seed(0)
+    shot, plate = torch.rand(shape, generator=g).to(dtype), torch.rand(shape, generator=g).to(dtype)
+    p = plate_probability(shot, plate, net)
+    assert p.shape == (shape[0], 1, shape[2], shape[3]) and p.dtype == dtype
+    assert torch.isfinite(p).all() and p.min() >= 0 and p.max() <= 1
+
+
+def test_shot_and_plate_must_match(net):
+    with pytest.raises(ValueError, match="one shape"):
+        plate_probability(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 32), net)
+
+
+def test_it_finds_the_piece_and_not_its_shadow(net, scenes):
+    """On held-out wide-world scenes (papers and a white sweep, noise, JPEG, hard and soft shadows) the
+    piece is found, and the shadow it casts on the plate's backdrop is called backdrop."""
+    ious, shadow_p = [], []
+    for scene in scenes:
+        p = plate_probability(_tensor(scene.source), _tensor(scene.layers["plate"]), net)[0, 0].numpy()
+        truth = scene.alpha > 0.5
+        ious.append((truth & (p > 0.5)).sum() / (truth | (p > 0.5)).sum())
+        shadow = (scene.layers["shadow"] > 0.3) & (scene.alpha < 0.01)
+        if shadow.sum() > 200:
+            shadow_p.append(float(p[shadow].mean()))
+    assert np.mean(ious) >= 0.8, ious
+    assert shadow_p and max(shadow_p) < 0.2, shadow_p
