@@ -406,15 +406,15 @@ def _drop_shadows(enc, sigma, shade, explained, core: np.ndarray, prob: np.ndarr
                   params: CutoutParams, trusted: bool = False) -> np.ndarray:
     """Remove parts of ``core`` that are a grey darkening of the backdrop and that the
     segmentation network, which sees the whole scene, calls background, that fade into the
-    backdrop with no edge where they meet it, or that darken it evenly beside the piece (a shadow)."""
+    backdrop with no edge where they meet it, or that darken it evenly beside the piece (a shadow).
+    ``trusted``: ``prob`` is PlateNet's, which saw the plate: no part it calls piece is a shadow."""
     grey = (explained & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
     # split at edges, so a shadow touching grey metal is judged apart from the metal
     flat = _flat(enc, sigma, params)
     candidates = (core > 0) & grey & flat
-    if trusted:     # and at the trusted network's edge, so a shadow touching grey metal is judged apart
-        piece = prob > 0.5
-        candidates &= ~(cv2.dilate(piece.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) | \
-            (cv2.erode(piece.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    if trusted:     # and at the trusted network's edge
+        piece, ring = (prob > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)
+        candidates &= (cv2.dilate(piece, ring) == 0) | (cv2.erode(piece, ring) > 0)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(candidates.astype(np.uint8), connectivity=8)
     if n <= 1:
         return core

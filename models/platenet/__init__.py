@@ -18,10 +18,9 @@ import functools
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from models.segnet import _block
+from models.segnet import SegNet, load_weights
 from tasks.color import linear_to_srgb
 
 __all__ = ["PlateNet", "load_platenet", "plate_probability", "DEFAULT_WEIGHTS", "TRAIN_COMMAND"]
@@ -30,58 +29,22 @@ DEFAULT_WEIGHTS = Path(__file__).with_name("weights.pt")
 TRAIN_COMMAND = "python -m models.platenet.train --out models/platenet/weights.pt"
 
 
-class PlateNet(nn.Module):
-    """U-Net, 5 resolutions (input side a multiple of 16), BatchNorm, ReLU, bilinear up.
-
-    Input (B,6,H,W): the shot and the plate, sRGB in [0,1]; their difference (x4) is added inside.
-    Output: logits (B,1,H,W).
-    """
+class PlateNet(SegNet):
+    """SegNet's U-Net on the shot and its plate: input (B,6,H,W), both sRGB in [0,1]; their difference
+    (x4) is added inside. Output: logits (B,1,H,W)."""
 
     def __init__(self, widths=(16, 32, 48, 64, 96)):
-        super().__init__()
-        self.widths = tuple(widths)
-        w = self.widths
-        self.enc = nn.ModuleList()
-        cin = 9
-        for c in w:
-            self.enc.append(_block(cin, c))
-            cin = c
-        self.dec = nn.ModuleList()
-        for i in range(len(w) - 2, -1, -1):
-            self.dec.append(_block(cin + w[i], w[i]))
-            cin = w[i]
-        self.head = nn.Conv2d(w[0], 1, 1)
+        super().__init__(widths, in_channels=9)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def features(x: torch.Tensor) -> torch.Tensor:
         shot, plate = x[:, :3], x[:, 3:]
-        x = torch.cat([shot, plate, (shot - plate) * 4], 1)
-        skips = []
-        for i, blk in enumerate(self.enc):
-            if i:
-                x = F.max_pool2d(x, 2)
-            x = blk(x)
-            skips.append(x)
-        skips.pop()
-        for blk in self.dec:
-            s = skips.pop()
-            x = F.interpolate(x, size=s.shape[-2:], mode="bilinear", align_corners=False)
-            x = blk(torch.cat([x, s], 1))
-        return self.head(x)
+        return torch.cat([shot, plate, (shot - plate) * 4], 1)
 
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str, device: str) -> PlateNet:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"PlateNet weights not found at {p}; train them with `{TRAIN_COMMAND}` "
-                                "(see models/platenet/TRAINING.md)")
-    blob = torch.load(p, map_location="cpu", weights_only=True)
-    net = PlateNet(widths=tuple(int(v) for v in blob["widths"]))
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
-    net.eval()
-    for q in net.parameters():
-        q.requires_grad_(False)
-    return net.to(device)
+    return load_weights(PlateNet, path, device, TRAIN_COMMAND)
 
 
 def load_platenet(path: str | Path | None = None, device="cpu") -> PlateNet:

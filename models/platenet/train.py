@@ -16,7 +16,6 @@ the net reads the outline and not only the difference. IoU on held-out pool scen
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shlex
 import sys
@@ -29,8 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.defectnet import native_bfloat16
 from models.platenet import PlateNet
-from models.segnet.train import loss_fn, save_weights
+from models.segnet.train import optimizer, save_weights, train_step
 from models.simulator import linear_to_srgb, render_scene
 from models.simulator.studio import WIDE_BACKDROPS
 from models.simulator import BACKGROUNDS
@@ -167,12 +167,9 @@ def main(argv=None):
     net = PlateNet().to(device).to(memory_format=torch.channels_last)
     nparams = sum(p.numel() for p in net.parameters())
     # bfloat16 where the CPU does it natively (AVX512-BF16/AMX: ~4x faster steps), float16 on CUDA
-    bf16 = device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    bf16 = device.type == "cpu" and native_bfloat16(device)
     use_amp = bf16 or device.type == "cuda"
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    warm = min(100, args.steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, args.steps - warm))))
+    opt, sched = optimizer(net, args.lr, args.steps)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     gen = torch.Generator().manual_seed(args.seed)
     n = len(pool["kind"])
@@ -181,15 +178,7 @@ def main(argv=None):
         idx = torch.randint(HELD_OUT, n, (args.batch,), generator=gen).numpy()
         x, y = augment(pool["image"][idx], pool["plate"][idx], pool["alpha"][idx], args.crop, gen, args.mirror)
         x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16 if bf16 else torch.float16, enabled=use_amp):
-            logits = net(x)
-        loss = loss_fn(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        run_loss += float(loss.detach())
+        run_loss += train_step(net, x, y, opt, sched, scaler, device, torch.bfloat16 if bf16 else torch.float16, use_amp)
         if step % 50 == 0:
             el = time.time() - t_train
             print(f"step {step}/{args.steps} loss {run_loss / 50:.4f} {el / step:.2f}s/step "

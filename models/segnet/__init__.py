@@ -40,12 +40,12 @@ class SegNet(nn.Module):
     Output: logits (B,1,H,W).
     """
 
-    def __init__(self, widths=(16, 32, 48, 64, 96)):
+    def __init__(self, widths=(16, 32, 48, 64, 96), in_channels: int = 6):
         super().__init__()
         self.widths = tuple(widths)
         w = self.widths
         self.enc = nn.ModuleList()
-        cin = 6
+        cin = in_channels       # what ``features`` makes of the input
         for c in w:
             self.enc.append(_block(cin, c))
             cin = c
@@ -77,19 +77,24 @@ class SegNet(nn.Module):
         return self.head(x)
 
 
-@functools.lru_cache(maxsize=4)
-def _load(path: str, device: str) -> SegNet:
+def load_weights(cls: type[SegNet], path: str, device: str, train_command: str) -> SegNet:
+    """A ``cls`` (SegNet or a subclass) from a float16 state dict at ``path``, in eval mode, no gradients."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"SegNet weights not found at {p}; train them with `{TRAIN_COMMAND}` "
-                                "(see models/segnet/TRAINING.md)")
+        raise FileNotFoundError(f"{cls.__name__} weights not found at {p}; train them with `{train_command}` "
+                                f"(see {p.parent / 'TRAINING.md'})")
     blob = torch.load(p, map_location="cpu", weights_only=True)
-    net = SegNet(widths=tuple(int(v) for v in blob["widths"]))
+    net = cls(widths=tuple(int(v) for v in blob["widths"]))
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
     net.eval()
     for q in net.parameters():
         q.requires_grad_(False)
     return net.to(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, device: str) -> SegNet:
+    return load_weights(SegNet, path, device, TRAIN_COMMAND)
 
 
 def load_segnet(path: str | Path | None = None, device="cpu") -> SegNet:

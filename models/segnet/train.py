@@ -104,6 +104,28 @@ def loss_fn(logits, target):
     return bce + dice.mean()
 
 
+def optimizer(net: torch.nn.Module, lr: float, steps: int):
+    """AdamW with a linear warm-up over a tenth of the steps (at most 100) and a cosine decay after."""
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    warm = min(100, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    return opt, sched
+
+
+def train_step(net, x, y, opt, sched, scaler, device: torch.device, amp_dtype, use_amp: bool) -> float:
+    """One optimisation step on a batch (autocast where asked); returns the loss."""
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+        logits = net(x)
+    loss = loss_fn(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return float(loss.detach())
+
+
 def save_weights(net: SegNet, path: Path, meta: dict):
     sd = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu() for k, v in net.state_dict().items()}
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -231,10 +253,7 @@ def main(argv=None):
     use_amp = bf16 or device.type == "cuda"
     mf = torch.channels_last
     net = net.to(memory_format=mf)
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    warm = min(100, args.steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, args.steps - warm))))
+    opt, sched = optimizer(net, args.lr, args.steps)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     gen = torch.Generator().manual_seed(args.seed)
     n = len(kinds)
@@ -246,15 +265,7 @@ def main(argv=None):
         x, y = augment(imgs[idx], alphas[idx], args.crop, gen, args.appearance)
         x = x.to(device).contiguous(memory_format=mf)
         y = y.to(device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-            logits = net(x)
-        loss = loss_fn(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        run_loss += float(loss.detach())
+        run_loss += train_step(net, x, y, opt, sched, scaler, device, amp_dtype, use_amp)
         if step % 25 == 0:
             el = time.time() - t_train
             print(f"step {step}/{args.steps} loss {run_loss / 25:.4f} lr {sched.get_last_lr()[0]:.2e} "
