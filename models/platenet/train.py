@@ -1,6 +1,6 @@
 """Train PlateNet on simulator scenes with their clean plates.
 
-    python -m models.platenet.train --out models/platenet/weights.pt      # ~10 min data + ~15 min steps, 2 CPU cores
+    python -m models.platenet.train --out models/platenet/weights.pt   # ~9 min of scenes + ~13 min of steps, 2 CPU cores
 
 A pool of scenes (the simulator's default and wide studio worlds, every backdrop that has a plate,
 rendered at 768-1200 px and area-shrunk in linear light to 384 px as ``plate_probability`` reads
@@ -31,9 +31,8 @@ import torch.nn.functional as F
 from models.defectnet import native_bfloat16
 from models.platenet import PlateNet
 from models.segnet.train import optimizer, save_weights, train_step
-from models.simulator import linear_to_srgb, render_scene
+from models.simulator import BACKGROUNDS, linear_to_srgb, render_scene
 from models.simulator.studio import WIDE_BACKDROPS
-from models.simulator import BACKGROUNDS
 
 SIZE = (384, 256)                       # what the net reads (W, H)
 RENDER = ((768, 512), (900, 600), (1200, 800))
