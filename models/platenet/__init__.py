@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from models.segnet import SegNet, load_weights
+from models.segnet import SegNet, load_weights, net_input_size, padded_probability, resized
 from tasks.color import linear_to_srgb
 
 __all__ = ["PlateNet", "load_platenet", "plate_probability", "DEFAULT_WEIGHTS", "TRAIN_COMMAND"]
@@ -62,20 +62,11 @@ def plate_probability(shot: torch.Tensor, plate: torch.Tensor, net: PlateNet, si
         raise ValueError(f"expected two (B,3,H,W) of one shape, got {tuple(shot.shape)}, {tuple(plate.shape)}")
     B, _, H, W = shot.shape
     dev = next(net.parameters()).device
-    s = size / max(H, W)
-    h, w = max(1, round(H * s)), max(1, round(W * s))
+    h, w = net_input_size(H, W, size)
     with torch.inference_mode():
         def small(x):
-            x = x.to(device=dev, dtype=torch.float32)
-            if (h, w) != (H, W):
-                x = F.interpolate(x, size=(h, w), mode="area") if s < 1 else \
-                    F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-            return linear_to_srgb(x.clamp(0, 1))
-        x = torch.cat([small(shot), small(plate)], 1)
-        ph, pw = (-h) % 16, (-w) % 16
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        p = torch.sigmoid(net(x))[:, :, :h, :w]
+            return linear_to_srgb(resized(x.to(device=dev, dtype=torch.float32), (h, w)).clamp(0, 1))
+        p = padded_probability(net, torch.cat([small(shot), small(plate)], 1))
         if (h, w) != (H, W):
             p = F.interpolate(p, size=(H, W), mode="bilinear", align_corners=False)
         return p.to(device=shot.device, dtype=shot.dtype)

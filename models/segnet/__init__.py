@@ -102,6 +102,30 @@ def load_segnet(path: str | Path | None = None, device="cpu") -> SegNet:
     return _load(str(Path(path) if path is not None else DEFAULT_WEIGHTS), str(torch.device(device)))
 
 
+def net_input_size(H: int, W: int, size: int) -> tuple[int, int]:
+    """(h, w) of an H x W frame whose long edge is brought to ``size``."""
+    s = size / max(H, W)
+    return max(1, round(H * s)), max(1, round(W * s))
+
+
+def resized(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """``x`` at (h, w): area filter when shrinking, bilinear when growing (a frame smaller than the net's size)."""
+    if tuple(x.shape[-2:]) == tuple(hw):
+        return x
+    if hw[0] < x.shape[-2] or hw[1] < x.shape[-1]:
+        return F.interpolate(x, size=hw, mode="area")
+    return F.interpolate(x, size=hw, mode="bilinear", align_corners=False)
+
+
+def padded_probability(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``sigmoid(net(x))`` of an input of any size: replicate-padded to a multiple of 16, then cropped back."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 16, (-w) % 16
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return torch.sigmoid(net(x))[:, :, :h, :w]
+
+
 def piece_probability(image_srgb: torch.Tensor, net: SegNet, size: int = 384, *, coarse: bool = False
                       ) -> torch.Tensor:
     """Coarse piece probability (B,1,H,W) of sRGB images (B,3,H,W) in [0,1].
@@ -120,15 +144,8 @@ def piece_probability(image_srgb: torch.Tensor, net: SegNet, size: int = 384, *,
         x = image_srgb.to(device=dev, dtype=torch.float32)
         if bool(x.min() < 0) or bool(x.max() > 1):   # no full-size copy when it is in range already
             x = x.clamp(0, 1)
-        s = size / max(H, W)
-        h, w = max(1, round(H * s)), max(1, round(W * s))
-        if (h, w) != (H, W):
-            x = F.interpolate(x, size=(h, w), mode="area") if s < 1 else \
-                F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-        ph, pw = (-h) % 16, (-w) % 16
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        p = torch.sigmoid(net(x))[:, :, :h, :w]
+        h, w = net_input_size(H, W, size)
+        p = padded_probability(net, resized(x, (h, w)))
         if (h, w) != (H, W) and not coarse:
             p = F.interpolate(p, size=(H, W), mode="bilinear", align_corners=False)
         return p.to(device=image_srgb.device, dtype=image_srgb.dtype)
