@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.color import linear_to_srgb, srgb_to_linear
 from tasks.compose import grown_box
-from tasks.frame import Frame
+from tasks.frame import Frame, luminance
 from tasks.ops import SAMPLE_ABOVE, dilate, erode, fill_holes, gaussian_blur, resize, resize_at, row_bands
 
 
@@ -594,7 +594,6 @@ def _fill_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Tensor, pa
         return core
     enc_box, backdrop_box = enc[..., box[0], box[1]], backdrop[..., box[0], box[1]]
     coarse = _piece_probability(enc_box, params, coarse=True)
-    lum = torch.tensor([[0.2126], [0.7152], [0.0722]], dtype=enc.dtype, device=enc.device)
     out = core.copy()
     for k in np.flatnonzero(candidates):
         x, y, w_k, h_k, _ = stats[k]
@@ -607,10 +606,11 @@ def _fill_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Tensor, pa
         at = torch.from_numpy(hole).to(enc.device)
         if float(resize_at(coarse, part.shape, rows, cols)[0, 0][at].mean()) < params.facet_p:
             continue
-        seen, behind = (t[0, :, rows, cols][:, at].clamp(0, 1) for t in (enc_box, backdrop_box))     # (3, pixels)
-        light = [float((srgb_to_linear(c) * lum).sum(0).mean()) for c in (seen, behind)]
-        if (float((seen.mean(1) - behind.mean(1)).abs().max()) < params.min_contrast
-                or light[0] < params.facet_shade * light[1]):
+        windows = [t[..., rows, cols].clamp(0, 1) for t in (enc_box, backdrop_box)]
+        seen, behind = (float(luminance(srgb_to_linear(wnd))[0, 0][at].mean()) for wnd in windows)
+        colours = [wnd[0][:, at].mean(1) for wnd in windows]
+        if (float((colours[0] - colours[1]).abs().max()) < params.min_contrast
+                or seen < params.facet_shade * behind):
             continue
         # (OpenCV's distance transform counts the window's border as far: a ring reaching past it is thick)
         depth = cv2.distanceTransform((part[rows, cols] | hole).astype(np.uint8), cv2.DIST_L2, 3)[hole].max()
