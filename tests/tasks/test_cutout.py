@@ -458,7 +458,8 @@ def test_facets_matching_the_sweep_are_filled_openings_stay(background, piece, s
     before = cut_out(frame, CutoutParams(facet_max_share=0)).alpha[0, 0].numpy() > 0.5
     after = cut_out(frame, CutoutParams()).alpha[0, 0].numpy() > 0.5
     assert _hole_px(after, truth, piece=True) < 0.75 * _hole_px(before, truth, piece=True)
-    assert _hole_px(after, truth, piece=False) >= _hole_px(before, truth, piece=False) - 20   # openings stay (the matte moves a pixel)
+    # the openings stay (the matte moves a pixel or so)
+    assert _hole_px(after, truth, piece=False) >= _hole_px(before, truth, piece=False) - 20
     assert (after & ~truth).sum() <= (before & ~truth).sum() + 20     # nothing of the backdrop filled
 
 
