@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from models.defectnet import native_bfloat16
 from models.platenet import PlateNet
-from models.segnet.train import optimizer, save_weights, train_step
+from models.segnet.train import cached_pool, optimizer, save_weights, train_step
 from models.simulator import BACKGROUNDS, linear_to_srgb, render_scene
 from models.simulator.studio import WIDE_BACKDROPS
 
@@ -150,17 +150,8 @@ def main(argv=None):
 
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    pool_file = cache / f"pool_s{args.seed}_n{args.scenes}.npz"
-    if pool_file.exists():
-        pool = dict(np.load(pool_file))
-        print(f"pool: loaded {len(pool['kind'])} scenes from {pool_file}", flush=True)
-    else:
-        t = time.time()
-        pool = make_pool(args.seed, args.scenes, args.workers)
-        tmp = pool_file.with_name(pool_file.stem + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, **pool)
-        os.replace(tmp, pool_file)
-        print(f"pool: rendered {args.scenes} scenes in {time.time() - t:.0f}s", flush=True)
+    pool = cached_pool(cache / f"pool_s{args.seed}_n{args.scenes}.npz",
+                       lambda: make_pool(args.seed, args.scenes, args.workers), "scenes")
     kinds = {str(k): int((pool["kind"] == k).sum()) for k in sorted(set(pool["kind"]))}
 
     net = PlateNet().to(device).to(memory_format=torch.channels_last)

@@ -133,6 +133,22 @@ def save_weights(net: SegNet, path: Path, meta: dict):
     os.replace(tmp, path)
 
 
+def cached_pool(path: Path, make, what: str) -> dict[str, np.ndarray]:
+    """The training pool kept at ``path`` (.npz, at least a ``kind`` array): loaded when it is there,
+    else made by ``make()`` (a dict of arrays) and written there atomically for the next run."""
+    if path.exists():
+        pool = dict(np.load(path))
+        print(f"pool: loaded {len(pool['kind'])} {what} from {path}", flush=True)
+        return pool
+    t = time.time()
+    pool = make()
+    tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, **pool)
+    os.replace(tmp, path)
+    print(f"pool: made {len(pool['kind'])} {what} in {time.time() - t:.0f}s", flush=True)
+    return pool
+
+
 def restyle(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Another look for the piece inside its matte ``t`` (sRGB (3,H,W), (1,H,W)): a random tone curve,
     saturation and a smooth field of brightness, as another renderer's metal or another studio's
@@ -209,18 +225,14 @@ def main(argv=None):
     cache.mkdir(parents=True, exist_ok=True)
     def load_or_make(seed, count, profile):
         tag = "" if profile == "default" else f"_{profile}"
-        pool_file = cache / f"pool_s{seed}_n{count}_{SAMPLE_SIZE[0]}x{SAMPLE_SIZE[1]}{tag}.npz"
-        if pool_file.exists():
-            z = np.load(pool_file)
-            print(f"pool: loaded {len(z['kind'])} samples from {pool_file}", flush=True)
-            return z["image"], z["alpha"], [str(k) for k in z["kind"]]
-        t = time.time()
-        im, al, kd = make_pool(seed, count, workers=args.workers, profile=profile)
-        tmp = pool_file.with_name(pool_file.stem + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, image=im, alpha=al, kind=np.array(kd))
-        os.replace(tmp, pool_file)
-        print(f"pool: generated {len(kd)} {profile} samples in {time.time() - t:.0f}s", flush=True)
-        return im, al, kd
+
+        def make():
+            im, al, kd = make_pool(seed, count, workers=args.workers, profile=profile)
+            return {"image": im, "alpha": al, "kind": np.array(kd)}
+
+        pool = cached_pool(cache / f"pool_s{seed}_n{count}_{SAMPLE_SIZE[0]}x{SAMPLE_SIZE[1]}{tag}.npz", make,
+                           f"{profile} samples")
+        return pool["image"], pool["alpha"], [str(k) for k in pool["kind"]]
 
     imgs, alphas, kinds = load_or_make(args.seed, args.pool, "default")
     if args.pool_hard:
