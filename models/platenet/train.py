@@ -21,7 +21,6 @@ import shlex
 import sys
 import time
 from multiprocessing import Pool
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 
 from models.defectnet import native_bfloat16
 from models.platenet import PlateNet
-from models.segnet.train import cached_pool, optimizer, save_weights, train_step
+from models.segnet.train import cached_pool, optimizer, save_weights, start_run, train_step
 from models.simulator import BACKGROUNDS, linear_to_srgb, render_scene
 from models.simulator.studio import WIDE_BACKDROPS
 
@@ -142,14 +141,7 @@ def main(argv=None):
     ap.add_argument("--cache", default=os.environ.get("LOUPE_PLATENET_CACHE", "/tmp/loupe-platenet-cache"))
     args = ap.parse_args(argv)
     t_start = time.time()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
+    device, out, cache = start_run(args)
     pool = cached_pool(cache / f"pool_s{args.seed}_n{args.scenes}.npz",
                        lambda: make_pool(args.seed, args.scenes, args.workers), "scenes")
     kinds = {str(k): int((pool["kind"] == k).sum()) for k in sorted(set(pool["kind"]))}

@@ -133,6 +133,17 @@ def save_weights(net: SegNet, path: Path, meta: dict):
     os.replace(tmp, path)
 
 
+def start_run(args) -> tuple[torch.device, Path, Path]:
+    """A training run's torch threads and seed, and its device, weights file and pool cache folder (both
+    folders made), from its parsed ``--threads --seed --device --out --cache``."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out, cache = Path(args.out), Path(args.cache)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    return torch.device(args.device), out, cache
+
+
 def cached_pool(path: Path, make, what: str) -> dict[str, np.ndarray]:
     """The training pool kept at ``path`` (.npz, at least a ``kind`` array): loaded when it is there,
     else made by ``make()`` (a dict of arrays) and written there atomically for the next run."""
@@ -215,14 +226,7 @@ def main(argv=None):
                     help="share of samples whose piece is restyled (tone, saturation, brightness field)")
     args = ap.parse_args(argv)
     t_start = time.time()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
+    device, out, cache = start_run(args)
     def load_or_make(seed, count, profile):
         tag = "" if profile == "default" else f"_{profile}"
 
