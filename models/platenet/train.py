@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from models.defectnet import native_bfloat16
 from models.platenet import PlateNet
-from models.segnet.train import cached_pool, optimizer, save_weights, start_run, train_step
+from models.segnet.train import cached_pool, dihedral, optimizer, save_weights, start_run, train_step
 from models.simulator import BACKGROUNDS, linear_to_srgb, render_scene
 from models.simulator.studio import WIDE_BACKDROPS
 
@@ -98,12 +98,7 @@ def augment(image, plate, alpha, crop: int, gen: torch.Generator, mirror: float)
             face = t * (field > 0.5).float()
             shot = shot * (1 - face) + empty * float(0.55 + 0.45 * torch.rand(1, generator=gen)) * face
         x = torch.cat([shot, empty], 0)
-        if r[0] < 0.5:
-            x, t = x.flip(1), t.flip(1)
-        if r[1] < 0.5:
-            x, t = x.flip(2), t.flip(2)
-        if r[2] < 0.5:
-            x, t = x.transpose(1, 2), t.transpose(1, 2)
+        x, t = dihedral(x, t, r)
         xs.append(x)
         ts.append(t)
     return torch.stack(xs), torch.stack(ts)

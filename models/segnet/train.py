@@ -177,6 +177,18 @@ def restyle(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator) -> torch.Ten
     return (x * (1 - t) + y.clamp(0, 1) * t)
 
 
+def dihedral(x: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A crop (C, H, W) and its target flipped up-down, left-right and transposed where the first three
+    of the uniform draws ``r`` are under a half: the eight symmetries of the square, alike for both."""
+    if r[0] < 0.5:
+        x, t = x.flip(1), t.flip(1)
+    if r[1] < 0.5:
+        x, t = x.flip(2), t.flip(2)
+    if r[2] < 0.5:
+        x, t = x.transpose(1, 2), t.transpose(1, 2)
+    return x, t
+
+
 def augment(img, alpha, crop, gen, appearance: float = 0.0):
     """Random crop + flips + transpose of a uint8 batch (N,H,W,3)/(N,H,W) -> float tensors; with
     probability ``appearance`` a sample's piece is restyled (:func:`restyle`)."""
@@ -190,12 +202,7 @@ def augment(img, alpha, crop, gen, appearance: float = 0.0):
         if appearance and float(torch.rand(1, generator=gen)) < appearance:
             x = restyle(x, t, gen)
         r = torch.rand(3, generator=gen)
-        if r[0] < 0.5:
-            x, t = x.flip(1), t.flip(1)
-        if r[1] < 0.5:
-            x, t = x.flip(2), t.flip(2)
-        if r[2] < 0.5:
-            x, t = x.transpose(1, 2), t.transpose(1, 2)
+        x, t = dihedral(x, t, r)
         xs.append(x)
         ts.append(t)
     return torch.stack(xs), torch.stack(ts)
