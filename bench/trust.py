@@ -4,6 +4,7 @@
     python bench/trust.py --images 8 --size 900x600 --sets train val
     python bench/trust.py --csv rows.csv --sheet sheet.png
     python bench/trust.py --from-csv rows.csv     # re-print the tables without re-running
+    python bench/trust.py --sets studio --set cutout.band=3   # grade a parameter change, every shoot alike
 
 The sets (the validation discipline, README "Trust"):
 
@@ -57,6 +58,7 @@ import os
 import shutil
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 import cv2
@@ -69,6 +71,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.quality import _disk, _lab, enclosed_background, mask_iou  # noqa: E402
 from flows.cli import quiet_env  # noqa: E402
+from flows.review import parse_set  # noqa: E402
 from tasks.color import delta_e2000, srgb_to_linear  # noqa: E402
 from tasks.cutout import component_mean  # noqa: E402
 
@@ -106,6 +109,21 @@ def write_sets(root: Path, sets: list[str], images: int, size: tuple[int, int]) 
                     shutil.copyfile(path, folder / path.name)
         folders.append(folder)
     return folders
+
+
+def set_stages(folders: list[Path], stages: dict[str, dict]) -> None:
+    """Add stage parameters (``flows.review.parse_set``'s ``{stage: {key: value}}``) to each shoot's
+    ``shoot.toml``, as a studio sets them, over what it holds (the studio shoots' light): the same
+    ``loupe run`` grades the code with and without a change, every set alike."""
+    for folder in folders:
+        sidecar = folder / "shoot.toml"
+        merged = tomllib.loads(sidecar.read_text()) if sidecar.exists() else {}
+        assert set(merged) <= {"stages"}, f"{sidecar}: the bench writes stages only"
+        for stage, values in stages.items():
+            merged.setdefault("stages", {}).setdefault(stage, {}).update(values)
+        # (a scalar or a list of them: JSON's form is TOML's)
+        sidecar.write_text("".join(f"[stages.{stage}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+                                   for stage, values in merged.get("stages", {}).items()))
 
 
 def write_studio_shoots(root: Path, images: int, size: tuple[int, int]) -> list[Path]:
@@ -488,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real-sheet", type=Path, help="the same for the real photos (never commit it: no licence)")
     ap.add_argument("--sheet-only", action="store_true", help="with --work and --from-csv: only draw the sheets")
     ap.add_argument("--regrade", action="store_true", help="with --work: grade its finished run again, run nothing")
+    ap.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                    help="stage parameter for every shoot, written to its shoot.toml, e.g. --set cutout.band=3 "
+                         "(repeatable; the same form as `loupe review rerun --set` and bench/quality.py)")
     args = ap.parse_args(argv)
     if args.from_csv:
         table = pd.read_csv(args.from_csv, keep_default_na=False, na_values=[""])
@@ -506,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         shoots = sorted(p for p in (work / "shoots").iterdir() if p.is_dir())
     else:
         shoots = write_sets(work / "shoots", args.sets, args.images, (w, h))
+        set_stages(shoots, parse_set(args.set))
         run_shoots(shoots, work / "out", preset=args.preset)
     table = grade(work / "out", shoots)
     if args.csv:

@@ -2,7 +2,11 @@
 
 import pandas as pd
 
-from bench.trust import RIGHT, blockers, failed, is_right
+from bench.trust import RIGHT, blockers, failed, is_right, set_stages
+from flows.review import parse_set
+from infra.shoots import read_shoot
+from infra.storage import Location
+from tasks.pipeline import stage_params
 
 GOOD = {"iou": 0.98, "holes": 1.0, "thin": 1.0, "de_chroma": 1.0, "lost": 0.0, "pierced": 0}
 
@@ -29,3 +33,23 @@ def test_blockers_count_each_criterion_alone_and_the_right_images_qa_held():
     assert (train["n"], train["pierced"], train["only_pierced"], train["iou"], train["only_iou"]) == (4, 2, 1, 1, 0)
     assert train["right_held"] == 1 and val["right_held"] == 0
     assert (val["holes"], val["only_holes"]) == (1, 1)
+
+
+def test_set_stages_writes_each_shoots_sidecar_over_its_own_light(tmp_path):
+    """``--set`` reaches ``loupe run`` the way a studio's settings do: through each shoot's shoot.toml,
+    keeping what the shoot already says (a studio shoot's light)."""
+    studio, train = tmp_path / "studio-1", tmp_path / "train"
+    for folder in (studio, train):
+        folder.mkdir()
+    (studio / "shoot.toml").write_text("[stages.neutralize]\nkelvin = 4854\ntint = 0.0011\n")
+    set_stages([studio, train], parse_set(["cutout.band=3", "cutout.method=network", "neutralize.strength=0.5",
+                                           "cutout.network_checks=false"]))
+    shoots = [read_shoot(Location.of(f)) for f in (studio, train)]
+    assert [s.problems for s in shoots] == [(), ()]
+    studio_stages, train_stages = (s.stages for s in shoots)
+    assert studio_stages == {"neutralize": {"kelvin": 4854, "tint": 0.0011, "strength": 0.5},
+                             "cutout": {"band": 3, "method": "network", "network_checks": False}}
+    assert train_stages == {"cutout": {"band": 3, "method": "network", "network_checks": False},
+                            "neutralize": {"strength": 0.5}}
+    params = stage_params(studio_stages)      # what each image's stages are made from
+    assert params["cutout"].band == 3 and params["neutralize"].kelvin == 4854 and not params["cutout"].network_checks
