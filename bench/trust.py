@@ -136,7 +136,7 @@ def write_studio_shoots(root: Path, images: int, size: tuple[int, int]) -> list[
         write_shoot(folder, STUDIO_SHOOT, SEEDS["studio"] + k, size=size, setup="shared", plate=True)
         light = json.loads(next((folder / "truth").glob("*/meta.json")).read_text())["lighting"]
         tint = min(max(light["tint"], -0.03), 0.03)
-        (folder / "shoot.toml").write_text(f"[stages.neutralize]\nkelvin = {light['kelvin']:.0f}\ntint = {tint:.4f}\n")
+        set_stages([folder], {"neutralize": {"kelvin": round(light["kelvin"]), "tint": round(tint, 4)}})
         folders.append(folder)
     return folders
 
