@@ -500,6 +500,13 @@ def _part_area(mask: np.ndarray, at: tuple[int, int]) -> int:
     return int(area)
 
 
+def _enclosed(stats: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Per label (``stats`` from ``cv2.connectedComponentsWithStats`` on a frame of ``shape``): its
+    box stays off the frame's border, so the mask around it encloses it."""
+    x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    return (x > 0) & (y > 0) & (x + stats[:, cv2.CC_STAT_WIDTH] < shape[1]) & (y + stats[:, cv2.CC_STAT_HEIGHT] < shape[0])
+
+
 def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, prob: np.ndarray | None, plain_share: float,
                          min_area: int) -> np.ndarray:
     """Fill regions the piece encloses unless enough of them shows the plain backdrop.
@@ -515,10 +522,7 @@ def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, prob: np.ndarray |
     n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - mask, connectivity=4)
     if n <= 2:
         return mask
-    touches = np.zeros(n, bool)
-    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-        touches[np.unique(edge)] = True
-    fill = ~touches & (component_mean(labels, n, plain) < plain_share) & (stats[:, cv2.CC_STAT_AREA] >= min_area)
+    fill = _enclosed(stats, mask.shape) & (component_mean(labels, n, plain) < plain_share) & (stats[:, cv2.CC_STAT_AREA] >= min_area)
     if prob is not None:
         fill &= component_mean(labels, n, prob) >= 0.3
     fill[0] = False
@@ -539,9 +543,10 @@ def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_
     n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - mask, connectivity=4)
     kernel = np.ones((5, 5), np.uint8)
     out = mask.copy()
+    enclosed = _enclosed(stats, mask.shape)
     for k in range(1, n):
         x, y, w, h, area = stats[k]
-        if area > max_area or x == 0 or y == 0 or x + w >= mask.shape[1] or y + h >= mask.shape[0]:
+        if area > max_area or not enclosed[k]:
             continue
         width = 2 * np.sqrt(area / np.pi)
         m = int(2 * width) + 4
@@ -584,11 +589,10 @@ def _fill_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Tensor, pa
         return core
     part = core[box]
     n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - part, connectivity=4)
-    top, left, area = stats[:, cv2.CC_STAT_TOP], stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_AREA]
+    area = stats[:, cv2.CC_STAT_AREA]
     shrink = max(part.shape) / SEGNET_SIZE        # the network's pixel, in px of the frame
-    candidates = ((top > 0) & (left > 0) & (top + stats[:, cv2.CC_STAT_HEIGHT] < part.shape[0])
-                  & (left + stats[:, cv2.CC_STAT_WIDTH] < part.shape[1])
-                  & (area <= params.facet_max_share * part.sum()) & (area >= params.facet_net_px * shrink ** 2))
+    candidates = (_enclosed(stats, part.shape) & (area <= params.facet_max_share * part.sum())
+                  & (area >= params.facet_net_px * shrink ** 2))
     candidates[0] = False     # label 0: the piece itself
     if not candidates.any():
         return core
