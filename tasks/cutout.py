@@ -78,6 +78,9 @@ class CutoutParams(BaseModel):
                                     "less than this share fades into the backdrop: fall-off, a shadow's fade")
     deepest_shadow: float = Field(0.3, gt=0, le=1, description="darkest a shadow makes the backdrop (linear ratio)")
     shadow_p: float = Field(0.25, gt=0, lt=1, description="a grey darkening the network gives less than this piece probability is a shadow")
+    shadow_net_width: float = Field(2.0, ge=0, description="but not one narrower than this many of SegNet's pixels on a "
+                                    "part of the mask it saw nothing of (a chain's wire at its 384 px: it sees the "
+                                    "backdrop around); PlateNet's verdict always counts")
     umbra_spread: float = Field(0.07, ge=0, description="a grey darkening this even (shade's 10-90% spread over its "
                                 "median, on a 1.5 px average) is a hard shadow's umbra, whatever the network says")
     umbra_area: float = Field(2.5e-3, ge=0, description="smallest umbra (fraction of the frame) judged by its evenness")
@@ -435,9 +438,13 @@ def _drop_shadows(enc, sigma, shade, explained, core: np.ndarray, prob: np.ndarr
     shadow = _fades(labels, n, rim, edged, params) | umbrae
     if prob is not None:
         believed = component_mean(labels, n, prob)
+        vetoed = believed < params.shadow_p
         if trusted:     # what it calls piece is no shadow, however evenly grey or edgeless
             shadow &= believed < 0.5
-        shadow |= believed < params.shadow_p
+        else:   # SegNet judges no part too thin for it to see; PlateNet, which reads the plate, keeps its say
+            width = params.shadow_net_width * max(core.shape) / SEGNET_SIZE
+            vetoed &= ~_unseen_lines(core, labels, stats, vetoed & ~shadow, prob, width)
+        shadow |= vetoed
     shadow[0] = False
     gone = shadow[labels]
     if umbrae.any():
@@ -447,6 +454,45 @@ def _drop_shadows(enc, sigma, shade, explained, core: np.ndarray, prob: np.ndarr
         gone |= ((cv2.dilate(umbrae[labels].astype(np.uint8), near) > 0) & (cv2.dilate(1 - core, near) > 0)
                  & (core > 0) & grey & ~flat)
     return core & ~gone.astype(np.uint8)
+
+
+def _unseen_lines(core: np.ndarray, labels: np.ndarray, stats: np.ndarray, which: np.ndarray, prob: np.ndarray,
+                  width: float) -> np.ndarray:
+    """Which of the components ``which`` (``labels``/``stats`` of a mask within ``core``) are part of a
+    chain that a network reading the frame at ``width`` / 2 px a pixel cannot see: narrower than
+    ``width`` px throughout, in a part of ``core`` at least 4 ``width`` long that closes two loops or
+    more (links) and of which no pixel lies within ``width`` of one that ``prob`` calls piece. There
+    it saw only the backdrop around; a contact shadow's sliver or a JPEG speck joins a piece it saw,
+    and a hair or a lint on the sweep closes no loop. Read on the box of ``which`` grown by 4
+    ``width``: a part longer than the box is at least as long as its share of it."""
+    which = which & (np.arange(len(stats)) > 0)      # label 0: what lies outside every component
+    if width <= 0 or not which.any():
+        return np.zeros(len(stats), bool)
+    ids, grow, (h, w) = np.flatnonzero(which), math.ceil(4 * width), core.shape
+    x, y = stats[ids, cv2.CC_STAT_LEFT], stats[ids, cv2.CC_STAT_TOP]
+    box = (slice(max(int(y.min()) - grow, 0), min(int((y + stats[ids, cv2.CC_STAT_HEIGHT]).max()) + grow, h)),
+           slice(max(int(x.min()) - grow, 0), min(int((x + stats[ids, cv2.CC_STAT_WIDTH]).max()) + grow, w)))
+    lab = labels[box]
+    mine = which[lab]
+    wide = cv2.distanceTransform(mine.astype(np.uint8), cv2.DIST_L2, 3) >= width / 2
+    near = cv2.distanceTransform((prob[box] <= 0.5).astype(np.uint8), cv2.DIST_L2, 3) <= width
+    n_parts, parts, part_stats, _ = cv2.connectedComponentsWithStats(core[box], connectivity=8)
+    long = np.maximum(part_stats[:, cv2.CC_STAT_WIDTH], part_stats[:, cv2.CC_STAT_HEIGHT]) >= 4 * width
+    unseen = long & (np.bincount(parts[near], minlength=n_parts) == 0) & (_loops(parts, n_parts) >= 2)
+    part_of = np.zeros(len(stats), np.int64)
+    part_of[lab[mine]] = parts[mine]      # each component lies in one part of ``core``
+    return which & (np.bincount(lab[mine & wide], minlength=len(stats)) == 0) & unseen[part_of]
+
+
+def _loops(parts: np.ndarray, n: int) -> np.ndarray:
+    """Per label of ``parts`` (8-connected parts of a mask, 0 outside): the holes it encloses."""
+    m, holes, stats, _ = cv2.connectedComponentsWithStats((parts == 0).astype(np.uint8), connectivity=4)
+    loops = np.zeros(n, np.int64)
+    for k in np.flatnonzero(_enclosed(stats, parts.shape)):
+        x, y = stats[k, cv2.CC_STAT_LEFT], stats[k, cv2.CC_STAT_TOP]
+        row = y + int(np.argmax(holes[y:y + stats[k, cv2.CC_STAT_HEIGHT], x] == k))   # a pixel on its left edge
+        loops[parts[row, x - 1]] += 1        # and the part just left of it, which encloses it
+    return loops
 
 
 def _flat(enc: torch.Tensor, sigma: torch.Tensor, params: CutoutParams) -> np.ndarray:
