@@ -486,9 +486,11 @@ def _unseen_lines(core: np.ndarray, labels: np.ndarray, stats: np.ndarray, which
 
 def _loops(parts: np.ndarray, n: int) -> np.ndarray:
     """Per label of ``parts`` (8-connected parts of a mask, 0 outside): the holes it encloses."""
-    m, holes, stats, _ = cv2.connectedComponentsWithStats((parts == 0).astype(np.uint8), connectivity=4)
+    _, holes, stats, _ = cv2.connectedComponentsWithStats((parts == 0).astype(np.uint8), connectivity=4)
+    enclosed = _enclosed(stats, parts.shape)
+    enclosed[0] = False      # label 0 here: the mask itself
     loops = np.zeros(n, np.int64)
-    for k in np.flatnonzero(_enclosed(stats, parts.shape)):
+    for k in np.flatnonzero(enclosed):
         x, y = stats[k, cv2.CC_STAT_LEFT], stats[k, cv2.CC_STAT_TOP]
         row = y + int(np.argmax(holes[y:y + stats[k, cv2.CC_STAT_HEIGHT], x] == k))   # a pixel on its left edge
         loops[parts[row, x - 1]] += 1        # and the part just left of it, which encloses it
