@@ -37,6 +37,7 @@ from qa.held import Held, hold
 from qa.metrics import compute_metrics, detail_loss_map
 from tasks.color import srgb_to_linear
 from tasks.compose import canvas_scale, on_canvas, quantize
+from tasks.cutout import matte_onto
 from tasks.develop import DevelopParams, develop
 from tasks.frame import Frame
 from tasks.pipeline import STAGE_NAMES, STAGES, stage_params, run_stages
@@ -196,25 +197,32 @@ def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...
     """The pixel pipe on the frame ``handed`` over, then the metrics and QA's own evidence on its result.
 
     When the light was estimated from a coloured backdrop and nothing on the piece confirms it
-    (``qa.evidence.cast_unverified``, known once the piece is cut out), neutralize and the cut-out are
-    redone with the colour left as shot (QA holds the image either way): never "corrected" wrongly,
-    and the later stages run once. Once the piece is cut out, what QA and the previews read of the
-    whole source and reference is read, and QA holds the two on the piece's box only
-    (``qa.held.hold``) while the later stages run.
+    (``qa.evidence.cast_unverified``, known once the piece is cut out), neutralize is redone with the
+    colour left as shot and the cut-out carried onto it (``tasks.cutout.matte_onto``; QA holds the
+    image either way): never "corrected" wrongly, and the later stages run once. Once the piece is
+    cut out, what QA and the previews read of the whole source and reference is read, and QA holds
+    the two on the piece's box only (``qa.held.hold``) while the later stages run.
 
     Returns the result, what QA held, the "before" preview, seconds per step, the metrics and the
     evidence."""
     frame = handed.pop()
     light_known = params["neutralize"].kelvin is not None
     later = tuple(n for n in STAGE_NAMES if n not in TO_CUTOUT)
-    cut, reference, timings = run_stages(frame, params, skip + later)
+    reference, _, timings = run_stages(frame, params, skip + later + ("cutout",))
+    cut, _, rest = run_stages(reference, params, skip + later + ("neutralize",), want_reference=False)
+    timings.update(rest)
     scene, scene_seconds = _timed(read_scene, frame.image, reference, cut.alpha)
     estimated = "neutralize" not in skip and params["neutralize"].strength > 0
     if estimated and cast_unverified(frame.image, cut.alpha, scene, light_known):
         params = {**params, "neutralize": params["neutralize"].model_copy(update={"strength": 0.0})}
-        del cut, reference, scene     # the first pass's frames (~0.8 GB at 24 MP) go before the second is made
-        cut, reference, again = run_stages(frame, params, skip + later)
-        timings = {k: timings.get(k, 0.0) + v for k, v in again.items()}
+        made = dict(alpha=cut.alpha, masks=cut.masks, flags=cut.flags[len(reference.flags):],
+                    notes=cut.notes[len(reference.notes):])
+        del cut, reference, scene     # the first pass's frames (~0.6 GB at 24 MP) go before the second is made
+        reference, _, again = run_stages(frame, params, skip + later + ("cutout",))
+        t0 = time.perf_counter()
+        cut = matte_onto(reference, **made)
+        timings.update(neutralize=timings["neutralize"] + again["neutralize"],
+                       cutout=timings.get("cutout", 0.0) + time.perf_counter() - t0)
         cut = cut.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")
         scene, seconds = _timed(read_scene, frame.image, reference, cut.alpha)
         scene_seconds += seconds

@@ -7,7 +7,7 @@ import torch
 
 from helpers import DEVICES, scene_frame, sim_scene
 from tasks.color import srgb_to_linear
-from tasks.cutout import CutoutParams, component_mean, cut_out, fit_backdrop, ridge_lines
+from tasks.cutout import CutoutParams, component_mean, cut_out, fit_backdrop, matte_onto, ridge_lines
 from tasks.frame import Frame
 from tasks.neutralize import NeutralizeParams, neutralize
 
@@ -619,3 +619,29 @@ def test_a_chain_the_network_cannot_see_is_not_called_a_shadow():
     frame = neutralize(scene_frame(s), NeutralizeParams())
     assert _iou(s, cut_out(frame, CutoutParams())) >= 0.6
     assert _iou(s, cut_out(frame, CutoutParams(shadow_net_width=0))) < 0.2
+
+
+def test_a_cut_out_carried_onto_the_colour_as_shot_keeps_its_outline_and_takes_the_shots_colours():
+    """When the light cannot be confirmed the colour is left as shot and the cut-out made on the
+    neutralized rendering is carried onto it (``matte_onto``): the same alpha, masks, flags and notes;
+    every pixel off the edge is the shot's own, and a mixed edge pixel takes the shot's piece colour
+    (the cast times what the neutral rendering gives: the fill is linear), not the backdrop's."""
+    scene = sim_scene(1, piece="band", background="white_sweep")
+    neutral = scene_frame(scene)
+    cast = torch.tensor([1.0, 0.9, 0.7]).view(1, 3, 1, 1)
+    shot = Frame(neutral.image * cast, notes=("develop",))
+    cut = cut_out(neutral, CutoutParams()).flagged("mask_suspect", "cutout: a flag it raised")
+    carried = matte_onto(shot, cut.alpha, cut.masks, cut.flags, cut.notes)
+    assert torch.equal(carried.alpha, cut.alpha) and torch.equal(carried.masks["piece"], cut.masks["piece"])
+    assert carried.flags == ("mask_suspect",) and carried.notes == ("develop", *cut.notes)
+    a = cut.alpha
+    mixed = ((a > 0) & (a < 1)).expand_as(shot.image)
+    assert int(mixed.sum()) > 300
+    assert torch.equal(carried.image[~mixed], shot.image[~mixed])
+    # the edge is the shot's own piece colour: carried onto the neutral rendering too, the cast apart
+    on_neutral = matte_onto(neutral, cut.alpha, cut.masks, (), ()).image
+    assert torch.allclose(carried.image, on_neutral * cast, atol=1e-5)
+    got = carried.image[mixed].view(3, -1).mean(1)
+    piece = shot.image[(a == 1).expand_as(shot.image)].view(3, -1).mean(1)
+    backdrop = shot.image[(a == 0).expand_as(shot.image)].view(3, -1).mean(1)
+    assert float((got - piece).abs().max()) < 0.5 * float((got - backdrop).abs().max())   # not the backdrop's
