@@ -144,3 +144,17 @@ def test_the_clean_plate_is_corrected_with_the_image():
     out = neutralize(Frame(image, plate=plate), NeutralizeParams())
     assert torch.allclose(out.plate / out.plate.mean(1, keepdim=True), torch.ones_like(out.plate), atol=0.03)
     assert torch.allclose(out.plate * 0.6 / 0.55, out.image, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(333, 517), (60, 100), (26, 26), (7, 9)])
+def test_border_texture_on_the_border_strips_is_the_whole_frames(size):
+    """Read on the border's four strips with the blur's reach of context, the texture is the one read
+    on the whole frame's blur masked to the border, to the bit (and a frame that is all border)."""
+    from tasks.neutralize import _border, border_texture
+    from tasks.ops import gaussian_blur
+
+    image = torch.rand((1, 3, *size), generator=torch.Generator().manual_seed(sum(size)))
+    y = image.mean(1, keepdim=True)
+    sel = _border(image, NeutralizeParams()) > 0.5
+    whole = float((y - gaussian_blur(y, 4.0)).abs()[sel].median() / y[sel].median())
+    assert border_texture(image, NeutralizeParams()) == whole
