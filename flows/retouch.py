@@ -221,6 +221,7 @@ def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...
         reference, _, again = run_stages(frame, params, skip + later + ("cutout",))
         t0 = time.perf_counter()
         cut = matte_onto(reference, **made)
+        del made
         timings.update(neutralize=timings["neutralize"] + again["neutralize"],
                        cutout=timings.get("cutout", 0.0) + time.perf_counter() - t0)
         cut = cut.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")

@@ -706,6 +706,9 @@ def _robust_sigma(enc: torch.Tensor, backdrop: torch.Tensor, mask: torch.Tensor,
     return torch.stack(spreads).clamp(min=1e-3).view(1, -1, 1, 1)
 
 
+MATTE_LEVELS = 8     # the matte's push-pull fills: colours from up to 2 ** 8 px away
+
+
 def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band: int,
            clear: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fractional alpha around the edge of ``hard``: c = a*F + (1-a)*B along the line B->F.
@@ -726,8 +729,8 @@ def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band
         return alpha, whole.clone()
     inner = erode(hard, 1)
     # (fill_holes reads only the pixels its hole leaves known: no masked copy of the image is needed)
-    fg_colour = fill_holes(image, 1 - inner, levels=8, box=box)
-    back_local = fill_holes(image, dilate(hard, 1), levels=8, box=box)   # 1 px margin: small holes keep their own B
+    fg_colour = fill_holes(image, 1 - inner, levels=MATTE_LEVELS, box=box)
+    back_local = fill_holes(image, dilate(hard, 1), levels=MATTE_LEVELS, box=box)   # 1 px margin: small holes keep their own B
     image, hard, inner, fallback = (t[..., box[0], box[1]] for t in (image, hard, inner, fallback))
     span = fg_colour - back_local
     span_sq = (span * span).sum(1, keepdim=True)
@@ -755,15 +758,16 @@ def matte_onto(frame: Frame, alpha: torch.Tensor | None, masks: dict[str, torch.
     solid piece beside it). Cutting the photo out again would decide the same outline on a rendering
     whose backdrop is no more even, for 4-5 s of a 24 MP image's 30 (issue 13)."""
     image = frame.image
-    box = None if alpha is None else grown_box(alpha, 1, threshold=0.0)
+    # (on the piece's box grown by the fill's reach: the colour of solid piece near each edge pixel,
+    # never whole-frame planes)
+    box = None if alpha is None else grown_box(alpha, 2 ** MATTE_LEVELS, threshold=0.0)
     if box is not None:
-        a = alpha[..., box[0], box[1]]
+        a, part = alpha[..., box[0], box[1]], image[..., box[0], box[1]]
         mixed = (a > 0) & (a < 1)
         if bool(mixed.any()):
-            piece_colour = fill_holes(image, (alpha < 1).to(image.dtype), levels=8, box=box)
+            piece_colour = fill_holes(part, (a < 1).to(image.dtype), levels=MATTE_LEVELS)
             image = image.clone()
-            edge = image[..., box[0], box[1]]
-            edge.copy_(torch.where(mixed, piece_colour, edge))
+            image[..., box[0], box[1]] = torch.where(mixed, piece_colour, part)
     return frame.replace(image=image, alpha=alpha, masks={**frame.masks, **masks}, flags=frame.flags + flags,
                          notes=frame.notes + notes)
 
