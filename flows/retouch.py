@@ -199,7 +199,8 @@ def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...
     When the light was estimated from a coloured backdrop and nothing on the piece confirms it
     (``qa.evidence.cast_unverified``, known once the piece is cut out), neutralize is redone with the
     colour left as shot and the cut-out carried onto it (``tasks.cutout.matte_onto``; QA holds the
-    image either way): never "corrected" wrongly, and the later stages run once. Once the piece is
+    image either way; nothing is redone where neutralize left the colour as shot already, on a desk):
+    never "corrected" wrongly, and the later stages run once. Once the piece is
     cut out, what QA and the previews read of the whole source and reference is read, and QA holds
     the two on the piece's box only (``qa.held.hold``) while the later stages run.
 
@@ -213,7 +214,9 @@ def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...
     timings.update(rest)
     scene, scene_seconds = _timed(read_scene, frame.image, reference, cut.alpha)
     estimated = "neutralize" not in skip and params["neutralize"].strength > 0
-    if estimated and cast_unverified(frame.image, cut.alpha, scene, light_known):
+    unconfirmed = estimated and cast_unverified(frame.image, cut.alpha, scene, light_known)
+    # (neutralize may have left the colour as shot already, on a textured backdrop: nothing to redo)
+    if unconfirmed and reference.image is not frame.image:
         params = {**params, "neutralize": params["neutralize"].model_copy(update={"strength": 0.0})}
         made = dict(alpha=cut.alpha, masks=cut.masks, flags=cut.flags[len(reference.flags):],
                     notes=cut.notes[len(reference.notes):])
@@ -224,9 +227,10 @@ def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...
         del made
         timings.update(neutralize=timings["neutralize"] + again["neutralize"],
                        cutout=timings.get("cutout", 0.0) + time.perf_counter() - t0)
-        cut = cut.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")
         scene, seconds = _timed(read_scene, frame.image, reference, cut.alpha)
         scene_seconds += seconds
+    if unconfirmed:
+        cut = cut.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")
     before, timings["previews"] = _timed(_preview, reference.image, _preview_size(*reference.image.shape[-2:]))
     held, seconds = _timed(hold, frame.image, reference, cut.alpha, scene)
     scene_seconds += seconds

@@ -60,3 +60,22 @@ def test_a_small_source_is_never_enlarged_when_the_preset_says_own_size(tmp_path
     assert Image.open(default.staged["main"]).size == (main_spec.long_edge,) * 2
     assert max(Image.open(own.staged["main"]).size) < main_spec.long_edge / 4
     assert preset.digest == load_preset("catalog").model_copy(update={"small_sources": "review"}).digest
+
+
+def test_a_textured_backdrop_already_left_as_shot_is_not_redone(tmp_path):
+    """On a desk neutralize leaves the colour as shot already; when QA then cannot confirm the light,
+    nothing is redone: the result is the one neutralize at strength 0 gives (which estimates nothing),
+    to the bit, with the note that the light was not confirmed."""
+    scene = render_scene(np.random.default_rng([7, 2]), (600, 400), piece="band", metal="yellow_gold",
+                         background="textured_desk", defects=False)
+    source = tmp_path / "D1_front.tif"
+    tifffile.imwrite(source, (linear_to_srgb(torch.from_numpy(scene.source)).numpy() * 65535).round().astype(np.uint16))
+    preset = load_preset("catalog")
+    redone = retouch_image(source, "d1", preset, tmp_path / "a", device="cpu")
+    shot = retouch_image(source, "d1", preset, tmp_path / "b", device="cpu",
+                         overrides={"stages": {"neutralize": {"strength": 0.0}}})
+    assert redone.metrics["cast_unverified"] == 1 and any("textured backdrop" in n for n in redone.notes)
+    assert any("could not be confirmed" in n for n in redone.notes)
+    assert not any("could not be confirmed" in n for n in shot.notes)
+    (rgb, alpha), (rgb0, alpha0) = (read_cutout(Path(o.staged["cutout"])) for o in (redone, shot))
+    assert np.array_equal(alpha, alpha0) and np.array_equal(rgb, rgb0)
