@@ -16,6 +16,17 @@ from models.simulator import render_scene
 from tasks.color import linear_to_srgb, rgb_to_lab
 
 
+def _band(key: list[int], size: tuple[int, int], background: str):
+    return render_scene(np.random.default_rng(key), size, piece="band", metal="yellow_gold", background=background,
+                        defects=False)
+
+
+def _tif(path: Path, linear: np.ndarray) -> Path:
+    """``linear`` RGB written as a 16-bit sRGB TIFF at ``path``."""
+    tifffile.imwrite(path, (linear_to_srgb(torch.from_numpy(linear)).numpy() * 65535).round().astype(np.uint16))
+    return path
+
+
 def _chroma(rgb: np.ndarray) -> np.ndarray:
     """Mean CIELAB (a, b) of (N, 3) linear RGB."""
     lab = rgb_to_lab(torch.from_numpy(np.ascontiguousarray(rgb.T[None, :, :, None])).float())[0, :, :, 0]
@@ -27,11 +38,9 @@ def test_an_unconfirmed_light_leaves_the_colour_as_shot(tmp_path, paper):
     """Plain gold on beige or pale blue paper (|log-chroma| ~0.2): nothing on the piece tells the paper
     from a coloured light, so the image goes to review with its colour as shot, never 'corrected'
     (gold turned greenish or orange)."""
-    scene = render_scene(np.random.default_rng([7, 1]), (600, 400), piece="band", metal="yellow_gold",
-                         background="white_sweep", defects=False)
+    scene = _band([7, 1], (600, 400), "white_sweep")
     shot = scene.clean * (scene.alpha[..., None] + (1 - scene.alpha[..., None]) * np.array(paper, np.float32))
-    source = tmp_path / "B1_front.tif"
-    tifffile.imwrite(source, (linear_to_srgb(torch.from_numpy(shot)).numpy() * 65535).round().astype(np.uint16))
+    source = _tif(tmp_path / "B1_front.tif", shot)
 
     outcome = retouch_image(source, "b1", load_preset("catalog"), tmp_path / "staged", device="cpu")
     assert outcome.ok and outcome.metrics["cast_unverified"] == 1
@@ -47,10 +56,7 @@ def test_a_small_source_is_never_enlarged_when_the_preset_says_own_size(tmp_path
     the piece keeps its source pixels."""
     from PIL import Image
 
-    scene = render_scene(np.random.default_rng([3, 2]), (320, 240), piece="band", metal="yellow_gold",
-                         background="white_sweep", defects=False)
-    source = tmp_path / "S1_front.tif"
-    tifffile.imwrite(source, (linear_to_srgb(torch.from_numpy(scene.source)).numpy() * 65535).round().astype(np.uint16))
+    source = _tif(tmp_path / "S1_front.tif", _band([3, 2], (320, 240), "white_sweep").source)
     preset = load_preset("catalog")
     default = retouch_image(source, "s1", preset, tmp_path / "a", device="cpu")
     own = retouch_image(source, "s1", preset.model_copy(update={"small_sources": "own_size"}), tmp_path / "b",
@@ -66,10 +72,7 @@ def test_a_textured_backdrop_already_left_as_shot_is_not_redone(tmp_path):
     """On a desk neutralize leaves the colour as shot already; when QA then cannot confirm the light,
     nothing is redone: the result is the one neutralize at strength 0 gives (which estimates nothing),
     to the bit, with the note that the light was not confirmed."""
-    scene = render_scene(np.random.default_rng([7, 2]), (600, 400), piece="band", metal="yellow_gold",
-                         background="textured_desk", defects=False)
-    source = tmp_path / "D1_front.tif"
-    tifffile.imwrite(source, (linear_to_srgb(torch.from_numpy(scene.source)).numpy() * 65535).round().astype(np.uint16))
+    source = _tif(tmp_path / "D1_front.tif", _band([7, 2], (600, 400), "textured_desk").source)
     preset = load_preset("catalog")
     redone = retouch_image(source, "d1", preset, tmp_path / "a", device="cpu")
     shot = retouch_image(source, "d1", preset, tmp_path / "b", device="cpu",
