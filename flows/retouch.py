@@ -200,9 +200,9 @@ def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...
     (``qa.evidence.cast_unverified``, known once the piece is cut out), neutralize is redone with the
     colour left as shot and the cut-out carried onto it (``tasks.cutout.matte_onto``; QA holds the
     image either way; nothing is redone where neutralize left the colour as shot already, on a desk):
-    never "corrected" wrongly, and the later stages run once. Once the piece is
-    cut out, what QA and the previews read of the whole source and reference is read, and QA holds
-    the two on the piece's box only (``qa.held.hold``) while the later stages run.
+    never "corrected" wrongly, and the later stages run once. Once the piece is cut out, what QA and
+    the previews read of the whole source and reference is read, and QA holds the two on the piece's
+    box only (``qa.held.hold``) while the later stages run.
 
     Returns the result, what QA held, the "before" preview, seconds per step, the metrics and the
     evidence."""

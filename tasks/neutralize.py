@@ -73,17 +73,16 @@ def border_texture(image: torch.Tensor, params: NeutralizeParams) -> float:
 
     Read on the border's four strips, each with the blur's reach of context: the whole frame's
     values pixel for pixel (the blur pads only at the frame's edges) at a fraction of the pixels
-    (a 24 MP frame's 0.5 s -> 0.1 s, issue 13)."""
+    (a 24 MP frame's 0.77 s -> 0.12 s, issue 13)."""
     _, _, h, w = image.shape
     bw = max(2, int(round(params.border * min(h, w))))
     strips = [(slice(0, bw), slice(0, w)), (slice(h - bw, h), slice(0, w)),
               (slice(bw, h - bw), slice(0, bw)), (slice(bw, h - bw), slice(w - bw, w))]
     if 2 * bw >= min(h, w) or min(h, w) <= 2 * TEXTURE_REACH + 1:
-        strips = [(slice(0, h), slice(0, w))]      # a frame that is all border
+        # a frame that is all border, or so small the blur's reach is cut to it: the whole frame
+        strips = [(slice(0, h), slice(0, w))]
     fine, level = [], []
     for rows, cols in strips:
-        if rows.start >= rows.stop:
-            continue
         read = (slice(max(rows.start - TEXTURE_REACH, 0), min(rows.stop + TEXTURE_REACH, h)),
                 slice(max(cols.start - TEXTURE_REACH, 0), min(cols.stop + TEXTURE_REACH, w)))
         y = image[..., read[0], read[1]].mean(1, keepdim=True)
