@@ -55,7 +55,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.color import linear_to_srgb, srgb_to_linear
-from tasks.compose import grown_box
+from tasks.compose import grow, grown_box
 from tasks.frame import Frame, luminance
 from tasks.ops import SAMPLE_ABOVE, dilate, erode, fill_holes, gaussian_blur, resize, resize_at, row_bands
 
@@ -468,10 +468,10 @@ def _unseen_lines(core: np.ndarray, labels: np.ndarray, stats: np.ndarray, which
     which = which & (np.arange(len(stats)) > 0)      # label 0: what lies outside every component
     if width <= 0 or not which.any():
         return np.zeros(len(stats), bool)
-    ids, grow, (h, w) = np.flatnonzero(which), math.ceil(4 * width), core.shape
+    ids = np.flatnonzero(which)
     x, y = stats[ids, cv2.CC_STAT_LEFT], stats[ids, cv2.CC_STAT_TOP]
-    box = (slice(max(int(y.min()) - grow, 0), min(int((y + stats[ids, cv2.CC_STAT_HEIGHT]).max()) + grow, h)),
-           slice(max(int(x.min()) - grow, 0), min(int((x + stats[ids, cv2.CC_STAT_WIDTH]).max()) + grow, w)))
+    box = grow((slice(int(y.min()), int((y + stats[ids, cv2.CC_STAT_HEIGHT]).max())),
+                slice(int(x.min()), int((x + stats[ids, cv2.CC_STAT_WIDTH]).max()))), math.ceil(4 * width), core.shape)
     lab = labels[box]
     mine = which[lab]
     wide = cv2.distanceTransform(mine.astype(np.uint8), cv2.DIST_L2, 3) >= width / 2
