@@ -95,13 +95,14 @@ def _krystek_xy(kelvin: float) -> tuple[float, float]:
 
 
 def cast_gains(kelvin: float, duv: float = 0.0) -> np.ndarray:
-    """Linear-sRGB gains of a blackbody at ``kelvin`` (plus ``duv``: + green, - magenta) relative
-    to D65, scaled so the largest gain is 1 (the camera meters on the brightest channel)."""
+    """Linear-sRGB gains of a blackbody at ``kelvin`` (plus ``duv``, the distance along the locus'
+    normal in CIE 1960 uv: + above the locus, green; - below, magenta) relative to D65, scaled so the
+    largest gain is 1 (the camera meters on the brightest channel)."""
     u0, v0 = _krystek_xy(kelvin)
     u1, v1 = _krystek_xy(kelvin + 1.0)
     tx, ty = u1 - u0, v1 - v0
     n = math.hypot(tx, ty)
-    u, v = u0 - ty / n * duv, v0 + tx / n * duv  # normal pointing above the locus (greenish)
+    u, v = u0 + ty / n * duv, v0 - tx / n * duv  # the locus runs to lower u and v: this normal points above it
     x, y = 3 * u / (2 * u - 8 * v + 4), 2 * v / (2 * u - 8 * v + 4)
     X, Y, Z = x / y, 1.0, (1 - x - y) / y
     m = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
@@ -693,7 +694,8 @@ def _draw_light(rng, family, w, h, kelvin=None) -> dict:
     """The light of a set (cast, exposure, fall-off, vignette, sweep seam) and its shadow's direction,
     relative length, strength and softness; draws in a fixed order (the per-image order of old)."""
     kelvin = float(rng.uniform(2800, 7500) if kelvin is None else (rng.uniform(0, 1), kelvin)[1])
-    duv = float(rng.uniform(-0.006, 0.006))
+    # negated: until stop 40 the normal above pointed below the locus; the family's lights stay as drawn
+    duv = -float(rng.uniform(-0.006, 0.006))
     exposure = float(rng.uniform(0.25, 0.6) if family == "light_box" else rng.uniform(-0.35, 0.35))
     hard = family != "light_box" and rng.random() < 0.4
     falloff = float(rng.uniform(0.0, 0.3) if family == "light_box" else rng.uniform(0.1, 1.5))

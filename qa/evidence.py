@@ -114,6 +114,7 @@ PIERCED_MIN_PX = 9        # smallest such hole counted (3 x 3 px is seen at 1:1 
 PIERCED_MAX_SHARE = 0.01  # and largest, per piece area: a ring's interior seen from low is narrow, its shank thick
 SEE_THROUGH = 0.9         # alpha up to this lets a dark page show through; above it a pixel hides it
 CAST_LOG_CHROMA = 0.10    # log-chroma of the source backdrop above which an estimated light needs confirming
+LIGHT_SHORTFALL = 0.08    # log-chroma of the backdrop's colour the piece's neutral parts do not share: over-correction
 NET_SIZE = 384
 EDGE_SIGMAS = 4.0         # gradient across the outline, in noise sigmas, that is an edge in the photo
 
@@ -537,8 +538,11 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
     the backdrop's colour; paper tints nothing on the piece. The piece's bright, unclipped pixels
     that lie near the line from neutral (0) to the backdrop's colour (1) in log-chroma are its
     candidate neutral parts (gold and coloured stones lie off it); their median position says
-    which it is. True when they sit nearer neutral, or when the piece has no neutral parts to
-    confirm the light with (a plain gold piece on a coloured backdrop)."""
+    which it is. True when they sit nearer neutral; when they fall short of the backdrop by more
+    than ``LIGHT_SHORTFALL`` (a beige desk or paper under warm light: the light tints the piece,
+    the backdrop has its own colour besides, and correcting by all of it turns white metal teal);
+    or when the piece has no neutral parts to confirm the light with (a plain gold piece on a
+    coloured backdrop)."""
     bg = _log_chroma(backdrop_rgb)
     norm = float(bg @ bg)
     if np.sqrt(norm) < CAST_LOG_CHROMA:
@@ -555,7 +559,8 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
     anchors = t[off_line < max(0.05, 0.25 * np.sqrt(norm))]
     if len(anchors) < max(30, 0.02 * len(t)):
         return True   # nothing neutral on the piece to confirm the light with: when unsure, a person looks
-    return bool(np.median(anchors) < 0.5)
+    t = float(np.median(anchors))
+    return t < 0.5 or (1 - t) * np.sqrt(norm) > LIGHT_SHORTFALL
 
 
 def _colour_evidence(source: torch.Tensor, reference: torch.Tensor, result: Frame, piece: np.ndarray,

@@ -161,13 +161,9 @@ def bradford_adaptation(src_white_rgb: torch.Tensor, dst_white_xyz=D65_XYZ) -> t
     return torch.linalg.inv(to_xyz) @ cat @ to_xyz
 
 
-def blackbody_rgb(kelvin: float, tint: float = 0.0) -> tuple[float, float, float]:
-    """Linear sRGB of a Planckian (or daylight) radiator, green normalised to 1.
-
-    Chromaticity from Kim et al.'s cubic-spline approximation of the Planckian
-    locus (US patent 7,024,034), valid 1667-25000 K; ``tint`` shifts along
-    the CIE 1960 v axis (positive = green, negative = magenta).
-    """
+def _planck_uv(kelvin: float) -> tuple[float, float]:
+    """CIE 1960 uv of the Planckian locus: Kim et al.'s cubic-spline approximation of its xy
+    (US patent 7,024,034), valid 1667-25000 K."""
     t = float(kelvin)
     if t <= 4000:
         x = -0.2661239e9 / t**3 - 0.2343589e6 / t**2 + 0.8776956e3 / t + 0.179910
@@ -179,10 +175,22 @@ def blackbody_rgb(kelvin: float, tint: float = 0.0) -> tuple[float, float, float
         y = -0.9549476 * x**3 - 1.37418593 * x**2 + 2.09137015 * x - 0.16748867
     else:
         y = 3.0817580 * x**3 - 5.87338670 * x**2 + 3.75112997 * x - 0.37001483
-    # tint in CIE 1960 uv, then back to xy
     d = -2 * x + 12 * y + 3
-    u, v = 4 * x / d, 6 * y / d
-    v += tint
+    return 4 * x / d, 6 * y / d
+
+
+def blackbody_rgb(kelvin: float, tint: float = 0.0) -> tuple[float, float, float]:
+    """Linear sRGB of a Planckian radiator, green normalised to 1.
+
+    ``tint`` is the light's Duv, as a colour meter gives it: the distance from the Planckian locus
+    in CIE 1960 uv along the locus' normal, positive above it (green), negative below (magenta).
+    """
+    u, v = _planck_uv(kelvin)
+    if tint:
+        u1, v1 = _planck_uv(float(kelvin) + 1.0)
+        du, dv = u1 - u, v1 - v          # the locus runs to lower u and v as it gets bluer
+        n = math.hypot(du, dv)
+        u, v = u + dv / n * tint, v - du / n * tint
     d = 2 * u - 8 * v + 4
     x, y = 3 * u / d, 2 * v / d
     xyz = torch.tensor([x / y, 1.0, (1 - x - y) / y], dtype=torch.float64)

@@ -29,7 +29,7 @@ from tasks.ops import by_rows, gaussian_blur, masked_quantile
 class NeutralizeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     border: float = Field(0.06, gt=0, lt=0.5, description="width of the frame border sampled for the backdrop")
-    max_tint: float = Field(0.008, ge=0, le=0.03, description="largest green/magenta tint accepted (CIE 1960 dv)")
+    max_tint: float = Field(0.008, ge=0, le=0.03, description="largest green/magenta tint accepted (Duv, see tasks.color.blackbody_rgb)")
     trust_backdrop: float = Field(0.04, ge=0, description="log-chroma distance from studio light within which the backdrop colour is taken as the light's")
     max_texture: float = Field(0.03, gt=0, description="fine luminance texture of the border (median |Y - blur(Y)| / Y) above which it is no white reference (a desk, fabric)")
     off_locus_flag: float = Field(0.06, gt=0, description="log-chroma distance from studio light above which the backdrop is called coloured")
@@ -37,7 +37,7 @@ class NeutralizeParams(BaseModel):
     method: Literal["rgb", "bradford"] = Field(
         "rgb", description="chromatic adaptation: per-channel gains in linear RGB (camera white balance) or Bradford")
     kelvin: float | None = Field(None, ge=2000, le=15000, description="known light (e.g. from a grey card): skip estimation")
-    tint: float = Field(0.0, ge=-0.03, le=0.03, description="green/magenta tint of the known light (CIE 1960 dv)")
+    tint: float = Field(0.0, ge=-0.03, le=0.03, description="green/magenta tint of the known light: its Duv, as a colour meter gives it (+ green)")
 
 
 @functools.lru_cache(maxsize=4)

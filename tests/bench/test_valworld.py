@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.valworld import FAMILIES, PIECES, main, render, render_plate, shoot_setup, write_shoot
+from bench.valworld import FAMILIES, PIECES, cast_gains, main, render, render_plate, shoot_setup, write_shoot
+from tasks.color import blackbody_rgb
 
 SIZE = (300, 200)
 
@@ -17,6 +18,15 @@ def _holes(alpha: np.ndarray) -> np.ndarray:
     n, lab = cv2.connectedComponents(bg, connectivity=4)
     border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
     return (lab > 0) & ~np.isin(lab, border)
+
+
+@pytest.mark.parametrize("kelvin,duv", [(2900, 0.005), (4359, -0.0029), (6800, 0.006)])
+def test_the_familys_light_is_the_one_its_meta_names_to_loupe(kelvin, duv):
+    """The studio shoots give Loupe the meta's kelvin and tint: the generator's own Planckian fit
+    (Krystek) and Duv must be the light Loupe's (Kim's spline) makes of them, within 1.5%."""
+    gen = cast_gains(kelvin, duv)
+    loupe = np.array(blackbody_rgb(kelvin, duv))
+    assert np.abs(np.log(gen / gen[1]) - np.log(loupe)).max() < 0.015
 
 
 def test_deterministic_per_seed_and_index():

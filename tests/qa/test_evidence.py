@@ -98,6 +98,17 @@ def test_coloured_paper_is_told_from_coloured_light_by_the_highlights():
     assert _evidence(paper, paper.alpha, light_known=True).metrics["cast_unverified"] == 0
 
 
+def test_beige_paper_under_warm_light_is_not_taken_for_the_light_alone():
+    """Warm light tints the diamonds, but the backdrop is warmer still (beige paper under it):
+    correcting by the backdrop would turn the diamonds and white metal teal."""
+    warm, beige = np.array([1.0, 0.8, 0.5], np.float32), np.array([1.0, 0.9, 0.75], np.float32)
+    both = _scene("pave", metal="white_gold", stone="diamond")
+    backdrop = (1 - both.alpha)[..., None]
+    both.source[:] = both.source * warm * (both.alpha[..., None] + backdrop * beige)
+    assert _evidence(both, both.alpha).metrics["cast_unverified"] == 1
+    assert _evidence(both, both.alpha, light_known=True).metrics["cast_unverified"] == 0
+
+
 def test_plain_gold_on_beige_paper_is_left_to_a_person():
     """No diamond or white highlight on the piece to tell paper from light: the estimate is unverified."""
     paper = _scene("band", metal="yellow_gold")

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,6 +129,31 @@ def test_bradford_maps_source_white_to_neutral(kelvin, tint):
 def test_bradford_identity_for_d65():
     m = bradford_adaptation(torch.ones(3, dtype=torch.float64))
     assert torch.allclose(m, torch.eye(3, dtype=torch.float64), atol=1e-4)
+
+
+def _krystek_uv(kelvin: np.ndarray) -> np.ndarray:
+    """The Planckian locus in CIE 1960 uv by Krystek's rational fit (1985), apart from the code's spline."""
+    t = np.asarray(kelvin, np.float64)
+    u = (0.860117757 + 1.54118254e-4 * t + 1.28641212e-7 * t * t) / (1 + 8.42420235e-4 * t + 7.08145163e-7 * t * t)
+    v = (0.317398726 + 4.22806245e-5 * t + 4.20481691e-8 * t * t) / (1 - 2.89741816e-5 * t + 1.61456053e-7 * t * t)
+    return np.stack([u, v], -1)
+
+
+@pytest.mark.parametrize("kelvin,tint", [(2800, 0.006), (3200, -0.004), (4359, 0.0029), (4359, -0.006),
+                                         (5500, 0.003), (7500, -0.006)])
+def test_blackbody_tint_is_the_lights_duv(kelvin, tint):
+    """A meter's Duv: the light sits ``tint`` from the locus (CIE 1960 uv) along its normal, above it
+    (greener) when positive, and its nearest point on the locus is ``kelvin``'s."""
+    rgb = torch.tensor(blackbody_rgb(kelvin, tint), dtype=torch.float64)
+    srgb_to_xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = srgb_to_xyz @ rgb.numpy()
+    uv = np.array([4 * xyz[0], 6 * xyz[1]]) / (xyz[0] + 15 * xyz[1] + 3 * xyz[2])
+    temps = np.linspace(0.8 * kelvin, 1.2 * kelvin, 40001)
+    gap = uv - _krystek_uv(temps)
+    nearest = int(np.argmin(np.hypot(*gap.T)))
+    assert np.hypot(*gap[nearest]) == pytest.approx(abs(tint), abs=2e-4)
+    assert temps[nearest] == pytest.approx(kelvin, rel=0.01)
+    assert np.sign(gap[nearest][1]) == np.sign(tint)    # above the locus is higher v: greener
 
 
 def test_blackbody_6504_is_near_d65():
