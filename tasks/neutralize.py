@@ -31,7 +31,7 @@ class NeutralizeParams(BaseModel):
     border: float = Field(0.06, gt=0, lt=0.5, description="width of the frame border sampled for the backdrop")
     max_tint: float = Field(0.008, ge=0, le=0.03, description="largest green/magenta tint accepted (Duv, see tasks.color.blackbody_rgb)")
     trust_backdrop: float = Field(0.04, ge=0, description="log-chroma distance from studio light within which the backdrop colour is taken as the light's")
-    max_texture: float = Field(0.03, gt=0, description="fine luminance texture of the border (median |Y - blur(Y)| / Y) above which it is no white reference (a desk, fabric)")
+    max_texture: float = Field(0.0105, gt=0, description="luminance texture of the border (median |band-pass(Y)| / Y, see border_texture) above which it is no white reference (a desk, fabric)")
     off_locus_flag: float = Field(0.06, gt=0, description="log-chroma distance from studio light above which the backdrop is called coloured")
     strength: float = Field(1.0, ge=0, le=1, description="1 = full correction")
     method: Literal["rgb", "bradford"] = Field(
@@ -64,12 +64,18 @@ def _border(image: torch.Tensor, params: NeutralizeParams) -> torch.Tensor:
     return border
 
 
-TEXTURE_SIGMA = 4.0
-TEXTURE_REACH = math.ceil(3 * TEXTURE_SIGMA)    # px the blur (tasks.ops.gaussian_blur) reads around a pixel
+# the texture's band: the pixel scale (sensor noise) is blurred away, a desk's grain and a paper's
+# fibres are what is left at 1.5-4 px
+TEXTURE_SIGMAS = (1.5, 4.0)
+TEXTURE_REACH = math.ceil(3 * TEXTURE_SIGMAS[1])    # px the wider blur (tasks.ops.gaussian_blur) reads around a pixel
 
 
 def border_texture(image: torch.Tensor, params: NeutralizeParams) -> float:
-    """Fine luminance texture along the frame border: ~0.01 on a sweep (noise), ~0.05 on a wooden desk.
+    """Luminance texture along the frame border, band-passed (a difference of Gaussians) so camera
+    noise does not count: on the training worlds (simulator, default and wide) 0.0005-0.008 on
+    sweeps, light boxes and papers at every ISO, 0.014-0.027 on wooden desks, where the plain
+    high-pass it replaces read 0.003-0.058 on sweeps and 0.028-0.056 on desks (noisy sweeps were
+    taken for desks, and a desk for a sweep). ``max_texture`` sits between the two.
 
     Read on the border's four strips, each with the blur's reach of context: the whole frame's
     values pixel for pixel (the blur pads only at the frame's edges) at a fraction of the pixels
@@ -88,7 +94,8 @@ def border_texture(image: torch.Tensor, params: NeutralizeParams) -> float:
         y = image[..., read[0], read[1]].mean(1, keepdim=True)
         own = (slice(rows.start - read[0].start, rows.stop - read[0].start),
                slice(cols.start - read[1].start, cols.stop - read[1].start))
-        fine.append((y - gaussian_blur(y, TEXTURE_SIGMA))[..., own[0], own[1]].abs().reshape(-1))
+        band = gaussian_blur(y, TEXTURE_SIGMAS[0]) - gaussian_blur(y, TEXTURE_SIGMAS[1])
+        fine.append(band[..., own[0], own[1]].abs().reshape(-1))
         level.append(y[..., own[0], own[1]].reshape(-1))
     if len(strips) == 1:      # the inner rectangle left out, as ``_border`` leaves it
         inner = _border(image, params)[0, 0].reshape(-1) > 0.5
