@@ -32,6 +32,7 @@ class NeutralizeParams(BaseModel):
     max_tint: float = Field(0.008, ge=0, le=0.03, description="largest green/magenta tint accepted (Duv, see tasks.color.blackbody_rgb)")
     trust_backdrop: float = Field(0.04, ge=0, description="log-chroma distance from studio light within which the backdrop colour is taken as the light's")
     max_texture: float = Field(0.0105, gt=0, description="luminance texture of the border (median |band-pass(Y)| / Y, see border_texture) above which it is no white reference (a desk, fabric)")
+    min_readable: float = Field(0.5, ge=0, le=1, description="share of the border that must be neither clipped nor black for the light to be read from it (a blown-out sweep or light box says nothing of it)")
     off_locus_flag: float = Field(0.06, gt=0, description="log-chroma distance from studio light above which the backdrop is called coloured")
     strength: float = Field(1.0, ge=0, le=1, description="1 = full correction")
     method: Literal["rgb", "bradford"] = Field(
@@ -103,11 +104,17 @@ def border_texture(image: torch.Tensor, params: NeutralizeParams) -> float:
     return float(torch.cat(fine).median() / torch.cat(level).median().clamp(min=1e-4))
 
 
-def estimate_illuminant(image: torch.Tensor, params: NeutralizeParams) -> tuple[torch.Tensor, float, float, float]:
-    """Linear RGB of the scene light (green = 1), its kelvin, tint and off-locus distance."""
+def _readable(image: torch.Tensor, params: NeutralizeParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """The border, and its pixels that carry the light's colour: neither clipped nor black."""
     border = _border(image, params)
-    y = image.mean(1, keepdim=True)
-    usable = border * (y > 0.03) * (image.amax(1, keepdim=True) < 0.98)
+    return border, border * (image.mean(1, keepdim=True) > 0.03) * (image.amax(1, keepdim=True) < 0.98)
+
+
+def estimate_illuminant(image: torch.Tensor, params: NeutralizeParams,
+                        readable: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, float, float, float]:
+    """Linear RGB of the scene light (green = 1), its kelvin, tint and off-locus distance.
+    ``readable``: ``_readable(image, params)`` when the caller has it."""
+    border, usable = readable or _readable(image, params)
     if usable[0, 0].sum() < 64:
         usable = border
     bg = masked_quantile(image, usable, 0.5).double().clamp(min=1e-4)
@@ -147,9 +154,17 @@ def neutralize(frame: Frame, params: NeutralizeParams) -> Frame:
         True
     """
     image = frame.image
+    readable = _readable(image, params) if params.kelvin is None else None
     if params.kelvin is not None:
         kelvin, tint, off_locus = params.kelvin, params.tint, 0.0
         white = image.new_tensor(blackbody_rgb(kelvin, tint))
+    elif (share := float(readable[1].sum() / readable[0].sum())) < params.min_readable:
+        # A blown-out sweep or light box (or a black one) shows no colour: a cast the camera left
+        # would pass as white. Leave the colour as shot and ask for the shoot's light.
+        return frame.noted(f"neutralize: backdrop clipped or black on {1 - share:.0%} of the border, no light "
+                           "to read; colour left as shot").flagged(
+            "cast_uncertain", "neutralize: the backdrop is blown out (or black): its colour says nothing of the "
+            "light; set the shoot's light ([stages.neutralize] kelvin in shoot.toml) or review")
     elif (texture := border_texture(image, params)) > params.max_texture:
         # A desk or fabric is no white reference: guessing from it turns a warm desk's
         # cast into a cold piece. Leave the colour as shot and ask for the shoot's light.
@@ -157,7 +172,7 @@ def neutralize(frame: Frame, params: NeutralizeParams) -> Frame:
             "cast_uncertain", "neutralize: backdrop is textured, not a neutral sweep; set the shoot's light "
             "([stages.neutralize] kelvin in shoot.toml) or review")
     else:
-        white, kelvin, tint, off_locus = estimate_illuminant(image, params)
+        white, kelvin, tint, off_locus = estimate_illuminant(image, params, readable)
     if params.strength < 1:
         white = white ** params.strength
     if params.method == "rgb":

@@ -153,6 +153,20 @@ def test_a_noisy_sweep_is_still_a_white_reference():
     assert any("light ~" in n for n in out.notes)
 
 
+def test_a_blown_out_backdrop_is_no_white_reference():
+    """A sweep exposed to clipping under warm light reads white: the cast would pass as the light's.
+    Leave the colour as shot and flag it; with the shoot's light given, correct it."""
+    scene = _scene(0, "white_sweep", metal="white_gold")
+    frame = scene_frame(scene)
+    cast = torch.tensor([1.0, 0.8, 0.55]).view(1, 3, 1, 1)
+    blown = frame.replace(image=(frame.image * cast * 2.5).clamp(0, 1))
+    out = neutralize(blown, NeutralizeParams())
+    assert "cast_uncertain" in out.flags and any("no light to read" in n for n in out.notes), out.notes
+    assert torch.equal(out.image, blown.image)
+    told = neutralize(blown, NeutralizeParams(kelvin=3200))
+    assert "cast_uncertain" not in told.flags and not torch.equal(told.image, blown.image)
+
+
 def test_the_clean_plate_is_corrected_with_the_image():
     cast = torch.tensor([1.25, 1.0, 0.7]).view(1, 3, 1, 1)
     image = torch.full((1, 3, 64, 64), 0.6) * cast
