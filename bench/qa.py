@@ -65,6 +65,7 @@ CANDIDATES = [
     ("edge_recall", "detail_loss", "min", 0.90),
     ("thin_gap", "mask_suspect", "max", 18.0),
     ("edge_halo", "mask_suspect", "max", 0.8),
+    ("edge_halo_dark", "mask_suspect", "max", 0.8),
 ]
 QUANTILE = 0.99
 MARGIN = 0.25

@@ -9,7 +9,9 @@ balance does, and exact for a cast that scales the channels), or with a
 Bradford transform. Gold stays gold because the correction comes from the
 backdrop, never from the piece's own colours. A known light (``kelvin``,
 e.g. read off a grey card for the whole shoot) skips the estimate: the way
-to handle coloured paper, where the backdrop is not neutral.
+to handle coloured paper, where the backdrop is not neutral. A border that
+shows no light (a desk's or fabric's texture; clipped or black on over half
+of it) is no white reference: the colour is left as shot and flagged.
 """
 
 from __future__ import annotations
