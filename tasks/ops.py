@@ -261,10 +261,13 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
 
 def masked_quantile(x: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
     """Quantile of ``x`` (B, C, H, W) over pixels where mask > 0.5, per channel -> (C,)."""
-    sel = mask[0, 0] > 0.5
-    vals = x[0][:, sel]
+    return channel_quantile(x[0][:, mask[0, 0] > 0.5], q)
+
+
+def channel_quantile(vals: torch.Tensor, q: float) -> torch.Tensor:
+    """Quantile of each row of ``vals`` (C, N) -> (C,); NaN when N is 0."""
     if vals.shape[1] == 0:
-        return torch.full((x.shape[1],), float("nan"), device=x.device, dtype=x.dtype)
+        return torch.full((vals.shape[0],), float("nan"), device=vals.device, dtype=vals.dtype)
     if vals.shape[1] > 2_000_000:  # torch.quantile refuses huge inputs; subsample evenly
         vals = vals[:, :: vals.shape[1] // 2_000_000 + 1]
     return torch.quantile(vals, q, dim=1)

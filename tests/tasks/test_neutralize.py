@@ -177,6 +177,17 @@ def test_the_clean_plate_is_corrected_with_the_image():
 
 
 @pytest.mark.parametrize("size", [(333, 517), (60, 100), (26, 26), (7, 9)])
+def test_the_border_gathered_from_its_strips_is_the_masked_frame_in_order(size):
+    """The light's median reads the border's pixels in the order a frame-sized mask gives them (its
+    subsample past 2 M pixels depends on it): gathered from the strips, the same tensor."""
+    from tasks.neutralize import _border_pixels
+
+    image = torch.rand((1, 3, *size), generator=torch.Generator().manual_seed(sum(size)))
+    masked = image[0][:, _border(image, NeutralizeParams())[0, 0] > 0.5]
+    assert torch.equal(_border_pixels(image, NeutralizeParams()), masked)
+
+
+@pytest.mark.parametrize("size", [(333, 517), (60, 100), (26, 26), (7, 9)])
 def test_border_texture_on_the_border_strips_is_the_whole_frames(size):
     """Read on the border's four strips with the blur's reach of context, the texture is the one read
     on the whole frame's blurs masked to the border, to float rounding (and a frame that is all border)."""
