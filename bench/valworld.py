@@ -694,7 +694,7 @@ def _draw_light(rng, family, w, h, kelvin=None) -> dict:
     """The light of a set (cast, exposure, fall-off, vignette, sweep seam) and its shadow's direction,
     relative length, strength and softness; draws in a fixed order (the per-image order of old)."""
     kelvin = float(rng.uniform(2800, 7500) if kelvin is None else (rng.uniform(0, 1), kelvin)[1])
-    # negated: until stop 40 the normal above pointed below the locus; the family's lights stay as drawn
+    # negated: until stop 40 cast_gains' normal pointed below the locus; so every light of the family stays where it was
     duv = -float(rng.uniform(-0.006, 0.006))
     exposure = float(rng.uniform(0.25, 0.6) if family == "light_box" else rng.uniform(-0.35, 0.35))
     hard = family != "light_box" and rng.random() < 0.4

@@ -59,9 +59,13 @@ def _locus_table(max_tint: float) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(params, dtype=torch.float64), torch.tensor(chroma, dtype=torch.float64)
 
 
+def _border_width(h: int, w: int, params: NeutralizeParams) -> int:
+    return max(2, int(round(params.border * min(h, w))))
+
+
 def _border(image: torch.Tensor, params: NeutralizeParams) -> torch.Tensor:
     _, _, h, w = image.shape
-    bw = max(2, int(round(params.border * min(h, w))))
+    bw = _border_width(h, w, params)
     border = torch.ones((1, 1, h, w), dtype=image.dtype, device=image.device)
     border[..., bw:h - bw, bw:w - bw] = 0
     return border
@@ -84,7 +88,7 @@ def border_texture(image: torch.Tensor, params: NeutralizeParams) -> float:
     values pixel for pixel (the blur pads only at the frame's edges) at a fraction of the pixels
     (a 24 MP frame's 0.77 s -> 0.12 s, issue 13)."""
     _, _, h, w = image.shape
-    bw = max(2, int(round(params.border * min(h, w))))
+    bw = _border_width(h, w, params)
     strips = [(slice(0, bw), slice(0, w)), (slice(h - bw, h), slice(0, w)),
               (slice(bw, h - bw), slice(0, bw)), (slice(bw, h - bw), slice(w - bw, w))]
     if 2 * bw >= min(h, w) or min(h, w) <= 2 * TEXTURE_REACH + 1:
@@ -110,7 +114,7 @@ def _border_pixels(image: torch.Tensor, params: NeutralizeParams) -> torch.Tenso
     """The pixels of ``_border`` as (C, N), in the order a mask over the frame reads them (row by row),
     gathered from its strips: no frame-sized mask or temporary (0.1 GB each at 24 MP)."""
     _, c, h, w = image.shape
-    bw = max(2, int(round(params.border * min(h, w))))
+    bw = _border_width(h, w, params)
     if 2 * bw >= min(h, w):      # all border
         return image[0].reshape(c, -1)
     sides = torch.cat([image[0, :, bw:h - bw, :bw], image[0, :, bw:h - bw, w - bw:]], -1)

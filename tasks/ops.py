@@ -259,11 +259,6 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     return box_mean(a, radius) * guide + box_mean(b, radius)
 
 
-def masked_quantile(x: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
-    """Quantile of ``x`` (B, C, H, W) over pixels where mask > 0.5, per channel -> (C,)."""
-    return channel_quantile(x[0][:, mask[0, 0] > 0.5], q)
-
-
 def channel_quantile(vals: torch.Tensor, q: float) -> torch.Tensor:
     """Quantile of each row of ``vals`` (C, N) -> (C,); NaN when N is 0."""
     if vals.shape[1] == 0:
