@@ -559,8 +559,8 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
     anchors = t[off_line < max(0.05, 0.25 * np.sqrt(norm))]
     if len(anchors) < max(30, 0.02 * len(t)):
         return True   # nothing neutral on the piece to confirm the light with: when unsure, a person looks
-    t = float(np.median(anchors))
-    return t < 0.5 or (1 - t) * np.sqrt(norm) > LIGHT_SHORTFALL
+    at = float(np.median(anchors))     # where the neutral parts sit: 0 neutral, 1 the backdrop's colour
+    return at < 0.5 or (1 - at) * np.sqrt(norm) > LIGHT_SHORTFALL
 
 
 def _colour_evidence(source: torch.Tensor, reference: torch.Tensor, result: Frame, piece: np.ndarray,

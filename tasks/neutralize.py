@@ -63,6 +63,15 @@ def _border_width(h: int, w: int, params: NeutralizeParams) -> int:
     return max(2, int(round(params.border * min(h, w))))
 
 
+def _border_strips(h: int, w: int, params: NeutralizeParams) -> tuple[tuple[slice, slice], ...] | None:
+    """The border's top, bottom, left and right strips as (rows, cols); None when the frame is all border."""
+    bw = _border_width(h, w, params)
+    if 2 * bw >= min(h, w):
+        return None
+    return ((slice(0, bw), slice(0, w)), (slice(h - bw, h), slice(0, w)),
+            (slice(bw, h - bw), slice(0, bw)), (slice(bw, h - bw), slice(w - bw, w)))
+
+
 def _border(image: torch.Tensor, params: NeutralizeParams) -> torch.Tensor:
     _, _, h, w = image.shape
     bw = _border_width(h, w, params)
@@ -89,12 +98,10 @@ def border_texture(image: torch.Tensor, params: NeutralizeParams) -> float:
     OpenCV's vector path can round a strip's last columns 1 ulp apart) at a fraction of the pixels
     (a 24 MP frame's 0.77 s -> 0.12 s, issue 13)."""
     _, _, h, w = image.shape
-    bw = _border_width(h, w, params)
-    strips = [(slice(0, bw), slice(0, w)), (slice(h - bw, h), slice(0, w)),
-              (slice(bw, h - bw), slice(0, bw)), (slice(bw, h - bw), slice(w - bw, w))]
-    if 2 * bw >= min(h, w) or min(h, w) <= 2 * TEXTURE_REACH + 1:
+    strips = _border_strips(h, w, params)
+    if strips is None or min(h, w) <= 2 * TEXTURE_REACH + 1:
         # a frame that is all border, or so small the blur's reach is cut to it: the whole frame
-        strips = [(slice(0, h), slice(0, w))]
+        strips = ((slice(0, h), slice(0, w)),)
     fine, level = [], []
     for rows, cols in strips:
         read = (slice(max(rows.start - TEXTURE_REACH, 0), min(rows.stop + TEXTURE_REACH, h)),
@@ -115,11 +122,12 @@ def _border_pixels(image: torch.Tensor, params: NeutralizeParams) -> torch.Tenso
     """The pixels of ``_border`` as (C, N), in the order a mask over the frame reads them (row by row),
     gathered from its strips: no frame-sized mask or temporary (0.1 GB each at 24 MP)."""
     _, c, h, w = image.shape
-    bw = _border_width(h, w, params)
-    if 2 * bw >= min(h, w):      # all border
+    strips = _border_strips(h, w, params)
+    if strips is None:
         return image[0].reshape(c, -1)
-    sides = torch.cat([image[0, :, bw:h - bw, :bw], image[0, :, bw:h - bw, w - bw:]], -1)
-    return torch.cat([image[0, :, :bw].reshape(c, -1), sides.reshape(c, -1), image[0, :, h - bw:].reshape(c, -1)], 1)
+    top, bottom, left, right = (image[0][:, rows, cols] for rows, cols in strips)
+    # a row of the sides is its left part then its right part, as a mask reads them
+    return torch.cat([top.reshape(c, -1), torch.cat([left, right], -1).reshape(c, -1), bottom.reshape(c, -1)], 1)
 
 
 def _readable(image: torch.Tensor, params: NeutralizeParams) -> tuple[torch.Tensor, torch.Tensor]:
