@@ -9,6 +9,11 @@ repeat (pave in grids, milgrain in rows) and follow the metal's form
 
 * On the backdrop everything small and darker than its surroundings goes
   (a morphological black-hat: closing minus image); nothing there is design.
+  Only where the backdrop is kept (``backdrop``: the background stage is
+  skipped): a backdrop the background stage replaces shows none of it, and
+  on a desk, kraft paper or a noisy sweep the black-hat takes 20-90% of the
+  frame, work no export shows, a defects mask the review overlay and the
+  generative fill would be handed whole.
 * On the piece, ``models/defectnet`` (a 48 k-parameter dilated CNN trained on
   the simulator, whose defects and details have exact masks) marks removable
   defects (specks, lint, scratches) and fingerprint haze. A marked blob must
@@ -53,6 +58,8 @@ class DustParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     radius: int = Field(4, ge=1, le=16, description="largest speck radius in px on the backdrop")
     contrast: float = Field(0.05, gt=0, le=1, description="darker than surroundings by this much (sRGB) to count on the backdrop")
+    backdrop: bool = Field(True, description="also clear specks on the backdrop; the pipeline turns it off when the "
+                           "background stage replaces the backdrop (nothing there would show)")
     strength: float = Field(0.5, gt=0, lt=1, description="network probability above which a piece pixel is a defect; "
                                                          "lower removes more (and risks design)")
     min_local_contrast: float = Field(0.02, ge=0, le=1, description="a defect on the piece must differ from its "
@@ -201,7 +208,7 @@ def remove_dust(frame: Frame, params: DustParams) -> Frame:
         hole, haze = hole.to(image.dtype), haze.to(image.dtype)
     else:
         hole, haze = find_defects(image, piece, at, params)
-    image = soften_haze_(fill_holes(image, hole), haze, scale)      # fill_holes made a new tensor
+    image = soften_haze_(_filled(image, hole), haze, scale)
     defects = torch.maximum(hole, haze)
     if "sensor_dust" in frame.masks:
         defects = torch.maximum(defects, frame.layer("sensor_dust"))
@@ -209,6 +216,16 @@ def remove_dust(frame: Frame, params: DustParams) -> Frame:
     return frame.replace(image=image).with_masks(defects=defects).noted(
         f"dust: {int(float(hole.sum()))} px filled, {int(float(haze.sum()))} px of haze cleared, "
         f"{int(on_piece)} px on the piece" + (f" (found at {small[1]}x{small[0]})" if scale < 1 else ""))
+
+
+def _filled(image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """A new tensor: ``image`` with ``hole`` filled by push-pull, made on the holes' box only (the fill's
+    coarser levels still read the whole frame, so the values are the whole-frame fill's); no hole, no fill."""
+    box = grown_box(hole, 0, threshold=0.0)
+    filled = image.clone()
+    if box is not None:
+        filled[..., box[0], box[1]] = fill_holes(image, hole, box=box)
+    return filled
 
 
 def find_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[slice, slice] | None,
@@ -221,7 +238,7 @@ def find_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[slic
         on_box, haze_on_box, (ys, xs) = piece_defects(image, piece, at, params)
         removable[..., ys, xs], haze[..., ys, xs] = on_box, haze_on_box
         del on_box, haze_on_box
-    if piece is not None:
+    if piece is not None and params.backdrop:
         # a backdrop blob touching the piece is its outline or shadow, not dust
         near = torch.zeros((1, 1, h, w), dtype=torch.bool, device=image.device)
         if at is not None:

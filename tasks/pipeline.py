@@ -39,6 +39,9 @@ class Stage:
     # its parameters with their px sizes grown ``scale`` times, for a piece larger than PIECE_SIZE (``piece_scale``);
     # None: its px are the frame's whatever the piece's size
     scaled: Callable[[BaseModel, float], BaseModel] | None = None
+    # its parameters when the background stage replaces the backdrop, so that its work there would show
+    # in no export; None: the same parameters
+    backdrop_replaced: Callable[[BaseModel], BaseModel] | None = None
 
 
 # Stages' sizes in px (shine's light and clarity radii) hold for a piece up to this many px across, the
@@ -61,7 +64,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("cutout", CutoutParams, cut_out,
           "before retouch: dust, shine and gems need to know what is piece and what is backdrop"),
     Stage("dust", DustParams, remove_dust,
-          "before shine/gems: local contrast would make specks more visible and harder to fill"),
+          "before shine/gems: local contrast would make specks more visible and harder to fill",
+          backdrop_replaced=lambda p: p.model_copy(update={"backdrop": False})),
     Stage("fill", FillParams, fill_defects,
           "right after dust: regenerates the defects too large for its classical fill, before contrast stages"),
     Stage("shine", ShineParams, add_shine,
@@ -112,6 +116,8 @@ def run_stages(frame: Frame, params: dict[str, BaseModel], skip: tuple[str, ...]
         given = params[stage.name]
         if stage.scaled is not None and piece is not None:
             given = stage.scaled(given, piece_scale(piece))
+        if stage.backdrop_replaced is not None and "background" not in skip:
+            given = stage.backdrop_replaced(given)
         if stage.reach is None or piece is None:
             frame = stage.apply(frame, given)
         else:

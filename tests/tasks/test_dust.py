@@ -114,6 +114,26 @@ def test_synthetic_specks_filled_and_row_kept(k):
     assert ("found at 200x120" in out.notes[-1]) == (k > 1)
 
 
+def test_a_kept_backdrops_specks_only_when_asked_and_the_fill_made_on_the_holes_box_is_the_frames():
+    """``backdrop=False`` leaves the backdrop's specks alone (the piece's are still found), and the fill,
+    made on the box of what is filled, gives what push-pull on the whole frame gives."""
+    from tasks.dust import _filled
+    from tasks.ops import fill_holes
+
+    img = torch.full((1, 3, 120, 200), 0.6)
+    piece = torch.zeros((1, 1, 120, 200))
+    piece[..., 60:110, 20:180] = 1
+    img[..., 20:23, 30:33] = 0.05                       # on the backdrop
+    img[..., 85:88, 150:153] = 0.05                     # on the piece
+    frame = Frame(img).with_masks(piece=piece)
+    kept, replaced = (remove_dust(frame, DustParams(backdrop=b)).masks["defects"][0, 0] for b in (True, False))
+    assert float(kept[20:23, 30:33].min()) == 1 and float(replaced[20:23, 30:33].max()) == 0
+    assert float(replaced[85:88, 150:153].min()) == 1
+    hole = replaced[None, None]
+    torch.testing.assert_close(_filled(img, hole), fill_holes(img, hole), rtol=0, atol=1e-6)
+    assert torch.equal(_filled(img, torch.zeros_like(hole)), img)
+
+
 def test_clean_plate_has_no_defects():
     img = torch.full((1, 3, 64, 64), 0.7)
     assert float(backdrop_specks(img, DustParams()).max()) == 0

@@ -106,6 +106,22 @@ def test_runner_calls_stages_in_order(monkeypatch):
     assert out.notes == tuple(calls)
 
 
+@pytest.mark.parametrize("skip", [(), ("background",)])
+def test_dust_clears_the_backdrop_only_where_it_is_kept(skip):
+    """A dark speck on the backdrop is work for dust only when the background stage is skipped: a backdrop
+    the background stage replaces shows none of it, so the runner hands dust ``backdrop=False``."""
+    img = torch.full((1, 3, 80, 120), 0.6)
+    img[..., 10:13, 10:13] = 0.05                      # a speck on the backdrop, far from the piece
+    piece = torch.zeros((1, 1, 80, 120))
+    piece[..., 40:70, 40:100] = 1
+    frame = Frame(img, alpha=piece).with_masks(piece=piece)
+    later = tuple(n for n in STAGE_NAMES if n not in ("dust", "background"))
+    out, _, _ = run_stages(frame, stage_params({}), skip=later + skip)
+    cleared = float(out.masks["defects"][..., 10:13, 10:13].min()) == 1
+    assert cleared == ("background" in skip)
+    assert float(out.masks["defects"][..., 40:70, 40:100].max()) == 0
+
+
 @pytest.mark.parametrize("want_reference", [True, False])
 def test_the_input_frame_is_let_go_when_no_reference_is_wanted(monkeypatch, want_reference):
     """Without a reference, run_stages holds the frame it was handed only until the first stage replaced it."""
