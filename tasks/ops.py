@@ -183,19 +183,18 @@ def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12,
     on CPU and CUDA. Pixels outside ``hole`` are returned unchanged.
 
     ``box`` (rows, columns): only that part of the result is made (the coarser levels still read
-    the whole frame: the fill is not local). The full-size level is never held whole: it is made
-    on the box, or else plane by plane.
+    the whole frame: the fill is not local). The full-size level is made plane by plane (on the
+    box): its temporaries are a plane's.
     """
     known = 1.0 - hole.clamp(0, 1)
     # a hole of only 0s and 1s: the full-size level takes the grown fill where it is, once per frame
     take = hole > 0.5 if bool(((hole == 0) | (hole == 1)).all()) else None
     coarse = _coarse_fill(image, known, levels)
-    if box is not None:
-        return _finest(coarse, image, known, take, box)
-    out = torch.empty_like(image)
+    rows, cols = box if box is not None else (slice(None), slice(None))
+    out = torch.empty_like(image[..., rows, cols])
     for c in range(image.shape[1]):
         plane = slice(c, c + 1)
-        out[:, plane] = _finest(None if coarse is None else coarse[:, plane], image[:, plane], known, take)
+        out[:, plane] = _finest(None if coarse is None else coarse[:, plane], image[:, plane], known, take, box)
     return out
 
 
