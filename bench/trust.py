@@ -41,6 +41,9 @@ An image is *right* when all of these hold (the issue's definition):
 - ``pierced`` = 0: no hole of the export (>= 9 px) where the truth has piece
   (a highlight, a stone's facet or a face cut out: IoU hardly moves, a dark
   page shows it at once);
+- ``stray`` = 0: no part of the export (>= 9 px) apart from the piece where
+  the truth has little of it (a blob of backdrop: JPEG blocks, a shadow or a
+  speck cut out on its own; IoU hardly moves, every page shows it);
 - ``lost`` <= 5%: design features (the truth's details mask, one per
   component) lost: less than half inside the mask, or their contrast below
   half of what the source showed (the retouch flattened them).
@@ -79,8 +82,8 @@ SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
 SEEDS = {"train": 101, "wide": 202, "val": 9001, "studio": 9100}
 STUDIO_SHOOT = 6
 RIGHT = {"iou": (">=", 0.95), "holes": (">=", 0.90), "thin": (">=", 0.90), "de_chroma": ("<=", 3.0),
-         "lost": ("<=", 0.05), "pierced": ("<=", 0)}
-PIERCED_PX = 9   # a hole of the export this big where the truth has piece is seen at 1:1 over any backdrop
+         "lost": ("<=", 0.05), "pierced": ("<=", 0), "stray": ("<=", 0)}
+PIERCED_PX = 9   # a hole or a part of the export this big that the truth does not have is seen at 1:1 on any page
 VISIBLE = 0.10   # relative luminance departure a speck makes from its surroundings to count as visible
 
 
@@ -198,6 +201,15 @@ def pierced(pred: np.ndarray, true: np.ndarray) -> int:
     return int((component_mean(lab, n, true)[big] > 0.5).sum())
 
 
+def stray(pred: np.ndarray, true: np.ndarray) -> int:
+    """Parts of the export (8-connected, >= ``PIERCED_PX``) where the truth has piece for less than
+    half of the part: backdrop cut out on its own (JPEG blocks, a detached shadow, a speck)."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(pred.astype(np.uint8), connectivity=8)
+    big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= PIERCED_PX)
+    big = big[big > 0]
+    return int((component_mean(lab, n, true)[big] < 0.5).sum())
+
+
 def _y(rgb: np.ndarray) -> np.ndarray:
     return rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
 
@@ -277,6 +289,7 @@ def grade_image(cutout: Path, truth: dict, source: np.ndarray | None) -> dict:
         "thin": float(near[thin].mean()) if thin.any() else 1.0,
         "de_chroma": chroma_delta_e(out, truth["clean"], interior, alpha),
         "pierced": pierced(pred, true),
+        "stray": stray(pred, true),
     }
     if source is not None:
         row["lost"] = features_lost(truth["details"], pred, out, source)
@@ -421,8 +434,9 @@ def two_numbers(table: pd.DataFrame) -> pd.Series:
     }
     for key in ("iou", "holes", "thin", "de_chroma", "lost"):
         out[key] = float(graded[key].mean()) if key in graded and len(graded) else float("nan")
-    if "pierced" in graded and len(graded):
-        out["pierced"] = float((graded["pierced"] > 0).mean())   # share of images with piece cut out as a hole
+    for key in ("pierced", "stray"):     # share of images with piece cut out as a hole, with backdrop cut out apart
+        if key in graded and len(graded):
+            out[key] = float((graded[key] > 0).mean())
     seen = graded["dust_visible"].sum() if "dust_visible" in graded else 0
     out["dust"] = float(graded["dust_removed"].sum() / seen) if seen > 0 else float("nan")   # every set: same columns
     return pd.Series(out)
@@ -473,8 +487,8 @@ def report(table: pd.DataFrame) -> str:
             lines += ["\n## right but held", held[["set", "source", "reasons"]].to_string(index=False)]
     escapes = graded[(graded["status"] == "exported") & ~graded["right"].astype(bool)] if len(graded) else graded
     if len(escapes):
-        cols = [c for c in ("set", "source", "family", "piece", "iou", "holes", "thin", "de_chroma", "lost", "pierced")
-                if c in escapes]
+        cols = [c for c in ("set", "source", "family", "piece", "iou", "holes", "thin", "de_chroma", "lost", "pierced",
+                            "stray") if c in escapes]
         lines += ["\n## escapes (exported but wrong)", escapes[cols].round(3).to_string(index=False)]
     real = table[table["set"] == "real"]
     if len(real):

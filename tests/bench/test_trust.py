@@ -8,7 +8,7 @@ from infra.shoots import read_shoot
 from infra.storage import Location
 from tasks.pipeline import stage_params
 
-GOOD = {"iou": 0.98, "holes": 1.0, "thin": 1.0, "de_chroma": 1.0, "lost": 0.0, "pierced": 0}
+GOOD = {"iou": 0.98, "holes": 1.0, "thin": 1.0, "de_chroma": 1.0, "lost": 0.0, "pierced": 0, "stray": 0}
 
 
 def test_failed_names_every_missed_criterion_and_a_missing_figure_misses():
@@ -16,6 +16,23 @@ def test_failed_names_every_missed_criterion_and_a_missing_figure_misses():
     assert failed({**GOOD, "iou": 0.9, "pierced": 3}) == ["iou", "pierced"]
     assert failed({**GOOD, "de_chroma": float("nan")}) == ["de_chroma"]      # a lost piece has no colour to grade
     assert set(failed({})) == set(RIGHT)
+
+
+def test_a_part_cut_out_apart_from_the_piece_is_stray_however_little_iou_it_costs():
+    """A 4x4 blob of backdrop beside a 60x60 piece costs 0.4% of IoU; it is one stray part. A part of the
+    piece the mask split off, or a 2x2 speck, is not."""
+    import numpy as np
+
+    from bench.trust import mask_iou, stray
+
+    true = np.zeros((100, 100), bool)
+    true[20:80, 20:80] = True
+    pred = true.copy()
+    pred[5:9, 90:94] = True                  # backdrop cut out on its own
+    pred[1:3, 1:3] = True                    # under 9 px: not seen
+    pred[50, 20:80] = False                  # the piece split in two: both halves are piece
+    assert mask_iou(pred, true) > 0.97 and stray(pred, true) == 1
+    assert stray(true, true) == 0
 
 
 def test_blockers_count_each_criterion_alone_and_the_right_images_qa_held():
