@@ -223,9 +223,7 @@ def _filled(image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
     coarser levels still read the whole frame, so the values are the whole-frame fill's); no hole, no fill."""
     box = grown_box(hole, 0, threshold=0.0)
     filled = image.clone()
-    if box is not None:
-        filled[..., box[0], box[1]] = fill_holes(image, hole, box=box)
-    return filled
+    return filled if box is None else fill_holes(image, hole, box=box, out=filled)
 
 
 def find_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[slice, slice] | None,

@@ -173,7 +173,7 @@ def resize_at(x: torch.Tensor, size: tuple[int, int], rows: slice, cols: slice) 
 
 
 def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12,
-               box: tuple[slice, slice] | None = None) -> torch.Tensor:
+               box: tuple[slice, slice] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Fill masked pixels from their surroundings (push-pull interpolation).
 
     A pyramid of normalised convolutions (Gortler et al. 1996, "The
@@ -184,17 +184,21 @@ def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12,
 
     ``box`` (rows, columns): only that part of the result is made (the coarser levels still read
     the whole frame: the fill is not local). The full-size level is made plane by plane (on the
-    box): its temporaries are a plane's.
+    box): its temporaries are a plane's. ``out`` (the size of ``image``): the result is written into
+    its ``box`` and ``out`` returned, the rest of it left as it is (no box-sized copy is made).
     """
     known = 1.0 - hole.clamp(0, 1)
     # a hole of only 0s and 1s: the full-size level takes the grown fill where it is, once per frame
     take = hole > 0.5 if bool(((hole == 0) | (hole == 1)).all()) else None
     coarse = _coarse_fill(image, known, levels)
     rows, cols = box if box is not None else (slice(None), slice(None))
-    out = torch.empty_like(image[..., rows, cols])
+    if out is None:
+        out = target = torch.empty_like(image[..., rows, cols])
+    else:
+        target = out[..., rows, cols]      # a view: the planes are written into ``out`` itself
     for c in range(image.shape[1]):
         plane = slice(c, c + 1)
-        out[:, plane] = _finest(None if coarse is None else coarse[:, plane], image[:, plane], known, take, box)
+        target[:, plane] = _finest(None if coarse is None else coarse[:, plane], image[:, plane], known, take, box)
     return out
 
 
