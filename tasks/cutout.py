@@ -749,6 +749,29 @@ def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band
     return alpha, decontaminated
 
 
+def _drop_islands_(alpha: torch.Tensor, params: CutoutParams) -> None:
+    """Set alpha to 0 (in place) on the islands the matte made: parts of ``alpha`` > 0.5 smaller than
+    ``min_area`` of the frame (the floor ``_keep_components`` holds the hard mask to; not its share of
+    the largest part, which would take a prong's tip the matte cut off), with the fringe around them
+    that no kept part shares. A speck of dust or a JPEG block joined to the piece by a 1 px thread of
+    the hard mask is a part of its own once the matte has made the thread fractional."""
+    box = grown_box(alpha, 3, threshold=0.5)
+    if box is None:
+        return
+    part = alpha[0, 0, box[0], box[1]]
+    solid = (part > 0.5).cpu().numpy().astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] < params.min_area * alpha.shape[-2] * alpha.shape[-1]
+    small[0] = False
+    if not small[1:].any():
+        return
+    dropped = small[labels].astype(np.uint8)
+    kept = solid & (1 - dropped)
+    reach = np.ones((5, 5), np.uint8)     # the matte's band (2 px) on either side
+    gone = (dropped > 0) | ((cv2.dilate(dropped, reach) > 0) & (cv2.dilate(kept, reach) == 0))
+    part[torch.from_numpy(gone).to(part.device)] = 0
+
+
 def matte_onto(frame: Frame, alpha: torch.Tensor | None, masks: dict[str, torch.Tensor], flags: tuple[str, ...],
                notes: tuple[str, ...]) -> Frame:
     """A cut-out (its ``alpha``, its ``masks`` and the ``flags`` and ``notes`` it raised) carried onto
@@ -870,6 +893,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     # pendant's openwork, a bail's loop) into a region that is then filled as metal
     if lines is not None:
         core |= lines
+    wire_in_pieces = lines is not None
     del lines
     core = _fill_pinholes(core, enc[0].permute(1, 2, 0).cpu().numpy(), backdrop[0].permute(1, 2, 0).cpu().numpy(),
                           int(params.pinhole_frame * h * w), (diff > t_fg)[0, 0].cpu().numpy())
@@ -881,6 +905,8 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     ramp = ((diff - t_bg) / max(t_fg - t_bg, 1e-4)).clamp_(0, 1)
     del diff
     alpha, decontaminated = _matte(image, sure_fg, ramp, params.band, clear=sure_bg)
+    if not wire_in_pieces:      # (in camera noise the ridges find a wire in pieces: its small islands are wire)
+        _drop_islands_(alpha, params)
     piece = (alpha > 0.5).to(image.dtype)
     result = frame.replace(image=decontaminated, alpha=alpha).with_masks(piece=piece)
     model = "the clean plate" if frame.plate is not None else f"a smooth fit (error {fit_error:.4f})"

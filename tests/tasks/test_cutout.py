@@ -645,3 +645,25 @@ def test_a_cut_out_carried_onto_the_colour_as_shot_keeps_its_outline_and_takes_t
     piece = shot.image[(a == 1).expand_as(shot.image)].view(3, -1).mean(1)
     backdrop = shot.image[(a == 0).expand_as(shot.image)].view(3, -1).mean(1)
     assert float((got - piece).abs().max()) < 0.5 * float((got - backdrop).abs().max())   # not the backdrop's
+
+
+def test_a_speck_the_matte_cut_off_the_piece_goes_with_its_fringe():
+    """A 4x3 speck joined to the piece by a faint 1 px thread: the matte makes the thread fractional and
+    the speck a part of its own, under the frame's floor for parts (``min_area``): its alpha goes, and so
+    does the fringe around it that the piece does not share. The piece, its fringe and a part as large as
+    the floor stay."""
+    from tasks.cutout import _drop_islands_
+
+    alpha = torch.zeros((1, 1, 400, 600))              # the floor: 2e-4 of it, 48 px
+    alpha[..., 80:160, 60:200] = 1.0                   # the piece
+    alpha[..., 79, 60:200] = 0.4                      # its fringe
+    alpha[..., 60:63, 120:124] = 1.0                  # the speck, 17 px above the piece
+    alpha[..., 59, 120:124] = alpha[..., 63, 120:124] = 0.3
+    alpha[..., 64:79, 121] = 0.2                      # the thread, fractional once matted
+    alpha[..., 20:33, 250:266] = 1.0                  # a part of 13 x 16 = 208 px
+    before = alpha.clone()
+    _drop_islands_(alpha, CutoutParams())
+    assert float(alpha[..., 56:65, 116:128].max()) == 0            # the speck and its fringe (2 px)
+    assert torch.equal(alpha[..., 79:, :], before[..., 79:, :])    # the piece and its fringe, all below
+    assert torch.equal(alpha[..., 20:33, 250:266], before[..., 20:33, 250:266])
+    assert torch.equal(alpha[..., 66:76, 121], before[..., 66:76, 121])   # the thread beyond its reach stays
