@@ -17,7 +17,8 @@ filled as metal; ring interiors and gaps between links stay holes. Small holes
 deep in solid piece that the network, read again on the piece's own box, calls
 piece, and that differ from the backdrop, are a facet or a face cut out and are
 filled (``_fill_facets``). Small
-components (dust on the sweep) are dropped. Alpha in the edge band comes
+components (dust on the sweep) are dropped, and so are the small islands the
+matte makes of them when a 1 px thread joined them to the piece. Alpha in the edge band comes
 from difference matting against the colour just outside the piece, so a
 shadow or a gap is what the edge is mixed with, and edge pixels are
 decontaminated: their colour becomes the estimated piece colour, so no
@@ -760,7 +761,7 @@ def _drop_islands_(alpha: torch.Tensor, params: CutoutParams) -> None:
         return
     part = alpha[0, 0, box[0], box[1]]
     solid = (part > 0.5).cpu().numpy().astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
     small = stats[:, cv2.CC_STAT_AREA] < params.min_area * alpha.shape[-2] * alpha.shape[-1]
     small[0] = False
     if not small[1:].any():

@@ -650,8 +650,8 @@ def test_a_cut_out_carried_onto_the_colour_as_shot_keeps_its_outline_and_takes_t
 def test_a_speck_the_matte_cut_off_the_piece_goes_with_its_fringe():
     """A 4x3 speck joined to the piece by a faint 1 px thread: the matte makes the thread fractional and
     the speck a part of its own, under the frame's floor for parts (``min_area``): its alpha goes, and so
-    does the fringe around it that the piece does not share. The piece, its fringe and a part as large as
-    the floor stay."""
+    does the fringe around it that the piece does not share. The piece, its fringe and a part over the
+    floor stay."""
     from tasks.cutout import _drop_islands_
 
     alpha = torch.zeros((1, 1, 400, 600))              # the floor: 2e-4 of it, 48 px
