@@ -79,6 +79,9 @@ class CutoutParams(BaseModel):
                                     "less than this share fades into the backdrop: fall-off, a shadow's fade")
     deepest_shadow: float = Field(0.3, gt=0, le=1, description="darkest a shadow makes the backdrop (linear ratio)")
     shadow_p: float = Field(0.25, gt=0, lt=1, description="a grey darkening the network gives less than this piece probability is a shadow")
+    unseen_p: float = Field(0.1, ge=0, le=1, description="a part beside the piece that the network gives less than "
+                            "this piece probability and that no pixel of (under 1%) departs surely from the backdrop "
+                            "is the backdrop model's misfit or JPEG blocks read as faint metal: dropped")
     shadow_net_width: float = Field(2.0, ge=0, description="but not one narrower than this many of SegNet's pixels on a "
                                     "part of the mask it saw nothing of (a chain's wire at its 384 px: it sees the "
                                     "backdrop around); PlateNet's verdict always counts")
@@ -498,6 +501,27 @@ def _loops(parts: np.ndarray, n: int) -> np.ndarray:
     return loops
 
 
+def _drop_unseen_faint(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, params: CutoutParams) -> np.ndarray:
+    """Remove the parts of ``core`` beside the largest that the network sees nothing of (mean
+    probability under ``unseen_p``) and that rest on faint evidence alone (under 1% of their pixels
+    ``sure``ly depart from the backdrop): a lamp's hot spot the smooth fit misses, or JPEG blocks on
+    it, read as faint flat metal. A separate piece the network misses still departs somewhere (a
+    chain's wire does, at 1.1-1.3 times the sure threshold, where those blobs stay under half of it
+    on the training worlds), and a line too thin for the network is never judged by it
+    (``_unseen_lines``)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=8)
+    if n <= 2:
+        return core
+    drop = (component_mean(labels, n, prob) < params.unseen_p) & (component_mean(labels, n, sure) < 0.01)
+    drop &= stats[:, cv2.CC_STAT_AREA] >= params.min_area * core.size    # smaller ones: the size filter's, or lines'
+    drop[0] = drop[int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) + 1] = False
+    if not drop.any():
+        return core
+    width = params.shadow_net_width * max(core.shape) / SEGNET_SIZE
+    drop &= ~_unseen_lines(core, labels, stats, drop, prob, width)
+    return core & ~drop[labels].astype(np.uint8)
+
+
 def _flat(enc: torch.Tensor, sigma: torch.Tensor, params: CutoutParams) -> np.ndarray:
     """(H, W) bool: no channel steps by ``fg_sigmas`` noise sigmas to the next pixel down or right on a
     1 px Gaussian (the frame's last row and column step to nothing). In bands of rows (``BAND_ROWS``)."""
@@ -889,6 +913,9 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     del edged
     core = _fill_enclosed_metal(core, plain, prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
+    sure = (diff > t_fg)[0, 0].cpu().numpy()
+    if prob is not None and not trusted:
+        core = _drop_unseen_faint(core, prob, sure, params)
     del prob
     # the lines join after the fills: they add wire, and never close an opening they outline (a
     # pendant's openwork, a bail's loop) into a region that is then filled as metal
@@ -897,7 +924,8 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     wire_in_pieces = lines is not None
     del lines
     core = _fill_pinholes(core, enc[0].permute(1, 2, 0).cpu().numpy(), backdrop[0].permute(1, 2, 0).cpu().numpy(),
-                          int(params.pinhole_frame * h * w), (diff > t_fg)[0, 0].cpu().numpy())
+                          int(params.pinhole_frame * h * w), sure)
+    del sure
     if params.network_checks:
         core = _fill_facets(core, enc, backdrop, params)
     del enc, backdrop

@@ -667,3 +667,30 @@ def test_a_speck_the_matte_cut_off_the_piece_goes_with_its_fringe():
     assert torch.equal(alpha[..., 79:, :], before[..., 79:, :])    # the piece and its fringe, all below
     assert torch.equal(alpha[..., 20:33, 250:266], before[..., 20:33, 250:266])
     assert torch.equal(alpha[..., 66:76, 121], before[..., 66:76, 121])   # the thread beyond its reach stays
+
+
+def test_a_faint_part_the_network_sees_nothing_of_goes_a_piece_that_departs_or_is_seen_stays():
+    """Beside the piece: a blob read on faint evidence alone (no pixel surely off the backdrop) that the
+    network calls background goes (a hot spot the fit missed, JPEG blocks on it). A part with a few
+    sure pixels, a faint part the network sees, a chain's links too thin for the network, a part
+    under the size floor and the largest part itself (even when faint and unseen) all stay."""
+    from tasks.cutout import _drop_unseen_faint
+
+    h, w = 400, 600
+    core, prob, sure = np.zeros((h, w), np.uint8), np.zeros((h, w), np.float32), np.zeros((h, w), bool)
+    core[100:300, 100:300] = 1                      # the piece (neither sure nor seen: it is the largest)
+    core[20:60, 400:460] = 1                         # the faint blob nobody sees: goes
+    core[100:140, 400:460] = 1                       # a part with 2% sure pixels: stays
+    sure[100:140, 400:412][::5] = True
+    core[200:240, 400:460] = 1                       # a faint part the network sees: stays
+    prob[200:240, 400:460] = 0.9
+    for i in range(4):                               # a chain's links of 1 px wire, unseen: stay
+        cv2.circle(core, (380 + 9 * i, 330), 5, 1, 1)
+    core[20:25, 200:205] = 1                         # 25 px, under the floor (48 px): not judged here
+    kept = _drop_unseen_faint(core.copy(), prob, sure, CutoutParams())
+    assert not kept[20:60, 400:460].any()
+    for part in [(slice(100, 300), slice(100, 300)), (slice(100, 140), slice(400, 460)),
+                 (slice(200, 240), slice(400, 460)), (slice(320, 340), slice(370, 420)), (slice(20, 25), slice(200, 205))]:
+        assert np.array_equal(kept[part], core[part])
+    unexempt = _drop_unseen_faint(core.copy(), prob, sure, CutoutParams(shadow_net_width=0))
+    assert not unexempt[320:340, 370:420].any()      # the links stay only as lines too thin for the network
