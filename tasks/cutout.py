@@ -512,14 +512,22 @@ def _drop_unseen_faint(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, par
     n, labels, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=8)
     if n <= 2:
         return core
-    drop = (component_mean(labels, n, prob) < params.unseen_p) & (component_mean(labels, n, sure) < 0.01)
-    drop &= stats[:, cv2.CC_STAT_AREA] >= params.min_area * core.size    # smaller ones: the size filter's, or lines'
+    drop = stats[:, cv2.CC_STAT_AREA] >= params.min_area * core.size    # smaller ones: the size filter's, or lines'
     drop[0] = drop[int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) + 1] = False
+    for k in np.flatnonzero(drop):        # each on its own box: a few parts, never the frame's planes
+        x, y, w, h = stats[k, :4]
+        box = (slice(y, y + h), slice(x, x + w))
+        part = labels[box] == k
+        drop[k] = float(prob[box][part].mean()) < params.unseen_p and float(sure[box][part].mean()) < 0.01
     if not drop.any():
         return core
     width = params.shadow_net_width * max(core.shape) / SEGNET_SIZE
-    drop &= ~_unseen_lines(core, labels, stats, drop, prob, width)
-    return core & ~drop[labels].astype(np.uint8)
+    kept = core.copy()
+    for k in np.flatnonzero(drop):        # (one at a time: the lines' test reads the box of what it is given)
+        if not _unseen_lines(core, labels, stats, np.arange(n) == k, prob, width)[k]:
+            x, y, w, h = stats[k, :4]
+            kept[y:y + h, x:x + w][labels[y:y + h, x:x + w] == k] = 0
+    return kept
 
 
 def _flat(enc: torch.Tensor, sigma: torch.Tensor, params: CutoutParams) -> np.ndarray:
