@@ -82,9 +82,10 @@ class CutoutParams(BaseModel):
     unseen_p: float = Field(0.1, ge=0, le=1, description="a part beside the piece that the network gives less than "
                             "this piece probability and that no pixel of (under 1%) departs surely from the backdrop "
                             "is the backdrop model's misfit or JPEG blocks read as faint metal: dropped")
-    shadow_net_width: float = Field(2.0, ge=0, description="but not one narrower than this many of SegNet's pixels on a "
-                                    "part of the mask it saw nothing of (a chain's wire at its 384 px: it sees the "
-                                    "backdrop around); PlateNet's verdict always counts")
+    shadow_net_width: float = Field(2.0, ge=0, description="but not one narrower than this many of SegNet's pixels "
+                                    "with nothing it calls piece within as many, in a part of the mask that closes "
+                                    "loops (a chain's wire at its 384 px: it sees the backdrop around); PlateNet's "
+                                    "verdict always counts")
     umbra_spread: float = Field(0.07, ge=0, description="a grey darkening this even (shade's 10-90% spread over its "
                                 "median, on a 1.5 px average) is a hard shadow's umbra, whatever the network says")
     umbra_area: float = Field(2.5e-3, ge=0, description="smallest umbra (fraction of the frame) judged by its evenness")
@@ -464,11 +465,14 @@ def _unseen_lines(core: np.ndarray, labels: np.ndarray, stats: np.ndarray, which
                   width: float) -> np.ndarray:
     """Which of the components ``which`` (``labels``/``stats`` of a mask within ``core``) are part of a
     chain that a network reading the frame at ``width`` / 2 px a pixel cannot see: narrower than
-    ``width`` px throughout, in a part of ``core`` at least 4 ``width`` long that closes two loops or
-    more (links) and of which no pixel lies within ``width`` of one that ``prob`` calls piece. There
-    it saw only the backdrop around; a contact shadow's sliver or a JPEG speck joins a piece it saw,
-    and a hair or a lint on the sweep closes no loop. Read on the box of ``which`` grown by 4
-    ``width``: a part longer than the box is at least as long as its share of it."""
+    ``width`` px throughout, with no pixel within ``width`` of one that ``prob`` calls piece, in a
+    part of ``core`` at least 4 ``width`` long that closes two loops or more (links). There it saw
+    only the backdrop around; a contact shadow's sliver or a JPEG speck lies against a piece it saw,
+    and a hair or a lint on the sweep closes no loop. Each component is judged by what the network
+    saw around it, not around its whole part: the links of a chain hung from a pendant it sees are
+    as far beyond its sight as a loose chain's (a part seen anywhere had its whole chain judged by
+    the network, and dropped as a shadow). Read on the box of ``which`` grown by 4 ``width``: a part
+    longer than the box is at least as long as its share of it."""
     which = which & (np.arange(len(stats)) > 0)      # label 0: what lies outside every component
     if width <= 0 or not which.any():
         return np.zeros(len(stats), bool)
@@ -482,10 +486,11 @@ def _unseen_lines(core: np.ndarray, labels: np.ndarray, stats: np.ndarray, which
     near = cv2.distanceTransform((prob[box] <= 0.5).astype(np.uint8), cv2.DIST_L2, 3) <= width
     n_parts, parts, part_stats, _ = cv2.connectedComponentsWithStats(core[box], connectivity=8)
     long = np.maximum(part_stats[:, cv2.CC_STAT_WIDTH], part_stats[:, cv2.CC_STAT_HEIGHT]) >= 4 * width
-    unseen = long & (np.bincount(parts[near], minlength=n_parts) == 0) & (_loops(parts, n_parts) >= 2)
+    chained = long & (_loops(parts, n_parts) >= 2)
     part_of = np.zeros(len(stats), np.int64)
     part_of[lab[mine]] = parts[mine]      # each component lies in one part of ``core``
-    return which & (np.bincount(lab[mine & wide], minlength=len(stats)) == 0) & unseen[part_of]
+    seen = np.bincount(lab[mine & wide], minlength=len(stats)) + np.bincount(lab[mine & near], minlength=len(stats))
+    return which & (seen == 0) & chained[part_of]
 
 
 def _loops(parts: np.ndarray, n: int) -> np.ndarray:

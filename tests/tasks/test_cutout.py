@@ -694,3 +694,24 @@ def test_a_faint_part_the_network_sees_nothing_of_goes_a_piece_that_departs_or_i
         assert np.array_equal(kept[part], core[part])
     unexempt = _drop_unseen_faint(core.copy(), prob, sure, CutoutParams(shadow_net_width=0))
     assert not unexempt[320:340, 370:420].any()      # the links stay only as lines too thin for the network
+
+
+def test_a_chain_hung_from_a_piece_the_network_sees_is_judged_link_by_link():
+    """``_unseen_lines`` on a chain joined to a pendant the network sees: a stretch of grey links away
+    from the pendant is beyond its sight as a loose chain's is; the stretch against the pendant is not.
+    (Judged by its whole part, the chain was seen as soon as the pendant was, and dropped as a shadow.)"""
+    from tasks.cutout import _unseen_lines
+
+    mask = np.zeros((160, 320), np.uint8)
+    _links(mask, 60, 20, 130)                       # a grey stretch of the chain, far from the pendant
+    _links(mask, 60, 170, 290)                      # and the stretch that runs into it
+    core = mask.copy()
+    _links(core, 60, 20, 290)                       # the whole chain
+    core[64:140, 260:310] = 1                        # the pendant, joined to the chain's last links
+    prob = np.zeros(mask.shape, np.float32)
+    prob[64:140, 260:310] = 0.9
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    far, close = labels[60, 20], labels[60, 170]     # each stretch's left end
+    assert far and close and far != close
+    blind = _unseen_lines(core, labels, stats, np.arange(n) > 0, prob, width=4.0)
+    assert blind[far] and not blind[close]
