@@ -465,14 +465,14 @@ def _unseen_lines(core: np.ndarray, labels: np.ndarray, stats: np.ndarray, which
                   width: float) -> np.ndarray:
     """Which of the components ``which`` (``labels``/``stats`` of a mask within ``core``) are part of a
     chain that a network reading the frame at ``width`` / 2 px a pixel cannot see: narrower than
-    ``width`` px throughout, with no pixel within ``width`` of one that ``prob`` calls piece, in a
-    part of ``core`` at least 4 ``width`` long that closes two loops or more (links). There it saw
-    only the backdrop around; a contact shadow's sliver or a JPEG speck lies against a piece it saw,
-    and a hair or a lint on the sweep closes no loop. Each component is judged by what the network
-    saw around it, not around its whole part: the links of a chain hung from a pendant it sees are
-    as far beyond its sight as a loose chain's (a part seen anywhere had its whole chain judged by
-    the network, and dropped as a shadow). Read on the box of ``which`` grown by 4 ``width``: a part
-    longer than the box is at least as long as its share of it."""
+    ``width`` px throughout, in a part of ``core`` at least 4 ``width`` long that closes two loops or
+    more (links), and either that part has no pixel within ``width`` of one that ``prob`` calls piece,
+    or the component itself has none and closes a loop of its own (a link). There it saw only the
+    backdrop around; a contact shadow's sliver or a JPEG speck lies against a piece it saw or closes
+    no loop, and a hair or a lint on the sweep closes none. The second way is for a chain hung from a
+    pendant the network sees: judged by their whole part, its links were seen as soon as the pendant
+    was, and dropped as a shadow. Read on the box of ``which`` grown by 4 ``width``: a part longer
+    than the box is at least as long as its share of it."""
     which = which & (np.arange(len(stats)) > 0)      # label 0: what lies outside every component
     if width <= 0 or not which.any():
         return np.zeros(len(stats), bool)
@@ -489,8 +489,10 @@ def _unseen_lines(core: np.ndarray, labels: np.ndarray, stats: np.ndarray, which
     chained = long & (_loops(parts, n_parts) >= 2)
     part_of = np.zeros(len(stats), np.int64)
     part_of[lab[mine]] = parts[mine]      # each component lies in one part of ``core``
-    seen = np.bincount(lab[mine & wide], minlength=len(stats)) + np.bincount(lab[mine & near], minlength=len(stats))
-    return which & (seen == 0) & chained[part_of]
+    unseen_part = np.bincount(parts[near], minlength=n_parts) == 0
+    link = _loops(np.where(mine, lab, 0), len(stats)) >= 1      # a loop the component closes by itself
+    unseen = unseen_part[part_of] | (link & (np.bincount(lab[mine & near], minlength=len(stats)) == 0))
+    return which & (np.bincount(lab[mine & wide], minlength=len(stats)) == 0) & chained[part_of] & unseen
 
 
 def _loops(parts: np.ndarray, n: int) -> np.ndarray:

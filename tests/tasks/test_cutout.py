@@ -698,8 +698,10 @@ def test_a_faint_part_the_network_sees_nothing_of_goes_a_piece_that_departs_or_i
 
 def test_a_chain_hung_from_a_piece_the_network_sees_is_judged_link_by_link():
     """``_unseen_lines`` on a chain joined to a pendant the network sees: a stretch of grey links away
-    from the pendant is beyond its sight as a loose chain's is; the stretch against the pendant is not.
-    (Judged by its whole part, the chain was seen as soon as the pendant was, and dropped as a shadow.)"""
+    from the pendant is beyond its sight as a loose chain's is; the stretch against the pendant is not,
+    nor a sliver hung on the pendant far from what it saw, which closes no loop of its own (a JPEG speck
+    beside a ring). (Judged by its whole part, the chain was seen as soon as the pendant was, and
+    dropped as a shadow.)"""
     from tasks.cutout import _unseen_lines
 
     mask = np.zeros((160, 320), np.uint8)
@@ -708,10 +710,12 @@ def test_a_chain_hung_from_a_piece_the_network_sees_is_judged_link_by_link():
     core = mask.copy()
     _links(core, 60, 20, 290)                       # the whole chain
     core[64:140, 260:310] = 1                        # the pendant, joined to the chain's last links
+    mask[100, 200:212] = 1                           # a sliver hung on the pendant (closing no loop of its own)
+    core[100, 200:260] = 1
     prob = np.zeros(mask.shape, np.float32)
     prob[64:140, 260:310] = 0.9
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    far, close = labels[60, 20], labels[60, 170]     # each stretch's left end
-    assert far and close and far != close
+    far, close, sliver = labels[60, 20], labels[60, 170], labels[100, 200]     # each stretch's left end
+    assert len({far, close, sliver}) == 3 and min(far, close, sliver) > 0
     blind = _unseen_lines(core, labels, stats, np.arange(n) > 0, prob, width=4.0)
-    assert blind[far] and not blind[close]
+    assert blind[far] and not blind[close] and not blind[sliver]
