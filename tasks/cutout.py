@@ -82,10 +82,10 @@ class CutoutParams(BaseModel):
     unseen_p: float = Field(0.1, ge=0, le=1, description="a part beside the piece that the network gives less than "
                             "this piece probability and that no pixel of (under 1%) departs surely from the backdrop "
                             "is the backdrop model's misfit or JPEG blocks read as faint metal: dropped")
-    shadow_net_width: float = Field(2.0, ge=0, description="but not one narrower than this many of SegNet's pixels "
-                                    "with nothing it calls piece within as many, in a part of the mask that closes "
-                                    "loops (a chain's wire at its 384 px: it sees the backdrop around); PlateNet's "
-                                    "verdict always counts")
+    shadow_net_width: float = Field(2.0, ge=0, description="but not one narrower than this many of SegNet's pixels, "
+                                    "in a part of the mask that closes loops, with nothing it calls piece within as "
+                                    "many of that part (or of itself, when it closes a link) (a chain's wire at its "
+                                    "384 px: it sees the backdrop around); PlateNet's verdict always counts")
     umbra_spread: float = Field(0.07, ge=0, description="a grey darkening this even (shade's 10-90% spread over its "
                                 "median, on a 1.5 px average) is a hard shadow's umbra, whatever the network says")
     umbra_area: float = Field(2.5e-3, ge=0, description="smallest umbra (fraction of the frame) judged by its evenness")
