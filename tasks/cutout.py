@@ -519,21 +519,21 @@ def _drop_unseen_faint(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, par
     n, labels, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=8)
     if n <= 2:
         return core
-    drop = stats[:, cv2.CC_STAT_AREA] >= params.min_area * core.size    # smaller ones: the size filter's, or lines'
-    drop[0] = drop[int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) + 1] = False
-    for k in np.flatnonzero(drop):        # each on its own box: a few parts, never the frame's planes
+    judged = stats[:, cv2.CC_STAT_AREA] >= params.min_area * core.size    # smaller ones: the size filter's, or lines'
+    judged[0] = judged[int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) + 1] = False
+    width = params.shadow_net_width * max(core.shape) / SEGNET_SIZE
+    kept = core
+    for k in np.flatnonzero(judged):      # each on its own box: a few parts, never the frame's planes
         x, y, w, h = stats[k, :4]
         box = (slice(y, y + h), slice(x, x + w))
         part = labels[box] == k
-        drop[k] = float(prob[box][part].mean()) < params.unseen_p and float(sure[box][part].mean()) < 0.01
-    if not drop.any():
-        return core
-    width = params.shadow_net_width * max(core.shape) / SEGNET_SIZE
-    kept = core.copy()
-    for k in np.flatnonzero(drop):        # (one at a time: the lines' test reads the box of what it is given)
-        if not _unseen_lines(core, labels, stats, np.arange(n) == k, prob, width)[k]:
-            x, y, w, h = stats[k, :4]
-            kept[y:y + h, x:x + w][labels[y:y + h, x:x + w] == k] = 0
+        if float(prob[box][part].mean()) >= params.unseen_p or float(sure[box][part].mean()) >= 0.01:
+            continue
+        if _unseen_lines(core, labels, stats, np.arange(n) == k, prob, width)[k]:   # reads the box of what it is given
+            continue
+        if kept is core:
+            kept = core.copy()
+        kept[box][part] = 0
     return kept
 
 
