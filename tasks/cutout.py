@@ -221,19 +221,48 @@ def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[t
     return shade, faint, explained
 
 
-def _band_shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``_shadow_scores`` on one band of rows (its own rows and their context)."""
+def _shade(image, backdrop) -> torch.Tensor:
+    """Linear luminance of the image over the backdrop's: how much darker (< 1) a pixel is."""
     lum = (0.2126, 0.7152, 0.0722)
     lit = back = None
-    for c in range(enc.shape[1]):
+    for c in range(image.shape[1]):
         term, back_term = image[:, c:c + 1] * lum[c], srgb_to_linear(backdrop[:, c:c + 1].clamp(0, 1)).mul_(lum[c])
         lit = term if lit is None else lit.add_(term)
         back = back_term if back is None else back.add_(back_term)
-    shade = lit.div_(back.clamp_(min=1e-4))
+    return lit.div_(back.clamp_(min=1e-4))
+
+
+def _unexplained(enc, backdrop, shadowed, c: int) -> torch.Tensor:
+    """Channel ``c`` of what a grey shadow (``shadowed``: the shade, at most 1) on the backdrop leaves of
+    the pixel, sRGB."""
+    return enc[:, c:c + 1] - linear_to_srgb(srgb_to_linear(backdrop[:, c:c + 1].clamp(0, 1)).mul_(shadowed))
+
+
+def _shadow_sigma(image, enc, backdrop, at: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The shadow test's noise per channel, (1, C, 1, 1): the spread of what a grey shadow leaves
+    unexplained over the backdrop's reference pixels ``at`` (flat indices), at least ``sigma``.
+    A channel clipped in the backdrop (a warm light on a light box: red at 1) has no noise of its own,
+    but the shade it is tested with is read off the other channels and carries their noise into it:
+    at ISO 6400 that read a whole light box as faint metal."""
+    if at.numel() < 16:
+        return sigma
+    pick = lambda t: t[0].reshape(t.shape[1], -1)[:, at][None, :, None]     # noqa: E731  (1, C, 1, N)
+    image_at, enc_at, backdrop_at = pick(image), pick(enc), pick(backdrop)
+    shadowed = _shade(image_at, backdrop_at).clamp_(0, 1)
+    # (read as against a plate: where the pixel is as clipped as the backdrop, or brighter, nothing is
+    # left, the median reads ~0 and the 90th percentile tells the spread)
+    spreads = [_spread(_unexplained(enc_at, backdrop_at, shadowed, c).abs_().reshape(-1), quantized=True)
+               for c in range(enc.shape[1])]
+    return torch.maximum(sigma, torch.stack(spreads).view(1, -1, 1, 1))
+
+
+def _band_shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``_shadow_scores`` on one band of rows (its own rows and their context)."""
+    shade = _shade(image, backdrop)
     shadowed = shade.clamp(0, 1)
     pixel_off = smooth_off = explained = None
     for c in range(enc.shape[1]):
-        unexplained = enc[:, c:c + 1] - linear_to_srgb(srgb_to_linear(backdrop[:, c:c + 1].clamp(0, 1)).mul_(shadowed))
+        unexplained = _unexplained(enc, backdrop, shadowed, c)
         off = (unexplained / sigma[:, c:c + 1]).abs_() > params.bg_sigmas
         zs = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma[:, c:c + 1])).abs_()
         pixel_off = off if pixel_off is None else pixel_off.logical_or_(off)
@@ -733,14 +762,17 @@ def _spread(departure: torch.Tensor, quantized: bool = False) -> torch.Tensor:
     return sigma
 
 
-def _robust_sigma(enc: torch.Tensor, backdrop: torch.Tensor, mask: torch.Tensor, quantized: bool = False) -> torch.Tensor:
-    """Per-channel noise (``_spread``) of ``enc - backdrop`` over ``mask`` -> (1, C, 1, 1)
-    (a channel at a time, over the masked pixels only: the departure is never made whole)."""
+def _reference_pixels(mask: torch.Tensor) -> torch.Tensor:
+    """Flat indices of ``mask``'s pixels, an even sample of at most a million of them."""
     at = mask.reshape(-1).nonzero().squeeze(1)
+    return at[:: at.numel() // 1_000_000 + 1] if at.numel() > 1_000_000 else at
+
+
+def _robust_sigma(enc: torch.Tensor, backdrop: torch.Tensor, at: torch.Tensor, quantized: bool = False) -> torch.Tensor:
+    """Per-channel noise (``_spread``) of ``enc - backdrop`` over the pixels ``at`` (flat indices,
+    ``_reference_pixels``) -> (1, C, 1, 1) (a channel at a time: the departure is never made whole)."""
     if at.numel() < 16:
         return enc.new_full((1, enc.shape[1], 1, 1), 0.01)
-    if at.numel() > 1_000_000:
-        at = at[:: at.numel() // 1_000_000 + 1]
     spreads = [_spread((enc[0, c].reshape(-1)[at] - backdrop[0, c].reshape(-1)[at]).abs_(), quantized)
                for c in range(enc.shape[1])]
     return torch.stack(spreads).clamp(min=1e-3).view(1, -1, 1, 1)
@@ -897,13 +929,16 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     # per channel (a strong white balance makes blue noisy), floored like the thresholds: an
     # already-retouched pure-white backdrop has no noise, only JPEG ripples
     # (big arrays are dropped as soon as they are read for the last time: a 24 MP frame is 288 MB each)
-    sigma = _robust_sigma(enc, backdrop, bg_ref, plated).clamp(min=params.min_contrast / params.fg_sigmas)
+    at = _reference_pixels(bg_ref)
+    sigma = _robust_sigma(enc, backdrop, at, plated).clamp(min=params.min_contrast / params.fg_sigmas)
     departure = ((enc[0, c] - backdrop[0, c]).cpu().numpy() for c in range(enc.shape[1]))   # a plane at a time
     edged = edge_strength(departure, bg_ref[0, 0].cpu().numpy()) >= params.edge_sigmas
     lines = ridge_lines(enc, backdrop, bg_ref, params) if float(noise) >= params.ridge_noise else None
     if lines is not None:
         edged |= lines      # a line is structure: a part it runs through does not fade into the backdrop
-    shade, faint, explained = _shadow_scores(image, enc, backdrop, sigma, params)
+    shade, faint, explained = _shadow_scores(image, enc, backdrop, _shadow_sigma(image, enc, backdrop, at, sigma),
+                                             params)
+    del at
     core = (diff > t_fg) | faint | _thin_lines(enc, backdrop, sigma, params)
     del faint
     core = core.to(torch.uint8)[0, 0].cpu().numpy()

@@ -388,6 +388,32 @@ def test_a_clean_plate_makes_a_textured_backdrop_exact():
     assert (with_plate.alpha[0, 0].numpy()[hole] < 0.5).mean() > 0.99     # the ring's interior stays open
 
 
+@pytest.mark.parametrize("with_plate", [False, True])
+def test_a_channel_clipped_in_the_backdrop_does_not_turn_the_others_noise_into_metal(with_plate):
+    """A warm light on a light box at ISO 6400: red clipped at 1, green and blue noisy. The shadow test
+    reads the shade off all three channels, so their noise made red darker than the backdrop by
+    amounts red's own noise (none) never makes, and 43% of the backdrop was kept as faint metal (the
+    wide world's band on a light box with its plate: IoU 0.24). Its noise is now measured on what a
+    grey shadow leaves unexplained over the backdrop."""
+    h, w = 240, 360
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:h, :w]
+    disc = (xx - 180) ** 2 + (yy - 120) ** 2 < 50 ** 2
+    near = (xx - 180) ** 2 + (yy - 120) ** 2 < 60 ** 2
+
+    def shot(piece: bool) -> torch.Tensor:
+        image = np.broadcast_to(np.array([1.0, 0.62, 0.38], np.float32), (h, w, 3)).copy()
+        image[..., 1:] += rng.normal(0, 0.03, (h, w, 2)).astype(np.float32)
+        if piece:
+            image[disc] = (0.25, 0.22, 0.2)
+        return torch.from_numpy(np.clip(image, 0, 1).transpose(2, 0, 1).copy())[None]
+
+    frame = Frame(shot(True), plate=shot(False) if with_plate else None)
+    a = cut_out(frame, CutoutParams(plate_network=False)).alpha[0, 0].numpy() > 0.5
+    assert a[disc].mean() > 0.99
+    assert a[~near].mean() < 0.001, a[~near].mean()
+
+
 def test_a_highlight_the_colour_of_the_sweep_is_no_hole_but_a_link_gap_is():
     """White metal whose broad highlight reaches the sweep's level drops out in noise-sized
     pinholes (seen in the demo as white squares on a band); they are metal. A link's gap of the
