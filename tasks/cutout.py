@@ -86,10 +86,6 @@ class CutoutParams(BaseModel):
                                     "in a part of the mask that closes loops, with nothing it calls piece within as "
                                     "many of that part (or of itself, when it closes a link) (a chain's wire at its "
                                     "384 px: it sees the backdrop around); PlateNet's verdict always counts")
-    plate_shadow_tint: float = Field(0.3, ge=0, le=1, description="with a clean plate, a shadow may shift each channel "
-                                     "by up to this share of the light it takes away (a key light's shadow keeps the "
-                                     "fill's colour), when PlateNet has its say (``plate_network``): what it calls piece "
-                                     "is never a shadow")
     umbra_spread: float = Field(0.07, ge=0, description="a grey darkening this even (shade's 10-90% spread over its "
                                 "median, on a 1.5 px average) is a hard shadow's umbra, whatever the network says")
     umbra_area: float = Field(2.5e-3, ge=0, description="smallest umbra (fraction of the frame) judged by its evenness")
@@ -203,12 +199,10 @@ def _bool_mask(like: torch.Tensor) -> torch.Tensor:
     return torch.empty((like.shape[0], 1, *like.shape[-2:]), dtype=torch.bool, device=like.device)
 
 
-def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams, tint: float = 0.0
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """How much darker than the backdrop each pixel is (``shade``: linear luminance ratio), and what
-    of its colour a shadow on the backdrop cannot explain, in noise sigmas per pixel and on a 1.5 px
-    average, as two masks. The shadow is grey, or with ``tint`` > 0 may shift each channel by up to
-    that share of the light it takes away (a key light's shadow keeps the fill's colour):
+    of its colour a grey shadow on the backdrop cannot explain, in noise sigmas per pixel and on a
+    1.5 px average, as two masks:
 
     ``faint``: flat metal only a little brighter or more coloured than the backdrop. Per-pixel
     thresholds miss it in a noisy (dark, strongly white-balanced) frame; averaged over 1.5 px the
@@ -221,7 +215,7 @@ def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams, tint: floa
     shade, faint, explained = enc.new_empty((enc.shape[0], 1, *enc.shape[-2:])), _bool_mask(enc), _bool_mask(enc)
     for own, read, keep in row_bands(enc.shape[-2], BAND_ROWS, BAND_HALO):
         band_shade, band_faint, band_explained = _band_shadow_scores(image[..., read, :], enc[..., read, :],
-                                                                     backdrop[..., read, :], sigma, params, tint)
+                                                                     backdrop[..., read, :], sigma, params)
         shade[..., own, :], faint[..., own, :] = band_shade[..., keep, :], band_faint[..., keep, :]
         explained[..., own, :] = band_explained[..., keep, :]
     return shade, faint, explained
@@ -238,15 +232,10 @@ def _shade(image, backdrop) -> torch.Tensor:
     return lit.div_(back.clamp_(min=1e-4))
 
 
-def _unexplained(enc, backdrop, shadowed, c: int, tint: float = 0.0) -> torch.Tensor:
+def _unexplained(enc, backdrop, shadowed, c: int) -> torch.Tensor:
     """Channel ``c`` of what a grey shadow (``shadowed``: the shade, at most 1) on the backdrop leaves of
-    the pixel, sRGB, less up to ``tint`` of the light the shadow takes away there."""
-    back = backdrop[:, c:c + 1].clamp(0, 1)
-    shaded = linear_to_srgb(srgb_to_linear(back).mul_(shadowed))
-    left = enc[:, c:c + 1] - shaded
-    if tint <= 0:
-        return left
-    return left.sign() * (left.abs() - back.sub_(shaded).mul_(tint)).clamp_(min=0)
+    the pixel, sRGB."""
+    return enc[:, c:c + 1] - linear_to_srgb(srgb_to_linear(backdrop[:, c:c + 1].clamp(0, 1)).mul_(shadowed))
 
 
 def _shadow_sigma(image, enc, backdrop, at: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -267,14 +256,13 @@ def _shadow_sigma(image, enc, backdrop, at: torch.Tensor, sigma: torch.Tensor) -
     return torch.maximum(sigma, torch.stack(spreads).view(1, -1, 1, 1))
 
 
-def _band_shadow_scores(image, enc, backdrop, sigma, params: CutoutParams, tint: float
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _band_shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``_shadow_scores`` on one band of rows (its own rows and their context)."""
     shade = _shade(image, backdrop)
     shadowed = shade.clamp(0, 1)
     pixel_off = smooth_off = explained = None
     for c in range(enc.shape[1]):
-        unexplained = _unexplained(enc, backdrop, shadowed, c, tint)
+        unexplained = _unexplained(enc, backdrop, shadowed, c)
         off = (unexplained / sigma[:, c:c + 1]).abs_() > params.bg_sigmas
         zs = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma[:, c:c + 1])).abs_()
         pixel_off = off if pixel_off is None else pixel_off.logical_or_(off)
@@ -948,15 +936,14 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     lines = ridge_lines(enc, backdrop, bg_ref, params) if float(noise) >= params.ridge_noise else None
     if lines is not None:
         edged |= lines      # a line is structure: a part it runs through does not fade into the backdrop
-    # with PlateNet's say on what is piece (below), a shadow may be tinted
-    trusted = frame.plate is not None and params.plate_network
     shade, faint, explained = _shadow_scores(image, enc, backdrop, _shadow_sigma(image, enc, backdrop, at, sigma),
-                                             params, params.plate_shadow_tint if trusted else 0.0)
+                                             params)
     del at
     core = (diff > t_fg) | faint | _thin_lines(enc, backdrop, sigma, params)
     del faint
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    trusted = frame.plate is not None and params.plate_network
     plain = _plain_backdrop(enc, backdrop, sigma, params)
     if trusted:
         # with a plate, PlateNet tells a piece from its shadow where per-pixel tests cannot (grey metal,
