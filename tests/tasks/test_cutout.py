@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from helpers import DEVICES, scene_frame, sim_scene
-from tasks.color import srgb_to_linear
-from tasks.cutout import CutoutParams, component_mean, cut_out, fit_backdrop, matte_onto, ridge_lines
+from tasks.color import linear_to_srgb, srgb_to_linear
+from tasks.cutout import (CARRIED_NOISE, CutoutParams, _shadow_sigma, component_mean, cut_out, fit_backdrop, matte_onto,
+                          ridge_lines)
 from tasks.frame import Frame
 from tasks.neutralize import NeutralizeParams, neutralize
 
@@ -393,8 +394,9 @@ def test_a_channel_clipped_in_the_backdrop_does_not_turn_the_others_noise_into_m
     """A warm light on a light box at ISO 6400: red clipped at 1, green and blue noisy. The shadow test
     reads the shade off all three channels, so their noise made red darker than the backdrop by
     amounts red's own noise (none) never makes, and 43% of the backdrop was kept as faint metal (the
-    wide world's band on a light box with its plate: IoU 0.24). Its noise is now measured on what a
-    grey shadow leaves unexplained over the backdrop."""
+    wide world's band on a light box with its plate: IoU 0.24). A channel whose own noise is far under
+    what the shade carries into it is now tested in the carried noise; a channel that is not clipped
+    keeps its own."""
     h, w = 240, 360
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:h, :w]
@@ -412,6 +414,14 @@ def test_a_channel_clipped_in_the_backdrop_does_not_turn_the_others_noise_into_m
     a = cut_out(frame, CutoutParams(plate_network=False)).alpha[0, 0].numpy() > 0.5
     assert a[disc].mean() > 0.99
     assert a[~near].mean() < 0.001, a[~near].mean()
+
+    # the noise each channel is tested in: red's is the carried one, green's and blue's their own
+    plate = shot(False)
+    enc, back = linear_to_srgb(shot(False)), linear_to_srgb(plate)
+    at = torch.arange(h * w)
+    own = torch.full((1, 3, 1, 1), 0.0025)
+    tested = _shadow_sigma(srgb_to_linear(enc), enc, back, at, own.clone().index_fill_(1, torch.tensor([1, 2]), 0.05))
+    assert tested[0, 0] > CARRIED_NOISE * own[0, 0] and torch.equal(tested[0, 1:], torch.full((2, 1, 1), 0.05))
 
 
 def test_a_highlight_the_colour_of_the_sweep_is_no_hole_but_a_link_gap_is():
