@@ -949,8 +949,10 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     shade, faint, explained = _shadow_scores(image, enc, backdrop, _shadow_sigma(image, enc, backdrop, at, sigma),
                                              params)
     del at
-    core = (diff > t_fg) | faint | _thin_lines(enc, backdrop, sigma, params)
+    sure = diff > t_fg      # surely piece: the core's first evidence, and what later steps ask of a part
+    core = sure | faint | _thin_lines(enc, backdrop, sigma, params)
     del faint
+    sure = sure[0, 0].cpu().numpy()
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     trusted = frame.plate is not None and params.plate_network
@@ -973,7 +975,6 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     del edged
     core = _fill_enclosed_metal(core, plain, prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
-    sure = (diff > t_fg)[0, 0].cpu().numpy()
     if prob is not None and not trusted:
         core = _drop_unseen_faint(core, prob, sure, params)
     del prob
