@@ -1,6 +1,6 @@
 """Train PlateNet on simulator scenes with their clean plates.
 
-    python -m models.platenet.train --out models/platenet/weights.pt   # ~9 min of scenes + ~13 min of steps, 2 CPU cores
+    python -m models.platenet.train --out models/platenet/weights.pt   # ~8 min of scenes + ~16 min of steps, 2 CPU cores
 
 A pool of scenes (the simulator's default and wide studio worlds, every backdrop that has a plate,
 rendered at 768-1200 px and area-shrunk in linear light to 384 px as ``plate_probability`` reads
@@ -123,7 +123,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="models/platenet/weights.pt")
     ap.add_argument("--scenes", type=int, default=2000)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=4500)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=192)
     ap.add_argument("--lr", type=float, default=3e-3)

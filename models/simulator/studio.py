@@ -14,8 +14,9 @@ What the wide world adds (all recorded in ``meta["studio"]``):
 * white metal on white: polished faces mirror the backdrop (``light["mirror"]``),
   stronger speculars (``light["spec_gain"]``);
 * shadows: none, soft, hard (sharp, offset away from the key) or both -- alpha 0;
-* pieces: an openwork ``pendant`` on a bail (eyelet hole) with a jump ring, often on
-  a chain; chains are drawn more often, in every metal, on every backdrop;
+* pieces: an openwork ``pendant`` (round holes, slots, a lattice or petals: large
+  openings with a wire's width of metal between them) on a bail (eyelet hole) with a
+  jump ring, often on a chain; chains are drawn more often, in every metal, on every backdrop;
 * camera (source only, after the defects): lens vignetting, depth of field, exposure
   push (blown highlights), ISO noise (100-6400, with chroma blotches), JPEG at
   quality 30-95.
@@ -330,10 +331,12 @@ def camera(rng, src: np.ndarray, alpha: np.ndarray, backdrop_kind: str, settings
 # the openwork pendant on a bail
 # --------------------------------------------------------------------------------------
 def _openwork(rng, h, w, cx, cy, rx, ry):
-    """Holes of a pierced plate: a ring of round holes, radial slots or a lattice."""
+    """Holes of a pierced plate: a ring of round holes, radial slots, a lattice, or petals (large
+    oval openings around the centre, only a wire's width of metal between them: the wirework whose
+    openings lie in the piece's own shadow)."""
     from .scene import _ellipse_cov, _stroke_cov
 
-    style = int(rng.integers(3))
+    style = int(rng.choice(4, p=[0.2, 0.2, 0.2, 0.4]))
     holes = np.zeros((h, w), np.float32)
     if style == 0:
         n = int(rng.integers(5, 10))
@@ -352,6 +355,16 @@ def _openwork(rng, h, w, cx, cy, rx, ry):
             p0 = (cx + 0.3 * rx * math.cos(a), cy + 0.3 * ry * math.sin(a))
             p1 = (cx + 0.72 * rx * math.cos(a), cy + 0.72 * ry * math.sin(a))
             holes = np.maximum(holes, _stroke_cov(h, w, [p0, p1], wd))
+    elif style == 3:
+        n = int(rng.integers(4, 8))
+        r = min(rx, ry)
+        gap = r * rng.uniform(0.05, 0.1)           # the wire left between two petals
+        radial = r * rng.uniform(0.28, 0.36)
+        across = max(r * 0.08, r * 0.5 * math.sin(math.pi / n) - gap / 2)
+        for k in range(n):
+            a = 2 * np.pi * (k + 0.5 * (n % 2)) / n
+            holes = np.maximum(holes, _ellipse_cov(h, w, cx + 0.52 * rx * math.cos(a), cy + 0.52 * ry * math.sin(a),
+                                                   radial, across, math.degrees(a)))
     else:
         p = min(rx, ry) * rng.uniform(0.28, 0.4)
         wire = p * rng.uniform(0.22, 0.35)
@@ -363,7 +376,7 @@ def _openwork(rng, h, w, cx, cy, rx, ry):
         holes = np.clip(np.minimum(da, db) - wire / 2 + 0.5, 0, 1)
         inner = _ellipse_cov(h, w, cx, cy, rx * 0.74, ry * 0.74)
         holes = holes * inner
-    return holes.astype(np.float32), ["holes", "slots", "lattice"][style]
+    return holes.astype(np.float32), ["holes", "slots", "lattice", "petals"][style]
 
 
 def draw_pendant(canvas, rng, metal, stone, box, view):

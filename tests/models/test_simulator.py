@@ -279,6 +279,19 @@ def test_wide_world_pieces(piece):
     assert n - 1 > len(border), piece
 
 
+def test_wide_world_openwork_styles_all_drawn_petals_open():
+    # petals: large openings with a wire's width of metal between them, in the piece's own shadow
+    seen, petal_holes = set(), 0
+    for i in range(24):
+        sc = render_scene(np.random.default_rng([12, i]), (384, 256), world="wide", piece="pendant")
+        seen.add(sc.meta["pendant"]["openwork"])
+        if sc.meta["pendant"]["openwork"] == "petals":
+            n, _, stats, _ = cv2.connectedComponentsWithStats((sc.alpha < 0.02).astype(np.uint8), connectivity=4)
+            petal_holes = max(petal_holes, int((stats[1:, cv2.CC_STAT_AREA] >= 40).sum()) - 1)
+    assert seen == {"holes", "slots", "lattice", "petals"}
+    assert petal_holes >= 4     # openings beside the backdrop's own component
+
+
 def test_wide_world_options_all_drawn():
     seen = {"shadow": set(), "iso": set(), "jpeg": set(), "dof": False, "metal": set()}
     for i in range(40):
