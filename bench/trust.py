@@ -392,7 +392,7 @@ def grade(out: Path, shoots: list[Path]) -> pd.DataFrame:
     for r in Catalog.open(default_state(out)).rows():
         folder = next(f for f in shoots if f.name == r["shoot"])
         row = {"set": set_of(r["shoot"]), "shoot": r["shoot"], "source": r["source"], "status": r["status"],
-               "reasons": r["reasons"]}
+               "reasons": r["reasons"], "path": cutout_path(r["notes"] or "")}
         cutout = cutout_of(out, r) or Path("/nonexistent")
         truth_dir = folder / "truth" / Path(r["source"]).stem
         if truth_dir.is_dir():
@@ -412,6 +412,17 @@ def grade(out: Path, shoots: list[Path]) -> pd.DataFrame:
                     row["iou_coarse"] = mask_iou(alpha > 0.5, mask)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def cutout_path(notes: str) -> str:
+    """Which of the cut-out's ways made the mask, from the image's notes: ``plate`` (the shoot's clean
+    plate), ``sweep`` (the smooth backdrop fit), ``network`` (SegNet, where the fit failed); "" when the
+    cut-out left no note (it did not run)."""
+    line = next((n for n in notes.splitlines()
+                 if n.startswith("cutout: ") and ("network mask" in n or "backdrop from" in n)), "")
+    if "network mask" in line:
+        return "network"
+    return "plate" if "the clean plate" in line else "sweep" if line else ""
 
 
 def graded_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -475,7 +486,7 @@ def report(table: pd.DataFrame) -> str:
     lines = ["## The two numbers, per set (rft = exported and right / all; escapes = exported but wrong / exported)",
              summarize(table, ["set"]).round(3).to_string()]
     graded = graded_rows(table)
-    for key in ("family", "piece"):
+    for key in ("family", "piece", "path"):
         if key in graded and len(graded):
             lines += [f"\n## by {key}", summarize(graded, ["set", key])[
                 ["n", "exported", "right", "rft", "escapes", "iou", "holes", "de_chroma"]].round(3).to_string()]
@@ -492,7 +503,7 @@ def report(table: pd.DataFrame) -> str:
         lines += ["\n## escapes (exported but wrong)", escapes[cols].round(3).to_string(index=False)]
     real = table[table["set"] == "real"]
     if len(real):
-        cols = [c for c in ("source", "status", "reasons", "iou_coarse") if c in real]
+        cols = [c for c in ("source", "path", "status", "reasons", "iou_coarse") if c in real]
         lines += ["\n## real photos, one by one (look at each: bench/out/trust/)", real[cols].round(3).to_string(index=False)]
     return "\n".join(lines)
 

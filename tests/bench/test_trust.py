@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from bench.trust import RIGHT, blockers, failed, is_right, set_stages
+from bench.trust import RIGHT, blockers, cutout_path, failed, is_right, set_stages
 from flows.review import parse_set
 from infra.shoots import read_shoot
 from infra.storage import Location
@@ -70,3 +70,21 @@ def test_set_stages_writes_each_shoots_sidecar_over_its_own_light(tmp_path):
                             "neutralize": {"strength": 0.5}}
     params = stage_params(studio_stages)      # what each image's stages are made from
     assert params["cutout"].band == 3 and params["neutralize"].kelvin == 4854 and not params["cutout"].network_checks
+
+
+def test_cutout_path_reads_which_way_the_cut_out_took_from_its_own_notes():
+    """The notes ``cut_out`` writes on a sweep, on a desk (its fit fails: the network) and with a plate."""
+    import torch
+
+    from helpers import scene_frame, sim_scene
+    from tasks.cutout import CutoutParams, cut_out
+    from tasks.frame import Frame
+
+    def path(frame):
+        return cutout_path("\n".join(["neutralize: light ~5000 K", *cut_out(frame, CutoutParams()).notes]))
+
+    sweep = scene_frame(sim_scene(0, piece="band", background="white_sweep"))
+    desk = scene_frame(sim_scene(0, size=(600, 400), piece="band", background="textured_desk"))
+    plate = torch.full_like(sweep.image, float(sweep.image[..., :4, :4].mean()))
+    assert (path(sweep), path(desk), path(Frame(sweep.image, plate=plate))) == ("sweep", "network", "plate")
+    assert cutout_path("neutralize: light ~5000 K") == ""
