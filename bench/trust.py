@@ -418,11 +418,12 @@ def cutout_path(notes: str) -> str:
     """Which of the cut-out's ways made the mask, from the image's notes: ``plate`` (the shoot's clean
     plate), ``sweep`` (the smooth backdrop fit), ``network`` (SegNet, where the fit failed); "" when the
     cut-out left no note (it did not run)."""
-    line = next((n for n in notes.splitlines()
-                 if n.startswith("cutout: ") and ("network mask" in n or "backdrop from" in n)), "")
-    if "network mask" in line:
-        return "network"
-    return "plate" if "the clean plate" in line else "sweep" if line else ""
+    for note in notes.splitlines():
+        if note.startswith("cutout: ") and "network mask" in note:
+            return "network"
+        if note.startswith("cutout: ") and "backdrop from" in note:
+            return "plate" if "the clean plate" in note else "sweep"
+    return ""
 
 
 def graded_rows(table: pd.DataFrame) -> pd.DataFrame:
