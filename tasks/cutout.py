@@ -110,6 +110,9 @@ class CutoutParams(BaseModel):
     method: Literal["auto", "backdrop", "network"] = Field(
         "auto", description="backdrop model (sweeps), segmentation network (clutter), or auto by the backdrop fit")
     network_weights: str | None = Field(None, description="segnet checkpoint; None = the weights shipped in models/segnet")
+    network_fine_size: int | None = Field(640, ge=64, description="on the network path SegNet also reads the frame "
+                                          "at this long edge (px) and may add what it finds there (a chain's wire, "
+                                          "lost at its 384), never closing an opening the 384 read sees; None: off")
     plate_network: bool = Field(True, description="with a clean plate, let PlateNet (models/platenet) tell the piece "
                                 "from its shadow")
     plate_network_weights: str | None = Field(None, description="PlateNet checkpoint; None = the weights shipped in "
@@ -435,10 +438,23 @@ def _plate_probability(image: torch.Tensor, plate: torch.Tensor, params: CutoutP
     return plate_probability(image, plate, load_platenet(params.plate_network_weights, image.device), PLATE_SIZE)
 
 
-def _piece_probability(enc: torch.Tensor, params: CutoutParams, coarse: bool = False) -> torch.Tensor:
+def _piece_probability(enc: torch.Tensor, params: CutoutParams, coarse: bool = False,
+                       size: int = SEGNET_SIZE) -> torch.Tensor:
     from models.segnet import load_segnet, piece_probability
 
-    return piece_probability(enc, load_segnet(params.network_weights, enc.device), coarse=coarse)
+    return piece_probability(enc, load_segnet(params.network_weights, enc.device), size, coarse=coarse)
+
+
+def _with_fine_wire(prob: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+    """``prob`` raised to ``fine`` (SegNet's probability with the frame read larger) everywhere but in the
+    openings ``prob`` sees (the backdrop its piece encloses). Read past its training scale SegNet finds
+    wire it loses at 384 px, but it also closes ear-wire hooks, eyelets and link gaps."""
+    core = (prob > 0.5).to(torch.uint8)[0, 0].cpu().numpy()
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(1 - core, connectivity=4)
+    opening = _enclosed(stats, core.shape)
+    opening[0] = False      # label 0: the piece itself
+    seen = torch.from_numpy(opening[labels]).to(prob.device)[None, None]
+    return torch.where(seen, prob, torch.maximum(prob, fine))
 
 
 # pixels per slice where a whole-plane temporary would be large
@@ -881,7 +897,11 @@ def _network_cut(frame: Frame, handed: list[torch.Tensor], params: CutoutParams,
     """Piece probability from the segmentation network (on the image in sRGB, ``handed`` over: it goes
     once the network has read it, before the matte), edges matted against the local backdrop."""
     image = frame.image
-    prob = _piece_probability(handed.pop(), params)
+    enc = handed.pop()
+    prob = _piece_probability(enc, params)
+    if params.network_fine_size:
+        prob = _with_fine_wire(prob, _piece_probability(enc, params, size=params.network_fine_size))
+    del enc
     core = (prob > 0.5).to(torch.uint8)[0, 0].cpu().numpy()
     hard = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     alpha, decontaminated = _matte(image, hard, prob, params.band)

@@ -7,8 +7,8 @@ import torch
 
 from helpers import DEVICES, scene_frame, sim_scene
 from tasks.color import linear_to_srgb, srgb_to_linear
-from tasks.cutout import (CARRIED_NOISE, CutoutParams, _shadow_sigma, component_mean, cut_out, fit_backdrop, matte_onto,
-                          ridge_lines)
+from tasks.cutout import (CARRIED_NOISE, CutoutParams, _shadow_sigma, _with_fine_wire, component_mean, cut_out, fit_backdrop,
+                          matte_onto, ridge_lines)
 from tasks.frame import Frame
 from tasks.neutralize import NeutralizeParams, neutralize
 
@@ -314,6 +314,18 @@ def test_cluttered_backdrop_uses_the_network():
             ious.append(_iou(s, out))
     # measured 0.71-0.96, mean 0.87 (the network alone: tests/models/test_segnet.py)
     assert min(ious) >= 0.65 and np.mean(ious) >= 0.82, ious
+
+
+def test_the_finer_read_adds_wire_but_never_closes_an_opening_the_coarse_read_sees():
+    prob, fine = torch.zeros(1, 1, 60, 90), torch.zeros(1, 1, 60, 90)
+    prob[..., 10:40, 10:40] = 0.9
+    prob[..., 18:32, 18:32] = 0.1       # the ring's opening, as SegNet at 384 sees it
+    fine[..., 5:45, 5:45] = 0.8         # the finer read: the ring a little fatter, its opening closed
+    fine[..., 30, 50:85] = 0.7          # and a wire the coarse read lost
+    out = _with_fine_wire(prob, fine)
+    assert torch.equal(out[..., 18:32, 18:32], prob[..., 18:32, 18:32])
+    assert float(out[..., 30, 50:85].min()) == pytest.approx(0.7) and float(out[..., 6, 6]) == pytest.approx(0.8)
+    assert torch.equal(out[..., 10:40, 10:18], prob[..., 10:40, 10:18])      # never lowered
 
 
 def test_empty_sweep_flags_no_piece():
