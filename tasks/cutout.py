@@ -448,13 +448,19 @@ def _piece_probability(enc: torch.Tensor, params: CutoutParams, coarse: bool = F
 def _with_fine_wire(prob: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
     """``prob`` raised to ``fine`` (SegNet's probability with the frame read larger) everywhere but in the
     openings ``prob`` sees (the backdrop its piece encloses). Read past its training scale SegNet finds
-    wire it loses at 384 px, but it also closes ear-wire hooks, eyelets and link gaps."""
-    core = (prob > 0.5).to(torch.uint8)[0, 0].cpu().numpy()
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(1 - core, connectivity=4)
-    opening = _enclosed(stats, core.shape)
+    wire it loses at 384 px, but it also closes ear-wire hooks, eyelets and link gaps. The openings are
+    found on the piece's box grown by a pixel (what they are is the same there as on the frame)."""
+    raised = torch.maximum(prob, fine)
+    box = grown_box(prob, 1)
+    if box is None:
+        return raised
+    near = prob[0, 0, box[0], box[1]]
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((near <= 0.5).to(torch.uint8).cpu().numpy(), connectivity=4)
+    opening = _enclosed(stats, labels.shape)
     opening[0] = False      # label 0: the piece itself
-    seen = torch.from_numpy(opening[labels]).to(prob.device)[None, None]
-    return torch.where(seen, prob, torch.maximum(prob, fine))
+    seen = torch.from_numpy(opening[labels]).to(prob.device)
+    raised[0, 0, box[0], box[1]] = torch.where(seen, near, raised[0, 0, box[0], box[1]])
+    return raised
 
 
 # pixels per slice where a whole-plane temporary would be large
