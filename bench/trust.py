@@ -48,6 +48,9 @@ An image is *right* when all of these hold (the issue's definition):
   component) lost: less than half inside the mask, or their contrast below
   half of what the source showed (the retouch flattened them).
 
+``iou_net`` is not a criterion: SegNet's mask alone on the source, graded like
+``iou``, so a set shows how far the network holds apart from the rules around it.
+
 ``rft`` (right first time) is the share of all images exported *and* right;
 ``escapes`` the share of exported images that are not right. ``dust`` is the
 share of visible specks/lint on the piece that the export no longer shows.
@@ -298,6 +301,18 @@ def grade_image(cutout: Path, truth: dict, source: np.ndarray | None) -> dict:
     return row
 
 
+def network_iou(source: np.ndarray, true_alpha: np.ndarray) -> float:
+    """Mask IoU of SegNet alone (its 384 px read, probability > 0.5) on ``source`` (linear RGB as decoded,
+    before develop and neutralize) against the truth: how well the network the cut-out consults (about
+    shadows, enclosed regions and facets; the mask itself where the backdrop fit fails) holds on a set,
+    apart from the rules around it."""
+    from models.segnet import load_segnet, piece_probability
+
+    srgb = linear_to_srgb_np(np.clip(source, 0, 1)).transpose(2, 0, 1)
+    prob = piece_probability(torch.from_numpy(np.ascontiguousarray(srgb, np.float32))[None], load_segnet())
+    return mask_iou(prob[0, 0].numpy() > 0.5, true_alpha > 0.5)
+
+
 def _checker(h: int, w: int, cell: int = 8) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
     return np.where(((yy // cell + xx // cell) % 2)[..., None] == 0, 0.55, 0.30).astype(np.float32) * np.ones(3, np.float32)
@@ -402,7 +417,10 @@ def grade(out: Path, shoots: list[Path]) -> pd.DataFrame:
                        metal=meta.get("metal"))
             if cutout.exists():
                 source = read_source(folder / r["source"]).pixels
-                row.update(grade_image(cutout, truth, source if source.shape[:2] == truth["alpha"].shape else None))
+                same_grid = source.shape[:2] == truth["alpha"].shape
+                row.update(grade_image(cutout, truth, source if same_grid else None))
+                if same_grid:
+                    row["iou_net"] = network_iou(source, truth["alpha"])
                 row["right"] = is_right(row)
         elif cutout.exists():
             mask = real_mask(r["source"])
@@ -444,7 +462,7 @@ def two_numbers(table: pd.DataFrame) -> pd.Series:
         "rft": float(((graded["status"] == "exported") & right).mean()) if len(graded) else float("nan"),
         "escapes": float((~exported["right"].astype(bool)).mean()) if len(exported) else float("nan"),
     }
-    for key in ("iou", "holes", "thin", "de_chroma", "lost"):
+    for key in ("iou", "iou_net", "holes", "thin", "de_chroma", "lost"):
         out[key] = float(graded[key].mean()) if key in graded and len(graded) else float("nan")
     for key in ("pierced", "stray"):     # share of images with piece cut out as a hole, with backdrop cut out apart
         if key in graded and len(graded):
@@ -490,7 +508,7 @@ def report(table: pd.DataFrame) -> str:
     for key in ("family", "piece", "path"):
         if key in graded and len(graded):
             lines += [f"\n## by {key}", summarize(graded, ["set", key])[
-                ["n", "exported", "right", "rft", "escapes", "iou", "holes", "de_chroma"]].round(3).to_string()]
+                ["n", "exported", "right", "rft", "escapes", "iou", "iou_net", "holes", "de_chroma"]].round(3).to_string()]
     if len(graded):
         lines += ["\n## what stands between each set and right first time (images missing each criterion; "
                   "only_*: missing it alone; right_held: right, held for review)", blockers(graded).to_string()]

@@ -88,3 +88,16 @@ def test_cutout_path_reads_which_way_the_cut_out_took_from_its_own_notes():
     plate = torch.full_like(sweep.image, float(sweep.image[..., :4, :4].mean()))
     assert (path(sweep), path(desk), path(Frame(sweep.image, plate=plate))) == ("sweep", "network", "plate")
     assert cutout_path("neutralize: light ~5000 K") == ""
+
+
+def test_network_iou_grades_segnet_alone_against_the_truth_it_is_given():
+    """SegNet alone on a simulator band on a white sweep (its training world) finds the band; the same
+    mask against the truth moved off the piece scores low: the figure reads the network, not the truth."""
+    import numpy as np
+
+    from bench.trust import network_iou
+    from models.simulator import render_scene
+
+    scene = render_scene(np.random.default_rng(3), (600, 400), piece="band", background="white_sweep")
+    assert network_iou(scene.source, scene.alpha) >= 0.85
+    assert network_iou(scene.source, np.roll(scene.alpha, 150, axis=1)) < 0.5
