@@ -78,7 +78,7 @@ sys.path.insert(0, str(ROOT))
 from bench.quality import _disk, _lab, enclosed_background, mask_iou  # noqa: E402
 from flows.cli import quiet_env  # noqa: E402
 from flows.review import parse_set  # noqa: E402
-from tasks.color import delta_e2000, srgb_to_linear  # noqa: E402
+from tasks.color import delta_e2000, linear_to_srgb, srgb_to_linear  # noqa: E402
 from tasks.cutout import component_mean  # noqa: E402
 
 SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
@@ -308,9 +308,8 @@ def network_iou(source: np.ndarray, true_alpha: np.ndarray) -> float:
     apart from the rules around it."""
     from models.segnet import load_segnet, piece_probability
 
-    srgb = linear_to_srgb_np(np.clip(source, 0, 1)).transpose(2, 0, 1)
-    prob = piece_probability(torch.from_numpy(np.ascontiguousarray(srgb, np.float32))[None], load_segnet())
-    return mask_iou(prob[0, 0].numpy() > 0.5, true_alpha > 0.5)
+    srgb = linear_to_srgb(torch.from_numpy(np.ascontiguousarray(source.transpose(2, 0, 1), np.float32))[None])
+    return mask_iou(piece_probability(srgb, load_segnet())[0, 0].numpy() > 0.5, true_alpha > 0.5)
 
 
 def _checker(h: int, w: int, cell: int = 8) -> np.ndarray:
