@@ -345,7 +345,6 @@ def sheet_tile(source: Path, cutout: Path | None, truth: dict | None, label: str
 
 
 def linear_to_srgb_np(x: np.ndarray) -> np.ndarray:
-    from tasks.color import linear_to_srgb
     return linear_to_srgb(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
