@@ -177,6 +177,30 @@ def restyle(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator) -> torch.Ten
     return (x * (1 - t) + y.clamp(0, 1) * t)
 
 
+def photometric(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The whole crop (sRGB (3,H,W)) as another camera and studio would give it: exposure, white balance,
+    tone, contrast and saturation drawn at random, sometimes a little defocus and sensor noise. Piece,
+    backdrop and shadows change alike, so what stays to be learned is how they differ, not the
+    simulator's absolute grey levels and colours."""
+    r = torch.rand(8, generator=gen)
+    y = x.clamp(0, 1) * float(torch.exp((r[0] - 0.5) * 0.8))                    # exposure 0.67 .. 1.5
+    y = y * torch.exp(torch.randn(3, 1, 1, generator=gen) * 0.06)                # white balance
+    y = y.clamp(1e-4, 1) ** float(torch.exp((r[1] - 0.5) * 0.6))                  # tone 0.74 .. 1.35
+    mean = y.mean()
+    y = mean + (y - mean) * float(0.7 + 0.6 * r[2])                               # contrast 0.7 .. 1.3
+    grey = y.mean(0, keepdim=True)
+    y = grey + (y - grey) * float(0.6 + 0.7 * r[3])                               # saturation 0.6 .. 1.3
+    if r[4] < 0.3:                                                                # defocus
+        s = 0.3 + 0.9 * float(r[5])
+        k = torch.exp(-torch.arange(-3, 4, dtype=torch.float32) ** 2 / (2 * s * s))
+        k = (k / k.sum()).view(1, 1, 1, 7)
+        y = F.conv2d(F.pad(y[:, None], (3, 3, 0, 0), mode="replicate"), k)
+        y = F.conv2d(F.pad(y, (0, 0, 3, 3), mode="replicate"), k.transpose(2, 3))[:, 0]
+    if r[6] < 0.3:                                                                # sensor noise
+        y = y + torch.randn(y.shape, generator=gen) * 0.035 * float(r[7])
+    return y.clamp(0, 1)
+
+
 def dihedral(x: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A crop (C, H, W) and its target flipped up-down, left-right and transposed where the first three
     of the uniform draws ``r`` are under a half: the eight symmetries of the square, alike for both."""
@@ -189,9 +213,10 @@ def dihedral(x: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> tuple[torch.T
     return x, t
 
 
-def augment(img, alpha, crop, gen, appearance: float = 0.0):
+def augment(img, alpha, crop, gen, appearance: float = 0.0, photo: float = 0.0):
     """Random crop + flips + transpose of a uint8 batch (N,H,W,3)/(N,H,W) -> float tensors; with
-    probability ``appearance`` a sample's piece is restyled (:func:`restyle`)."""
+    probability ``appearance`` a sample's piece is restyled (:func:`restyle`), with probability
+    ``photo`` the whole crop (:func:`photometric`)."""
     n, H, W = alpha.shape
     xs, ts = [], []
     for i in range(n):
@@ -201,6 +226,8 @@ def augment(img, alpha, crop, gen, appearance: float = 0.0):
         t = torch.from_numpy(alpha[i, y0:y0 + crop, x0:x0 + crop])[None].float() / 255
         if appearance and float(torch.rand(1, generator=gen)) < appearance:
             x = restyle(x, t, gen)
+        if photo and float(torch.rand(1, generator=gen)) < photo:
+            x = photometric(x, gen)
         r = torch.rand(3, generator=gen)
         x, t = dihedral(x, t, r)
         xs.append(x)
@@ -231,6 +258,8 @@ def main(argv=None):
     ap.add_argument("--no-bf16", action="store_true", help="disable bfloat16 autocast on CPU")
     ap.add_argument("--appearance", type=float, default=0.0,
                     help="share of samples whose piece is restyled (tone, saturation, brightness field)")
+    ap.add_argument("--photometric", type=float, default=0.0,
+                    help="share of samples given another camera's exposure, white balance, tone, blur and noise")
     args = ap.parse_args(argv)
     t_start = time.time()
     device, out, cache = start_run(args)
@@ -285,7 +314,7 @@ def main(argv=None):
     run_loss = 0.0
     for step in range(1, args.steps + 1):
         idx = torch.randint(0, n, (args.batch,), generator=gen).numpy()
-        x, y = augment(imgs[idx], alphas[idx], args.crop, gen, args.appearance)
+        x, y = augment(imgs[idx], alphas[idx], args.crop, gen, args.appearance, args.photometric)
         x = x.to(device).contiguous(memory_format=mf)
         y = y.to(device)
         run_loss += train_step(net, x, y, opt, sched, scaler, device, amp_dtype, use_amp)

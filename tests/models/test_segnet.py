@@ -71,3 +71,27 @@ def test_iou_on_held_out_desk_scenes(net, desk_scenes):
         ious.append(np.logical_and(pred, t).sum() / np.logical_or(pred, t).sum())
     assert float(np.mean(ious)) > IOU_BAR, ious
     assert min(ious) > IOU_BAR - 0.15, ious
+
+
+def test_photometric_augmentation_changes_the_whole_crop_alike_and_leaves_the_target():
+    """``--photometric``: another camera's exposure, white balance and tone over piece and backdrop
+    alike; the target never moves, values stay in [0, 1], and at 0 the crops are the plain ones."""
+    from models.segnet.train import augment, photometric
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((6, 64, 64, 3)) * 255).astype(np.uint8)
+    alpha = np.zeros((6, 64, 64), np.uint8)
+    alpha[:, 16:48, 16:48] = 255
+    from models.segnet.train import dihedral
+
+    for i in range(6):  # one image a batch: its crop is drawn before the photometric draws, its flips after
+        plain = augment(img[i:i + 1], alpha[i:i + 1], 48, torch.Generator().manual_seed(i))
+        jittered = augment(img[i:i + 1], alpha[i:i + 1], 48, torch.Generator().manual_seed(i), photo=1.0)
+        t = plain[1][0]
+        assert any(torch.equal(dihedral(t, t, torch.tensor(r, dtype=torch.float32))[1], jittered[1][0])
+                   for r in np.ndindex(2, 2, 2))
+        assert jittered[0].min() >= 0 and jittered[0].max() <= 1
+        assert (plain[0] - jittered[0]).abs().mean() > 0.01
+    g = torch.Generator().manual_seed(5)
+    shifts = [photometric(torch.full((3, 8, 8), 0.5), g).mean() for _ in range(40)]
+    assert max(shifts) - min(shifts) > 0.1      # exposures differ from draw to draw
