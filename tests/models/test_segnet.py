@@ -75,15 +75,13 @@ def test_iou_on_held_out_desk_scenes(net, desk_scenes):
 
 def test_photometric_augmentation_changes_the_whole_crop_alike_and_leaves_the_target():
     """``--photometric``: another camera's exposure, white balance and tone over piece and backdrop
-    alike; the target never moves, values stay in [0, 1], and at 0 the crops are the plain ones."""
-    from models.segnet.train import augment, photometric
+    alike; the target is only cropped and flipped as before, and values stay in [0, 1]."""
+    from models.segnet.train import augment, dihedral, photometric
 
     rng = np.random.default_rng(0)
     img = (rng.random((6, 64, 64, 3)) * 255).astype(np.uint8)
     alpha = np.zeros((6, 64, 64), np.uint8)
     alpha[:, 16:48, 16:48] = 255
-    from models.segnet.train import dihedral
-
     for i in range(6):  # one image a batch: its crop is drawn before the photometric draws, its flips after
         plain = augment(img[i:i + 1], alpha[i:i + 1], 48, torch.Generator().manual_seed(i))
         jittered = augment(img[i:i + 1], alpha[i:i + 1], 48, torch.Generator().manual_seed(i), photo=1.0)
