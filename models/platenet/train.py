@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from models.defectnet import native_bfloat16
-from models.platenet import PlateNet
-from models.segnet.train import cached_pool, dihedral, optimizer, save_weights, start_run, train_step
+from models.platenet import TRAIN_COMMAND, PlateNet
+from models.segnet import load_weights
+from models.segnet.train import cached_pool, dihedral, optimizer, photometric, save_weights, start_run, train_step
 from models.simulator import BACKGROUNDS, linear_to_srgb, render_scene
 from models.simulator.studio import WIDE_BACKDROPS
 
@@ -74,9 +75,11 @@ def make_pool(seed: int, count: int, workers: int) -> dict[str, np.ndarray]:
             "alpha": np.stack([r[2] for r in rows]), "kind": np.array([r[3] for r in rows])}
 
 
-def augment(image, plate, alpha, crop: int, gen: torch.Generator, mirror: float):
+def augment(image, plate, alpha, crop: int, gen: torch.Generator, mirror: float, photo: float = 0.0):
     """Random crops (the plate up to a pixel off in 3 of 10), flips and transposes of uint8 batches ->
-    float tensors (N,6,crop,crop) and (N,1,crop,crop); see the module's docstring."""
+    float tensors (N,6,crop,crop) and (N,1,crop,crop); see the module's docstring. With probability
+    ``photo`` a sample's shot and plate are seen by another camera, the same one for both
+    (``models.segnet.train.photometric``)."""
     n, H, W = alpha.shape
     xs, ts = [], []
     for i in range(n):
@@ -97,6 +100,8 @@ def augment(image, plate, alpha, crop: int, gen: torch.Generator, mirror: float)
                                   align_corners=False)[0]
             face = t * (field > 0.5).float()
             shot = shot * (1 - face) + empty * float(0.55 + 0.45 * torch.rand(1, generator=gen)) * face
+        if photo and float(torch.rand(1, generator=gen)) < photo:
+            shot, empty = photometric(torch.stack([shot, empty]), gen).unbind(0)
         x = torch.cat([shot, empty], 0)
         x, t = dihedral(x, t, r)
         xs.append(x)
@@ -128,6 +133,9 @@ def main(argv=None):
     ap.add_argument("--crop", type=int, default=192)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--mirror", type=float, default=0.3, help="share of crops whose piece gets a face mirroring the plate")
+    ap.add_argument("--photometric", type=float, default=0.0,
+                    help="share of crops whose shot and plate another camera sees (both alike)")
+    ap.add_argument("--init", default=None, help="warm-start from these weights (fine-tuning)")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
@@ -141,7 +149,8 @@ def main(argv=None):
                        lambda: make_pool(args.seed, args.scenes, args.workers), "scenes")
     kinds = {str(k): int((pool["kind"] == k).sum()) for k in sorted(set(pool["kind"]))}
 
-    net = PlateNet().to(device).to(memory_format=torch.channels_last)
+    net = PlateNet() if args.init is None else load_weights(PlateNet, args.init, "cpu", TRAIN_COMMAND).requires_grad_(True).train()
+    net = net.to(device).to(memory_format=torch.channels_last)
     nparams = sum(p.numel() for p in net.parameters())
     # bfloat16 where the CPU does it natively (AVX512-BF16/AMX: ~4x faster steps), float16 on CUDA
     bf16 = device.type == "cpu" and native_bfloat16(device)
@@ -153,7 +162,8 @@ def main(argv=None):
     hist, run_loss, t_train = [], 0.0, time.time()
     for step in range(1, args.steps + 1):
         idx = torch.randint(HELD_OUT, n, (args.batch,), generator=gen).numpy()
-        x, y = augment(pool["image"][idx], pool["plate"][idx], pool["alpha"][idx], args.crop, gen, args.mirror)
+        x, y = augment(pool["image"][idx], pool["plate"][idx], pool["alpha"][idx], args.crop, gen, args.mirror,
+                       args.photometric)
         x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
         run_loss += train_step(net, x, y, opt, sched, scaler, device, torch.bfloat16 if bf16 else torch.float16, use_amp)
         if step % 50 == 0:
@@ -176,7 +186,8 @@ def main(argv=None):
         "Written by `models/platenet/train.py` at the end of the run.", "",
         f"- command: `{cmd}`",
         f"- {args.scenes} simulator scenes with plates (seed {args.seed}; the first {HELD_OUT} held out), "
-        f"{args.steps} steps of {args.batch} crops of {args.crop} px, mirror share {args.mirror}, device {args.device}, "
+        f"{args.steps} steps of {args.batch} crops of {args.crop} px, mirror share {args.mirror}, "
+        f"photometric share {args.photometric}, warm start {args.init or 'none'}, device {args.device}, "
         f"threads {args.threads}, bfloat16 autocast {bf16}",
         f"- wall time: {wall / 60:.1f} min (pool included when it was rendered)",
         f"- parameters: {nparams}; weights {out.stat().st_size / 1024:.0f} KiB (float16 state dict)",

@@ -168,7 +168,7 @@ def restyle(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator) -> torch.Ten
     r = torch.rand(6, generator=gen)
     gamma = float(torch.exp((r[0] - 0.5) * 1.4))                      # 0.5 .. 2
     y = x.clamp(1e-4, 1) ** gamma
-    grey = y.mean(0, keepdim=True)
+    grey = y.mean(-3, keepdim=True)
     y = grey + (y - grey) * float(r[1] * 1.5)                          # grey .. 1.5x saturated
     field = torch.rand((1, 1, 4, 4), generator=gen) * 0.8 + 0.6        # 0.6 .. 1.4, smooth over the crop
     y = y * F.interpolate(field, size=x.shape[-2:], mode="bicubic", align_corners=False)[0]
@@ -178,24 +178,26 @@ def restyle(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator) -> torch.Ten
 
 
 def photometric(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """The whole crop (sRGB (3,H,W)) as another camera and studio would give it: exposure, white balance,
-    tone, contrast and saturation drawn at random, sometimes a little defocus and sensor noise. Piece,
-    backdrop and shadows change alike, so what stays to be learned is how they differ, not the
-    simulator's absolute grey levels and colours."""
+    """The whole crop (sRGB (..., 3, H, W)) as another camera and studio would give it: exposure, white
+    balance, tone, contrast and saturation drawn at random, sometimes a little defocus and sensor noise.
+    Piece, backdrop and shadows change alike, so what stays to be learned is how they differ, not the
+    simulator's absolute grey levels and colours. Leading dimensions share one camera (a shot and its
+    clean plate); the noise is each pixel's own."""
     r = torch.rand(8, generator=gen)
     y = x.clamp(0, 1) * float(torch.exp((r[0] - 0.5) * 0.8))                    # exposure 0.67 .. 1.5
     y = y * torch.exp(torch.randn(3, 1, 1, generator=gen) * 0.06)                # white balance
     y = y.clamp(1e-4, 1) ** float(torch.exp((r[1] - 0.5) * 0.6))                  # tone 0.74 .. 1.35
     mean = y.mean()
     y = mean + (y - mean) * float(0.7 + 0.6 * r[2])                               # contrast 0.7 .. 1.3
-    grey = y.mean(0, keepdim=True)
+    grey = y.mean(-3, keepdim=True)
     y = grey + (y - grey) * float(0.6 + 0.7 * r[3])                               # saturation 0.6 .. 1.3
     if r[4] < 0.3:                                                                # defocus
         s = 0.3 + 0.9 * float(r[5])
         k = torch.exp(-torch.arange(-3, 4, dtype=torch.float32) ** 2 / (2 * s * s))
         k = (k / k.sum()).view(1, 1, 1, 7)
-        y = F.conv2d(F.pad(y[:, None], (3, 3, 0, 0), mode="replicate"), k)
-        y = F.conv2d(F.pad(y, (0, 0, 3, 3), mode="replicate"), k.transpose(2, 3))[:, 0]
+        planes = y.reshape(-1, 1, *y.shape[-2:])
+        planes = F.conv2d(F.pad(planes, (3, 3, 0, 0), mode="replicate"), k)
+        y = F.conv2d(F.pad(planes, (0, 0, 3, 3), mode="replicate"), k.transpose(2, 3)).reshape(y.shape)
     if r[6] < 0.3:                                                                # sensor noise
         y = y + torch.randn(y.shape, generator=gen) * 0.035 * float(r[7])
     return y.clamp(0, 1)

@@ -67,3 +67,25 @@ def test_it_finds_the_piece_and_not_its_shadow(net, scenes):
             shadow_p.append(float(p[shadow].mean()))
     assert np.mean(ious) >= 0.8, ious
     assert shadow_p and max(shadow_p) < 0.2, shadow_p
+
+
+def test_photometric_training_sees_shot_and_plate_with_one_camera():
+    """``--photometric``: a studio shoots the plate with the camera it shoots the piece with, so a crop's
+    shot and plate get one exposure, white balance and tone (only the sensor noise is each frame's own),
+    and that camera changes from crop to crop."""
+    from models.platenet.train import augment
+    from models.segnet.train import photometric
+
+    g = torch.Generator().manual_seed(3)
+    frame = torch.rand((3, 16, 16), generator=torch.Generator().manual_seed(4))
+    pairs = [photometric(torch.stack([frame, frame]), g) for _ in range(40)]
+    assert max(float((shot - plate).mean((1, 2)).abs().max()) for shot, plate in pairs) < 0.01   # noise at most
+    assert np.mean([float((shot - frame).abs().mean()) > 0.02 for shot, _ in pairs]) > 0.8
+    rng = np.random.default_rng(0)
+    image = (rng.random((4, 40, 40, 3)) * 255).astype(np.uint8)
+    alpha = (rng.random((4, 40, 40)) * 255).astype(np.uint8)
+    plain, _ = augment(image, image, alpha, 32, torch.Generator().manual_seed(0), mirror=0.0)
+    seen, target = augment(image, image, alpha, 32, torch.Generator().manual_seed(0), mirror=0.0, photo=1.0)
+    assert seen.shape == plain.shape == (4, 6, 32, 32) and target.shape == (4, 1, 32, 32)
+    assert seen.min() >= 0 and seen.max() <= 1
+    assert float(seen.mean((1, 2, 3)).sub(plain.mean((1, 2, 3))).abs().max()) > 0.01
