@@ -146,7 +146,7 @@ def main(argv=None):
     t_start = time.time()
     device, out, cache = start_run(args)
     pool = cached_pool(cache / f"pool_s{args.seed}_n{args.scenes}.npz",
-                       lambda: make_pool(args.seed, args.scenes, args.workers), "scenes")
+                       lambda: make_pool(args.seed, args.scenes, args.workers), "scenes", modules=(make_sample,))
     kinds = {str(k): int((pool["kind"] == k).sum()) for k in sorted(set(pool["kind"]))}
 
     net = PlateNet() if args.init is None else load_weights(PlateNet, args.init, "cpu", TRAIN_COMMAND).requires_grad_(True).train()

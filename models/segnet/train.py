@@ -12,6 +12,8 @@ written atomically; ``TRAINING.md`` next to ``--out`` records the run.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import math
 import os
 import shlex
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from models.segnet import SegNet, piece_probability
+from models.segnet import data as segnet_data
 from models.segnet.data import SAMPLE_SIZE, make_pool, make_sample
 from models.simulator import BACKGROUNDS, linear_to_srgb, render_scene
 from models.simulator.studio import WIDE_BACKDROPS
@@ -144,9 +147,24 @@ def start_run(args) -> tuple[torch.device, Path, Path]:
     return torch.device(args.device), out, cache
 
 
-def cached_pool(path: Path, make, what: str) -> dict[str, np.ndarray]:
-    """The training pool kept at ``path`` (.npz, at least a ``kind`` array): loaded when it is there,
-    else made by ``make()`` (a dict of arrays) and written there atomically for the next run."""
+def render_code_digest(*modules) -> str:
+    """A short digest of the code a pool is rendered with: the simulator package and ``modules`` (the
+    ones that turn its scenes into samples, or functions: their files). A change to either makes
+    another pool."""
+    files = sorted(Path(inspect.getsourcefile(render_scene)).parent.glob("*.py"))
+    files += [Path(inspect.getsourcefile(m)) for m in modules]
+    digest = hashlib.sha1()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def cached_pool(path: Path, make, what: str, modules=()) -> dict[str, np.ndarray]:
+    """The training pool kept at ``path`` (.npz, at least a ``kind`` array) with the digest of the
+    code that renders it (``render_code_digest(*modules)``) added to its name: loaded when it is
+    there, else made by ``make()`` (a dict of arrays) and written there atomically for the next run.
+    (Keyed by the name alone, a change to the simulator went on training on the old world's pool.)"""
+    path = path.with_name(f"{path.stem}_code{render_code_digest(*modules)}{path.suffix}")
     if path.exists():
         pool = dict(np.load(path))
         print(f"pool: loaded {len(pool['kind'])} {what} from {path}", flush=True)
@@ -273,7 +291,7 @@ def main(argv=None):
             return {"image": im, "alpha": al, "kind": np.array(kd)}
 
         pool = cached_pool(cache / f"pool_s{seed}_n{count}_{SAMPLE_SIZE[0]}x{SAMPLE_SIZE[1]}{tag}.npz", make,
-                           f"{profile} samples")
+                           f"{profile} samples", modules=(segnet_data,))
         return pool["image"], pool["alpha"], [str(k) for k in pool["kind"]]
 
     imgs, alphas, kinds = load_or_make(args.seed, args.pool, "default")

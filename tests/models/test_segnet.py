@@ -93,3 +93,33 @@ def test_photometric_augmentation_changes_the_whole_crop_alike_and_leaves_the_ta
     g = torch.Generator().manual_seed(5)
     shifts = [photometric(torch.full((3, 8, 8), 0.5), g).mean() for _ in range(40)]
     assert max(shifts) - min(shifts) > 0.1      # exposures differ from draw to draw
+
+
+def test_training_pool_is_remade_when_the_code_that_renders_it_changes(tmp_path):
+    """A pool is cached under a digest of the simulator and the sample-making code: the same code
+    loads it back, changed code renders a new one (a world change used to train on the old pool)."""
+    import importlib.util
+
+    from models.segnet import train
+
+    maker = tmp_path / "maker.py"
+    maker.write_text("SCALE = 1\n")
+    spec = importlib.util.spec_from_file_location("maker", maker)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    made = []
+
+    def make():
+        made.append(1)
+        return {"kind": np.array(["a"] * len(made)), "image": np.zeros((len(made), 2, 2, 3), np.uint8)}
+
+    path = tmp_path / "pool.npz"
+    first = train.cached_pool(path, make, "samples", modules=(module,))
+    again = train.cached_pool(path, make, "samples", modules=(module,))
+    assert len(made) == 1 and np.array_equal(first["kind"], again["kind"])
+    before = train.render_code_digest(module)
+    maker.write_text("SCALE = 2\n")
+    assert train.render_code_digest(module) != before
+    changed = train.cached_pool(path, make, "samples", modules=(module,))
+    assert len(made) == 2 and len(changed["kind"]) == 2
+    assert len(list(tmp_path.glob("pool_code*.npz"))) == 2
