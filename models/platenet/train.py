@@ -149,7 +149,9 @@ def main(argv=None):
                        lambda: make_pool(args.seed, args.scenes, args.workers), "scenes", modules=(make_sample,))
     kinds = {str(k): int((pool["kind"] == k).sum()) for k in sorted(set(pool["kind"]))}
 
-    net = PlateNet() if args.init is None else load_weights(PlateNet, args.init, "cpu", TRAIN_COMMAND).requires_grad_(True).train()
+    net = PlateNet()
+    if args.init:   # a fine-tune: the checkpoint's weights, trainable again
+        net = load_weights(PlateNet, args.init, "cpu", TRAIN_COMMAND).requires_grad_(True).train()
     net = net.to(device).to(memory_format=torch.channels_last)
     nparams = sum(p.numel() for p in net.parameters())
     # bfloat16 where the CPU does it natively (AVX512-BF16/AMX: ~4x faster steps), float16 on CUDA

@@ -186,7 +186,7 @@ def restyle(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator) -> torch.Ten
     r = torch.rand(6, generator=gen)
     gamma = float(torch.exp((r[0] - 0.5) * 1.4))                      # 0.5 .. 2
     y = x.clamp(1e-4, 1) ** gamma
-    grey = y.mean(-3, keepdim=True)
+    grey = y.mean(0, keepdim=True)
     y = grey + (y - grey) * float(r[1] * 1.5)                          # grey .. 1.5x saturated
     field = torch.rand((1, 1, 4, 4), generator=gen) * 0.8 + 0.6        # 0.6 .. 1.4, smooth over the crop
     y = y * F.interpolate(field, size=x.shape[-2:], mode="bicubic", align_corners=False)[0]
