@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.segnet import SegNet, piece_probability
+from models.segnet import TRAIN_COMMAND, SegNet, load_weights, piece_probability
 from models.segnet import data as segnet_data
 from models.segnet.data import SAMPLE_SIZE, make_pool, make_sample
 from models.simulator import BACKGROUNDS, linear_to_srgb, render_scene
@@ -311,11 +311,9 @@ def main(argv=None):
 
     widths = tuple(int(v) for v in args.widths.split(","))
     net = SegNet(widths)
-    if args.init:
-        blob = torch.load(args.init, map_location="cpu", weights_only=True)
-        widths = tuple(int(v) for v in blob["widths"])
-        net = SegNet(widths)
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    if args.init:   # a fine-tune: the checkpoint's weights (and widths), trainable again
+        net = load_weights(SegNet, args.init, "cpu", TRAIN_COMMAND).requires_grad_(True).train()
+        widths = net.widths
         print(f"init from {args.init}", flush=True)
     net = net.to(device)
     nparams = sum(p.numel() for p in net.parameters())
