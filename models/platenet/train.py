@@ -20,59 +20,18 @@ import os
 import shlex
 import sys
 import time
-from multiprocessing import Pool
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.defectnet import native_bfloat16
 from models.platenet import TRAIN_COMMAND, PlateNet
+from models.platenet.data import make_pool, make_sample
 from models.segnet import load_weights
 from models.segnet.train import cached_pool, dihedral, optimizer, photometric, save_weights, start_run, train_step
-from models.simulator import BACKGROUNDS, linear_to_srgb, render_scene
-from models.simulator.studio import WIDE_BACKDROPS
 
-SIZE = (384, 256)                       # what the net reads (W, H)
-RENDER = ((768, 512), (900, 600), (1200, 800))
 HELD_OUT = 64                           # the pool's first scenes: validation only
-
-
-def make_sample(seed: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """One scene (7 in 10 from the wide world), its plate and its alpha, uint8 at 384 x 256; every
-    third one is rendered upright and transposed."""
-    rng = np.random.default_rng([seed, index])
-    world = "wide" if rng.random() < 0.7 else "default"
-    backdrops = [b for b in (WIDE_BACKDROPS if world == "wide" else BACKGROUNDS) if b != "acrylic"]  # no plate there
-    backdrop = backdrops[rng.integers(len(backdrops))]
-    w, h = RENDER[rng.integers(len(RENDER))]
-    upright = rng.random() < 0.3
-    scene = render_scene(rng, (h, w) if upright else (w, h), background=backdrop, world=world, plate=True)
-    out = SIZE[::-1] if upright else SIZE
-
-    def shrunk(a: np.ndarray) -> np.ndarray:
-        return cv2.resize(a, out, interpolation=cv2.INTER_AREA)
-
-    def code(linear: np.ndarray) -> np.ndarray:
-        return (np.clip(linear_to_srgb(np.clip(shrunk(linear), 0, 1)), 0, 1) * 255 + 0.5).astype(np.uint8)
-
-    arrays = code(scene.source), code(scene.layers["plate"]), \
-        (np.clip(shrunk(scene.alpha.astype(np.float32)), 0, 1) * 255 + 0.5).astype(np.uint8)
-    if upright:
-        arrays = tuple(np.ascontiguousarray(np.swapaxes(a, 0, 1)) for a in arrays)
-    return (*arrays, f"{world}:{backdrop}")
-
-
-def _sample(args):
-    return make_sample(*args)
-
-
-def make_pool(seed: int, count: int, workers: int) -> dict[str, np.ndarray]:
-    with Pool(workers) as pool:
-        rows = pool.map(_sample, [(seed, i) for i in range(count)], chunksize=8)
-    return {"image": np.stack([r[0] for r in rows]), "plate": np.stack([r[1] for r in rows]),
-            "alpha": np.stack([r[2] for r in rows]), "kind": np.array([r[3] for r in rows])}
 
 
 def augment(image, plate, alpha, crop: int, gen: torch.Generator, mirror: float, photo: float = 0.0):
@@ -135,7 +94,8 @@ def main(argv=None):
     ap.add_argument("--mirror", type=float, default=0.3, help="share of crops whose piece gets a face mirroring the plate")
     ap.add_argument("--photometric", type=float, default=0.0,
                     help="share of crops whose shot and plate another camera sees (both alike)")
-    ap.add_argument("--init", default=None, help="warm-start from these weights (fine-tuning)")
+    ap.add_argument("--init", default=None, help="warm-start from these weights (fine-tuning; their widths)")
+    ap.add_argument("--widths", default="16,32,48,64,96", help="channels at the U-Net's five resolutions")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
@@ -149,7 +109,7 @@ def main(argv=None):
                        lambda: make_pool(args.seed, args.scenes, args.workers), "scenes", modules=(make_sample,))
     kinds = {str(k): int((pool["kind"] == k).sum()) for k in sorted(set(pool["kind"]))}
 
-    net = PlateNet()
+    net = PlateNet(tuple(int(v) for v in args.widths.split(",")))
     if args.init:   # a fine-tune: the checkpoint's weights, trainable again
         net = load_weights(PlateNet, args.init, "cpu", TRAIN_COMMAND).requires_grad_(True).train()
     net = net.to(device).to(memory_format=torch.channels_last)
@@ -192,7 +152,7 @@ def main(argv=None):
         f"photometric share {args.photometric}, warm start {args.init or 'none'}, device {args.device}, "
         f"threads {args.threads}, bfloat16 autocast {bf16}",
         f"- wall time: {wall / 60:.1f} min (pool included when it was rendered)",
-        f"- parameters: {nparams}; weights {out.stat().st_size / 1024:.0f} KiB (float16 state dict)",
+        f"- parameters: {nparams} (widths {tuple(net.widths)}); weights {out.stat().st_size / 1024:.0f} KiB (float16 state dict)",
         f"- pool: {kinds}", "",
         f"Held-out IoU (prob > 0.5 vs alpha > 0.5 at 384 x 256) at step {step}: "
         + ", ".join(f"{k} {v:.3f}" for k, v in res.items()), "",

@@ -89,3 +89,30 @@ def test_photometric_training_sees_shot_and_plate_with_one_camera():
     assert seen.shape == plain.shape == (4, 6, 32, 32) and target.shape == (4, 1, 32, 32)
     assert seen.min() >= 0 and seen.max() <= 1
     assert float(seen.mean((1, 2, 3)).sub(plain.mean((1, 2, 3))).abs().max()) > 0.01
+
+
+def test_a_wider_net_is_saved_and_loaded_with_its_widths(tmp_path):
+    """``train.py --widths`` makes a wider U-Net; its checkpoint carries the widths, so the cut-out's
+    ``plate_network_weights`` loads it as trained (the same probabilities, to float16's rounding)."""
+    from models.segnet.train import save_weights
+
+    torch.manual_seed(0)
+    wide = PlateNet((24, 48, 72, 96, 144)).eval()
+    path = tmp_path / "wide.pt"
+    save_weights(wide, path, {})
+    loaded = load_platenet(path)
+    assert loaded.widths == (24, 48, 72, 96, 144)
+    shot, plate = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
+    assert torch.allclose(plate_probability(shot, plate, loaded), plate_probability(shot, plate, wide), atol=2e-2)
+
+
+def test_the_training_pool_is_keyed_by_the_sample_maker_alone():
+    """The pool's cache key digests the simulator and the module that makes PlateNet's samples, which
+    holds nothing else: an edit of the training loop no longer renders the 2,000 scenes again."""
+    import inspect
+
+    from models.platenet import data, train
+
+    assert inspect.getsourcefile(train.make_sample) == inspect.getsourcefile(data)
+    assert {n for n, f in vars(data).items() if inspect.isfunction(f) and f.__module__ == data.__name__} \
+        == {"make_sample", "_sample", "make_pool"}
