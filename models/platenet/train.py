@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from models.defectnet import native_bfloat16
 from models.platenet import TRAIN_COMMAND, PlateNet
 from models.platenet.data import make_pool, make_sample
-from models.segnet import load_weights
-from models.segnet.train import cached_pool, dihedral, optimizer, photometric, save_weights, start_run, train_step
+from models.segnet.train import (cached_pool, dihedral, optimizer, photometric, save_weights, start_run,
+                                 starting_net, train_step)
 
 HELD_OUT = 64                           # the pool's first scenes: validation only
 
@@ -109,10 +109,7 @@ def main(argv=None):
                        lambda: make_pool(args.seed, args.scenes, args.workers), "scenes", modules=(make_sample,))
     kinds = {str(k): int((pool["kind"] == k).sum()) for k in sorted(set(pool["kind"]))}
 
-    net = PlateNet(tuple(int(v) for v in args.widths.split(",")))
-    if args.init:   # a fine-tune: the checkpoint's weights, trainable again
-        net = load_weights(PlateNet, args.init, "cpu", TRAIN_COMMAND).requires_grad_(True).train()
-    net = net.to(device).to(memory_format=torch.channels_last)
+    net = starting_net(PlateNet, args, TRAIN_COMMAND).to(device).to(memory_format=torch.channels_last)
     nparams = sum(p.numel() for p in net.parameters())
     # bfloat16 where the CPU does it natively (AVX512-BF16/AMX: ~4x faster steps), float16 on CUDA
     bf16 = device.type == "cpu" and native_bfloat16(device)

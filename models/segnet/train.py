@@ -159,6 +159,16 @@ def render_code_digest(*modules) -> str:
     return digest.hexdigest()[:10]
 
 
+def starting_net(cls: type[SegNet], args, train_command: str) -> SegNet:
+    """The net a run trains: a fresh ``cls`` of ``--widths``, or with ``--init`` that checkpoint's weights
+    (and widths), trainable again. The fresh net is made in both cases, as it always was, so the seeded
+    draws after it stay those of earlier runs."""
+    net = cls(tuple(int(v) for v in args.widths.split(",")))
+    if args.init:
+        net = load_weights(cls, args.init, "cpu", train_command).requires_grad_(True).train()
+    return net
+
+
 def cached_pool(path: Path, make, what: str, modules=()) -> dict[str, np.ndarray]:
     """The training pool kept at ``path`` (.npz, at least a ``kind`` array) with the digest of the
     code that renders it (``render_code_digest(*modules)``) added to its name: loaded when it is
@@ -309,11 +319,9 @@ def main(argv=None):
     val = build_val()
     print(f"val: {', '.join(f'{k}={len(v[0])}' for k, v in val.items())} ({time.time() - t:.0f}s)", flush=True)
 
-    widths = tuple(int(v) for v in args.widths.split(","))
-    net = SegNet(widths)
-    if args.init:   # a fine-tune: the checkpoint's weights (and widths), trainable again
-        net = load_weights(SegNet, args.init, "cpu", TRAIN_COMMAND).requires_grad_(True).train()
-        widths = net.widths
+    net = starting_net(SegNet, args, TRAIN_COMMAND)
+    widths = net.widths
+    if args.init:
         print(f"init from {args.init}", flush=True)
     net = net.to(device)
     nparams = sum(p.numel() for p in net.parameters())
