@@ -35,7 +35,7 @@ from infra.storage import Location
 from qa.evidence import Evidence, cast_unverified, gather_evidence, kept_findings, read_scene
 from qa.held import Held, hold
 from qa.metrics import compute_metrics, detail_loss_map
-from tasks.color import srgb_to_linear
+from tasks.color import srgb8_to_linear
 from tasks.compose import canvas_scale, on_canvas, quantize
 from tasks.cutout import matte_onto
 from tasks.develop import DevelopParams, develop
@@ -311,8 +311,8 @@ def export_pixels(frame: Frame, preset: Preset) -> Iterator[tuple[ExportSpec, np
     one at a time (a 24 MP export is 0.1-0.2 GB)."""
     alpha = frame.alpha if frame.alpha is not None else torch.ones_like(frame.image[:, :1])
     colour = frame.foreground if frame.foreground is not None else frame.image
-    backdrop = srgb_to_linear(frame.image.new_tensor(
-        preset.background_color if preset.background == "color" else (255, 255, 255)) / 255)
+    backdrop = srgb8_to_linear(preset.background_color if preset.background == "color" else (255, 255, 255),
+                               frame.image)
     for spec in preset.exports:
         if spec.grid == "source":
             image, a = (colour, alpha) if spec.alpha else (frame.image, None)

@@ -195,9 +195,20 @@ def sweep(layout: Layout, catalog: Catalog) -> None:
 
 # --- per image: retouch on Ray, check, route -------------------------------------------
 
+def gpu_actor_cpus(nodes: list[dict]) -> int:
+    """The CPUs each GPU actor books (and runs as many threads on): a GPU node's cores shared out among
+    the ``IMAGES_PER_GPU`` actors of each of its GPUs, the smallest node's share, so that every actor can
+    be placed. Most of an image's work stays on the CPU (decode, the cut-out's and QA's decisions,
+    encodes): on the 16-core H200 box, four one-CPU actors left 12 cores idle (issue 13)."""
+    shares = [int(n["Resources"].get("CPU", 0) // (n["Resources"]["GPU"] * IMAGES_PER_GPU))
+              for n in nodes if n.get("Alive") and n["Resources"].get("GPU", 0) > 0]
+    return max(1, min(shares, default=1))
+
+
 class Retouchers:
-    """The run's ``Retoucher`` actors: one per CPU, or ``IMAGES_PER_GPU`` per GPU (a GPU share each,
-    CPU work of one image overlapping GPU work of another); restarted by Ray if one dies.
+    """The run's ``Retoucher`` actors: one per CPU, or ``IMAGES_PER_GPU`` per GPU (a GPU share and the
+    node's CPUs shared out each, CPU work of one image overlapping GPU work of another); restarted by Ray
+    if one dies.
 
     Started once per run, before the sensor-dust survey, which runs on them too: their processes,
     imports and networks are paid once, while the survey reads, not after it (a survey in Ray
@@ -220,9 +231,10 @@ class Retouchers:
             device = self.config.device
             use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
             cpus = max(1, int(resources.get("CPU", 1)))
-            self._limit = min(cpus, int(gpus * IMAGES_PER_GPU)) if use_gpu else cpus
+            booked = gpu_actor_cpus(ray.nodes()) if use_gpu else 1
+            self._limit = min(cpus // booked, int(gpus * IMAGES_PER_GPU)) if use_gpu else cpus
             self.device = "cuda" if use_gpu else "cpu"
-            self._actor = ray.remote(num_cpus=1, num_gpus=1 / IMAGES_PER_GPU if use_gpu else 0,
+            self._actor = ray.remote(num_cpus=booked, num_gpus=1 / IMAGES_PER_GPU if use_gpu else 0,
                                      max_restarts=-1)(Retoucher)
         while len(self.actors) < max(1, min(jobs, self._limit)):
             self.actors.append(self._actor.remote())

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.color import srgb_to_linear
+from tasks.color import srgb8_to_linear
 from tasks.compose import grown_box
 from tasks.frame import Frame
 from tasks.ops import gaussian_blur
@@ -38,7 +38,7 @@ def replace_background(frame: Frame, params: BackgroundParams) -> Frame:
     alpha[alpha < 0.5 / 255] = 0
     alpha[alpha > 254.5 / 255] = 1
     rgb = (255, 255, 255) if params.mode != "color" else params.color
-    colour = srgb_to_linear(image.new_tensor(rgb).view(1, 3, 1, 1) / 255)
+    colour = srgb8_to_linear(rgb, image)
     if params.shadow:
         h = image.shape[-2]
         shift = max(1, int(0.01 * h))

@@ -66,6 +66,13 @@ def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
     return _elementwise(_to_linear, x)
 
 
+def srgb8_to_linear(rgb: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
+    """An 8-bit sRGB colour as linear values ``(1, 3, 1, 1)`` on ``like``'s device and dtype. Made on the
+    CPU, so every device paints the same values: CUDA's float32 division rounds (1 + 0.055) / 1.055 to one
+    ulp below 1, and a white backdrop must be exactly 1 (seen on an H200, issue 13)."""
+    return srgb_to_linear(torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1) / 255).to(like)
+
+
 def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     """Apply the sRGB transfer curve; input clamped to [0, 1]."""
     return _elementwise(_to_srgb, x)

@@ -61,7 +61,7 @@ def on_canvas(image: torch.Tensor, alpha: torch.Tensor, size: int, margin: float
     Args:
         image: (1, 3, H, W) linear RGB of the piece (foreground colours).
         alpha: (1, 1, H, W) matte.
-        backdrop: (3,) linear RGB of the canvas.
+        backdrop: linear RGB of the canvas, (3,) or (1, 3, 1, 1).
     Returns: the composite (1, 3, size, size), the canvas alpha (1, 1, size, size)
         and the unpremultiplied piece colour for transparent variants.
     """

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from bench.cluster import LocalCluster, ray_env
-from flows.shoot import run_shoots
+from flows.shoot import IMAGES_PER_GPU, gpu_actor_cpus, run_shoots
 from helpers import RUN_TO_RUN, comparable_manifest
 from infra.catalog import TERMINAL
 
@@ -79,3 +79,19 @@ def test_the_nodes_are_started_apart_from_the_default_ray_and_stopped_without_ra
         assert (default.read_text() if default.exists() else None) == before
         assert len(cluster._own_pids()) > 2     # ray start, GCS, raylet, agents, workers
     assert cluster.stopped and not cluster.alive(cluster.stopped) and not cluster.temp_dir.exists()
+
+
+def test_gpu_actors_share_out_their_nodes_cpus():
+    """Each GPU actor books its share of its node's cores (the H200 box: 16 cores, one GPU, 4 actors of
+    4 CPUs), the smallest GPU node's share, so every actor can be placed; CPU-only and dead nodes don't
+    count."""
+    def node(cpus, gpus=0, alive=True):
+        return {"Alive": alive, "Resources": {"CPU": float(cpus), "GPU": float(gpus)} if gpus else {"CPU": cpus}}
+
+    assert IMAGES_PER_GPU == 4
+    assert gpu_actor_cpus([node(16, 1)]) == 4
+    assert gpu_actor_cpus([node(16, 1), node(64), node(4, 1, alive=False)]) == 4
+    assert gpu_actor_cpus([node(16, 1), node(8, 1)]) == 2          # 16 CPUs, 8 actors: 2 each fit both
+    assert gpu_actor_cpus([node(32, 2)]) == 4
+    assert gpu_actor_cpus([node(2, 1)]) == 1                      # never under one CPU
+    assert gpu_actor_cpus([node(8)]) == 1

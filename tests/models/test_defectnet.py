@@ -6,6 +6,11 @@ import torch
 from helpers import DEVICES
 from models.defectnet import CHANNELS, DEFAULT_WEIGHTS, DefectNet, load_defectnet
 
+# CUDA's convolutions run in TF32 by default (a 10-bit mantissa), and cuDNN picks its algorithm by the
+# input's size, so a tile and the whole image round differently: 1.5e-4 apart on an H200 (issue 13). A
+# tile that read the wrong neighbours would be ~1e-2 off.
+CONV_ATOL = {"cpu": 1e-5, "cuda": 1e-3}
+
 
 def test_shipped_weights_are_small_and_load():
     assert DEFAULT_WEIGHTS.stat().st_size < 200_000
@@ -54,7 +59,7 @@ def test_bfloat16_where_native_gives_float32s_answer(device):
     with torch.no_grad():
         exact = defect_probability(img, net, tile=128)
         fast = defect_probability(img, net, tile=128, bfloat16=True)
-    assert torch.allclose(exact, torch.sigmoid(net(img)), atol=1e-4)    # tiles: the whole image's values
+    assert torch.allclose(exact, torch.sigmoid(net(img)), atol=max(1e-4, CONV_ATOL[device]))  # tiles: the whole's
     diff = float((fast - exact).abs().max())
     assert diff < 0.02 if native_bfloat16(device) else diff == 0
 
@@ -73,10 +78,10 @@ def test_tiles_give_the_whole_images_values_edges_included(device):
     with torch.no_grad():
         whole = torch.sigmoid(net(img))
         for tile in (64, 100, 384):
-            assert float((defect_probability(img, net, tile=tile) - whole).abs().max()) < 1e-5
+            assert float((defect_probability(img, net, tile=tile) - whole).abs().max()) < CONV_ATOL[device]
         some = defect_probability(img, net, tile=100, where=where)
     ran = some[..., 100:200, 200:300]
-    assert float((ran - whole[..., 100:200, 200:300]).abs().max()) < 1e-5
+    assert float((ran - whole[..., 100:200, 200:300]).abs().max()) < CONV_ATOL[device]
     some[..., 100:200, 200:300] = 0
     assert not bool(some.any())                                 # the other tiles were not run
 

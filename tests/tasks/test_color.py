@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tasks.color import (blackbody_rgb, bradford_adaptation, delta_e2000, hue_degrees, linear_to_srgb,
-                         rgb_to_lab, srgb_to_linear)
+                         rgb_to_lab, srgb8_to_linear, srgb_to_linear)
+from helpers import DEVICES
 
 # Sharma, Wu & Dalal (2005), Table 1: (L1, a1, b1), (L2, a2, b2), dE00.
 SHARMA = [
@@ -163,3 +164,12 @@ def test_blackbody_6504_is_near_d65():
     assert abs(math.log(r)) < 0.1 and abs(math.log(b)) < 0.1
     r2, _, b2 = blackbody_rgb(3000)
     assert r2 > 1.2 and b2 < 0.7  # warm light
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_an_8bit_colour_is_the_same_linear_value_on_every_device(device):
+    like = torch.zeros(2, device=device, dtype=torch.float32)
+    white = srgb8_to_linear((255, 255, 255), like)
+    assert white.shape == (1, 3, 1, 1) and white.device == like.device and bool((white == 1).all())
+    grey = srgb8_to_linear((128, 64, 0), like).cpu()
+    assert torch.equal(grey, srgb_to_linear(torch.tensor([128.0, 64, 0]) / 255).view(1, 3, 1, 1))
