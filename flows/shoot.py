@@ -143,13 +143,16 @@ def ingest(plan: ShootPlan, catalog: Catalog, layout: Layout) -> Ingested:
 
     A file processed again (changed, new preset, or an earlier run stopped before finishing it)
     first has what it published withdrawn and its leftovers cleared: the old exports are no longer
-    vouched for, and the new verdict may hold it for review.
+    vouched for, and the new verdict may hold it for review. The catalog's rows are written in one
+    transaction, but a published file's row at once after its files go (the catalog never lists an
+    export that is gone), and staging is cleared only once its row is pending (a kill in between
+    leaves a folder ``sweep`` clears, never a review without its staged exports).
     """
     shoot = plan.shoot
     known = {r["source"]: r for r in catalog.rows(shoot.shoot_id)}
     views = assign_views(shoot.sources, {k: r["view"] for k, r in known.items()})
     preset = plan.preset
-    jobs, seen_hash, actions = [], {}, Counter()
+    jobs, seen_hash, actions, rows = [], {}, Counter(), []
     for src in shoot.sources:
         prior = known.get(src.path.name)
         action, reason, detail = decide(src, prior, plan, seen_hash.get(src.sha256))
@@ -157,19 +160,22 @@ def ingest(plan: ShootPlan, catalog: Catalog, layout: Layout) -> Ingested:
         actions[action] += 1
         if action == "skip":
             continue
-        if prior and prior["exports"]:
-            withdraw(layout, json.loads(prior["exports"]))
-        base = dict(shoot=shoot.shoot_id, source=src.path.name, path=str(src.path), image_id=src.image_id,
-                    sha256=src.sha256, sku=src.sku, view=views[src.path.name],
-                    preset=preset.name if preset else "", preset_digest=preset.digest if preset else "",
-                    metrics={}, exports={}, staged={}, notes="")
-        if action == "reject":
-            catalog.upsert(**base, status="rejected", reasons=reason, error=detail)
-            continue
-        catalog.dequeue(src.image_id)
-        layout.staging(shoot.shoot_id, src.image_id).rmtree()
-        catalog.upsert(**base, status="pending", reasons="", error="")
-        jobs.append(Job(src, views[src.path.name]))
+        row = dict(shoot=shoot.shoot_id, source=src.path.name, path=str(src.path), image_id=src.image_id,
+                   sha256=src.sha256, sku=src.sku, view=views[src.path.name],
+                   preset=preset.name if preset else "", preset_digest=preset.digest if preset else "",
+                   metrics={}, exports={}, staged={}, notes="",
+                   **(dict(status="rejected", reasons=reason, error=detail) if action == "reject"
+                      else dict(status="pending", reasons="", error="")))
+        if published := json.loads(prior["exports"] or "{}") if prior else {}:
+            withdraw(layout, published)
+            catalog.upsert_many([row], dequeue=[src.image_id])
+        else:
+            rows.append(row)
+        if action == "process":
+            jobs.append(Job(src, views[src.path.name]))
+    catalog.upsert_many(rows, dequeue=[job.source.image_id for job in jobs])
+    for job in jobs:
+        layout.staging(shoot.shoot_id, job.source.image_id).rmtree()
     failpoint("run.ingested")
     return Ingested(jobs, actions["reject"], actions["skip"])
 

@@ -81,3 +81,26 @@ def test_two_processes_opening_a_new_catalog_at_once_both_get_it(tmp_path, monke
     with pytest.raises(OperationalError, match="disk I/O"):           # anything else is not retried
         Catalog.open(tmp_path / "other")
     assert len(calls) == 3
+
+
+def test_upsert_many_inserts_replaces_and_dequeues_in_one_go(tmp_path):
+    catalog = Catalog.open(tmp_path)
+    def row(source, **values):
+        return dict(shoot="s", source=source, path=f"/shoot/{source}", image_id=f"id-{source}", sha256="0" * 64,
+                    sku="S1", view="front", preset="catalog", preset_digest="d", status="pending", **values)
+
+    catalog.upsert(**row("a.jpg", metrics={"x": 1}))
+    for image_id in ("id-a.jpg", "id-b.jpg"):
+        catalog.enqueue(image_id, "s", image_id[3:], ["mask_suspect"])
+    # rows of two column sets, one already there; a's queue entry dropped, b's kept
+    catalog.upsert_many([row("a.jpg", metrics={"x": 2}), row("b.jpg"), row("c.jpg", reasons="why")],
+                        dequeue=["id-a.jpg"])
+    got = {r["source"]: r for r in catalog.rows("s")}
+    assert sorted(got) == ["a.jpg", "b.jpg", "c.jpg"] and got["a.jpg"]["metrics"] == '{"x": 2}'
+    assert got["c.jpg"]["reasons"] == "why" and got["b.jpg"]["reasons"] == ""   # (its default)
+    assert [q["image_id"] for q in catalog.queue()] == ["id-b.jpg"]
+    # a failing row rolls the whole call back: nothing of it is written
+    with pytest.raises(Exception):
+        catalog.upsert_many([row("d.jpg"), dict(shoot="s", source="e.jpg", no_such_column=1)], dequeue=["id-b.jpg"])
+    assert sorted(r["source"] for r in catalog.rows("s")) == ["a.jpg", "b.jpg", "c.jpg"]
+    assert [q["image_id"] for q in catalog.queue()] == ["id-b.jpg"]
