@@ -40,7 +40,6 @@ def actor(rank: int, threads: int, device: str, preset_name: str, files: list[Pa
           todo, done, ready, go) -> None:
     """One worker process: set up as a Retoucher actor is, warm up on one image (networks loaded and, on
     CUDA, the kernels compiled: not timed), then retouch images from ``todo`` until it is empty."""
-    sys.path.insert(0, str(ROOT))
     from flows.retouch import checked_preset, retouch_image
     from infra.limits import reuse_freed_memory
 

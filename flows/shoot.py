@@ -168,7 +168,7 @@ def ingest(plan: ShootPlan, catalog: Catalog, layout: Layout) -> Ingested:
                       else dict(status="pending", reasons="", error="")))
         if published := json.loads(prior["exports"] or "{}") if prior else {}:
             withdraw(layout, published)
-            catalog.upsert_many([row], dequeue=[src.image_id])
+            catalog.upsert_many([row], dequeue=[src.image_id] if action == "process" else [])
         else:
             rows.append(row)
         if action == "process":
