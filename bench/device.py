@@ -21,6 +21,7 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
+import queue
 import resource
 import shutil
 import sys
@@ -61,6 +62,25 @@ def actor(rank: int, threads: int, device: str, preset_name: str, files: list[Pa
     done.put(("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, gpu))
 
 
+class WorkerDied(Exception):
+    pass
+
+
+def collected(q, n: int, workers: list) -> list:
+    """``n`` items from ``q``; a worker killed meanwhile (out of memory, a driver fault) raises, where it
+    would leave the bench waiting for ever."""
+    got = []
+    while len(got) < n:
+        try:
+            got.append(q.get(timeout=5))
+        except queue.Empty:
+            if dead := [p.exitcode for p in workers if p.exitcode not in (None, 0)]:
+                for p in workers:
+                    p.kill()
+                raise WorkerDied(f"a worker died (exit codes {dead}) after {len(got)} of {n} results") from None
+    return got
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
@@ -95,17 +115,19 @@ def main() -> int:
                                                    ready, go)) for r in range(a.actors)]
         for p in workers:
             p.start()
-        for _ in workers:
-            ready.get()
+        collected(ready, len(workers), workers)
         for k in range(len(files)):
             todo.put(k)
         for _ in workers:
             todo.put(None)
         t0 = time.perf_counter()
         go.set()
-        results = [done.get() for _ in range(len(files) + len(workers))]
+        results = collected(done, len(files) + len(workers), workers)
         for p in workers:
             p.join()
+    except WorkerDied as died:
+        print(died)
+        return 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
     images = [r for r in results if r[0] != "peak"]
