@@ -41,14 +41,9 @@ def actor(rank: int, threads: int, device: str, preset_name: str, files: list[Pa
           todo, done, ready, go) -> None:
     """One worker process: set up as a Retoucher actor is, warm up on one image (networks loaded and, on
     CUDA, the kernels compiled: not timed), then retouch images from ``todo`` until it is empty."""
-    from flows.retouch import checked_preset, retouch_image
-    from infra.limits import reuse_freed_memory
+    from flows.retouch import checked_preset, retouch_image, set_up_worker
 
-    import cv2
-
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
-    reuse_freed_memory()
+    set_up_worker(threads)
     preset = checked_preset(preset_name)
     retouch_image(files[0], f"warm{rank}", preset, work / f"staging-warm{rank}", device=device)
     if device == "cuda":

@@ -403,6 +403,14 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {text[:300]}{where}"
 
 
+def set_up_worker(cpus: int) -> None:
+    """A process that retouches images one after another on ``cpus`` CPUs: that many threads for torch
+    and OpenCV, and freed memory kept for the next image (``reuse_freed_memory``)."""
+    torch.set_num_threads(cpus)
+    cv2.setNumThreads(cpus)
+    reuse_freed_memory()
+
+
 class Retoucher:
     """A Ray actor that retouches images one after another, keeping the stages' networks loaded
     (``lru_cache`` in the model modules) from one image to the next, on CPU or a share of a GPU.
@@ -415,10 +423,7 @@ class Retoucher:
 
         # as many threads as CPUs booked: one actor per core, each with a pool the size of the machine,
         # ran 1.5x slower per image than one actor alone
-        cpus = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-        torch.set_num_threads(cpus)
-        cv2.setNumThreads(cpus)
-        reuse_freed_memory()
+        set_up_worker(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
 
     def retouch(self, *args, **kwargs) -> Outcome:
         import ray
