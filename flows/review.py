@@ -23,7 +23,7 @@ from infra.catalog import Catalog, review_queue
 from infra.layout import Layout
 from infra.storage import Location
 from infra.presets import Preset, PresetError
-from infra.shoots import read_shoot
+from infra.shoots import Identities, list_shoot
 from qa.report import write_manifest
 from tasks.pipeline import STAGE_NAMES
 
@@ -146,20 +146,21 @@ def rerun_flow(state: str, out: str, image_id: str, overrides: dict, who: str, p
     try:
         row = catalog.by_image_id(image_id)
         folder = Location.of(row["path"]).parent
-        shoot = read_shoot(folder)
-        src = next((s for s in shoot.sources if s.image_id == image_id), None)
-        if src is None:
-            raise ReviewError(f"{row['path']} is gone or changed since it was processed")
-        try:
-            chosen = with_overrides(shoot_preset(shoot, preset or row["preset"]), overrides)
-        except PresetError as exc:
-            raise ReviewError(f"{exc} (start the review app / command with --preset FILE)") from None
-        job = Job(src, row["view"])
-        config = RunConfig(out=out, state=str(state), device=device, ray_address=ray_address)
-        with Retouchers(config) as retouchers:
-            dust = survey_sensor_dust(shoot, chosen, retouchers.grow(1))
-            counts = process(shoot.shoot_id, [job], chosen, config, catalog, retouchers, sensor_dust=dust,
-                             plate=shoot.plate)
+        shoot = list_shoot(folder)
+        with Identities(shoot.sources, ahead=0) as identities:   # only the file and the survey's sample are read
+            src = next((s for s in identities.named([s for s in shoot.sources if s.path.name == row["source"]])
+                        if s.image_id == image_id), None)
+            if src is None:
+                raise ReviewError(f"{row['path']} is gone or changed since it was processed")
+            try:
+                chosen = with_overrides(shoot_preset(shoot, preset or row["preset"]), overrides)
+            except PresetError as exc:
+                raise ReviewError(f"{exc} (start the review app / command with --preset FILE)") from None
+            job = Job(src, row["view"])
+            config = RunConfig(out=out, state=str(state), device=device, ray_address=ray_address)
+            with Retouchers(config) as retouchers:
+                dust = survey_sensor_dust(shoot, chosen, retouchers.grow(1), identities)
+                counts = process(shoot, chosen, [job], config, catalog, retouchers, sensor_dust=dust)
         write_qa_tables(config.layout.rerun_qa(shoot.shoot_id, image_id), [catalog.by_image_id(image_id)], chosen)
     except Exception as exc:
         _set_queue(catalog, image_id, state="open")

@@ -29,7 +29,7 @@ from infra.failpoints import failpoint
 from infra.layout import Layout, default_state
 from infra.presets import Preset, PresetError, parse_preset
 from infra.raycluster import ensure_ray
-from infra.shoots import SIDECAR, Shoot, Source, assign_views, read_shoot
+from infra.shoots import SIDECAR, Identities, Shoot, Source, assign_views, list_shoot, read_shoot
 from infra.storage import Location
 from qa.report import write_manifest, write_report, write_thumbnails
 from qa.suite import Rule, run_suite
@@ -101,7 +101,7 @@ def shoot_preset(shoot: Shoot, preset: str | Path) -> Preset:
 def plan_shoots(shoot_dirs: list[str | Path], preset: str) -> list[ShootPlan]:
     plans = []
     for folder in map(Location.of, shoot_dirs):
-        shoot = read_shoot(folder)
+        shoot = list_shoot(folder)
         try:
             plans.append(ShootPlan(shoot, shoot_preset(shoot, preset)))
         except PresetError as exc:
@@ -130,54 +130,86 @@ def decide(src: Source, prior: dict | None, plan: ShootPlan, first_with_hash: st
     return "process", "", ""
 
 
-@dataclass
-class Ingested:
-    jobs: list[Job]
-    rejected: int      # refused without processing (duplicate, symlink, bad configuration)
-    skipped: int       # finished before with this exact file and preset
-
-
-@task(cache_policy=NONE)
-def ingest(plan: ShootPlan, catalog: Catalog, layout: Layout) -> Ingested:
-    """Record every file of the shoot in the catalog; return those that need processing.
+class Intake:
+    """Records a shoot's files in the catalog as their identities become known, in folder order, and
+    hands out those to process (``infra.shoots.Identities`` hashes a few files ahead): the first images
+    start while the rest of a big shoot is still being read.
 
     A file processed again (changed, new preset, or an earlier run stopped before finishing it)
     first has what it published withdrawn and its leftovers cleared: the old exports are no longer
-    vouched for, and the new verdict may hold it for review. The catalog's rows are written in one
-    transaction, but a published file's row at once after its files go (the catalog never lists an
+    vouched for, and the new verdict may hold it for review. Each batch of rows is one transaction,
+    but a published file's row is written at once after its files go (the catalog never lists an
     export that is gone), and staging is cleared only once its row is pending (a kill in between
-    leaves a folder ``sweep`` clears, never a review without its staged exports).
+    leaves a folder ``sweep`` clears, never a review without its staged exports). A run killed part of
+    the way leaves the files it had not reached without a row; the next run records them.
     """
-    shoot = plan.shoot
-    known = {r["source"]: r for r in catalog.rows(shoot.shoot_id)}
-    views = assign_views(shoot.sources, {k: r["view"] for k, r in known.items()})
-    preset = plan.preset
-    jobs, seen_hash, actions, rows = [], {}, Counter(), []
-    for src in shoot.sources:
-        prior = known.get(src.path.name)
-        action, reason, detail = decide(src, prior, plan, seen_hash.get(src.sha256))
-        seen_hash.setdefault(src.sha256, src.path.name)
-        actions[action] += 1
-        if action == "skip":
-            continue
-        row = dict(shoot=shoot.shoot_id, source=src.path.name, path=str(src.path), image_id=src.image_id,
-                   sha256=src.sha256, sku=src.sku, view=views[src.path.name],
-                   preset=preset.name if preset else "", preset_digest=preset.digest if preset else "",
-                   metrics={}, exports={}, staged={}, notes="",
-                   **(dict(status="rejected", reasons=reason, error=detail) if action == "reject"
-                      else dict(status="pending", reasons="", error="")))
-        if published := json.loads(prior["exports"] or "{}") if prior else {}:
-            withdraw(layout, published)
-            catalog.upsert_many([row], dequeue=[src.image_id] if action == "process" else [])
-        else:
-            rows.append(row)
-        if action == "process":
-            jobs.append(Job(src, views[src.path.name]))
-    catalog.upsert_many(rows, dequeue=[job.source.image_id for job in jobs])
-    for job in jobs:
-        layout.staging(shoot.shoot_id, job.source.image_id).rmtree()
-    failpoint("run.ingested")
-    return Ingested(jobs, actions["reject"], actions["skip"])
+
+    def __init__(self, plan: ShootPlan, catalog: Catalog, layout: Layout, ahead: int = Identities.AHEAD):
+        self.plan, self.catalog, self.layout = plan, catalog, layout
+        shoot = plan.shoot
+        self.known = {r["source"]: r for r in catalog.rows(shoot.shoot_id)}
+        self.views = assign_views(shoot.sources, {k: r["view"] for k, r in self.known.items()})
+        self.identities = Identities(shoot.sources, ahead)
+        self.first_with_hash: dict[str, str] = {}
+        self.actions: Counter = Counter()      # process / skip / reject, for the files recorded so far
+
+    @property
+    def done(self) -> bool:
+        """Every file of the shoot is recorded."""
+        return self.identities.done
+
+    @property
+    def unrecorded(self) -> int:
+        """Files of the shoot not recorded yet."""
+        return len(self.plan.shoot.sources) - sum(self.actions.values())
+
+    def take(self, wait: float = 0.0) -> list[Job]:
+        """Record the files whose identity is known now (waiting up to ``wait`` seconds for one) and
+        return the jobs among them."""
+        shoot, preset = self.plan.shoot, self.plan.preset
+        jobs, rows = [], []
+        for src in self.identities.ready(wait):
+            prior = self.known.get(src.path.name)
+            action, reason, detail = decide(src, prior, self.plan, self.first_with_hash.get(src.sha256))
+            self.first_with_hash.setdefault(src.sha256, src.path.name)
+            self.actions[action] += 1
+            if action == "skip":
+                continue
+            row = dict(shoot=shoot.shoot_id, source=src.path.name, path=str(src.path), image_id=src.image_id,
+                       sha256=src.sha256, sku=src.sku, view=self.views[src.path.name],
+                       preset=preset.name if preset else "", preset_digest=preset.digest if preset else "",
+                       metrics={}, exports={}, staged={}, notes="",
+                       **(dict(status="rejected", reasons=reason, error=detail) if action == "reject"
+                          else dict(status="pending", reasons="", error="")))
+            if published := json.loads(prior["exports"] or "{}") if prior else {}:
+                withdraw(self.layout, published)
+                self.catalog.upsert_many([row], dequeue=[src.image_id] if action == "process" else [])
+            else:
+                rows.append(row)
+            if action == "process":
+                jobs.append(Job(src, self.views[src.path.name]))
+        if rows or jobs:
+            self.catalog.upsert_many(rows, dequeue=[job.source.image_id for job in jobs])
+            for job in jobs:
+                self.layout.staging(shoot.shoot_id, job.source.image_id).rmtree()
+            failpoint("run.ingested")
+        return jobs
+
+    def first(self) -> list[Job]:
+        """Record files until one needs processing (its job and those read with it) or none is left."""
+        while not self.done:
+            if jobs := self.take(wait=60.0):
+                return jobs
+        return []
+
+    def close(self) -> None:
+        self.identities.close()
+
+    def __enter__(self) -> Intake:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def withdraw(layout: Layout, exports: dict[str, str]) -> None:
@@ -262,21 +294,25 @@ class Retouchers:
 
 
 @task(cache_policy=NONE)
-def survey_sensor_dust(shoot: Shoot, preset: Preset, workers: Retouchers) -> SurveyFound:
+def survey_sensor_dust(shoot: Shoot, preset: Preset, workers: Retouchers, identities: Identities) -> SurveyFound:
     """Find the sensor dust the shoot's frames share: spots by evidence-map shape (``spots_for``
     gives a frame its own).
 
     The survey reads an even sample of the whole shoot (``survey_frames``; a reduced decode each,
     on the run's actors), not only the frames to process now: dust is told from the piece by
-    staying put across the shoot.
+    staying put across the shoot. Only the sample is hashed first (a file twice in it counts once).
     """
     import ray
 
     params = SensorDustParams(**preset.stages.get("sensor_dust", {}))
-    unique = list({src.sha256: src for src in shoot.sources if not src.refused}.values())
-    if not params.enabled or len(unique) < params.min_images:
+    candidates = [src for src in shoot.sources if not src.refused]
+    if not params.enabled or len(candidates) < params.min_images:
         return {}
-    queue, pending, busy, maps = survey_sample(unique, params.survey_frames), {}, Counter(), []
+    named = identities.named(survey_sample(candidates, params.survey_frames))
+    queue = list({src.sha256: src for src in named}.values())
+    if len(queue) < params.min_images:
+        return {}
+    pending, busy, maps = {}, Counter(), []
     while queue or pending:
         while queue and len(pending) < 2 * len(workers.actors):
             actor = min(workers.actors, key=lambda a: busy[a])
@@ -325,27 +361,39 @@ class _Attempt:
 
 
 @task(cache_policy=NONE)
-def process(shoot_id: str, jobs: list[Job], preset: Preset, config: RunConfig, catalog: Catalog,
-            retouchers: Retouchers, *, sensor_dust: SurveyFound | None = None, plate: Location | None = None,
+def process(shoot: Shoot, preset: Preset, jobs: list[Job], config: RunConfig, catalog: Catalog,
+            retouchers: Retouchers, *, intake: Intake | None = None, sensor_dust: SurveyFound | None = None,
             lock: RunLock | None = None) -> Counter:
-    """Retouch the jobs on the run's actors (two in flight per actor); whatever has arrived is checked
-    with the preset's suite and routed at once, one catalog commit per image. Transient faults are
-    retried with back-off, then left ``retryable``; a bug in a worker rejects that image only."""
+    """Retouch the jobs, and those the ``intake`` records while they run, on the run's actors (two in
+    flight per actor); whatever has arrived is checked with the preset's suite and routed at once, one
+    catalog commit per image. Transient faults are retried with back-off, then left ``retryable``; a bug
+    in a worker rejects that image only."""
     import ray
 
+    shoot_id, layout = shoot.shoot_id, config.layout
     counts: Counter = Counter()
-    if not jobs:
-        return counts
-    retouchers.grow(len(jobs))
+    more = (lambda: not intake.done) if intake else (lambda: False)
+    handed = len(jobs)
+    unrecorded = (lambda: intake.unrecorded) if intake else (lambda: 0)
+    retouchers.grow(handed + unrecorded())
     device, workers = retouchers.device, retouchers.actors
-    layout = config.layout
+    slots = 2 * len(workers)
     waiting = [_Attempt(job) for job in jobs]
     pending: dict = {}                       # object ref -> (attempt, worker)
     busy = Counter()                         # images queued per worker: at most two (one running, one next)
-    bar = _progress(shoot_id, len(jobs), config.progress)
-    while waiting or pending:
+    bar = _progress(shoot_id, handed + unrecorded(), config.progress)
+    while waiting or pending or more():
         now = time.monotonic()
-        for attempt in [a for a in waiting if a.not_before <= now][:max(0, 2 * len(workers) - len(pending))]:
+        wake = min((a.not_before for a in waiting), default=now + 30) - now
+        if more() and len(waiting) + len(pending) < slots:
+            idle = not pending and not any(a.not_before <= now for a in waiting)
+            taken = intake.take(wait=max(0.0, wake) if idle else 0.0)
+            waiting += [_Attempt(job) for job in taken]
+            handed += len(taken)
+            bar.total = handed + unrecorded()
+            bar.refresh()
+            now = time.monotonic()
+        for attempt in [a for a in waiting if a.not_before <= now][:max(0, slots - len(pending))]:
             waiting.remove(attempt)
             src = attempt.job.source
             attempt.tries += 1
@@ -353,10 +401,13 @@ def process(shoot_id: str, jobs: list[Job], preset: Preset, config: RunConfig, c
             busy[worker] += 1
             pending[worker.retouch.remote(src.path, src.image_id, preset, layout.staging(shoot_id, src.image_id),
                                           device=device, sensor_dust=sensor_dust,
-                                          plate=plate)] = (attempt, worker)
+                                          plate=shoot.plate)] = (attempt, worker)
         wake = min((a.not_before for a in waiting), default=now + 30) - now
+        if more() and len(waiting) + len(pending) < slots:
+            wake = min(wake, 0.2)            # a slot is free: look again soon for the next file's identity
         if not pending:
-            time.sleep(max(0.0, wake))
+            if not more() or len(waiting) >= slots:
+                time.sleep(max(0.0, wake))
             continue
         done, rest = ray.wait(list(pending), num_returns=1, timeout=max(0.1, min(30.0, wake)))
         if done and rest:   # take everything that is ready now: one QA call for all of it
@@ -484,7 +535,7 @@ def dry_run(shoot_dirs: list[str | Path], out: str | Path, preset: str = "catalo
     state = str(state or default_state(out))
     catalog = Catalog.open(state) if "://" in state or Path(state).is_dir() else None
     for plan in plan_shoots(shoot_dirs, preset):
-        shoot = plan.shoot
+        shoot = read_shoot(plan.shoot.folder)
         lines += [f"error: {p}" for p in plan.problems]
         known = {r["source"]: r for r in catalog.rows(shoot.shoot_id)} if catalog else {}
         seen: dict[str, str] = {}
@@ -521,24 +572,23 @@ def run_shoots(shoot_dirs: list[str | Path], out: str | Path, preset: str = "cat
         sweep(layout, catalog)
         for plan in plans:
             shoot = plan.shoot
-            ingested = ingest(plan, catalog, layout)
-            jobs = ingested.jobs
             ignored = f"; ignored: {', '.join(shoot.ignored)}" if shoot.ignored else ""
-            _say(logger, f"shoot {shoot.shoot_id}: {len(shoot.sources)} files, {len(jobs)} to process, "
-                         f"{ingested.skipped} finished before, {ingested.rejected} refused{ignored}")
-            counts = Counter()
-            if jobs:
-                dust = survey_sensor_dust(shoot, plan.preset, retouchers.grow(len(jobs)))
-                if dust:
-                    _say(logger, f"shoot {shoot.shoot_id}: sensor dust: {max(map(len, dust.values()))} spots")
-                if shoot.plate:
-                    _say(logger, f"shoot {shoot.shoot_id}: clean plate {shoot.plate.name}")
-                counts = process(shoot.shoot_id, jobs, plan.preset, config, catalog, retouchers,
-                                 sensor_dust=dust, plate=shoot.plate, lock=lock)
-            if plan.preset is not None:
-                write_qa_tables(layout.qa(shoot.shoot_id), catalog.rows(shoot.shoot_id), plan.preset)
-            counts["rejected"] += ingested.rejected
-            counts["skipped"] = ingested.skipped
+            _say(logger, f"shoot {shoot.shoot_id}: {len(shoot.sources)} files{ignored}")
+            with Intake(plan, catalog, layout) as intake:
+                counts = Counter()
+                if jobs := intake.first():
+                    dust = survey_sensor_dust(shoot, plan.preset, retouchers.grow(len(jobs) + intake.unrecorded),
+                                              intake.identities)
+                    if dust:
+                        _say(logger, f"shoot {shoot.shoot_id}: sensor dust: {max(map(len, dust.values()))} spots")
+                    if shoot.plate:
+                        _say(logger, f"shoot {shoot.shoot_id}: clean plate {shoot.plate.name}")
+                    counts = process(shoot, plan.preset, jobs, config, catalog, retouchers, intake=intake,
+                                     sensor_dust=dust, lock=lock)
+                if plan.preset is not None:
+                    write_qa_tables(layout.qa(shoot.shoot_id), catalog.rows(shoot.shoot_id), plan.preset)
+                counts["rejected"] += intake.actions["reject"]
+                counts["skipped"] = intake.actions["skip"]
             _say(logger, f"shoot {shoot.shoot_id}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
             totals.update(counts)
         failpoint("run.manifest")

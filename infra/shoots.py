@@ -23,8 +23,10 @@ import hashlib
 import os
 import re
 import tomllib
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from infra.layout import export_stem
@@ -113,14 +115,15 @@ def read_sidecar(path: Location) -> tuple[dict, list[str]]:
     return config, []
 
 
-def read_shoot(folder: "Location | Path | str") -> Shoot:
-    """List a shoot folder's sources (sorted) and read its sidecar (a folder or an S3 prefix)."""
+def list_shoot(folder: "Location | Path | str") -> Shoot:
+    """List a shoot folder's sources (sorted, not yet hashed: ``sha256`` empty) and read its sidecar
+    (a folder or an S3 prefix). ``Identities`` or ``read_shoot`` names them by their content."""
     folder = Location.of(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"shoot folder not found: {folder}")
     config, problems = read_sidecar(folder / SIDECAR)
     mapping = {str(k): str(v) for k, v in config.get("sku", {}).items()}
-    listed, plates, ignored = [], [], []     # listed: (path, sku, view, why refused or "")
+    sources, plates, ignored = [], [], []
     for path, is_dir in folder.entries():
         local = path.local_path()
         if path.name == SIDECAR:
@@ -129,8 +132,8 @@ def read_shoot(folder: "Location | Path | str") -> Shoot:
             ignored.append(f"{path.name} (hidden)")
             continue
         if local is not None and local.is_symlink():
-            listed.append((path, *sku_and_view(path.stem, mapping),
-                           f"symlink: {path.name} points to {os.readlink(local)}; links are not followed"))
+            sources.append(Source(folder.name, path, "", *sku_and_view(path.stem, mapping),
+                                  refused=f"symlink: {path.name} points to {os.readlink(local)}; links are not followed"))
             continue
         if is_dir:
             ignored.append(f"{path.name}/ (subfolder: shoots are not nested)")
@@ -141,16 +144,93 @@ def read_shoot(folder: "Location | Path | str") -> Shoot:
         if path.stem.lower().endswith("_plate"):
             plates.append(path)
             continue
-        listed.append((path, *sku_and_view(path.stem, mapping), ""))
-    # several files at once (reads and hashlib release the GIL): 1,000 frames of 24 MP RAW are 48 GB,
-    # 35 s on one core from the page cache, before the first image
-    with ThreadPoolExecutor(max_workers=max(1, min(len(listed), os.cpu_count() or 1, HASH_THREADS))) as pool:
-        digests = list(pool.map(source_digest, (path for path, *_ in listed)))
-    sources = [Source(folder.name, path, digest, sku, view, refused=refused)
-               for (path, sku, view, refused), digest in zip(listed, digests)]
+        sources.append(Source(folder.name, path, "", *sku_and_view(path.stem, mapping)))
     return Shoot(folder.name, folder, tuple(sources), config.get("preset"), config.get("background"),
                  config.get("stages", {}), plates[0] if plates else None, tuple(ignored), tuple(problems))
 
+
+def hash_threads(count: int) -> int:
+    return max(1, min(count, os.cpu_count() or 1, HASH_THREADS))
+
+
+def read_shoot(folder: "Location | Path | str") -> Shoot:
+    """``list_shoot`` with every source hashed (several at once: reads and hashlib release the GIL)."""
+    shoot = list_shoot(folder)
+    with ThreadPoolExecutor(max_workers=hash_threads(len(shoot.sources))) as pool:
+        digests = list(pool.map(source_digest, (src.path for src in shoot.sources)))
+    return replace(shoot, sources=tuple(replace(src, sha256=digest) for src, digest in zip(shoot.sources, digests)))
+
+
+class Identities:
+    """A shoot's sources named by their content in folder order, hashed a few files ahead of their use on
+    a few threads, so a big shoot's first images start while the rest is still unread: 1,000 frames of
+    24 MP RAW are 48 GB, ~30 s of one core from the page cache (issue 13)."""
+
+    AHEAD = 2 * HASH_THREADS
+
+    def __init__(self, sources: tuple[Source, ...], ahead: int = AHEAD):
+        """``ahead``: files hashed ahead of ``ready``'s calls (0: only those ``named`` asks for)."""
+        self._pool = ThreadPoolExecutor(max_workers=hash_threads(len(sources)))
+        self._todo = deque(sources)
+        self._queued: deque[tuple[Source, Future]] = deque()
+        self._memo: dict[str, Future] = {}
+        self.ahead = ahead
+        self._top_up()
+
+    @property
+    def done(self) -> bool:
+        """Every source has been handed out by ``ready``."""
+        return not self._todo and not self._queued
+
+    def named(self, sources: list[Source]) -> list[Source]:
+        """``sources`` with their digests, hashed now (several at once) unless they were already; those
+        that cannot be read are left out. For the sensor-dust survey's sample and a single re-run."""
+        futures = [(src, self._future(src)) for src in sources]
+        out = []
+        for src, future in futures:
+            try:
+                out.append(replace(src, sha256=future.result()))
+            except OSError:
+                pass
+        return out
+
+    def ready(self, wait: float = 0.0) -> list[Source]:
+        """The next sources in folder order whose digests are known, waiting up to ``wait`` seconds for
+        the first of them; ``[]`` when none is ready in time or all were handed out."""
+        out = []
+        while self._queued:
+            src, future = self._queued[0]
+            try:
+                digest = future.result(timeout=wait if not out else 0)
+            except FutureTimeout:
+                break
+            except OSError as exc:   # gone or unreadable since it was listed: refused, the run goes on
+                digest = hashlib.sha256(f"unreadable:{src.path.name}".encode()).hexdigest()
+                src = replace(src, refused=f"unreadable: {src.path.name}: {exc.strerror or exc}")
+            self._queued.popleft()
+            out.append(replace(src, sha256=digest))
+            self._top_up()
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Identities:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _future(self, src: Source) -> Future:
+        key = str(src.path)
+        if key not in self._memo:
+            self._memo[key] = self._pool.submit(source_digest, src.path)
+        return self._memo[key]
+
+    def _top_up(self) -> None:
+        while self._todo and len(self._queued) < self.ahead:
+            src = self._todo.popleft()
+            self._queued.append((src, self._future(src)))
 
 def assign_views(sources: tuple[Source, ...], known: dict[str, str]) -> dict[str, str]:
     """A view per source file such that no two share an export name (``export_stem``).

@@ -9,7 +9,7 @@ from flows.shoot import Retouchers, RunConfig, run_shoots, survey_sensor_dust
 from infra.catalog import Catalog
 from infra.storage import Location
 from infra.presets import load_preset
-from infra.shoots import read_shoot
+from infra.shoots import Identities, list_shoot
 from models.simulator import synth_shoot
 
 
@@ -41,11 +41,12 @@ def test_the_survey_runs_on_the_runs_actors_and_can_be_turned_off_per_shoot(dust
     preset = load_preset("catalog")
     off = preset.model_copy(update={"stages": {"sensor_dust": {"enabled": False}}})
     few = preset.model_copy(update={"stages": {"sensor_dust": {"survey_frames": 4}}})
-    with Retouchers(config) as workers:
-        found = survey_sensor_dust.fn(read_shoot(shoot), preset, workers.grow(2))
+    listed = list_shoot(shoot)
+    with Retouchers(config) as workers, Identities(listed.sources, ahead=0) as identities:
+        found = survey_sensor_dust.fn(listed, preset, workers.grow(2), identities)
         assert len(workers.actors) == 2
         assert list(found) == [(256, 384)] and len(found[(256, 384)]) >= 3     # one shape: 384x256 frames
-        assert survey_sensor_dust.fn(read_shoot(shoot), off, workers) == {}
-        sample = survey_sensor_dust.fn(read_shoot(shoot), few, workers)[(256, 384)]   # 4 of the 6 frames
+        assert survey_sensor_dust.fn(listed, off, workers, identities) == {}
+        sample = survey_sensor_dust.fn(listed, few, workers, identities)[(256, 384)]   # 4 of the 6 frames
     assert sample and all(any(abs(s.x - t.x) + abs(s.y - t.y) < 0.01 for t in found[(256, 384)]) for s in sample)
     assert workers.actors == []                            # closed with the run
