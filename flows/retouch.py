@@ -273,12 +273,12 @@ def _with_plate(frame: Frame, plate: Location, stages: dict, spots: list[Spot], 
 
 def sensor_dust_evidence(source: Location, params: SensorDustParams) -> np.ndarray | None:
     """One frame's sensor-dust evidence map (``tasks.sensor_dust.dust_evidence``), from a
-    reduced decode (half-size RAW); None for a file that cannot be read."""
+    reduced decode (half-size RAW or JPEG); None for a file that cannot be read."""
     source = Location.of(source)
     try:
         decoded = _read(source, half_size=True)
-        if max(decoded.pixels.shape[:2]) < 0.75 * params.working_edge and decoded.kind == "raw":
-            decoded = _read(source)   # a small frame: full size, so its map matches a JPEG's
+        if max(decoded.pixels.shape[:2]) < 0.75 * params.working_edge and decoded.reduced:
+            decoded = _read(source)   # a small frame: whole, so its map is not made from fewer pixels than it has
     except UnreadableSource:
         return None
     pixels = torch.from_numpy(decoded.pixels).permute(2, 0, 1)[None]

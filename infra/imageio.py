@@ -54,6 +54,7 @@ class Decoded:
     pixels: np.ndarray  # float32 (H, W, 3) in [0, 1]
     transfer: str       # "linear" (RAW) or "srgb" (rendered files)
     kind: str           # "raw" or "raster"
+    reduced: bool = False   # decoded at half size (``half_size`` and a format that can: RAW, JPEG)
 
 
 def srgb_icc() -> bytes:
@@ -62,6 +63,9 @@ def srgb_icc() -> bytes:
 
 def read_source(path: Path, *, half_size: bool = False, max_pixels: int = MAX_SOURCE_PIXELS) -> Decoded:
     """Decode a camera RAW or a JPEG/TIFF/PNG, EXIF orientation applied.
+
+    ``half_size``: half each side where the decoder does it for less work (a preview, the sensor-dust
+    survey): a RAW without demosaicing (LibRaw's half size), a JPEG by its DCT scaling; other files whole.
 
     Raises ``TooLarge`` when the header declares more than ``max_pixels`` (nothing is
     decoded then), ``UnreadableSource`` for anything else that cannot be read.
@@ -76,7 +80,7 @@ def read_source(path: Path, *, half_size: bool = False, max_pixels: int = MAX_SO
         if ext in RAW_EXTENSIONS:
             decoded = _read_raw(path, half_size, max_pixels)
         else:
-            decoded = _read_raster(path, max_pixels)
+            decoded = _read_raster(path, max_pixels, half_size)
     except UnreadableSource:
         raise
     except Image.DecompressionBombError as exc:  # twice Pillow's backstop: it refuses before we see the size
@@ -124,10 +128,10 @@ def _read_raw(path: Path, half_size: bool, max_pixels: int) -> Decoded:
             )
         except (rawpy.LibRawUnsufficientMemoryError, rawpy.LibRawMemPoolOverflowError) as exc:
             raise MemoryError(str(exc)) from exc  # what LibRaw raises when a memory cap bites
-    return Decoded(_scaled(rgb, 65535.0), "linear", "raw")
+    return Decoded(_scaled(rgb, 65535.0), "linear", "raw", reduced=half_size)
 
 
-def _read_raster(path: Path, max_pixels: int) -> Decoded:
+def _read_raster(path: Path, max_pixels: int, half_size: bool = False) -> Decoded:
     # Our budget, checked right after the lazy open, is the authority here; Pillow's
     # warning would only pre-empt it with a message that lacks the size.
     with warnings.catch_warnings():
@@ -142,7 +146,11 @@ def _read_raster(path: Path, max_pixels: int) -> Decoded:
             deep = _read_tiff_deep(path, max_pixels, _orientation(im))
             if deep is not None:
                 return deep
+        full = im.size
+        if half_size and im.format == "JPEG":   # libjpeg scales in the DCT: a 24 MP frame's decode 4x less work
+            im.draft(None, ((full[0] + 1) // 2, (full[1] + 1) // 2))
         im.load()  # raises on a truncated file (LOAD_TRUNCATED_IMAGES is False)
+        reduced = im.size != full
         im = ImageOps.exif_transpose(im)
         icc = im.info.get("icc_profile")
         if im.mode not in ("RGB", "RGBA", "L", "LA", "P"):
@@ -150,7 +158,7 @@ def _read_raster(path: Path, max_pixels: int) -> Decoded:
         if icc and im.mode in ("RGB", "RGBA"):
             im = _to_srgb(im.convert("RGB"), icc)
         rgb = _scaled(np.asarray(im.convert("RGB")), 255.0)
-    return Decoded(rgb, "srgb", "raster")
+    return Decoded(rgb, "srgb", "raster", reduced=reduced)
 
 
 def _orientation(im: Image.Image) -> int:

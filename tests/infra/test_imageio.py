@@ -223,6 +223,31 @@ def test_8bit_png_layouts_read_as_rgb(tmp_path, mode):
     assert np.abs(got - want).max() < (0.06 if mode == "P" else 1e-6)
 
 
+def test_half_size_decodes_a_jpeg_by_its_dct_upright_and_leaves_other_rasters_whole(tmp_path):
+    """The sensor-dust survey's reduced decode: a JPEG at half each side (its DCT scaling), EXIF-rotated,
+    CMYK included, matching the whole decode shrunk; a truncated one still refused; a PNG read whole."""
+    h, w = 96, 128
+    yy, xx = np.mgrid[0:h, 0:w]
+    upright = np.dstack([xx * 255 // (w - 1), yy * 255 // (h - 1), np.full((h, w), 90)]).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6                                    # stored rotated: read back upright
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "r.jpg", quality=95, exif=exif.tobytes())
+    Image.fromarray(upright).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    Image.fromarray(upright).save(tmp_path / "p.png")
+    shrunk = cv2.resize(upright, (w // 2, h // 2), interpolation=cv2.INTER_AREA) / 255.0
+    for name in ("r.jpg", "cmyk.jpg"):
+        whole, half = read_source(tmp_path / name), read_source(tmp_path / name, half_size=True)
+        assert not whole.reduced and whole.pixels.shape == (h, w, 3), name
+        assert half.reduced and half.pixels.shape == (h // 2, w // 2, 3), name
+        assert np.abs(half.pixels - shrunk).mean() < 0.01, name
+    png = read_source(tmp_path / "p.png", half_size=True)
+    assert not png.reduced and png.pixels.shape == (h, w, 3)
+    data = (tmp_path / "r.jpg").read_bytes()
+    (tmp_path / "t.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnreadableSource):
+        read_source(tmp_path / "t.jpg", half_size=True)
+
+
 def test_truncated_jpeg_is_unreadable(tmp_path):
     buf = io.BytesIO()
     Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(buf, "JPEG", quality=90)
