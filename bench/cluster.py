@@ -251,7 +251,7 @@ def prefect_server(home: Path, env: dict[str, str]):
 
 
 def phase_seconds(api: str) -> dict[str, float]:
-    """Seconds per Prefect task (ingest, survey_sensor_dust, process, ...) of the latest flow run."""
+    """Seconds per Prefect task (survey_sensor_dust, process, ...) of the latest flow run."""
     import httpx
 
     runs = httpx.post(f"{api}/flow_runs/filter", json={"sort": "START_TIME_DESC", "limit": 1}, timeout=10).json()

@@ -232,6 +232,7 @@ class Identities:
             src = self._todo.popleft()
             self._queued.append((src, self._future(src)))
 
+
 def assign_views(sources: tuple[Source, ...], known: dict[str, str]) -> dict[str, str]:
     """A view per source file such that no two share an export name (``export_stem``).
 
