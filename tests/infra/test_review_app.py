@@ -380,6 +380,27 @@ def test_rerun_overrides_are_checked_before_anything_runs(queue):
         "dust": {"strength": 0.3}, "cutout": {"band": 4}, "neutralize": {"method": "bradford"}}
 
 
+def test_a_rerun_of_a_source_changed_since_is_refused_reading_only_that_file(queue, tmp_path, monkeypatch):
+    """The re-run hashes the image's own file (not the whole shoot): changed content is one clear
+    error, the image goes back to the open queue and the audit log says why."""
+    import infra.shoots
+    from flows.review import ReviewError, rerun_flow
+
+    out, state = queue
+    shoot = tmp_path / "shoot-a"
+    shoot.mkdir()
+    for name in ("R0_main.jpg", "R1_main.jpg", "R2_main.jpg"):
+        (shoot / name).write_bytes(f"{name}, edited since it was processed".encode())
+    hashed = []
+    digest = infra.shoots.source_digest
+    monkeypatch.setattr(infra.shoots, "source_digest", lambda loc: hashed.append(loc.name) or digest(loc))
+    with pytest.raises(ReviewError, match="gone or changed"):
+        rerun_flow.fn(str(state), str(out), IDS[0], {}, "tester")
+    assert hashed == ["R0_main.jpg"]
+    assert Catalog.open(state).queue(None)[0]["state"] == "open"
+    assert _audit_actions(state)[-1] == "rerun_failed"
+
+
 # --- hardening: Host / Origin, body and note limits, login throttling -------------------------------
 
 def _audit_actions(state: Path) -> list[str]:
