@@ -372,25 +372,26 @@ def process(shoot: Shoot, preset: Preset, jobs: list[Job], config: RunConfig, ca
 
     shoot_id, layout = shoot.shoot_id, config.layout
     counts: Counter = Counter()
-    more = (lambda: not intake.done) if intake else (lambda: False)
-    handed = len(jobs)
-    unrecorded = (lambda: intake.unrecorded) if intake else (lambda: 0)
-    retouchers.grow(handed + unrecorded())
+    more = intake is not None and not intake.done      # files the intake has still to record
+    handed = len(jobs)                                   # jobs handed to this loop so far
+    expected = handed + (intake.unrecorded if intake else 0)
+    retouchers.grow(expected)
     device, workers = retouchers.device, retouchers.actors
     slots = 2 * len(workers)
     waiting = [_Attempt(job) for job in jobs]
     pending: dict = {}                       # object ref -> (attempt, worker)
     busy = Counter()                         # images queued per worker: at most two (one running, one next)
-    bar = _progress(shoot_id, handed + unrecorded(), config.progress)
-    while waiting or pending or more():
+    bar = _progress(shoot_id, expected, config.progress)
+    while waiting or pending or more:
         now = time.monotonic()
         wake = min((a.not_before for a in waiting), default=now + 30) - now
-        if more() and len(waiting) + len(pending) < slots:
+        if more and len(waiting) + len(pending) < slots:
             idle = not pending and not any(a.not_before <= now for a in waiting)
             taken = intake.take(wait=max(0.0, wake) if idle else 0.0)
             waiting += [_Attempt(job) for job in taken]
+            more = not intake.done
             handed += len(taken)
-            bar.total = handed + unrecorded()
+            bar.total = handed + intake.unrecorded
             bar.refresh()
             now = time.monotonic()
         for attempt in [a for a in waiting if a.not_before <= now][:max(0, slots - len(pending))]:
@@ -403,10 +404,10 @@ def process(shoot: Shoot, preset: Preset, jobs: list[Job], config: RunConfig, ca
                                           device=device, sensor_dust=sensor_dust,
                                           plate=shoot.plate)] = (attempt, worker)
         wake = min((a.not_before for a in waiting), default=now + 30) - now
-        if more() and len(waiting) + len(pending) < slots:
+        if more and len(waiting) + len(pending) < slots:
             wake = min(wake, 0.2)            # a slot is free: look again soon for the next file's identity
         if not pending:
-            if not more() or len(waiting) >= slots:
+            if not more or len(waiting) >= slots:
                 time.sleep(max(0.0, wake))
             continue
         done, rest = ray.wait(list(pending), num_returns=1, timeout=max(0.1, min(30.0, wake)))
