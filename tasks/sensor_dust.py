@@ -285,7 +285,10 @@ def _measure(ratios: np.ndarray, dark: np.ndarray, consensus: np.ndarray, ix: in
     around = (dist > r_out + 1) & (dist < r_out + 1 + max(3.0, r_out))
     frames = dark[:, y0:y1, x0:x1]
     local = np.median(frames[:, around], axis=1)          # each frame's own baseline next to the spot
-    seeing = np.median(np.abs(frames[:, around] - local[:, None]), axis=1) <= max(3 * floor, 0.005)
+    flat = max(3 * floor, 0.005)
+    outside = dist > r_out + 1
+    seeing = ((np.median(np.abs(frames[:, around] - local[:, None]), axis=1) <= flat)
+              & (np.median(np.abs(frames[:, outside] - np.median(frames[:, outside], axis=1)[:, None]), axis=1) <= flat))
     if seeing.sum() < params.min_images:
         return None
     per_frame = frames[:, core].mean(axis=1) - local
