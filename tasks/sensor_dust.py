@@ -285,6 +285,8 @@ def _measure(ratios: np.ndarray, dark: np.ndarray, consensus: np.ndarray, ix: in
     around = (dist > r_out + 1) & (dist < r_out + 1 + max(3.0, r_out))
     frames = dark[:, y0:y1, x0:x1]
     local = np.median(frames[:, around], axis=1)          # each frame's own baseline next to the spot
+    # a frame shows the spot where the whole window around it is plain, not only the ring next to it: a
+    # still desk's grain around a knot is the same in every frame, as dust is, and dust hides in grain
     flat = max(3 * floor, 0.005)
     outside = dist > r_out + 1
     seeing = ((np.median(np.abs(frames[:, around] - local[:, None]), axis=1) <= flat)
