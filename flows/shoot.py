@@ -29,7 +29,7 @@ from infra.failpoints import failpoint
 from infra.layout import Layout, default_state
 from infra.presets import Preset, PresetError, parse_preset
 from infra.raycluster import ensure_ray
-from infra.shoots import SIDECAR, Identities, Shoot, Source, assign_views, list_shoot, read_shoot
+from infra.shoots import SIDECAR, Identities, Shoot, Source, assign_views, hashed, list_shoot
 from infra.storage import Location
 from qa.report import write_manifest, write_report, write_thumbnails
 from qa.suite import Rule, run_suite
@@ -536,7 +536,7 @@ def dry_run(shoot_dirs: list[str | Path], out: str | Path, preset: str = "catalo
     state = str(state or default_state(out))
     catalog = Catalog.open(state) if "://" in state or Path(state).is_dir() else None
     for plan in plan_shoots(shoot_dirs, preset):
-        shoot = read_shoot(plan.shoot.folder)
+        shoot = hashed(plan.shoot)          # the listing the plan checked, not a second one
         lines += [f"error: {p}" for p in plan.problems]
         known = {r["source"]: r for r in catalog.rows(shoot.shoot_id)} if catalog else {}
         seen: dict[str, str] = {}

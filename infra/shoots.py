@@ -153,12 +153,16 @@ def hash_threads(count: int) -> int:
     return max(1, min(count, os.cpu_count() or 1, HASH_THREADS))
 
 
-def read_shoot(folder: "Location | Path | str") -> Shoot:
-    """``list_shoot`` with every source hashed (several at once: reads and hashlib release the GIL)."""
-    shoot = list_shoot(folder)
+def hashed(shoot: Shoot) -> Shoot:
+    """``shoot`` with every source hashed (several at once: reads and hashlib release the GIL)."""
     with ThreadPoolExecutor(max_workers=hash_threads(len(shoot.sources))) as pool:
         digests = list(pool.map(source_digest, (src.path for src in shoot.sources)))
     return replace(shoot, sources=tuple(replace(src, sha256=digest) for src, digest in zip(shoot.sources, digests)))
+
+
+def read_shoot(folder: "Location | Path | str") -> Shoot:
+    """``list_shoot`` with every source hashed."""
+    return hashed(list_shoot(folder))
 
 
 class Identities:

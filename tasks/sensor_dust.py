@@ -288,9 +288,7 @@ def _measure(ratios: np.ndarray, dark: np.ndarray, consensus: np.ndarray, ix: in
     # a frame shows the spot where the whole window around it is plain, not only the ring next to it: a
     # still desk's grain around a knot is the same in every frame, as dust is, and dust hides in grain
     flat = max(3 * floor, 0.005)
-    outside = dist > r_out + 1
-    seeing = ((np.median(np.abs(frames[:, around] - local[:, None]), axis=1) <= flat)
-              & (np.median(np.abs(frames[:, outside] - np.median(frames[:, outside], axis=1)[:, None]), axis=1) <= flat))
+    seeing = (_spread(frames[:, around]) <= flat) & (_spread(frames[:, dist > r_out + 1]) <= flat)
     if seeing.sum() < params.min_images:
         return None
     per_frame = frames[:, core].mean(axis=1) - local
@@ -309,6 +307,11 @@ def _measure(ratios: np.ndarray, dark: np.ndarray, consensus: np.ndarray, ix: in
     gain = 1 - (1 - np.clip(ratio, 0.3, 1.0)) * taper
     return Spot(x=(cx + 0.5) / w, y=(cy + 0.5) / h, r=(edge + 2) / max(h, w), strength=peak, share=share,
                 box=(x0 / w, y0 / h, x1 / w, y1 / h), gain=gain.astype(np.float32))
+
+
+def _spread(values: np.ndarray) -> np.ndarray:
+    """Per frame (first axis), the median absolute deviation of ``values`` from their median."""
+    return np.median(np.abs(values - np.median(values, axis=1)[:, None]), axis=1)
 
 
 def _pixel_box(spot: Spot, h: int, w: int) -> tuple[int, int, int, int]:
