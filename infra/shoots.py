@@ -200,9 +200,10 @@ class Identities:
 
     def ready(self, wait: float = 0.0) -> list[Source]:
         """The next sources in folder order whose digests are known, waiting up to ``wait`` seconds for
-        the first of them; ``[]`` when none is ready in time or all were handed out."""
+        the first of them (at most ``ahead``: those queued before the call); ``[]`` when none is ready in
+        time or all were handed out."""
         out = []
-        while self._queued:
+        for _ in range(len(self._queued)):
             src, future = self._queued[0]
             try:
                 digest = future.result(timeout=wait if not out else 0)
@@ -213,7 +214,7 @@ class Identities:
                 src = replace(src, refused=f"unreadable: {src.path.name}: {exc.strerror or exc}")
             self._queued.popleft()
             out.append(replace(src, sha256=digest))
-            self._top_up()
+        self._top_up()
         return out
 
     def close(self) -> None:
