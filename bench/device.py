@@ -18,9 +18,11 @@ beforehand elsewhere (``loupe synth``'s JPEGs travel; its 24 MP TIFFs and DNGs a
 from __future__ import annotations
 
 import argparse
+import cProfile
 import multiprocessing as mp
 import os
 import platform
+import pstats
 import queue
 import resource
 import shutil
@@ -38,9 +40,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def actor(rank: int, threads: int, device: str, preset_name: str, files: list[Path], work: Path,
-          todo, done, ready, go) -> None:
+          todo, done, ready, go, profile: int = 0) -> None:
     """One worker process: set up as a Retoucher actor is, warm up on one image (networks loaded and, on
-    CUDA, the kernels compiled: not timed), then retouch images from ``todo`` until it is empty."""
+    CUDA, the kernels compiled: not timed), then retouch images from ``todo`` until it is empty.
+    ``profile``: worker 0 prints that many functions by their own time (where the host's time goes)."""
     from flows.retouch import checked_preset, retouch_image, set_up_worker
 
     set_up_worker(threads)
@@ -50,9 +53,16 @@ def actor(rank: int, threads: int, device: str, preset_name: str, files: list[Pa
         torch.cuda.reset_peak_memory_stats()
     ready.put(rank)
     go.wait()
+    profiler = cProfile.Profile() if profile and rank == 0 else None
+    if profiler:
+        profiler.enable()
     while (k := todo.get()) is not None:
         outcome = retouch_image(files[k], f"img{k}", preset, work / f"staging-{k}", device=device)
         done.put((outcome.ok, outcome.error, outcome.timings, outcome.seconds, time.perf_counter()))
+    if profiler:
+        profiler.disable()
+        print(f"\nworker 0's own time by function (top {profile}):", flush=True)
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(profile)
     gpu = torch.cuda.max_memory_allocated() if device == "cuda" else 0
     done.put(("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, gpu))
 
@@ -85,6 +95,8 @@ def main() -> int:
     ap.add_argument("--actors", type=int, default=1, help="worker processes, an image at a time each")
     ap.add_argument("--threads", type=int, help="threads per worker (default: the CPUs shared out evenly)")
     ap.add_argument("--preset", default="catalog")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="worker 0 prints its N most costly functions by own time (cProfile)")
     a = ap.parse_args()
     if a.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: torch sees no GPU here")
@@ -107,7 +119,7 @@ def main() -> int:
             print(f"rendering {a.images} simulator scenes at {w}x{h} ...", flush=True)
             files = synth_shoot(work / "shoot", a.images, seed=5, size=(w, h), formats=("tif",))
         workers = [ctx.Process(target=actor, args=(r, threads, a.device, a.preset, files, work, todo, done,
-                                                   ready, go)) for r in range(a.actors)]
+                                                   ready, go, a.profile)) for r in range(a.actors)]
         for p in workers:
             p.start()
         collected(ready, len(workers), workers)

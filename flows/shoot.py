@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +36,8 @@ from qa.report import write_manifest, write_report, write_thumbnails
 from qa.suite import Rule, run_suite
 from tasks.sensor_dust import SensorDustParams, SurveyFound, find_sensor_dust, survey_sample
 
-IMAGES_PER_GPU = 4         # images sharing one GPU at once (each actor takes a quarter)
+GPU_MEMORY_PER_IMAGE = 3 << 30   # bytes of GPU memory an actor may take: 2.0 GiB allocated at 24 MP (H200), + context
+IMAGES_PER_GPU_UNSEEN = 4        # actors per GPU where its memory is not known (a GPU of another machine)
 TRIES = 3                  # attempts per image in one run when the fault is the machine's, not the image's
 BACKOFF_S = (2.0, 8.0)     # wait before the 2nd and 3rd attempt
 
@@ -233,20 +235,46 @@ def sweep(layout: Layout, catalog: Catalog) -> None:
 
 # --- per image: retouch on Ray, check, route -------------------------------------------
 
-def gpu_actor_cpus(nodes: list[dict]) -> int:
-    """The CPUs each GPU actor books (and runs as many threads on): a GPU node's cores shared out among
-    the ``IMAGES_PER_GPU`` actors of each of its GPUs, the smallest node's share, so that every actor can
-    be placed. Most of an image's work stays on the CPU (decode, the cut-out's and QA's decisions,
-    encodes): on the 16-core H200 box, four one-CPU actors left 12 cores idle (issue 13)."""
-    shares = [int(n["Resources"].get("CPU", 0) // (n["Resources"]["GPU"] * IMAGES_PER_GPU))
-              for n in nodes if n.get("Alive") and n["Resources"].get("GPU", 0) > 0]
-    return max(1, min(shares, default=1))
+def gpu_actor_plan(nodes: list[dict], gpu_memory: dict[str, int]) -> tuple[int, int]:
+    """(actors per GPU, the CPUs each books and runs as many threads on) for Ray's ``nodes``;
+    ``gpu_memory``: the smallest GPU's bytes on the nodes where it is known.
+
+    One actor per core of a GPU's share of its node, as many as its memory holds
+    (``GPU_MEMORY_PER_IMAGE`` each; ``IMAGES_PER_GPU_UNSEEN`` where not known): most of an image's
+    work stays on the CPU (decode, the cut-out's and QA's decisions, encodes) and runs on one thread,
+    so cores pay as processes, not threads. On the 16-core H200 box (``bench/device.py``, 24 MP):
+    4 actors x 4 threads 31.7 images/min, 8 x 2 43.9, 16 x 1 73.5 (issue 13). The smallest GPU node's
+    plan, so that every actor can be placed."""
+    plans = []
+    for n in nodes:
+        gpus = n["Resources"].get("GPU", 0)
+        if not n.get("Alive") or gpus <= 0:
+            continue
+        share = max(1, int(n["Resources"].get("CPU", 0) // gpus))
+        memory = gpu_memory.get(n.get("NodeID", ""))
+        fits = memory // GPU_MEMORY_PER_IMAGE if memory else IMAGES_PER_GPU_UNSEEN
+        plans.append((share, max(1, min(share, fits))))
+    if not plans:
+        return 1, 1
+    actors = min(a for _, a in plans)
+    return actors, max(1, min(share // actors for share, _ in plans))
+
+
+def local_gpu_memory() -> int:
+    """The smallest GPU's memory on this machine in bytes (0: none seen), from ``nvidia-smi``: no CUDA
+    context in the driver for it."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        return min((int(v) << 20 for v in out.split()), default=0)   # MiB
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return 0
 
 
 class Retouchers:
-    """The run's ``Retoucher`` actors: one per CPU, or ``IMAGES_PER_GPU`` per GPU (a GPU share and the
-    node's CPUs shared out each, CPU work of one image overlapping GPU work of another); restarted by Ray
-    if one dies.
+    """The run's ``Retoucher`` actors: one per CPU, or per GPU as many as ``gpu_actor_plan`` gives (a GPU
+    share and the node's CPUs shared out each, CPU work of one image overlapping GPU work of another);
+    restarted by Ray if one dies.
 
     Started once per run, before the sensor-dust survey, which runs on them too: their processes,
     imports and networks are paid once, while the survey reads, not after it (a survey in Ray
@@ -269,10 +297,13 @@ class Retouchers:
             device = self.config.device
             use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
             cpus = max(1, int(resources.get("CPU", 1)))
-            booked = gpu_actor_cpus(ray.nodes()) if use_gpu else 1
-            self._limit = min(cpus // booked, int(gpus * IMAGES_PER_GPU)) if use_gpu else cpus
+            per_gpu, booked = 1, 1
+            if use_gpu:    # this machine's GPUs are known; a GPU of another node is not
+                here = ray.get_runtime_context().get_node_id()
+                per_gpu, booked = gpu_actor_plan(ray.nodes(), {here: local_gpu_memory()})
+            self._limit = min(cpus // booked, int(gpus * per_gpu)) if use_gpu else cpus
             self.device = "cuda" if use_gpu else "cpu"
-            self._actor = ray.remote(num_cpus=booked, num_gpus=1 / IMAGES_PER_GPU if use_gpu else 0,
+            self._actor = ray.remote(num_cpus=booked, num_gpus=1 / per_gpu if use_gpu else 0,
                                      max_restarts=-1)(Retoucher)
         while len(self.actors) < max(1, min(jobs, self._limit)):
             self.actors.append(self._actor.remote())

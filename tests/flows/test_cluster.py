@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from bench.cluster import LocalCluster, ray_env
-from flows.shoot import IMAGES_PER_GPU, gpu_actor_cpus, run_shoots
+from flows.shoot import gpu_actor_plan, local_gpu_memory, run_shoots
 from helpers import RUN_TO_RUN, comparable_manifest
 from infra.catalog import TERMINAL
 
@@ -81,17 +81,33 @@ def test_the_nodes_are_started_apart_from_the_default_ray_and_stopped_without_ra
     assert cluster.stopped and not cluster.alive(cluster.stopped) and not cluster.temp_dir.exists()
 
 
-def test_gpu_actors_share_out_their_nodes_cpus():
-    """Each GPU actor books its share of its node's cores (the H200 box: 16 cores, one GPU, 4 actors of
-    4 CPUs), the smallest GPU node's share, so every actor can be placed; CPU-only and dead nodes don't
-    count."""
-    def node(cpus, gpus=0, alive=True):
-        return {"Alive": alive, "Resources": {"CPU": float(cpus), "GPU": float(gpus)} if gpus else {"CPU": cpus}}
+def test_gpu_actors_are_one_per_core_as_many_as_the_gpu_holds():
+    """Per GPU, an actor per core of its node's share (the H200 box: 16 cores, 141 GB, 16 one-CPU actors),
+    as many as its memory holds at 3 GiB each (a 24 GB card with 16 cores: 8 of 2 CPUs), 4 where the
+    GPU's memory is not known; the smallest GPU node's plan, so every actor can be placed; CPU-only and
+    dead nodes don't count."""
+    def node(name, cpus, gpus=0, alive=True):
+        res = {"CPU": float(cpus), "GPU": float(gpus)} if gpus else {"CPU": float(cpus)}
+        return {"NodeID": name, "Alive": alive, "Resources": res}
 
-    assert IMAGES_PER_GPU == 4
-    assert gpu_actor_cpus([node(16, 1)]) == 4
-    assert gpu_actor_cpus([node(16, 1), node(64), node(4, 1, alive=False)]) == 4
-    assert gpu_actor_cpus([node(16, 1), node(8, 1)]) == 2          # 16 CPUs, 8 actors: 2 each fit both
-    assert gpu_actor_cpus([node(32, 2)]) == 4
-    assert gpu_actor_cpus([node(2, 1)]) == 1                      # never under one CPU
-    assert gpu_actor_cpus([node(8)]) == 1
+    h200, card = 143771 << 20, 24 << 30
+    assert gpu_actor_plan([node("a", 16, 1)], {"a": h200}) == (16, 1)
+    assert gpu_actor_plan([node("a", 16, 1)], {"a": card}) == (8, 2)
+    assert gpu_actor_plan([node("a", 16, 1)], {}) == (4, 4)                       # memory not known
+    assert gpu_actor_plan([node("a", 16, 1), node("b", 64), node("c", 4, 1, alive=False)], {"a": h200}) == (16, 1)
+    assert gpu_actor_plan([node("a", 16, 1), node("b", 16, 1)], {"a": h200}) == (4, 4)   # b's GPU not known
+    assert gpu_actor_plan([node("a", 32, 2)], {"a": h200}) == (16, 1)
+    assert gpu_actor_plan([node("a", 2, 1)], {"a": 2 << 30}) == (1, 2)            # never under one actor
+    assert gpu_actor_plan([node("a", 8)], {}) == (1, 1)
+
+
+def test_local_gpu_memory_is_the_smallest_gpus_from_nvidia_smi(tmp_path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nprintf '81559\\n24576\\n'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert local_gpu_memory() == 24576 << 20
+    smi.write_text("#!/bin/sh\nexit 9\n")        # no driver loaded: no GPU seen, not a crash
+    assert local_gpu_memory() == 0
+    smi.unlink()
+    assert local_gpu_memory() == 0
