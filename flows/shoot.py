@@ -242,9 +242,9 @@ def gpu_actor_plan(nodes: list[dict], gpu_memory: dict[str, int]) -> tuple[int, 
     One actor per core of a GPU's share of its node, as many as its memory holds
     (``GPU_MEMORY_PER_IMAGE`` each; ``IMAGES_PER_GPU_UNSEEN`` where not known): most of an image's
     work stays on the CPU (decode, the cut-out's and QA's decisions, encodes) and runs on one thread,
-    so cores pay as processes, not threads. On the 16-core H200 box (``bench/device.py``, 24 MP):
-    4 actors x 4 threads 31.7 images/min, 8 x 2 43.9, 16 x 1 73.5 (issue 13). The smallest GPU node's
-    plan, so that every actor can be placed."""
+    so cores pay as processes, not threads. On the 16-core H200 box (``bench/device.py``, 24 MP, two
+    leases): 4 actors x 4 threads 24-32 images/min, 8 x 2 40-44, 16 x 1 64-74 (issue 13). The smallest
+    GPU node's plan, so that every actor can be placed."""
     plans = []
     for n in nodes:
         gpus = n["Resources"].get("GPU", 0)
