@@ -92,7 +92,20 @@ def validate(net, sets, device, size=384):
     return out
 
 
-def loss_fn(logits, target):
+OPENING_CLOSE = 15   # px of a sample (256 px): the widest gap between metal that counts as an opening
+
+
+def openings(hard: torch.Tensor) -> torch.Tensor:
+    """Background the piece nearly closes around: what a ``OPENING_CLOSE`` px closing of the piece fills
+    (link gaps, eyelets, openwork, the inside of a hook), 1 there, else 0."""
+    r = OPENING_CLOSE // 2
+    closed = -F.max_pool2d(-F.max_pool2d(hard, OPENING_CLOSE, 1, r), OPENING_CLOSE, 1, r)
+    return closed * (1 - hard)
+
+
+def loss_fn(logits, target, opening_weight: float = 0.0):
+    """BCE weighted on the piece's boundary, its thin structures and (``opening_weight``) its openings,
+    plus soft Dice."""
     hard = (target > 0.5).float()
     dil = F.max_pool2d(hard, 5, 1, 2)
     ero = -F.max_pool2d(-hard, 5, 1, 2)
@@ -100,6 +113,8 @@ def loss_fn(logits, target):
     # thin structures: truth pixels that vanish under a 5x5 erosion (chains, wires, prongs)
     thin = hard * (1 - F.max_pool2d(ero, 5, 1, 2))
     w = 1 + 2 * boundary + 3 * thin
+    if opening_weight:
+        w = w + opening_weight * openings(hard)
     bce = F.binary_cross_entropy_with_logits(logits, target, weight=w, reduction="sum") / w.sum()
     p = torch.sigmoid(logits)
     inter = (p * target).sum((1, 2, 3))
@@ -116,11 +131,12 @@ def optimizer(net: torch.nn.Module, lr: float, steps: int):
     return opt, sched
 
 
-def train_step(net, x, y, opt, sched, scaler, device: torch.device, amp_dtype, use_amp: bool) -> float:
+def train_step(net, x, y, opt, sched, scaler, device: torch.device, amp_dtype, use_amp: bool,
+               opening_weight: float = 0.0) -> float:
     """One optimisation step on a batch (autocast where asked); returns the loss."""
     with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
         logits = net(x)
-    loss = loss_fn(logits.float(), y)
+    loss = loss_fn(logits.float(), y, opening_weight)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(opt)
@@ -290,6 +306,8 @@ def main(argv=None):
                     help="share of samples whose piece is restyled (tone, saturation, brightness field)")
     ap.add_argument("--photometric", type=float, default=0.0,
                     help="share of samples given another camera's exposure, white balance, tone, blur and noise")
+    ap.add_argument("--opening-weight", type=float, default=0.0,
+                    help="extra loss weight on the piece's openings (link gaps, eyelets, openwork, hooks)")
     args = ap.parse_args(argv)
     t_start = time.time()
     device, out, cache = start_run(args)
@@ -343,7 +361,7 @@ def main(argv=None):
         x, y = augment(imgs[idx], alphas[idx], args.crop, gen, args.appearance, args.photometric)
         x = x.to(device).contiguous(memory_format=mf)
         y = y.to(device)
-        run_loss += train_step(net, x, y, opt, sched, scaler, device, amp_dtype, use_amp)
+        run_loss += train_step(net, x, y, opt, sched, scaler, device, amp_dtype, use_amp, args.opening_weight)
         if step % 25 == 0:
             el = time.time() - t_train
             print(f"step {step}/{args.steps} loss {run_loss / 25:.4f} lr {sched.get_last_lr()[0]:.2e} "

@@ -95,6 +95,21 @@ def test_photometric_augmentation_changes_the_whole_crop_alike_and_leaves_the_ta
     assert max(shifts) - min(shifts) > 0.1      # exposures differ from draw to draw
 
 
+def test_the_loss_can_weight_a_pieces_openings():
+    """``--opening-weight``: the background a piece nearly closes around (a ring's inside, a link's gap)
+    weighs more, so filling it costs more; the background outside the piece does not."""
+    from models.segnet.train import loss_fn, openings
+
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    r = ((y - 32) ** 2 + (x - 32) ** 2).sqrt()[None, None]
+    ring = ((r >= 6) & (r <= 12)).float()
+    inside = openings(ring)
+    assert bool(inside[r < 5].all()) and not bool(inside[r > 13].any()) and not bool(inside[ring > 0].any())
+    exact, filled = 8 * (2 * ring - 1), 8 * (2 * (r <= 12).float() - 1)     # logits: right, or the hole filled
+    cost = [float(loss_fn(filled, ring, w) - loss_fn(exact, ring, w)) for w in (0.0, 3.0)]
+    assert cost[1] > 1.5 * cost[0] > 0
+
+
 def test_training_pool_is_remade_when_the_code_that_renders_it_changes(tmp_path):
     """A pool is cached under a digest of the simulator and the sample-making code: the same code
     loads it back, changed code renders a new one (a world change used to train on the old pool)."""
