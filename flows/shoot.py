@@ -36,7 +36,7 @@ from qa.report import write_manifest, write_report, write_thumbnails
 from qa.suite import Rule, run_suite
 from tasks.sensor_dust import SensorDustParams, SurveyFound, find_sensor_dust, survey_sample
 
-GPU_MEMORY_PER_IMAGE = 3 << 30   # bytes of GPU memory an actor may take: 2.0 GiB allocated at 24 MP (H200), + context
+GPU_MEMORY_PER_IMAGE = 6 << 30   # GPU bytes an actor may take: 2.0 GiB allocated at 24 MP (H200), room for 50 MP
 IMAGES_PER_GPU_UNSEEN = 4        # actors per GPU where its memory is not known (a GPU of another machine)
 TRIES = 3                  # attempts per image in one run when the fault is the machine's, not the image's
 BACKOFF_S = (2.0, 8.0)     # wait before the 2nd and 3rd attempt

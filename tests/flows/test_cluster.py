@@ -83,21 +83,21 @@ def test_the_nodes_are_started_apart_from_the_default_ray_and_stopped_without_ra
 
 def test_gpu_actors_are_one_per_core_as_many_as_the_gpu_holds():
     """Per GPU, an actor per core of its node's share (the H200 box: 16 cores, 141 GB, 16 one-CPU actors),
-    as many as its memory holds at 3 GiB each (a 24 GB card with 16 cores: 8 of 2 CPUs), 4 where the
+    as many as its memory holds at 6 GiB each (a 48 GB card with 16 cores: 8 of 2 CPUs), 4 where the
     GPU's memory is not known; the smallest GPU node's plan, so every actor can be placed; CPU-only and
     dead nodes don't count."""
     def node(name, cpus, gpus=0, alive=True):
         res = {"CPU": float(cpus), "GPU": float(gpus)} if gpus else {"CPU": float(cpus)}
         return {"NodeID": name, "Alive": alive, "Resources": res}
 
-    h200, card = 143771 << 20, 24 << 30
+    h200, card = 143771 << 20, 48 << 30
     assert gpu_actor_plan([node("a", 16, 1)], {"a": h200}) == (16, 1)
     assert gpu_actor_plan([node("a", 16, 1)], {"a": card}) == (8, 2)
     assert gpu_actor_plan([node("a", 16, 1)], {}) == (4, 4)                       # memory not known
     assert gpu_actor_plan([node("a", 16, 1), node("b", 64), node("c", 4, 1, alive=False)], {"a": h200}) == (16, 1)
     assert gpu_actor_plan([node("a", 16, 1), node("b", 16, 1)], {"a": h200}) == (4, 4)   # b's GPU not known
     assert gpu_actor_plan([node("a", 32, 2)], {"a": h200}) == (16, 1)
-    assert gpu_actor_plan([node("a", 2, 1)], {"a": 2 << 30}) == (1, 2)            # never under one actor
+    assert gpu_actor_plan([node("a", 2, 1)], {"a": 4 << 30}) == (1, 2)            # never under one actor
     assert gpu_actor_plan([node("a", 8)], {}) == (1, 1)
 
 
