@@ -117,7 +117,7 @@ def read_sidecar(path: Location) -> tuple[dict, list[str]]:
 
 def list_shoot(folder: "Location | Path | str") -> Shoot:
     """List a shoot folder's sources (sorted, not yet hashed: ``sha256`` empty) and read its sidecar
-    (a folder or an S3 prefix). ``Identities`` or ``read_shoot`` names them by their content."""
+    (a folder or an S3 prefix). ``Identities`` or ``hashed`` names them by their content."""
     folder = Location.of(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"shoot folder not found: {folder}")
@@ -158,11 +158,6 @@ def hashed(shoot: Shoot) -> Shoot:
     with ThreadPoolExecutor(max_workers=hash_threads(len(shoot.sources))) as pool:
         digests = list(pool.map(source_digest, (src.path for src in shoot.sources)))
     return replace(shoot, sources=tuple(replace(src, sha256=digest) for src, digest in zip(shoot.sources, digests)))
-
-
-def read_shoot(folder: "Location | Path | str") -> Shoot:
-    """``list_shoot`` with every source hashed."""
-    return hashed(list_shoot(folder))
 
 
 class Identities:

@@ -4,7 +4,7 @@ import pandas as pd
 
 from bench.trust import RIGHT, blockers, cutout_path, failed, is_right, set_stages
 from flows.review import parse_set
-from infra.shoots import read_shoot
+from infra.shoots import list_shoot
 from infra.storage import Location
 from tasks.pipeline import stage_params
 
@@ -61,7 +61,7 @@ def test_set_stages_writes_each_shoots_sidecar_over_its_own_light(tmp_path):
     (studio / "shoot.toml").write_text("[stages.neutralize]\nkelvin = 4854\ntint = 0.0011\n")
     set_stages([studio, train], parse_set(["cutout.band=3", "cutout.method=network", "neutralize.strength=0.5",
                                            "cutout.network_checks=false"]))
-    shoots = [read_shoot(Location.of(f)) for f in (studio, train)]
+    shoots = [list_shoot(Location.of(f)) for f in (studio, train)]
     assert [s.problems for s in shoots] == [(), ()]
     studio_stages, train_stages = (s.stages for s in shoots)
     assert studio_stages == {"neutralize": {"kelvin": 4854, "tint": 0.0011, "strength": 0.5},

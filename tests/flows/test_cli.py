@@ -87,14 +87,14 @@ def test_state_takes_a_database_url(tmp_path, capsys):
 
 def test_a_sidecar_broken_after_a_run_keeps_what_was_finished(tmp_path):
     from flows.shoot import decide, plan_shoots
-    from infra.shoots import read_shoot
+    from infra.shoots import hashed, list_shoot
 
     shoot = tmp_path / "s"
     assert main(["synth", str(shoot), "--images", "2", "--seed", "2", "--size", "320x240"]) == 0
     (shoot / "shoot.toml").write_text("[stages.dust]\nstrenght = 1\n")
     plan = plan_shoots([shoot], "catalog")[0]
     assert plan.preset is None and "strenght" in plan.problems[0]
-    done, new = read_shoot(shoot).sources
+    done, new = hashed(list_shoot(shoot)).sources
     exported = {"sha256": done.sha256, "status": "exported", "reasons": "", "preset_digest": "d"}
     assert decide(done, exported, plan, None)[0] == "skip"                 # its exports stay published
     assert decide(new, None, plan, None)[:2] == ("reject", "bad_config")   # a new file waits for a good sidecar

@@ -1,6 +1,6 @@
 """Shoot folders: sources, SKU/view names and the shoot.toml sidecar."""
 
-from infra.shoots import read_shoot
+from infra.shoots import hashed, list_shoot
 
 
 def test_sidecar_sets_preset_background_stages_and_names(tmp_path):
@@ -10,7 +10,7 @@ def test_sidecar_sets_preset_background_stages_and_names(tmp_path):
     (tmp_path / "shoot.toml").write_text(
         'preset = "catalog"\nbackground = "transparent"\n'
         '[stages.neutralize]\nkelvin = 3200\n[sku]\n"IMG_0042" = "R1001_front"\n')
-    shoot = read_shoot(tmp_path)
+    shoot = list_shoot(tmp_path)
     assert shoot.preset == "catalog" and shoot.background == "transparent"
     assert shoot.stages == {"neutralize": {"kelvin": 3200}}
     assert [(s.sku, s.view) for s in shoot.sources] == [("R1001", "front"), ("R1001", "top")]
@@ -18,7 +18,7 @@ def test_sidecar_sets_preset_background_stages_and_names(tmp_path):
 
 def test_no_sidecar_means_no_overrides(tmp_path):
     (tmp_path / "E2001.tif").write_bytes(b"x")
-    shoot = read_shoot(tmp_path)
+    shoot = list_shoot(tmp_path)
     assert shoot.preset is None and shoot.background is None and shoot.stages == {}
     assert [(s.sku, s.view) for s in shoot.sources] == [("E2001", "main")]
 
@@ -26,7 +26,7 @@ def test_no_sidecar_means_no_overrides(tmp_path):
 def test_a_clean_plate_is_the_shoots_backdrop_not_a_source(tmp_path):
     (tmp_path / "R1001_front.jpg").write_bytes(b"x")
     (tmp_path / "studio-b_plate.JPG").write_bytes(b"y")
-    shoot = read_shoot(tmp_path)
+    shoot = list_shoot(tmp_path)
     assert [s.path.name for s in shoot.sources] == ["R1001_front.jpg"]
     assert shoot.plate.local_path() == tmp_path / "studio-b_plate.JPG"
 
@@ -39,7 +39,7 @@ def test_each_source_is_named_by_its_own_content_in_folder_order(tmp_path):
     for name, data in contents.items():
         (tmp_path / name).write_bytes(data)
     (tmp_path / "R9999_side.jpg").symlink_to("/etc/hostname")
-    shoot = read_shoot(tmp_path)
+    shoot = hashed(list_shoot(tmp_path))
     assert [s.path.name for s in shoot.sources] == sorted([*contents, "R9999_side.jpg"])
     for source in shoot.sources[:-1]:
         assert source.sha256 == hashlib.sha256(contents[source.path.name]).hexdigest() and not source.refused
