@@ -273,18 +273,20 @@ def _with_plate(frame: Frame, plate: Location, stages: dict, spots: list[Spot], 
 
 def sensor_dust_evidence(source: Location, params: SensorDustParams) -> np.ndarray | None:
     """One frame's sensor-dust evidence map (``tasks.sensor_dust.dust_evidence``), from a
-    reduced decode (half-size RAW or JPEG); None for a file that cannot be read."""
+    reduced decode (a RAW's luminance at half size, straight from its mosaic where it can; a JPEG
+    by its DCT scaling); None for a file that cannot be read."""
     source = Location.of(source)
     try:
-        decoded = _read(source, half_size=True)
+        decoded = _read(source, half_size=True, grey=True)
         if max(decoded.pixels.shape[:2]) < 0.75 * params.working_edge and decoded.reduced:
             decoded = _read(source)   # a small frame: whole, so its map is not made from fewer pixels than it has
     except UnreadableSource:
         return None
     pixels = torch.from_numpy(decoded.pixels).permute(2, 0, 1)[None]
     with torch.inference_mode():
-        frame = develop(pixels, decoded.transfer, DevelopParams())
-        return dust_evidence(frame.image, params)[0, 0].cpu().numpy()
+        # a grey decode is linear luminance in [0, 1] already: the map's own input
+        image = pixels if pixels.shape[1] == 1 else develop(pixels, decoded.transfer, DevelopParams()).image
+        return dust_evidence(image, params)[0, 0].cpu().numpy()
 
 
 def canvas_edge(alpha: torch.Tensor, spec: ExportSpec, preset: Preset) -> int:

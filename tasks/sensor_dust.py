@@ -132,7 +132,8 @@ def dust_evidence(image: torch.Tensor, params: SensorDustParams | None = None) -
     """Relative brightness map: luminance over its local surround, at the working size.
 
     Args:
-        image: (1, 3, H, W) linear RGB in [0, 1] (any resolution of the frame).
+        image: (1, 3, H, W) linear RGB in [0, 1] (any resolution of the frame), or (1, 1, H, W)
+            its luminance (a grey decode, ``infra.imageio.read_source(grey=True)``).
         params: working size and largest spot radius.
 
     Returns:
@@ -146,9 +147,9 @@ def dust_evidence(image: torch.Tensor, params: SensorDustParams | None = None) -
         (0.8, 1.0)
     """
     params = params or SensorDustParams()
-    check_shape(image, "image", channels=3)
+    check_shape(image, "image", channels=1 if image.shape[1:2] == (1,) else 3)
     h, w = working_size(image.shape[-2], image.shape[-1], params.working_edge)
-    y = resize(luminance(image.float()), (h, w)).clamp_min(1e-4)
+    y = resize(luminance(image.float()) if image.shape[1] == 3 else image.float(), (h, w)).clamp_min(1e-4)
     sigma = max(3.0, 1.5 * params.max_radius * max(h, w))
     smooth = gaussian_blur(y, 1.0)
     surround = _wide_blur(y, sigma)

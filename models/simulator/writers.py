@@ -7,7 +7,7 @@ uneven light, defects and noise included), 12-bit values stored in uint16,
 BlackLevel 256, WhiteLevel 4095, camera colour = linear sRGB primaries
 (ColorMatrix1 = XYZ(D65) -> linear sRGB, CalibrationIlluminant1 = D65),
 AsShotNeutral = [1, 1, 1] (camera WB at daylight, so the cast stays in the
-developed image), Orientation = horizontal.
+developed image), Orientation = horizontal unless asked.
 
 Develop it back to linear RGB (values /65535) with::
 
@@ -78,10 +78,11 @@ def bayer_rggb(img: np.ndarray) -> np.ndarray:
     return m
 
 
-def write_dng(path: Path, linear: np.ndarray) -> Path:
+def write_dng(path: Path, linear: np.ndarray, orientation: int = 1) -> Path:
+    """``linear`` (H, W, 3) as a mosaiced DNG; ``orientation``: its TIFF/EXIF tag (the mosaic is
+    stored as given: a reader turns it by the tag)."""
     from pidng.core import RAW2DNG, DNGTags, Tag
-    from pidng.defs import (CalibrationIlluminant, CFAPattern, DNGVersion, Orientation,
-                            PhotometricInterpretation, PreviewColorSpace)
+    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, PhotometricInterpretation, PreviewColorSpace
 
     h, w = linear.shape[:2]
     if h % 2 or w % 2:
@@ -93,7 +94,7 @@ def write_dng(path: Path, linear: np.ndarray) -> Path:
     t.set(Tag.ImageLength, h)
     t.set(Tag.TileWidth, w)
     t.set(Tag.TileLength, h)
-    t.set(Tag.Orientation, Orientation.Horizontal)
+    t.set(Tag.Orientation, orientation)
     t.set(Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array)
     t.set(Tag.SamplesPerPixel, 1)
     t.set(Tag.BitsPerSample, 16)

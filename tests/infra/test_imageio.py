@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+from helpers import SAMPLES
 from hostile import EXIF_ROTATED, is_upright, make_hostile_shoot
 from PIL import Image
 
@@ -287,3 +288,31 @@ print("ok")
     root = Path(__file__).resolve().parents[2]
     run = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_grey_half_size_raw_is_its_colour_decodes_luminance_upright(tmp_path, orientation):
+    """The sensor-dust survey's grey decode reads a Bayer DNG's quads straight (no LibRaw colour pipeline):
+    the same luminance as LibRaw's half-size decode, turned the same way; a clipped highlight stays clipped."""
+    from models.simulator.writers import write_dng
+
+    h, w = 64, 96
+    yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w]).reshape(2, 1, 1)
+    linear = np.dstack([0.2 + 0.6 * xx, 0.1 + 0.5 * yy, 0.3 * (1 - xx)]).astype(np.float32)
+    linear[8:16, 8:24] = 1.0        # a blown highlight in one corner: the turn shows where it went
+    path = write_dng(tmp_path / "r.dng", linear, orientation=orientation)
+    colour, grey = read_source(path, half_size=True), read_source(path, half_size=True, grey=True)
+    assert grey.reduced and grey.transfer == "linear" and grey.pixels.shape == colour.pixels.shape[:2] + (1,)
+    want = colour.pixels.clip(0, 1) @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    assert np.abs(grey.pixels[..., 0] - want).max() < 1e-4
+    assert grey.pixels.shape[:2] == ((h // 2, w // 2) if orientation in (1, 3) else (w // 2, h // 2))
+
+
+def test_a_sensor_that_is_no_bayer_mosaic_gets_its_colour_decode_when_grey_is_asked():
+    """A scanner's RGB 'RAW' (no 2x2 colour filter) has no quads to read: the grey decode falls back to LibRaw's."""
+    path = SAMPLES / "raw" / "Nikon_COOLSCAN_IV_ED_uncompressed.nef"
+    if not path.exists():
+        pytest.skip("../shared/samples absent")
+    grey, colour = read_source(path, half_size=True, grey=True), read_source(path, half_size=True)
+    assert grey.pixels.shape == colour.pixels.shape and grey.pixels.shape[2] == 3
+    assert np.array_equal(grey.pixels, colour.pixels)

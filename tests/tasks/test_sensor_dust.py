@@ -148,6 +148,12 @@ def test_evidence_size_depends_on_aspect_only():
     assert ev.shape == (1, 1, 200, 300) and torch.allclose(ev, torch.ones_like(ev), atol=1e-4)
 
 
+def test_evidence_from_luminance_alone_is_the_colour_frames(shoot):
+    """A grey decode (a RAW's luminance read straight from its mosaic) gives the survey the same map."""
+    dusty, _, evidence, _ = shoot
+    assert torch.allclose(dust_evidence(luminance(dusty[0])), evidence[0], atol=1e-5)
+
+
 def test_the_survey_reads_an_even_sample_of_a_long_shoot():
     frames = [f"IMG_{k:04d}" for k in range(1000)]
     sample = survey_sample(frames, 24)
