@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -85,39 +86,98 @@ def _run(shoots: list[Path], out: Path, a: argparse.Namespace, *, progress: bool
             print(f"error: {line}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    booting = _boot_prefect()
+    server = _boot_prefect()
     from flows.shoot import run_shoots   # torch, the stages, the catalog: while Prefect's server boots
     from infra.catalog import Catalog
     from infra.layout import default_state
     from infra.raycluster import ensure_ray
 
     ensure_ray(a.ray_address)            # and Ray, side by side with it
-    if booting is not None:
-        booting.join()
-    with Catalog.open(a.state or default_state(out)).lock():   # refused here, in one line, if another run has it
-        counts = run_shoots(shoots, out, preset=a.preset, state=a.state, device=a.device,
-                            ray_address=a.ray_address, progress=progress)
+    with server.serving() if server is not None else contextlib.nullcontext():
+        with Catalog.open(a.state or default_state(out)).lock():   # refused here, in one line, if another run has it
+            counts = run_shoots(shoots, out, preset=a.preset, state=a.state, device=a.device,
+                                ray_address=a.ray_address, progress=progress)
     print(summary(counts, time.monotonic() - t0, out, a.state))
     return 1 if counts.get("config_errors") else 0
 
 
-def _boot_prefect():
-    """Start Prefect's temporary server (when no PREFECT_API_URL is set) in a thread and return it,
-    so that it boots while the rest is imported and Ray starts (the flow would start it only when it
-    runs; started after the imports, the first image started 0.6-0.8 s later on four 24 MP DNGs).
-    Its module is imported here, before the thread starts, so no import runs in two threads at once."""
-    import threading
-
+def _boot_prefect() -> _PrefectServer | None:
+    """Start Prefect's temporary server now (when no PREFECT_API_URL is set), so that it boots while the
+    rest is imported and Ray starts (the flow would start it only when it runs; started after the
+    imports, the first image started 0.6-0.8 s later on four 24 MP DNGs)."""
     from prefect.settings import PREFECT_API_URL
 
-    if PREFECT_API_URL.value():
-        return None
-    from prefect.server.api.server import SubprocessASGIServer
+    return None if PREFECT_API_URL.value() else _PrefectServer()
 
-    # the same process-wide instance Prefect's client starts and reuses for the flow
-    booting = threading.Thread(target=SubprocessASGIServer().start, daemon=True)
-    booting.start()
-    return booting
+
+class _PrefectServer:
+    """Prefect's temporary API server, started as Prefect starts it (uvicorn serving Prefect's app in a
+    process of its own, its UI off, marked ephemeral) but without importing Prefect's server package in
+    this process, which Prefect's own way needs: that import alone took 2.4-3.0 s of a core here before
+    Ray could start. Stopped at exit, as Prefect stops its own."""
+
+    def __init__(self):
+        import atexit
+
+        self.process = self._start()
+        atexit.register(self.stop)
+
+    def _start(self):
+        import importlib.util
+        import socket
+        import subprocess
+
+        with socket.socket() as probe:      # a free port (Prefect picks one at random and checks it alike)
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        app_dir = Path(importlib.util.find_spec("prefect").submodule_search_locations[0]).parent
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        return subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+                                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                                 "--log-level", "error", "--lifespan", "on"], env=env)
+
+    @contextlib.contextmanager
+    def serving(self):
+        """Wait until it answers, then point Prefect's client at it for the block."""
+        import time
+
+        import httpx
+        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+        from infra.errors import OperatorError
+
+        url = f"http://127.0.0.1:{self.port}/api"
+        limit = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        deadline = time.monotonic() + limit
+        while True:
+            code = self.process.poll()
+            if code == 3:           # uvicorn's "address in use": the port was taken since it was probed
+                self.process = self._start()
+                url = f"http://127.0.0.1:{self.port}/api"
+            elif code is not None:
+                raise OperatorError(f"Prefect's temporary server exited with code {code} before it answered")
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise OperatorError(f"Prefect's temporary server did not answer within {limit:.0f} s "
+                                    "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
+            time.sleep(0.1)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def summary(counts: dict[str, int], seconds: float, out: str | Path, state: str | None) -> str:

@@ -99,3 +99,41 @@ def test_a_sidecar_broken_after_a_run_keeps_what_was_finished(tmp_path):
     assert decide(done, exported, plan, None)[0] == "skip"                 # its exports stay published
     assert decide(new, None, plan, None)[:2] == ("reject", "bad_config")   # a new file waits for a good sidecar
     assert decide(new, {**exported, "sha256": "other"}, plan, None)[:2] == ("reject", "bad_config")
+
+
+TEMPORARY_SERVER = """
+import os, sys
+from flows.cli import _boot_prefect, quiet_env
+quiet_env()
+server = _boot_prefect()
+from prefect import flow
+from prefect.client.orchestration import get_client
+
+@flow
+def hello():
+    return 42
+
+with server.serving():
+    assert hello() == 42
+    with get_client(sync_client=True) as client:
+        print("runs", len(client.read_flow_runs()), client.api_url)
+print("port", server.port, "pid", server.process.pid, "imported", "prefect.server.api.server" in sys.modules)
+"""
+
+
+def test_the_temporary_prefect_server_runs_apart_and_stops_with_the_command(tmp_path):
+    """Without PREFECT_API_URL a run starts Prefect's temporary server in a process of its own, without importing
+    Prefect's server package in the command's process (2.4-3 s before Ray could start), runs its flow there,
+    and stops it when the command ends."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", TEMPORARY_SERVER], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    _, count, api_url = lines[-2].split()
+    _, port, _, pid, _, imported = lines[-1].split()
+    assert count == "1" and api_url == f"http://127.0.0.1:{port}/api/" and imported == "False"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)     # gone with the command (reaped by it, so not even a zombie)
