@@ -136,6 +136,10 @@ class _PrefectServer:
                                  "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
                                  "--log-level", "error", "--lifespan", "on"], env=env)
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
     @contextlib.contextmanager
     def serving(self):
         """Wait until it answers, then point Prefect's client at it for the block."""
@@ -146,18 +150,16 @@ class _PrefectServer:
 
         from infra.errors import OperatorError
 
-        url = f"http://127.0.0.1:{self.port}/api"
         limit = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
         deadline = time.monotonic() + limit
         while True:
             code = self.process.poll()
             if code == 3:           # uvicorn's "address in use": the port was taken since it was probed
                 self.process = self._start()
-                url = f"http://127.0.0.1:{self.port}/api"
             elif code is not None:
                 raise OperatorError(f"Prefect's temporary server exited with code {code} before it answered")
             try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -165,7 +167,7 @@ class _PrefectServer:
                 raise OperatorError(f"Prefect's temporary server did not answer within {limit:.0f} s "
                                     "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
             time.sleep(0.1)
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with temporary_settings(updates={PREFECT_API_URL: self.url}):
             yield
 
     def stop(self) -> None:

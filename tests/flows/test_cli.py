@@ -102,7 +102,7 @@ def test_a_sidecar_broken_after_a_run_keeps_what_was_finished(tmp_path):
 
 
 TEMPORARY_SERVER = """
-import os, sys
+import sys
 from flows.cli import _boot_prefect, quiet_env
 quiet_env()
 server = _boot_prefect()
