@@ -147,9 +147,10 @@ def dust_evidence(image: torch.Tensor, params: SensorDustParams | None = None) -
         (0.8, 1.0)
     """
     params = params or SensorDustParams()
-    check_shape(image, "image", channels=1 if image.ndim == 4 and image.shape[1] == 1 else 3)
+    grey = image.ndim == 4 and image.shape[1] == 1
+    check_shape(image, "image", channels=1 if grey else 3)
     h, w = working_size(image.shape[-2], image.shape[-1], params.working_edge)
-    y = resize(luminance(image.float()) if image.shape[1] == 3 else image.float(), (h, w)).clamp_min(1e-4)
+    y = resize(image.float() if grey else luminance(image.float()), (h, w)).clamp_min(1e-4)
     sigma = max(3.0, 1.5 * params.max_radius * max(h, w))
     smooth = gaussian_blur(y, 1.0)
     surround = _wide_blur(y, sigma)
