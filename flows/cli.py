@@ -87,16 +87,15 @@ def _run(shoots: list[Path], out: Path, a: argparse.Namespace, *, progress: bool
         return 2
     t0 = time.monotonic()
     server = _boot_prefect()
-    from flows.shoot import run_shoots   # torch, the stages, the catalog: while Prefect's server boots
+    from flows.shoot import retouchers_ahead, run_shoots   # torch, the stages, the catalog: while Prefect's server boots
     from infra.catalog import Catalog
     from infra.layout import default_state
-    from infra.raycluster import ensure_ray
 
-    ensure_ray(a.ray_address)            # and Ray, side by side with it
-    with server.serving() if server is not None else contextlib.nullcontext():
-        with Catalog.open(a.state or default_state(out)).lock():   # refused here, in one line, if another run has it
-            counts = run_shoots(shoots, out, preset=a.preset, state=a.state, device=a.device,
-                                ray_address=a.ray_address, progress=progress)
+    with retouchers_ahead(shoots, a.ray_address, a.device):   # and Ray and the actors, side by side with it
+        with server.serving() if server is not None else contextlib.nullcontext():
+            with Catalog.open(a.state or default_state(out)).lock():   # refused here, in one line, if another run has it
+                counts = run_shoots(shoots, out, preset=a.preset, state=a.state, device=a.device,
+                                    ray_address=a.ray_address, progress=progress)
     print(summary(counts, time.monotonic() - t0, out, a.state))
     return 1 if counts.get("config_errors") else 0
 

@@ -158,7 +158,7 @@ def rerun_flow(state: str, out: str, image_id: str, overrides: dict, who: str, p
                 raise ReviewError(f"{exc} (start the review app / command with --preset FILE)") from None
             job = Job(src, row["view"])
             config = RunConfig(out=out, state=str(state), device=device, ray_address=ray_address)
-            with Retouchers(config) as retouchers:
+            with Retouchers(ray_address, device) as retouchers:
                 dust = survey_sensor_dust(shoot, chosen, retouchers.grow(1), identities)
                 counts = process(shoot, chosen, [job], config, catalog, retouchers, sensor_dust=dust)
         write_qa_tables(config.layout.rerun_qa(shoot.shoot_id, image_id), [catalog.by_image_id(image_id)], chosen)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from flows.shoot import Retouchers, RunConfig, run_shoots, survey_sensor_dust
+from flows.shoot import _AHEAD, Retouchers, retouchers_ahead, run_shoots, survey_sensor_dust
 from infra.catalog import Catalog
-from infra.storage import Location
 from infra.presets import load_preset
 from infra.shoots import Identities, list_shoot
 from models.simulator import synth_shoot
@@ -35,14 +34,13 @@ def test_every_frame_gets_the_shoots_sensor_dust_corrected(dusty_run):
         assert f"sensor dust: {n} spots corrected" in catalog.get(shoot.name, source)["notes"]
 
 
-def test_the_survey_runs_on_the_runs_actors_and_can_be_turned_off_per_shoot(dusty_run, tmp_path):
+def test_the_survey_runs_on_the_runs_actors_and_can_be_turned_off_per_shoot(dusty_run):
     shoot, _, _ = dusty_run
-    config = RunConfig(out=Location.of(tmp_path), state=str(tmp_path / ".state"))
     preset = load_preset("catalog")
     off = preset.model_copy(update={"stages": {"sensor_dust": {"enabled": False}}})
     few = preset.model_copy(update={"stages": {"sensor_dust": {"survey_frames": 4}}})
     listed = list_shoot(shoot)
-    with Retouchers(config) as workers, Identities(listed.sources, ahead=0) as identities:
+    with Retouchers(None, "auto") as workers, Identities(listed.sources, ahead=0) as identities:
         found = survey_sensor_dust.fn(listed, preset, workers.grow(2), identities)
         assert len(workers.actors) == 2
         assert list(found) == [(256, 384)] and len(found[(256, 384)]) >= 3     # one shape: 384x256 frames
@@ -50,3 +48,19 @@ def test_the_survey_runs_on_the_runs_actors_and_can_be_turned_off_per_shoot(dust
         sample = survey_sensor_dust.fn(listed, few, workers, identities)[(256, 384)]   # 4 of the 6 frames
     assert sample and all(any(abs(s.x - t.x) + abs(s.y - t.y) < 0.01 for t in found[(256, 384)]) for s in sample)
     assert workers.actors == []                            # closed with the run
+
+
+def test_a_run_takes_over_the_actors_started_ahead_of_it_on_its_cluster_and_device(dusty_run):
+    """`loupe run` starts the actors while Prefect's server boots; the flow must use those, not start
+    its own (and close them at its end), and must leave a set started for another device alone."""
+    shoot, out, _ = dusty_run
+    with retouchers_ahead([shoot], None, "auto"):
+        ahead = _AHEAD.get()
+        assert len(ahead.actors) == 2                       # 6 sources, 2 CPUs in the test cluster
+        assert run_shoots([shoot], out)["skipped"] == 6     # finished already: nothing to retouch
+        assert ahead.actors == []                           # the flow took them over and closed them
+    with retouchers_ahead([shoot], None, "cpu"):
+        ahead = _AHEAD.get()
+        run_shoots([shoot], out, device="auto")
+        assert len(ahead.actors) == 2                       # not the run's: kept for whoever started them
+    assert ahead.actors == [] and _AHEAD.get() is None
