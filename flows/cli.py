@@ -113,7 +113,8 @@ class _PrefectServer:
     """Prefect's temporary API server, started as Prefect starts it (uvicorn serving Prefect's app in a
     process of its own, its UI off, marked ephemeral) but without importing Prefect's server package in
     this process, which Prefect's own way needs: that import alone took 2.4-3.0 s of a core here before
-    Ray could start. Stopped at exit, as Prefect stops its own."""
+    Ray could start. Stopped at exit, as Prefect stops its own, and (on Linux) also when the command is
+    killed outright, which Prefect's own is not (``_dies_with``)."""
 
     def __init__(self):
         import atexit
@@ -133,7 +134,7 @@ class _PrefectServer:
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
         return subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
                                  "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-                                 "--log-level", "error", "--lifespan", "on"], env=env)
+                                 "--log-level", "error", "--lifespan", "on"], env=env, preexec_fn=_dies_with(os.getpid()))
 
     @property
     def url(self) -> str:
@@ -179,6 +180,25 @@ class _PrefectServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _dies_with(parent: int):
+    """A ``preexec_fn`` that has the child sent SIGTERM when ``parent`` dies, even by SIGKILL or the OOM
+    killer, where no exit handler runs (Linux's ``PR_SET_PDEATHSIG``; elsewhere None: stopped at exit
+    only). Everything it calls is looked up before the fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    prctl, getppid, leave = ctypes.CDLL(None, use_errno=True).prctl, os.getppid, os._exit
+
+    def arm() -> None:
+        prctl(1, int(signal.SIGTERM))      # PR_SET_PDEATHSIG
+        if getppid() != parent:            # it died before the signal was armed
+            leave(1)
+
+    return arm
 
 
 def summary(counts: dict[str, int], seconds: float, out: str | Path, state: str | None) -> str:

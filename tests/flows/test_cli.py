@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,6 +100,51 @@ def test_a_sidecar_broken_after_a_run_keeps_what_was_finished(tmp_path):
     assert decide(done, exported, plan, None)[0] == "skip"                 # its exports stay published
     assert decide(new, None, plan, None)[:2] == ("reject", "bad_config")   # a new file waits for a good sidecar
     assert decide(new, {**exported, "sha256": "other"}, plan, None)[:2] == ("reject", "bad_config")
+
+
+ABANDONED_SERVER = """
+import time
+from flows.cli import _boot_prefect, quiet_env
+quiet_env()
+server = _boot_prefect()
+with server.serving():
+    print(server.process.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def _serving(pid: int) -> bool:
+    """The process runs (a zombie, dead and waiting to be reaped by whoever adopted it, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_the_temporary_prefect_server_goes_when_the_command_is_killed(tmp_path):
+    """A command killed outright (SIGKILL, the OOM killer) runs no exit handler: the server it started must
+    not be left serving behind it."""
+    import os
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path)
+    command = subprocess.Popen([sys.executable, "-c", ABANDONED_SERVER], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        server = int(command.stdout.readline())
+        assert _serving(server)
+        os.kill(command.pid, signal.SIGKILL)
+        command.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _serving(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _serving(server)
+    finally:
+        command.kill()
+        if "server" in locals() and _serving(server):
+            os.kill(server, signal.SIGKILL)     # not left behind by a failing test either
 
 
 TEMPORARY_SERVER = """
