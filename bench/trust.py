@@ -14,6 +14,9 @@ The sets (the validation discipline, README "Trust"):
   boxes, acrylic risers, hard shadows, white metal on white, ISO noise, JPEG);
   a training world too, so failures found there may be tuned on (not in the
   default run: ``--sets wide``);
+- ``plates``: the wide world as a studio shoots it (not in the default run: ``--sets plates``):
+  each scene a shoot of its own with its clean plate and its light in ``shoot.toml``, the
+  plate path's training world (the ``studio`` set below judges it);
 - ``val``: ``bench/valworld.py``, an independent generator (its own pieces,
   lighting, materials, backdrops, camera and seeds) that nothing is ever tuned on;
 - ``studio``: the validation family as a studio shoots it: shoots of
@@ -82,7 +85,7 @@ from tasks.color import delta_e2000, linear_to_srgb, srgb_to_linear  # noqa: E40
 from tasks.cutout import component_mean  # noqa: E402
 
 SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
-SEEDS = {"train": 101, "wide": 202, "val": 9001, "studio": 9100}
+SEEDS = {"train": 101, "wide": 202, "plates": 303, "val": 9001, "studio": 9100}
 STUDIO_SHOOT = 6
 RIGHT = {"iou": (">=", 0.95), "holes": (">=", 0.90), "thin": (">=", 0.90), "de_chroma": ("<=", 3.0),
          "lost": ("<=", 0.05), "pierced": ("<=", 0), "stray": ("<=", 0)}
@@ -98,6 +101,9 @@ def write_sets(root: Path, sets: list[str], images: int, size: tuple[int, int]) 
         folder = root / name
         if name == "studio":
             folders += write_studio_shoots(root, images, size)
+            continue
+        if name == "plates":
+            folders += write_plate_shoots(root, images, size)
             continue
         if name in ("train", "wide"):
             from models.simulator import synth_shoot
@@ -143,6 +149,35 @@ def write_studio_shoots(root: Path, images: int, size: tuple[int, int]) -> list[
         light = json.loads(next((folder / "truth").glob("*/meta.json")).read_text())["lighting"]
         tint = min(max(light["tint"], -0.03), 0.03)
         set_stages([folder], {"neutralize": {"kelvin": round(light["kelvin"]), "tint": round(tint, 4)}})
+        folders.append(folder)
+    return folders
+
+
+def write_plate_shoots(root: Path, images: int, size: tuple[int, int]) -> list[Path]:
+    """The wide training world as a studio shoots it: each scene a shoot of its own with its clean plate
+    (the same backdrop, light and camera, empty) and its light in shoot.toml, so that the plate path
+    (PlateNet, the cut-out against the plate) is tuned on a training world, and the studio set, made
+    by the validation family's generator, only judges it. Acrylic risers (drawn with the piece's
+    reflection, no plate) are left out."""
+    from models.simulator import image_rng, image_stem, render_scene
+    from models.simulator.writers import WRITERS, write_truth
+
+    folders, formats, k = [], ("dng", "jpg", "tif"), 0
+    while len(folders) < images:
+        scene = render_scene(image_rng(SEEDS["plates"], k), size, world="wide", plate=True)
+        k += 1
+        if "plate" not in scene.layers:
+            continue
+        fmt = formats[len(folders) % len(formats)]
+        folder = root / f"plates-{len(folders) + 1}"
+        stem = image_stem(scene, k - 1)
+        folder.mkdir(parents=True, exist_ok=True)
+        WRITERS[fmt](folder / f"{stem}.{fmt}", scene.source)
+        WRITERS[fmt](folder / f"{folder.name}_plate.{fmt}", scene.layers["plate"])
+        write_truth(folder / "truth" / stem, scene, {**scene.meta, "format": fmt, "stem": stem})
+        light = scene.meta["illuminant"]
+        set_stages([folder], {"neutralize": {"kelvin": round(light["kelvin"]),
+                                             "tint": round(min(max(light["tint"], -0.03), 0.03), 4)}})
         folders.append(folder)
     return folders
 
@@ -528,7 +563,7 @@ def report(table: pd.DataFrame) -> str:
 def _sheets(args, table: pd.DataFrame, shoots: list[Path]) -> None:
     out = args.work / "out"
     if args.sheet:
-        write_sheet(args.sheet, out, shoots, table, ("train", "wide", "val", "studio"))
+        write_sheet(args.sheet, out, shoots, table, ("train", "wide", "plates", "val", "studio"))
     if args.real_sheet:
         write_sheet(args.real_sheet, out, shoots, table, ("real",))
 
@@ -536,7 +571,7 @@ def _sheets(args, table: pd.DataFrame, shoots: list[Path]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", nargs="*", default=["train", "val", "studio", "real"],
-                    choices=["train", "wide", "val", "studio", "real"])
+                    choices=["train", "wide", "plates", "val", "studio", "real"])
     ap.add_argument("--images", type=int, default=24, help="images per simulated set")
     ap.add_argument("--size", default="1200x800", help="WxH of the simulated sets")
     ap.add_argument("--preset", default="catalog")

@@ -18,7 +18,6 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -329,7 +328,9 @@ class Retouchers:
         self.close()
 
 
-_AHEAD: ContextVar[Retouchers | None] = ContextVar("retouchers_ahead", default=None)
+# the actor sets `retouchers_ahead` holds open (a list, not a ContextVar: Prefect pickles this module by
+# value when it serves a flow, and a ContextVar does not pickle)
+_AHEAD: list[Retouchers] = []
 
 
 @contextlib.contextmanager
@@ -346,11 +347,11 @@ def retouchers_ahead(shoot_dirs: list[str | Path], ray_address: str | None, devi
     with Retouchers(ray_address, device) as retouchers:
         if sources:
             retouchers.grow(sources)
-        token = _AHEAD.set(retouchers)
+        _AHEAD.append(retouchers)
         try:
             yield
         finally:
-            _AHEAD.reset(token)
+            _AHEAD.remove(retouchers)
 
 
 @task(cache_policy=NONE)
@@ -629,9 +630,8 @@ def run_shoots(shoot_dirs: list[str | Path], out: str | Path, preset: str = "cat
             _say(logger, f"error: {problem}")
     if (why := missing_gpu(device, ray_address)) is not None:
         raise OperatorError(why)
-    ahead = _AHEAD.get()
-    if ahead is None or (ahead.ray_address, ahead.device_asked) != (ray_address, device):
-        ahead = Retouchers(ray_address, device)
+    ahead = next((r for r in reversed(_AHEAD) if (r.ray_address, r.device_asked) == (ray_address, device)),
+                 None) or Retouchers(ray_address, device)
     with catalog.lock() as lock, ahead as retouchers:
         sweep(layout, catalog)
         for plan in plans:

@@ -55,12 +55,12 @@ def test_a_run_takes_over_the_actors_started_ahead_of_it_on_its_cluster_and_devi
     its own (and close them at its end), and must leave a set started for another device alone."""
     shoot, out, _ = dusty_run
     with retouchers_ahead([shoot], None, "auto"):
-        ahead = _AHEAD.get()
+        ahead = _AHEAD[-1]
         assert len(ahead.actors) == 2                       # 6 sources, 2 CPUs in the test cluster
         assert run_shoots([shoot], out)["skipped"] == 6     # finished already: nothing to retouch
         assert ahead.actors == []                           # the flow took them over and closed them
     with retouchers_ahead([shoot], None, "cpu"):
-        ahead = _AHEAD.get()
+        ahead = _AHEAD[-1]
         run_shoots([shoot], out, device="auto")
         assert len(ahead.actors) == 2                       # not the run's: kept for whoever started them
-    assert ahead.actors == [] and _AHEAD.get() is None
+    assert ahead.actors == [] and _AHEAD == []
