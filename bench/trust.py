@@ -175,11 +175,21 @@ def write_plate_shoots(root: Path, images: int, size: tuple[int, int]) -> list[P
         WRITERS[fmt](folder / f"{stem}.{fmt}", scene.source)
         WRITERS[fmt](folder / f"{folder.name}_plate.{fmt}", scene.layers["plate"])
         write_truth(folder / "truth" / stem, scene, {**scene.meta, "format": fmt, "stem": stem})
-        light = scene.meta["illuminant"]
-        set_stages([folder], {"neutralize": {"kelvin": round(light["kelvin"]),
-                                             "tint": round(min(max(light["tint"], -0.03), 0.03), 4)}})
+        kelvin, tint = grey_card(scene.meta["illuminant"]["rgb"])
+        set_stages([folder], {"neutralize": {"kelvin": kelvin, "tint": tint}})
         folders.append(folder)
     return folders
+
+
+def grey_card(light_rgb: list[float]) -> tuple[int, float]:
+    """The (kelvin, tint) a grey card under a light of linear RGB ``light_rgb`` gives Loupe: its own
+    reading of a uniform grey patch (the simulator's tint is not in neutralize's units)."""
+    from tasks.neutralize import NeutralizeParams, estimate_illuminant
+
+    rgb = torch.tensor(light_rgb, dtype=torch.float32)
+    patch = (0.7 * rgb / rgb.max()).view(1, 3, 1, 1).expand(1, 3, 64, 64).contiguous()
+    _, kelvin, tint, _ = estimate_illuminant(patch, NeutralizeParams())
+    return round(kelvin), round(tint, 4)
 
 
 def set_of(shoot: str) -> str:
