@@ -1,5 +1,6 @@
 """bench/trust.py's tables: what stands between a set and right first time."""
 
+import numpy as np
 import pandas as pd
 
 from bench.trust import RIGHT, blockers, cutout_path, failed, is_right, set_stages
@@ -101,3 +102,26 @@ def test_network_iou_grades_segnet_alone_against_the_truth_it_is_given():
     scene = render_scene(np.random.default_rng(3), (600, 400), piece="band", background="white_sweep")
     assert network_iou(scene.source, scene.alpha) >= 0.85
     assert network_iou(scene.source, np.roll(scene.alpha, 150, axis=1)) < 0.5
+
+
+def test_the_plates_set_gives_each_shoot_its_plate_and_its_light_as_a_grey_card_reads_it(tmp_path):
+    """The simulator's tint is not neutralize's unit: copied as it was, every plated shoot's colour was
+    off (chroma dE 15.8). The light Loupe is given must be the one it reads off a grey card in it."""
+    import json
+    import tomllib
+
+    from bench.trust import grey_card, write_plate_shoots
+    from models.simulator.scene import illuminant_gains
+    from tasks.neutralize import blackbody_rgb
+
+    for kelvin, tint in ((2950.0, -0.02), (4100.0, 0.01), (6500.0, 0.0)):
+        rgb = illuminant_gains(kelvin, tint)
+        read_k, read_t = grey_card(list(rgb))
+        assert abs(read_k - kelvin) < 0.05 * kelvin
+        assert np.allclose(blackbody_rgb(read_k, read_t), rgb, rtol=0.05)    # the same light, in Loupe's units
+    (folder,) = write_plate_shoots(tmp_path, 1, (240, 160))
+    shoot = list_shoot(folder)
+    assert len(shoot.sources) == 1 and shoot.plate is not None
+    light = json.loads(next((folder / "truth").glob("*/meta.json")).read_text())["illuminant"]["rgb"]
+    given = tomllib.loads((folder / "shoot.toml").read_text())["stages"]["neutralize"]
+    assert (given["kelvin"], given["tint"]) == grey_card(light)
