@@ -232,7 +232,9 @@ def shorth(stack: np.ndarray, k: int) -> np.ndarray:
     """
     n = stack.shape[0]
     k = min(max(1, k), n)
-    s = np.sort(stack.reshape(n, -1).T, axis=1)     # a pixel's values side by side: 3.6x faster than along axis 0
+    # a pixel's values side by side: the survey's one call, in a fresh process, 0.74 -> 0.31 s on 22 maps
+    # of 768 x 512 (the same once its memory is warm)
+    s = np.sort(stack.reshape(n, -1).T, axis=1)
     spread = s[:, k - 1:] - s[:, : n - k + 1]
     start = np.argmin(spread, axis=1)[:, None]
     csum = np.concatenate([np.zeros_like(s[:, :1]), np.cumsum(s, axis=1)], axis=1)
@@ -325,6 +327,8 @@ def _median(values: np.ndarray) -> np.ndarray:
     thousands of medians of a few hundred values, where those checks cost more than the median."""
     n = values.shape[-1]
     half = n // 2
+    if n == 0:
+        return np.full(values.shape[:-1], np.nan, values.dtype)
     if n % 2:
         return np.partition(values, half, axis=-1)[..., half]
     part = np.partition(values, (half - 1, half), axis=-1)
