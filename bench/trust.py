@@ -162,15 +162,15 @@ def write_plate_shoots(root: Path, images: int, size: tuple[int, int]) -> list[P
     from models.simulator import image_rng, image_stem, render_scene
     from models.simulator.writers import WRITERS, write_truth
 
-    folders, formats, k = [], ("dng", "jpg", "tif"), 0
+    folders, formats, k = [], ("dng", "jpg", "tif"), -1
     while len(folders) < images:
-        scene = render_scene(image_rng(SEEDS["plates"], k), size, world="wide", plate=True)
         k += 1
+        scene = render_scene(image_rng(SEEDS["plates"], k), size, world="wide", plate=True)
         if "plate" not in scene.layers:
             continue
         fmt = formats[len(folders) % len(formats)]
         folder = root / f"plates-{len(folders) + 1}"
-        stem = image_stem(scene, k - 1)
+        stem = image_stem(scene, k)
         folder.mkdir(parents=True, exist_ok=True)
         WRITERS[fmt](folder / f"{stem}.{fmt}", scene.source)
         WRITERS[fmt](folder / f"{folder.name}_plate.{fmt}", scene.layers["plate"])

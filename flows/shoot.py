@@ -334,7 +334,7 @@ _AHEAD: list[Retouchers] = []
 
 
 @contextlib.contextmanager
-def retouchers_ahead(shoot_dirs: list[str | Path], ray_address: str | None, device: str) -> Iterator[None]:
+def retouchers_ahead(shoot_dirs: list[str | Path], ray_address: str | None, device: str) -> Iterator[Retouchers]:
     """Start the actors of a run before its flow starts, for ``run_shoots`` called inside the block (on
     the same cluster and device) to take over: `loupe run` starts them while it waits for Prefect's
     server, where the flow started them only after (their processes, imports and networks: 2.4-2.6 s
@@ -349,7 +349,7 @@ def retouchers_ahead(shoot_dirs: list[str | Path], ray_address: str | None, devi
             retouchers.grow(sources)
         _AHEAD.append(retouchers)
         try:
-            yield
+            yield retouchers
         finally:
             _AHEAD.remove(retouchers)
 

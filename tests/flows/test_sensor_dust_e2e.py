@@ -54,13 +54,11 @@ def test_a_run_takes_over_the_actors_started_ahead_of_it_on_its_cluster_and_devi
     """`loupe run` starts the actors while Prefect's server boots; the flow must use those, not start
     its own (and close them at its end), and must leave a set started for another device alone."""
     shoot, out, _ = dusty_run
-    with retouchers_ahead([shoot], None, "auto"):
-        ahead = _AHEAD[-1]
+    with retouchers_ahead([shoot], None, "auto") as ahead:
         assert len(ahead.actors) == 2                       # 6 sources, 2 CPUs in the test cluster
         assert run_shoots([shoot], out)["skipped"] == 6     # finished already: nothing to retouch
         assert ahead.actors == []                           # the flow took them over and closed them
-    with retouchers_ahead([shoot], None, "cpu"):
-        ahead = _AHEAD[-1]
+    with retouchers_ahead([shoot], None, "cpu") as ahead:
         run_shoots([shoot], out, device="auto")
         assert len(ahead.actors) == 2                       # not the run's: kept for whoever started them
     assert ahead.actors == [] and _AHEAD == []
