@@ -82,7 +82,7 @@ from flows.review import ReviewError, parse_set  # noqa: E402
 from models.simulator import BACKGROUNDS, PIECES, lighting_gain, render_scene  # noqa: E402
 from models.simulator.studio import WIDE_BACKDROPS, WIDE_PIECES  # noqa: E402
 from qa.metrics import hue_shift  # noqa: E402
-from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab  # noqa: E402
+from tasks.color import LUMINANCE, delta_e2000, linear_to_srgb, rgb_to_lab  # noqa: E402
 from tasks.frame import Frame  # noqa: E402
 from tasks.pipeline import STAGE_NAMES, run_stages, stage_params  # noqa: E402
 
@@ -228,7 +228,7 @@ def ssim_map(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> np.ndarray:
 
 
 def _srgb_y(rgb: np.ndarray) -> np.ndarray:
-    y = rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    y = rgb @ np.array(LUMINANCE, np.float32)
     return linear_to_srgb(torch.from_numpy(np.clip(y, 0, 1).astype(np.float32))).numpy()
 
 

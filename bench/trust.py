@@ -81,7 +81,7 @@ sys.path.insert(0, str(ROOT))
 from bench.quality import _disk, _lab, enclosed_background, mask_iou  # noqa: E402
 from flows.cli import quiet_env  # noqa: E402
 from flows.review import parse_set  # noqa: E402
-from tasks.color import delta_e2000, linear_to_srgb, srgb_to_linear  # noqa: E402
+from tasks.color import LUMINANCE, delta_e2000, linear_to_srgb, srgb_to_linear  # noqa: E402
 from tasks.cutout import component_mean  # noqa: E402
 
 SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
@@ -159,8 +159,8 @@ def write_plate_shoots(root: Path, images: int, size: tuple[int, int]) -> list[P
     (PlateNet, the cut-out against the plate) is tuned on a training world, and the studio set, made
     by the validation family's generator, only judges it. Acrylic risers (drawn with the piece's
     reflection, no plate) are left out."""
-    from models.simulator import image_rng, image_stem, render_scene
-    from models.simulator.writers import WRITERS, write_truth
+    from models.simulator import image_rng, render_scene, write_scene
+    from models.simulator.writers import WRITERS
 
     folders, formats, k = [], ("dng", "jpg", "tif"), -1
     while len(folders) < images:
@@ -170,11 +170,9 @@ def write_plate_shoots(root: Path, images: int, size: tuple[int, int]) -> list[P
             continue
         fmt = formats[len(folders) % len(formats)]
         folder = root / f"plates-{len(folders) + 1}"
-        stem = image_stem(scene, k)
         folder.mkdir(parents=True, exist_ok=True)
-        WRITERS[fmt](folder / f"{stem}.{fmt}", scene.source)
+        write_scene(folder, scene, k, fmt)
         WRITERS[fmt](folder / f"{folder.name}_plate.{fmt}", scene.layers["plate"])
-        write_truth(folder / "truth" / stem, scene, {**scene.meta, "format": fmt, "stem": stem})
         kelvin, tint = grey_card(scene.meta["illuminant"]["rgb"])
         set_stages([folder], {"neutralize": {"kelvin": kelvin, "tint": tint}})
         folders.append(folder)
@@ -226,7 +224,7 @@ def chroma_delta_e(out: np.ndarray, truth: np.ndarray, where: np.ndarray, shown:
     Both are averaged over 1.5 px first and near-black pixels are left out: sensor noise and 8-bit
     steps in the shadows are not a colour error, a cast is (it is smooth). The output's average is
     weighted by its alpha ``shown``: a transparent pixel's colour is seen by no one."""
-    w = np.array([0.2126, 0.7152, 0.0722], np.float32)
+    w = np.array(LUMINANCE, np.float32)
     weight = cv2.GaussianBlur(shown, (0, 0), 1.5)[..., None]
     out = cv2.GaussianBlur(out * shown[..., None], (0, 0), 1.5) / np.maximum(weight, 1e-6)
     truth = cv2.GaussianBlur(truth, (0, 0), 1.5)
@@ -259,7 +257,7 @@ def stray(pred: np.ndarray, true: np.ndarray) -> int:
 
 
 def _y(rgb: np.ndarray) -> np.ndarray:
-    return rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    return rgb @ np.array(LUMINANCE, np.float32)
 
 
 def thin_parts(true: np.ndarray) -> np.ndarray:

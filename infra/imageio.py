@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
+from tasks.color import LUMINANCE
+
 RAW_EXTENSIONS = {".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2"}
 RASTER_EXTENSIONS = {".jpg", ".jpeg", ".tif", ".tiff", ".png"}
 SOURCE_EXTENSIONS = RAW_EXTENSIONS | RASTER_EXTENSIONS
@@ -140,7 +142,7 @@ def _read_raw(path: Path, half_size: bool, max_pixels: int, grey: bool = False) 
 
 # LibRaw's ``flip`` (dcraw's: 3 = 180 degrees, 5 = 90 counter-clockwise, 6 = 90 clockwise) as np.rot90 turns
 _TURNS = {0: 0, 3: 2, 5: 1, 6: -1}
-_LUMINANCE = np.array([0.2126, 0.7152, 0.0722], np.float32)
+_LUMINANCE = np.array(LUMINANCE, np.float32)
 
 
 def _bayer_luminance(raw) -> np.ndarray | None:

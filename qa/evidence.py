@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 import torch
 
-from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
+from tasks.color import LUMINANCE, delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
 from tasks.compose import grow, grown_box
 from tasks.cutout import component_mean, edge_strength, fit_backdrop, frame_border, outline
 from qa.held import CROP_MARGIN, Held
@@ -326,7 +326,7 @@ def _backdrop_band(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor |
     # tolerances in sRGB on a 1.5 px average: noise-scaled, floored by how well a smooth surface fits a sweep
     plain = _largest_channel(np.abs(blur(diff, 1.5)) / np.maximum(PLAIN_SIGMAS * SMOOTH_NOISE * sigma, FIT_FLOOR)) < 1
     lin_img, lin_back = _hwc(image.clamp(0, 1)), srgb_to_linear(torch.from_numpy(b)).numpy()
-    wy = np.array([0.2126, 0.7152, 0.0722], np.float32)
+    wy = np.array(LUMINANCE, np.float32)
     shade = (lin_img @ wy) / np.maximum(lin_back @ wy, 1e-4)
     shaded = linear_to_srgb(torch.from_numpy(lin_back * np.clip(shade, 0, 1)[..., None])).numpy()
     explained = _largest_channel(np.abs(blur(e - shaded, 1.5))
@@ -547,7 +547,7 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
     norm = float(bg @ bg)
     if np.sqrt(norm) < CAST_LOG_CHROMA:
         return False   # a near-neutral backdrop: the correction is small whatever it is
-    y = src @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    y = src @ np.array(LUMINANCE, np.float32)
     # 3 px in from the outline: edge pixels mix with the backdrop and would carry its colour
     usable = (cv2.erode(piece.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0) & (_largest_channel(src) < 0.95) & (y > 0.05)
     if usable.sum() < 200:

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from tasks.color import D65_XYZ, rgb_to_lab, xyz_to_rgb
+from tasks.color import D65_XYZ, LUMINANCE, rgb_to_lab, xyz_to_rgb
 from tasks.frame import Frame
 from tasks.ops import gaussian_blur
 
@@ -137,7 +137,7 @@ def chop(reference: Frame, result: Frame, rng: np.random.Generator, radius: int 
 def cast(reference: Frame, result: Frame, gains: tuple[float, float, float]) -> Pair:
     """A cast neutralize left in: per-channel ``gains`` (luminance kept) on the neutralized frame and the output."""
     g = torch.tensor(gains, dtype=reference.image.dtype)
-    g = (g / (g @ torch.tensor([0.2126, 0.7152, 0.0722], dtype=g.dtype))).to(reference.image.device).view(1, 3, 1, 1)
+    g = (g / (g @ torch.tensor(LUMINANCE, dtype=g.dtype))).to(reference.image.device).view(1, 3, 1, 1)
     alpha, fg, _ = _parts(result)
     return reference.replace(image=(reference.image * g).clamp(0, 1)), _recompose(result, alpha, (fg * g).clamp(0, 1))
 

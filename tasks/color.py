@@ -25,6 +25,9 @@ _BRADFORD = [
     [0.0389, -0.0685, 1.0296],
 ]
 D65_XYZ = (0.95047, 1.0, 1.08883)
+# Relative luminance Y of linear sRGB (Rec. 709 primaries, the matrix's middle row to 4 places): every
+# "how bright" in the project is weighed with these
+LUMINANCE = (0.2126, 0.7152, 0.0722)
 
 
 # elementwise maps on a CPU run on slices of this many values: their five temporaries stay in cache

@@ -55,7 +55,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.color import linear_to_srgb, srgb_to_linear
+from tasks.color import LUMINANCE, linear_to_srgb, srgb_to_linear
 from tasks.compose import grow, grown_box
 from tasks.frame import Frame, luminance
 from tasks.ops import SAMPLE_ABOVE, dilate, erode, fill_holes, gaussian_blur, resize, resize_at, row_bands
@@ -226,10 +226,10 @@ def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[t
 
 def _shade(image, backdrop) -> torch.Tensor:
     """Linear luminance of the image over the backdrop's: how much darker (< 1) a pixel is."""
-    lum = (0.2126, 0.7152, 0.0722)
     lit = back = None
     for c in range(image.shape[1]):
-        term, back_term = image[:, c:c + 1] * lum[c], srgb_to_linear(backdrop[:, c:c + 1].clamp(0, 1)).mul_(lum[c])
+        term = image[:, c:c + 1] * LUMINANCE[c]
+        back_term = srgb_to_linear(backdrop[:, c:c + 1].clamp(0, 1)).mul_(LUMINANCE[c])
         lit = term if lit is None else lit.add_(term)
         back = back_term if back is None else back.add_(back_term)
     return lit.div_(back.clamp_(min=1e-4))

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tasks.color import LUMINANCE
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -94,5 +96,5 @@ def check_shape(t: torch.Tensor, name: str, *, channels: int, like: torch.Tensor
 
 def luminance(rgb: torch.Tensor) -> torch.Tensor:
     """Relative luminance Y of linear sRGB, ``(B, 3, H, W) -> (B, 1, H, W)``."""
-    w = rgb.new_tensor([0.2126, 0.7152, 0.0722]).view(1, 3, 1, 1)
+    w = rgb.new_tensor(LUMINANCE).view(1, 3, 1, 1)
     return (rgb * w).sum(1, keepdim=True)

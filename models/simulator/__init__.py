@@ -34,7 +34,7 @@ from .studio import WIDE_BACKDROPS, WIDE_PIECES, WORLDS
 from .writers import WRITERS, read_truth, write_truth
 
 __all__ = [
-    "synth_shoot", "load_truth", "render_scene", "render_image", "image_rng", "image_stem", "Scene",
+    "synth_shoot", "write_scene", "load_truth", "render_scene", "render_image", "image_rng", "image_stem", "Scene",
     "PIECES", "METALS", "STONES", "BACKGROUNDS", "VIEWS", "DEFECT_NAMES", "DETAIL_NAMES",
     "lighting_gain", "linear_to_srgb", "srgb_to_linear", "develop_dng", "sensor_dust_rng",
     "sensor_dust_spots", "sensor_dust_gain", "shoot_sensor_dust", "WORLDS", "WIDE_BACKDROPS", "WIDE_PIECES",
@@ -95,15 +95,19 @@ def synth_shoot(out_dir: Path, images: int, seed: int, *, size: tuple[int, int] 
     paths = []
     for k in range(int(images)):
         scene = render_image(seed, k, size, defects=defects, sensor_dust=sensor_dust, world=world)
-        fmt = formats[k % len(formats)]
-        stem = image_stem(scene, k)
-        path = out_dir / f"{stem}.{fmt}"
-        WRITERS[fmt](path, scene.source)
-        meta = dict(scene.meta)
-        meta.update(format=fmt, seed=int(seed), index=k, stem=stem, size=[int(size[0]), int(size[1])])
-        write_truth(out_dir / "truth" / stem, scene, meta)
-        paths.append(path)
+        paths.append(write_scene(out_dir, scene, k, formats[k % len(formats)],
+                                 seed=int(seed), index=k, size=[int(size[0]), int(size[1])]))
     return paths
+
+
+def write_scene(out_dir: Path, scene: Scene, index: int, fmt: str, /, **meta) -> Path:
+    """Write ``scene`` (image ``index`` of its seed) as ``out_dir/<stem>.<fmt>`` and its truth to
+    ``out_dir/truth/<stem>/`` (the scene's meta with its format, stem and ``meta``); return the source's path."""
+    stem = image_stem(scene, index)
+    path = Path(out_dir) / f"{stem}.{fmt}"
+    WRITERS[fmt](path, scene.source)
+    write_truth(Path(out_dir) / "truth" / stem, scene, {**scene.meta, "format": fmt, "stem": stem, **meta})
+    return path
 
 
 def load_truth(out_dir: Path, stem: str) -> dict:
