@@ -83,6 +83,7 @@ from flows.cli import quiet_env  # noqa: E402
 from flows.review import parse_set  # noqa: E402
 from tasks.color import LUMINANCE, delta_e2000, linear_to_srgb, srgb_to_linear  # noqa: E402
 from tasks.cutout import component_mean  # noqa: E402
+from tasks.develop import DevelopParams, develop  # noqa: E402
 
 SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
 SEEDS = {"train": 101, "wide": 202, "plates": 303, "val": 9001, "studio": 9100}
@@ -345,8 +346,8 @@ def grade_image(cutout: Path, truth: dict, source: np.ndarray | None) -> dict:
 
 
 def network_iou(source: np.ndarray, true_alpha: np.ndarray) -> float:
-    """Mask IoU of SegNet alone (its 384 px read, probability > 0.5) on ``source`` (linear RGB as decoded,
-    before develop and neutralize) against the truth: how well the network the cut-out consults (about
+    """Mask IoU of SegNet alone (its 384 px read, probability > 0.5) on ``source`` (linear RGB as developed,
+    before neutralize: ``linear_source``) against the truth: how well the network the cut-out consults (about
     shadows, enclosed regions and facets; the mask itself where the backdrop fit fails) holds on a set,
     apart from the rules around it."""
     from models.segnet import load_segnet, piece_probability
@@ -360,12 +361,20 @@ def _checker(h: int, w: int, cell: int = 8) -> np.ndarray:
     return np.where(((yy // cell + xx // cell) % 2)[..., None] == 0, 0.55, 0.30).astype(np.float32) * np.ones(3, np.float32)
 
 
+def linear_source(path: Path) -> np.ndarray:
+    """The source file's pixels in linear light (H, W, 3), as ``develop`` makes them: a JPEG or TIFF is
+    decoded sRGB-encoded, and its curve is undone (read as linear, it counted twice in every grade)."""
+    from infra.imageio import read_source
+
+    decoded = read_source(path)
+    pixels = torch.from_numpy(np.ascontiguousarray(decoded.pixels.transpose(2, 0, 1)))[None]
+    return develop(pixels, decoded.transfer, DevelopParams()).image[0].permute(1, 2, 0).numpy()
+
+
 def sheet_tile(source: Path, cutout: Path | None, truth: dict | None, label: str, width: int = 360) -> np.ndarray:
     """Source | the cut-out export over a checker (fringes, filled gaps and slabs show) | mask errors
     against the truth (white right, red piece missed, blue backdrop kept), with ``label`` on top."""
-    from infra.imageio import read_source
-
-    src = read_source(source).pixels
+    src = linear_source(source)
     h, w = src.shape[:2]
     size = (width, max(1, round(h * width / w)))
     to8 = lambda x: (np.clip(linear_to_srgb_np(x), 0, 1) * 255).astype(np.uint8)  # noqa: E731
@@ -440,7 +449,6 @@ def is_right(row: dict) -> bool:
 def grade(out: Path, shoots: list[Path]) -> pd.DataFrame:
     """One row per source file: set, status, reasons and the grades."""
     from infra.catalog import Catalog
-    from infra.imageio import read_source
     from infra.layout import default_state
     from models.simulator.writers import read_truth
 
@@ -457,7 +465,7 @@ def grade(out: Path, shoots: list[Path]) -> pd.DataFrame:
             row.update(family=meta.get("family", meta.get("background")), piece=meta.get("piece"),
                        metal=meta.get("metal"))
             if cutout.exists():
-                source = read_source(folder / r["source"]).pixels
+                source = linear_source(folder / r["source"])
                 same_grid = source.shape[:2] == truth["alpha"].shape
                 row.update(grade_image(cutout, truth, source if same_grid else None))
                 if same_grid:

@@ -125,3 +125,16 @@ def test_the_plates_set_gives_each_shoot_its_plate_and_its_light_as_a_grey_card_
     light = json.loads(next((folder / "truth").glob("*/meta.json")).read_text())["illuminant"]["rgb"]
     given = tomllib.loads((folder / "shoot.toml").read_text())["stages"]["neutralize"]
     assert (given["kelvin"], given["tint"]) == grey_card(light)
+
+
+def test_sources_are_graded_in_linear_light_whatever_their_file_type(tmp_path):
+    """A JPEG or TIFF is decoded sRGB-encoded: the grades (features lost, dust, SegNet alone, the sheet) read
+    it as develop makes it, linear, as a RAW is read. A mid-grey code 128 is 0.216 in linear light."""
+    from PIL import Image
+
+    from bench.trust import linear_source
+
+    Image.fromarray(np.full((16, 24, 3), 128, np.uint8)).save(tmp_path / "grey.tif")
+    pixels = linear_source(tmp_path / "grey.tif")
+    assert pixels.shape == (16, 24, 3)
+    assert np.allclose(pixels, ((128 / 255 + 0.055) / 1.055) ** 2.4, atol=1e-4)
