@@ -319,25 +319,24 @@ def dust_removed(defects: np.ndarray, alpha: np.ndarray, source: np.ndarray, out
     return removed, visible
 
 
+def mask_grades(pred: np.ndarray, true: np.ndarray) -> dict:
+    """The criteria of ``RIGHT`` a mask alone decides (bool (H, W) masks, the cut-out's and the truth's)."""
+    holes = enclosed_background(true) & (cv2.dilate(true.astype(np.uint8), _disk(1)) == 0)
+    thin = thin_parts(true)
+    near = cv2.dilate(pred.astype(np.uint8), _disk(1)) > 0
+    return {"iou": mask_iou(pred, true), "holes": float((~pred[holes]).mean()) if holes.any() else 1.0,
+            "thin": float(near[thin].mean()) if thin.any() else 1.0, "pierced": pierced(pred, true),
+            "stray": stray(pred, true)}
+
+
 def grade_image(cutout: Path, truth: dict, source: np.ndarray | None) -> dict:
     out, alpha = read_cutout(cutout)
     true_alpha = truth["alpha"]
     if out.shape[:2] != true_alpha.shape:
         return {"iou": 0.0, "note": f"export {out.shape[1]}x{out.shape[0]} is not the source grid"}
     pred, true = alpha > 0.5, true_alpha > 0.5
-    holes = enclosed_background(true) & (cv2.dilate(true.astype(np.uint8), _disk(1)) == 0)
-    thin = thin_parts(true)
-    near = cv2.dilate(pred.astype(np.uint8), _disk(1)) > 0
-    t8 = true.astype(np.uint8)
-    interior = (cv2.erode(t8, _disk(2)) > 0) & (cv2.erode(pred.astype(np.uint8), _disk(2)) > 0)
-    row = {
-        "iou": mask_iou(pred, true),
-        "holes": float((~pred[holes]).mean()) if holes.any() else 1.0,
-        "thin": float(near[thin].mean()) if thin.any() else 1.0,
-        "de_chroma": chroma_delta_e(out, truth["clean"], interior, alpha),
-        "pierced": pierced(pred, true),
-        "stray": stray(pred, true),
-    }
+    interior = (cv2.erode(true.astype(np.uint8), _disk(2)) > 0) & (cv2.erode(pred.astype(np.uint8), _disk(2)) > 0)
+    row = {**mask_grades(pred, true), "de_chroma": chroma_delta_e(out, truth["clean"], interior, alpha)}
     if source is not None:
         row["lost"] = features_lost(truth["details"], pred, out, source)
         row["dust_removed"], row["dust_visible"] = dust_removed(truth["defects"], true_alpha, source, out, truth["clean"],
@@ -361,14 +360,19 @@ def _checker(h: int, w: int, cell: int = 8) -> np.ndarray:
     return np.where(((yy // cell + xx // cell) % 2)[..., None] == 0, 0.55, 0.30).astype(np.float32) * np.ones(3, np.float32)
 
 
-def linear_source(path: Path) -> np.ndarray:
-    """The source file's pixels in linear light (H, W, 3), as ``develop`` makes them: a JPEG or TIFF is
-    decoded sRGB-encoded, and its curve is undone (read as linear, it counted twice in every grade)."""
+def developed(path: Path) -> torch.Tensor:
+    """The source file as ``develop`` makes it, (1, 3, H, W) in linear light: a JPEG or TIFF is decoded
+    sRGB-encoded, and its curve is undone (read as linear, it counted twice in every grade)."""
     from infra.imageio import read_source
 
     decoded = read_source(path)
     pixels = torch.from_numpy(np.ascontiguousarray(decoded.pixels.transpose(2, 0, 1)))[None]
-    return develop(pixels, decoded.transfer, DevelopParams()).image[0].permute(1, 2, 0).numpy()
+    return develop(pixels, decoded.transfer, DevelopParams()).image
+
+
+def linear_source(path: Path) -> np.ndarray:
+    """``developed`` as an (H, W, 3) array."""
+    return developed(path)[0].permute(1, 2, 0).numpy()
 
 
 def sheet_tile(source: Path, cutout: Path | None, truth: dict | None, label: str, width: int = 360) -> np.ndarray:
