@@ -1,13 +1,13 @@
-"""The cut-out alone on the trust bench's simulated sets: a tuning loop in seconds, not minutes.
+"""The cut-out alone on the trust bench's training sets: a tuning loop in seconds, not minutes.
 
 Each image is developed, neutralized and cut out as ``loupe run`` does it (its shoot's clean plate and
 light, the preset's and the shoot's stage parameters, ``--set`` over them), without the sensor-dust
 survey, the later stages or QA, and its mask is graded with ``bench/trust.py``'s criteria (IoU, holes,
-thin parts, pierced, stray). A change to the cut-out is decided on the training sets (``train``,
-``wide``, ``plates``) and only read on the validation family (``val``, ``studio``); ``bench/trust.py``
-then measures the whole path, QA's verdicts and the two numbers included.
+thin parts, pierced, stray). Only the training sets (``train``, ``wide``, ``plates``): the validation
+family (``val``, ``studio``) is graded through ``loupe run`` alone (``bench/trust.py``), so that no
+quick loop tunes on it.
 
-    .venv/bin/python bench/cutout_only.py --sets plates studio [--images 24] [--work DIR] \\
+    .venv/bin/python bench/cutout_only.py --sets train wide plates [--images 24] [--work DIR] \\
         [--set cutout.KEY=VALUE] [--csv F]
 
 About 1 s an image at 1200 x 800 on one CPU thread, against ``bench/trust.py``'s ~10 s.
@@ -34,7 +34,7 @@ from infra.shoots import list_shoot  # noqa: E402
 from tasks.frame import Frame  # noqa: E402
 from tasks.pipeline import STAGE_NAMES, run_stages, stage_params  # noqa: E402
 
-SIMULATED = ("train", "wide", "plates", "val", "studio")
+TRAINING = ("train", "wide", "plates")
 TO_CUTOUT = tuple(n for n in STAGE_NAMES if n not in ("neutralize", "cutout"))   # what is skipped
 
 
@@ -85,7 +85,7 @@ def report(table: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sets", nargs="*", default=["train", "val"], choices=SIMULATED)
+    ap.add_argument("--sets", nargs="*", default=list(TRAINING), choices=TRAINING)
     ap.add_argument("--images", type=int, default=24, help="images per set")
     ap.add_argument("--size", default="1200x800", help="WxH")
     ap.add_argument("--preset", default="catalog")

@@ -78,6 +78,9 @@ class CutoutParams(BaseModel):
     min_edge_support: float = Field(0.5, ge=0, le=1, description="a part whose outline runs on an edge of the photo for "
                                     "less than this share fades into the backdrop: fall-off, a shadow's fade")
     deepest_shadow: float = Field(0.3, gt=0, le=1, description="darkest a shadow makes the backdrop (linear ratio)")
+    shadow_colour: float = Field(0.06, ge=0, le=1, description="on a fitted backdrop (not a plate), a shadow's colour may "
+                                 "depart from a grey darkening of the backdrop by this share of its value on a 1.5 px "
+                                 "average (fill light of another colour, a camera's tone curve), away from thin lines")
     shadow_p: float = Field(0.25, gt=0, lt=1, description="a grey darkening the network gives less than this piece probability is a shadow")
     unseen_p: float = Field(0.1, ge=0, le=1, description="a part beside the piece that the network gives less than "
                             "this piece probability and that no pixel of (under 1%) departs surely from the backdrop "
@@ -202,26 +205,30 @@ def _bool_mask(like: torch.Tensor) -> torch.Tensor:
     return torch.empty((like.shape[0], 1, *like.shape[-2:]), dtype=torch.bool, device=like.device)
 
 
-def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams,
+                   tolerance: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """How much darker than the backdrop each pixel is (``shade``: linear luminance ratio), and what
     of its colour a grey shadow on the backdrop cannot explain, in noise sigmas per pixel and on a
-    1.5 px average, as two masks:
+    1.5 px average, as three masks:
 
     ``faint``: flat metal only a little brighter or more coloured than the backdrop. Per-pixel
     thresholds miss it in a noisy (dark, strongly white-balanced) frame; averaged over 1.5 px the
     noise drops ~5x. Only departures a grey shadow cannot make count (brighter, or another hue), so
     the soft contact shadow around the piece is not pulled in.
     ``explained``: a grey darkening explains the pixel on the 1.5 px average.
+    ``tinted``: it does, but for a departure in each channel under ``tolerance`` of the backdrop's
+    value there (``CutoutParams.shadow_colour``; none when 0).
 
     In bands of rows, a channel at a time, and only the masks kept (``BAND_ROWS``).
     """
-    shade, faint, explained = enc.new_empty((enc.shape[0], 1, *enc.shape[-2:])), _bool_mask(enc), _bool_mask(enc)
+    shade = enc.new_empty((enc.shape[0], 1, *enc.shape[-2:]))
+    faint, explained, tinted = _bool_mask(enc), _bool_mask(enc), _bool_mask(enc)
     for own, read, keep in row_bands(enc.shape[-2], BAND_ROWS, BAND_HALO):
-        band_shade, band_faint, band_explained = _band_shadow_scores(image[..., read, :], enc[..., read, :],
-                                                                     backdrop[..., read, :], sigma, params)
-        shade[..., own, :], faint[..., own, :] = band_shade[..., keep, :], band_faint[..., keep, :]
-        explained[..., own, :] = band_explained[..., keep, :]
-    return shade, faint, explained
+        masks = _band_shadow_scores(image[..., read, :], enc[..., read, :], backdrop[..., read, :], sigma, params,
+                                    tolerance)
+        for whole, band in zip((shade, faint, explained, tinted), masks):
+            whole[..., own, :] = band[..., keep, :]
+    return shade, faint, explained, tinted
 
 
 def _shade(image, backdrop) -> torch.Tensor:
@@ -269,19 +276,23 @@ def _shadow_sigma(image, enc, backdrop, at: torch.Tensor, sigma: torch.Tensor) -
     return torch.where(carried > CARRIED_NOISE * sigma, carried, sigma)
 
 
-def _band_shadow_scores(image, enc, backdrop, sigma, params: CutoutParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _band_shadow_scores(image, enc, backdrop, sigma, params: CutoutParams,
+                        tolerance: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``_shadow_scores`` on one band of rows (its own rows and their context)."""
     shade = _shade(image, backdrop)
     shadowed = shade.clamp(0, 1)
-    pixel_off = smooth_off = explained = None
+    pixel_off = smooth_off = explained = tinted = None
     for c in range(enc.shape[1]):
         unexplained = _unexplained(enc, backdrop, shadowed, c)
         off = (unexplained / sigma[:, c:c + 1]).abs_() > params.bg_sigmas
-        zs = (gaussian_blur(unexplained, 1.5) / (SMOOTH_NOISE * sigma[:, c:c + 1])).abs_()
+        smooth = gaussian_blur(unexplained, 1.5)
+        zs = (smooth / (SMOOTH_NOISE * sigma[:, c:c + 1])).abs_()
         pixel_off = off if pixel_off is None else pixel_off.logical_or_(off)
         smooth_off = zs > params.fg_sigmas if smooth_off is None else smooth_off.logical_or_(zs > params.fg_sigmas)
         explained = zs < params.fg_sigmas if explained is None else explained.logical_and_(zs < params.fg_sigmas)
-    return shade, smooth_off.logical_and_(pixel_off), explained
+        within = smooth.abs_() < tolerance * backdrop[:, c:c + 1]
+        tinted = within if tinted is None else tinted.logical_and_(within)
+    return shade, smooth_off.logical_and_(pixel_off), explained, tinted.logical_or_(explained)
 
 
 def _thin_lines(enc, backdrop, sigma, params: CutoutParams) -> torch.Tensor:
@@ -972,12 +983,21 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     lines = ridge_lines(enc, backdrop, bg_ref, params) if float(noise) >= params.ridge_noise else None
     if lines is not None:
         edged |= lines      # a line is structure: a part it runs through does not fade into the backdrop
-    shade, faint, explained = _shadow_scores(image, enc, backdrop, _shadow_sigma(image, enc, backdrop, at, sigma),
-                                             params)
+    # a shadow's colour departs a little from a grey darkening of the fitted backdrop where the fill light
+    # has another colour (on the plate path PlateNet judges the grey parts, and off its training world it
+    # takes grey metal for a shadow: there the test stays strict)
+    tolerance = 0.0 if plated else params.shadow_colour
+    shade, faint, explained, tinted = _shadow_scores(image, enc, backdrop,
+                                                     _shadow_sigma(image, enc, backdrop, at, sigma), params, tolerance)
     del at
     sure = diff > t_fg      # surely piece: the core's first evidence, and what later steps ask of a part
-    core = sure | faint | _thin_lines(enc, backdrop, sigma, params)
-    del faint
+    thin = _thin_lines(enc, backdrop, sigma, params)
+    core = sure | faint | thin
+    if tolerance:   # a wire's colour (a grey chain's) departs as little: lines and 2 px around them stay strict
+        wire = thin if lines is None else thin.logical_or_(torch.from_numpy(lines).to(thin.device)[None, None])
+        explained |= tinted & ~dilate(wire.to(image.dtype), 2).bool()
+        del wire
+    del faint, thin, tinted
     sure = sure[0, 0].cpu().numpy()
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
     core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))

@@ -370,6 +370,28 @@ def test_network_vetoes_contact_shadows():
     assert with_check <= 0.6 * without, (with_check, without)
 
 
+def test_a_shadow_a_little_bluer_than_a_grey_darkening_of_the_sweep_is_still_a_shadow():
+    """A fill light of another colour tints a cast shadow: here its blue darkens 8% more than its red and
+    green. Within ``shadow_colour`` of a grey darkening it is a shadow (dropped); the strict test alone
+    (``shadow_colour=0``) kept it. A grey shadow goes either way."""
+    import dataclasses
+
+    scene = sim_scene(1, size=(900, 600), piece="band", background="white_sweep")
+    beside = cv2.warpAffine(scene.alpha, np.float32([[1, 0, 40], [0, 1, 25]]), scene.alpha.shape[::-1])
+    dark = 0.35 * np.clip(cv2.GaussianBlur(beside, (0, 0), 6) * 1.3, 0, 1) * (scene.alpha < 0.01)
+    shadow = dark > 0.05
+
+    def kept(blue: float, tolerance: float) -> float:
+        source = (scene.source * (1 - dark[..., None] * np.array([1, 1, blue], np.float32))).astype(np.float32)
+        frame = neutralize(scene_frame(dataclasses.replace(scene, source=source)), NeutralizeParams())
+        piece = cut_out(frame, CutoutParams(shadow_colour=tolerance)).alpha[0, 0].numpy() > 0.5
+        return float((piece & shadow).sum() / shadow.sum())
+
+    # measured: 0.03 with the default tolerance, 0.77 without; a grey shadow 0.006 both ways
+    assert kept(1.08, CutoutParams().shadow_colour) < 0.1 < 0.5 < kept(1.08, 0.0)
+    assert kept(1.0, CutoutParams().shadow_colour) < 0.1 and kept(1.0, 0.0) < 0.1
+
+
 def _ring_on_wood(seed: int, with_piece: bool = True) -> tuple[torch.Tensor, np.ndarray]:
     """A grey-gold ring on a wood-like grain (not a smooth sweep), linear RGB; noise drawn from ``seed``."""
     h, w = 240, 360
