@@ -78,9 +78,10 @@ class CutoutParams(BaseModel):
     min_edge_support: float = Field(0.5, ge=0, le=1, description="a part whose outline runs on an edge of the photo for "
                                     "less than this share fades into the backdrop: fall-off, a shadow's fade")
     deepest_shadow: float = Field(0.3, gt=0, le=1, description="darkest a shadow makes the backdrop (linear ratio)")
-    shadow_colour: float = Field(0.06, ge=0, le=1, description="on a fitted backdrop (not a plate), a shadow's colour may "
-                                 "depart from a grey darkening of the backdrop by this share of its value on a 1.5 px "
-                                 "average (fill light of another colour, a camera's tone curve), away from thin lines")
+    shadow_colour: float = Field(0.06, ge=0, le=1, description="on the sweep path's fitted backdrop (not a plate), a "
+                                 "shadow's colour may depart from a grey darkening of the backdrop by this share of its "
+                                 "value on a 1.5 px average (fill light of another colour, a camera's tone curve), away "
+                                 "from thin lines")
     shadow_p: float = Field(0.25, gt=0, lt=1, description="a grey darkening the network gives less than this piece probability is a shadow")
     unseen_p: float = Field(0.1, ge=0, le=1, description="a part beside the piece that the network gives less than "
                             "this piece probability and that no pixel of (under 1%) departs surely from the backdrop "
@@ -983,7 +984,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     lines = ridge_lines(enc, backdrop, bg_ref, params) if float(noise) >= params.ridge_noise else None
     if lines is not None:
         edged |= lines      # a line is structure: a part it runs through does not fade into the backdrop
-    # a shadow's colour departs a little from a grey darkening of the fitted backdrop where the fill light
+    # a shadow's colour departs a little from a grey darkening of the fitted sweep where the fill light
     # has another colour (on the plate path PlateNet judges the grey parts, and off its training world it
     # takes grey metal for a shadow: there the test stays strict)
     tolerance = 0.0 if plated else params.shadow_colour
