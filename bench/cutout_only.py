@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from bench.trust import cutout_path, developed, mask_grades, set_of, write_sets  # noqa: E402
 from flows.retouch import SHOOT_LEVEL  # noqa: E402
 from flows.review import parse_set  # noqa: E402
-from infra.presets import load_preset  # noqa: E402
+from flows.shoot import merge_stages, shoot_preset  # noqa: E402
 from infra.shoots import list_shoot  # noqa: E402
 from tasks.frame import Frame  # noqa: E402
 from tasks.pipeline import STAGE_NAMES, run_stages, stage_params  # noqa: E402
@@ -44,9 +44,7 @@ def cut_shoot(folder: Path, preset: str, overrides: dict[str, dict]) -> list[dic
     from models.simulator.writers import read_truth
 
     shoot = list_shoot(folder)
-    stages = {**load_preset(preset).stages}
-    for stage, values in [*shoot.stages.items(), *overrides.items()]:
-        stages[stage] = {**stages.get(stage, {}), **values}
+    stages = merge_stages(shoot_preset(shoot, preset).stages, overrides)    # as the flow takes them, --set on top
     params = stage_params({k: v for k, v in stages.items() if k not in SHOOT_LEVEL})
     plate = developed(shoot.plate.local_path()) if shoot.plate is not None else None
     rows = []

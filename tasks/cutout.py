@@ -218,17 +218,18 @@ def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams,
     the soft contact shadow around the piece is not pulled in.
     ``explained``: a grey darkening explains the pixel on the 1.5 px average.
     ``tinted``: it does, but for a departure in each channel under ``tolerance`` of the backdrop's
-    value there (``CutoutParams.shadow_colour``; none when 0).
+    value there (``CutoutParams.shadow_colour``); None when ``tolerance`` is 0.
 
     In bands of rows, a channel at a time, and only the masks kept (``BAND_ROWS``).
     """
     shade = enc.new_empty((enc.shape[0], 1, *enc.shape[-2:]))
-    faint, explained, tinted = _bool_mask(enc), _bool_mask(enc), _bool_mask(enc)
+    faint, explained, tinted = _bool_mask(enc), _bool_mask(enc), _bool_mask(enc) if tolerance else None
     for own, read, keep in row_bands(enc.shape[-2], BAND_ROWS, BAND_HALO):
         masks = _band_shadow_scores(image[..., read, :], enc[..., read, :], backdrop[..., read, :], sigma, params,
                                     tolerance)
         for whole, band in zip((shade, faint, explained, tinted), masks):
-            whole[..., own, :] = band[..., keep, :]
+            if whole is not None:
+                whole[..., own, :] = band[..., keep, :]
     return shade, faint, explained, tinted
 
 
@@ -291,9 +292,10 @@ def _band_shadow_scores(image, enc, backdrop, sigma, params: CutoutParams,
         pixel_off = off if pixel_off is None else pixel_off.logical_or_(off)
         smooth_off = zs > params.fg_sigmas if smooth_off is None else smooth_off.logical_or_(zs > params.fg_sigmas)
         explained = zs < params.fg_sigmas if explained is None else explained.logical_and_(zs < params.fg_sigmas)
-        within = smooth.abs_() < tolerance * backdrop[:, c:c + 1]
-        tinted = within if tinted is None else tinted.logical_and_(within)
-    return shade, smooth_off.logical_and_(pixel_off), explained, tinted.logical_or_(explained)
+        if tolerance:
+            within = smooth.abs_() < tolerance * backdrop[:, c:c + 1]
+            tinted = within if tinted is None else tinted.logical_and_(within)
+    return shade, smooth_off.logical_and_(pixel_off), explained, tinted if tinted is None else tinted.logical_or_(explained)
 
 
 def _thin_lines(enc, backdrop, sigma, params: CutoutParams) -> torch.Tensor:
