@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.trust import cutout_path, developed, mask_grades, set_of, write_sets  # noqa: E402
-from flows.retouch import SHOOT_LEVEL  # noqa: E402
+from flows.retouch import SHOOT_LEVEL, TO_CUTOUT  # noqa: E402
 from flows.review import parse_set  # noqa: E402
 from flows.shoot import merge_stages, shoot_preset  # noqa: E402
 from infra.shoots import list_shoot  # noqa: E402
@@ -35,7 +35,7 @@ from tasks.frame import Frame  # noqa: E402
 from tasks.pipeline import STAGE_NAMES, run_stages, stage_params  # noqa: E402
 
 TRAINING = ("train", "wide", "plates")
-TO_CUTOUT = tuple(n for n in STAGE_NAMES if n not in ("neutralize", "cutout"))   # what is skipped
+SKIPPED = tuple(n for n in STAGE_NAMES if n not in TO_CUTOUT)     # the stages after the cut-out
 
 
 def cut_shoot(folder: Path, preset: str, overrides: dict[str, dict]) -> list[dict]:
@@ -56,7 +56,7 @@ def cut_shoot(folder: Path, preset: str, overrides: dict[str, dict]) -> list[dic
         with torch.inference_mode():
             image = developed(path)
             frame = Frame(image, plate=plate if plate is not None and plate.shape == image.shape else None)
-            cut, _, _ = run_stages(frame, params, TO_CUTOUT, want_reference=False)
+            cut, _, _ = run_stages(frame, params, SKIPPED, want_reference=False)
         truth = read_truth(truth_dir)
         meta = truth["meta"]
         rows.append({"set": set_of(folder.name), "shoot": folder.name, "source": path.name,

@@ -31,11 +31,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from infra.imageio import read_source  # noqa: E402
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab  # noqa: E402
-from tasks.develop import DevelopParams, develop  # noqa: E402
+from tasks.frame import Frame  # noqa: E402
 from tasks.ops import resize  # noqa: E402
 from bench.quality import SUITES  # noqa: E402
+from bench.trust import developed  # noqa: E402
 from tasks.pipeline import STAGE_NAMES, run_stages, stage_params  # noqa: E402
 
 SKIP = tuple(n for n in STAGE_NAMES if n not in SUITES["cutout"])
@@ -59,9 +59,7 @@ def sample_pairs(root: Path = SAMPLES) -> list[tuple[Path, Path | None]]:
 
 def run_photo(path: Path, long_edge: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """Before (sRGB uint8), after on white (sRGB uint8), alpha (float) and flags."""
-    decoded = read_source(path)
-    pixels = torch.from_numpy(decoded.pixels).permute(2, 0, 1)[None]
-    frame = develop(pixels, decoded.transfer, DevelopParams())
+    frame = Frame(developed(path))
     h, w = frame.image.shape[-2:]
     scale = min(1.0, long_edge / max(h, w))
     if scale < 1:
@@ -87,8 +85,7 @@ def write_sheet(tiles: list[np.ndarray], path: Path) -> None:
 
 def retouch_photo(path: Path, long_edge: int) -> tuple[dict, np.ndarray]:
     """Per-stage changes on one photo and a before | after | changes tile (crop at full resolution)."""
-    decoded = read_source(path)
-    frame = develop(torch.from_numpy(decoded.pixels).permute(2, 0, 1)[None], decoded.transfer, DevelopParams())
+    frame = Frame(developed(path))
     h, w = frame.image.shape[-2:]
     scale = min(1.0, long_edge / max(h, w))
     if scale < 1:
