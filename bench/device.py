@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from infra.imageio import read_source  # noqa: E402
 
 
 def actor(rank: int, threads: int, device: str, preset_name: str, files: list[Path], work: Path,
@@ -111,8 +112,7 @@ def main() -> int:
         if a.sources:
             found = sorted(f for f in a.sources.iterdir() if f.is_file())
             files = [found[k % len(found)] for k in range(a.images)]
-            with Image.open(files[0]) as im:
-                w, h = im.size
+            h, w = read_source(files[0]).pixels.shape[:2]   # a RAW too, which PIL cannot open
         else:
             from models.simulator import synth_shoot
 
