@@ -78,3 +78,32 @@ def test_quantize_near_white_rounds_to_white_and_clamps():
     img[..., 1, 1] = 1.5
     assert (quantize(img, None, 8) == 255).all()
     assert (quantize(torch.full((1, 3, 2, 2), -0.1), None, 16) == 0).all()
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_quantize_takes_the_plain_backdrop_s_one_code_and_curves_only_the_piece(bits):
+    """Bands of rows go through the curve only between the first and last column where the image varies
+    (or, cut out, where alpha is above 0): the codes of every pixel through the curve. (Within a code:
+    the vectorised curve can differ by a float32 ulp with a value's place in its slice, as it did
+    between bands of rows before.)"""
+    from tasks.compose import _codes
+
+    g = torch.Generator().manual_seed(0)
+    h, w = 3000, 700      # several bands of rows
+    img = torch.full((1, 3, h, w), 1.0)                    # a white backdrop ...
+    img[..., 400:2600, 150:500] = torch.rand((1, 3, 2200, 350), generator=g)   # ... a piece on it
+    img[..., 2900:, :] = 0.25                              # a grey band: plain, but not the first pixel's colour
+    img[..., 10, 690] = 0.5                                 # a speck at the edge of a plain band
+    alpha = torch.zeros((1, 1, h, w))
+    alpha[..., 380:2620, 140:510] = torch.rand((1, 1, 2240, 370), generator=g)
+    alpha[..., 900, 5] = 1e-6                               # a faint pixel far off the piece: its code is 0
+    top = 255 if bits == 8 else 65535
+    for a in (None, alpha):
+        got, every = quantize(img, a, bits).astype(np.int64), _codes(img, a, top).astype(np.int64)
+        assert np.abs(got - every).max() <= 1 and (got != every).mean() < 1e-5
+    plain = quantize(img, None, bits)
+    assert (plain[11:400] == top).all() and (plain[10, :690] == top).all() and plain[10, 690, 0] < top
+    assert (plain[2900:] == plain[2900, 0]).all()
+    cut = quantize(img, alpha, bits)
+    assert (cut[:380] == 0).all() and (cut[900, 5] == 0).all() and cut[1000, 200, 3] > 0
+    assert (quantize(img, torch.zeros_like(alpha), bits) == 0).all()
