@@ -24,7 +24,7 @@ from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab
 from tasks.compose import grown_box
 from tasks.frame import Frame, luminance
 from tasks.pipeline import FLAG_CODES
-from tasks.ops import dilate, erode, gaussian_blur
+from tasks.ops import dilate, erode, gaussian_blur, quantiles
 
 METRIC_DOCS = {
     "delta_e_mean": "mean CIEDE2000 between output and neutralized input over the piece interior",
@@ -241,12 +241,12 @@ def compute_metrics(reference: Frame | Held, result: Frame) -> dict[str, float]:
     if inner.any():
         de = delta_e2000(_lab_at(before, inner), _lab_at(after, inner)).flatten()   # the interior's pixels only
         m["delta_e_mean"] = float(de.mean())
-        m["delta_e_p95"] = float(torch.quantile(de[:: max(1, de.numel() // 1_000_000)], 0.95))
+        m["delta_e_p95"] = float(quantiles(de[:: max(1, de.numel() // 1_000_000)], (0.95,))[0])
         y0, y1 = linear_to_srgb(luminance(before)), linear_to_srgb(luminance(after))
         e0 = _band_energy(y0, inner)
         m["detail_retention"] = _band_energy(y1, inner) / e0 if e0 > 0 else 1.0
         g0, g1 = _gradient(y0), _gradient(y1)
-        strong = inner & (g0 > max(0.05, float(torch.quantile(g0[inner][:: max(1, int(inner.sum()) // 1_000_000)], 0.9))))
+        strong = inner & (g0 > max(0.05, float(quantiles(g0[inner][:: max(1, int(inner.sum()) // 1_000_000)], (0.9,))[0])))
         m["edge_recall"] = float((g1[strong] >= 0.5 * g0[strong]).float().mean()) if strong.any() else 1.0
     else:
         m.update(delta_e_mean=float("nan"), delta_e_p95=float("nan"), detail_retention=float("nan"), edge_recall=float("nan"))

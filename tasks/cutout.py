@@ -58,7 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.color import LUMINANCE, linear_to_srgb, srgb_to_linear
 from tasks.compose import grow, grown_box
 from tasks.frame import Frame, luminance
-from tasks.ops import SAMPLE_ABOVE, dilate, erode, fill_holes, gaussian_blur, resize, resize_at, row_bands
+from tasks.ops import SAMPLE_ABOVE, dilate, erode, fill_holes, gaussian_blur, quantiles, resize, resize_at, row_bands
 
 
 class CutoutParams(BaseModel):
@@ -804,7 +804,7 @@ def _spread(departure: torch.Tensor, quantized: bool = False) -> torch.Tensor:
     sigma = 1.4826 * departure.median()
     if quantized and departure.numel() and float(sigma) < 1.4826 * 0.5 / 255:
         sample = departure[:: departure.numel() // 1_000_000 + 1]
-        sigma = torch.maximum(sigma, torch.quantile(sample.float(), 0.9).to(sigma) / 1.645)
+        sigma = torch.maximum(sigma, quantiles(sample.float(), (0.9,))[0].to(sigma) / 1.645)
     return sigma
 
 

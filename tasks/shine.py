@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.frame import Frame, luminance
 from tasks.gems import GemsParams, find_stones
-from tasks.ops import erode, gaussian_blur, resize
+from tasks.ops import erode, gaussian_blur, quantiles, resize
 
 
 class ShineParams(BaseModel):
@@ -74,7 +74,7 @@ def _masked_blur(y: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Ten
 
 def _quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> list[float]:
     step = max(1, values.numel() // 1_000_000)  # torch.quantile refuses huge inputs
-    return torch.quantile(values[::step].float(), values.new_tensor(qs, dtype=torch.float32)).tolist()
+    return quantiles(values[::step].float(), qs).tolist()
 
 
 def metal_mask(image: torch.Tensor, piece: torch.Tensor) -> torch.Tensor:

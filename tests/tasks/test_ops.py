@@ -103,3 +103,13 @@ def test_fill_holes_on_a_box_reads_the_whole_frame_and_gives_its_part(binary):
     for box in ((slice(12, 33), slice(25, 80)), (slice(0, 61), slice(0, 17)), (slice(50, 61), slice(81, 90))):
         part = ops.fill_holes(image, hole, box=box)
         assert torch.allclose(part, _push_pull(image, hole)[..., box[0], box[1]], atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1,), (2,), (999,), (3, 100_001)])
+def test_quantiles_are_torch_s_to_the_bit_from_a_partial_sort(shape):
+    g = torch.Generator().manual_seed(3)
+    values = torch.rand(shape, generator=g) * torch.randn(shape, generator=g)
+    for qs in ((0.5,), (0.05, 0.5, 0.95), (0.9,), (0.0, 1.0), (0.333,)):
+        assert torch.equal(ops.quantiles(values, qs), torch.quantile(values, torch.tensor(qs), dim=-1))
+    values[..., 0] = float("nan")     # NaN makes every quantile NaN, as torch's does
+    assert ops.quantiles(values, (0.5,)).isnan().all()
