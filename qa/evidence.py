@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 import torch
 
+from tasks import regions
 from tasks.color import LUMINANCE, delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
 from tasks.compose import grow, grown_box
 from tasks.cutout import component_mean, edge_strength, fit_backdrop, frame_border, outline
@@ -168,8 +169,8 @@ class _Blobs:
     ids: np.ndarray
 
     @classmethod
-    def of(cls, mask: np.ndarray, min_px: int, connectivity: int = 8) -> "_Blobs":
-        _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=connectivity)
+    def of(cls, mask: np.ndarray, min_px: int) -> "_Blobs":
+        _, labels, stats, _ = regions.parts(mask.astype(np.uint8))
         areas = stats[:, cv2.CC_STAT_AREA]
         ids = np.flatnonzero(areas >= min_px)
         ids = ids[ids > 0]

@@ -20,6 +20,7 @@ import torch
 
 from qa.evidence import EVIDENCE_DOCS
 from qa.held import Held, as_held, qa_box
+from tasks import regions
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab
 from tasks.compose import grown_box
 from tasks.frame import Frame, luminance
@@ -170,7 +171,7 @@ def thin_retention(y: np.ndarray, piece: np.ndarray, near: int = THIN_NEAR) -> t
         # not when it runs along a solid outline (a contact shadow's crease)
         thin = (m > 0) & (cv2.morphologyEx(m, cv2.MORPH_OPEN, _disk(THIN_RADIUS)) == 0)
         ends = cv2.dilate(thin.astype(np.uint8), _disk(2)) > 0
-        n, lab = cv2.connectedComponents(cv2.dilate(missed.astype(np.uint8), np.ones((3, 3), np.uint8)), connectivity=8)
+        n, lab = regions.parts(cv2.dilate(missed.astype(np.uint8), np.ones((3, 3), np.uint8)))[:2]
         touching = set(np.unique(lab[ends & (lab > 0)]).tolist()) - {0}
         counts = np.bincount(lab[missed], minlength=n)
         gap = max((int(counts[k]) for k in touching), default=0)
@@ -264,7 +265,7 @@ def compute_metrics(reference: Frame | Held, result: Frame) -> dict[str, float]:
     foreground = result.foreground if result.foreground is not None else result.image
     m["edge_halo"] = edge_halo(foreground, alpha) if piece.any() else float("nan")
     m["edge_halo_dark"] = edge_halo(foreground, alpha, 0.05) if piece.any() else float("nan")
-    m["mask_components"] = float(cv2.connectedComponents(mask_np, connectivity=8)[0] - 1)
+    m["mask_components"] = float(regions.parts(mask_np)[0] - 1)
     holes, hole_area = mask_holes(mask_np > 0)
     m["mask_holes"], m["mask_hole_area"] = float(holes), hole_area
     defects = result.masks.get("defects")

@@ -55,6 +55,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks import regions
 from tasks.color import LUMINANCE, linear_to_srgb, srgb_to_linear
 from tasks.compose import grow, grown_box
 from tasks.frame import Frame, luminance
@@ -183,7 +184,7 @@ def _fit_error(residual: torch.Tensor, backdrop: torch.Tensor, params: CutoutPar
 
 
 def _keep_components(mask: np.ndarray, params: CutoutParams) -> np.ndarray:
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    n, labels, stats, _ = regions.parts(mask)
     if n <= 1:
         return np.zeros_like(mask)
     areas = stats[1:, cv2.CC_STAT_AREA]
@@ -349,7 +350,7 @@ def ridge_lines(enc: torch.Tensor, backdrop: torch.Tensor, quiet: torch.Tensor, 
         zc = np.abs(strongest) / max(float(noise), 1e-6)
         zc[(strongest * g >= 0) | (np.abs(strongest) * params.ridge_scale <= 2 * grad)] = 0
         z = zc if z is None else np.maximum(z, zc)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats((z > params.ridge_grow_sigmas).astype(np.uint8), connectivity=8)
+    n, labels, stats, _ = regions.parts((z > params.ridge_grow_sigmas).astype(np.uint8))
     keep = np.bincount(labels[z > params.ridge_sigmas], minlength=n) > 0
     keep &= stats[:, cv2.CC_STAT_AREA] >= params.ridge_min_area * z.size
     keep[0] = False
@@ -431,7 +432,7 @@ def _drop_edgeless(core: np.ndarray, edged: np.ndarray, params: CutoutParams) ->
     """Drop components of ``core`` with no edge around them and none inside: a sweep's fall-off or a
     patch of uneven light crossing the threshold, a detached shadow's fade. A component with edges
     inside holds a piece (merged with a glow or a shadow around it): it stays."""
-    n, labels = cv2.connectedComponents(core, connectivity=8)
+    n, labels, _, _ = regions.parts(core)
     if n <= 1:
         return core
     rim = outline(core)
@@ -510,7 +511,7 @@ def _drop_shadows(enc, sigma, shade, explained, core: np.ndarray, prob: np.ndarr
     if trusted:     # and at the trusted network's edge
         piece, ring = (prob > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)
         candidates &= (cv2.dilate(piece, ring) == 0) | (cv2.erode(piece, ring) > 0)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(candidates.astype(np.uint8), connectivity=8)
+    n, labels, stats, _ = regions.parts(candidates.astype(np.uint8))
     if n <= 1:
         return core
     rim = outline(core) & candidates     # where a candidate meets the backdrop
@@ -559,7 +560,7 @@ def _unseen_lines(core: np.ndarray, labels: np.ndarray, stats: np.ndarray, which
     mine = which[lab]
     wide = cv2.distanceTransform(mine.astype(np.uint8), cv2.DIST_L2, 3) >= width / 2
     near = cv2.distanceTransform((prob[box] <= 0.5).astype(np.uint8), cv2.DIST_L2, 3) <= width
-    n_parts, parts, part_stats, _ = cv2.connectedComponentsWithStats(core[box], connectivity=8)
+    n_parts, parts, part_stats, _ = regions.parts(core[box])
     long = np.maximum(part_stats[:, cv2.CC_STAT_WIDTH], part_stats[:, cv2.CC_STAT_HEIGHT]) >= 4 * width
     chained = long & (_loops(parts, n_parts) >= 2)
     part_of = np.zeros(len(stats), np.int64)
@@ -591,7 +592,7 @@ def _drop_unseen_faint(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, par
     chain's wire does, at 1.1-1.3 times the sure threshold, where those blobs stay under half of it
     on the training worlds), and a line too thin for the network is never judged by it
     (``_unseen_lines``)."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=8)
+    n, labels, stats, _ = regions.parts(core)
     if n <= 2:
         return core
     judged = stats[:, cv2.CC_STAT_AREA] >= params.min_area * core.size    # smaller ones: the size filter's, or lines'
@@ -878,7 +879,7 @@ def _drop_islands_(alpha: torch.Tensor, params: CutoutParams) -> None:
         return
     part = alpha[0, 0, box[0], box[1]]
     solid = (part > 0.5).cpu().numpy().astype(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
+    _, labels, stats, _ = regions.parts(solid)
     small = stats[:, cv2.CC_STAT_AREA] < params.min_area * alpha.shape[-2] * alpha.shape[-1]
     small[0] = False
     if not small[1:].any():

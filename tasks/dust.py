@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks import regions
 from tasks.color import linear_to_srgb
 from tasks.compose import grow, grown_box
 from tasks.frame import Frame, luminance
@@ -145,7 +146,7 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[sli
 def _uncrowded(mask: torch.Tensor, neighbours: int, radius: int) -> torch.Tensor:
     """Drop components with more than ``neighbours`` other components within ``radius`` px."""
     m = (mask[0, 0] > 0.5).cpu().numpy().astype(np.uint8)
-    n, labels, _, centroids = cv2.connectedComponentsWithStats(m, connectivity=8)
+    n, labels, _, centroids = regions.parts(m)
     if n <= 1:
         return mask
     points = np.zeros(m.shape, np.float32)
@@ -165,7 +166,7 @@ def _components(mask: torch.Tensor, *, min_area: int = 1, max_area: int | None =
     """8-connected components of ``mask`` with ``min_area`` to ``max_area`` px; with ``touching``, only those
     with more than ``share`` of their pixels on it (``keep=True``) or only the others (``keep=False``)."""
     m = (mask[0, 0] > 0.5).cpu().numpy().astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    n, labels, stats, _ = regions.parts(m)
     chosen = np.zeros(n, bool)
     chosen[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
     if max_area is not None:

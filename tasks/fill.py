@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks import regions
 from tasks.frame import Frame
 
 SKIP_NOTE = "fill: no diffusers checkpoint configured (preset [stages.fill] checkpoint); skipped"
@@ -69,7 +70,7 @@ def large_components(mask: torch.Tensor, min_area: int) -> tuple[torch.Tensor, i
     count = 0
     for b in range(mask.shape[0]):
         binary = (mask[b, 0] > 0.5).to(torch.uint8).cpu().numpy()
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        n, labels, stats, _ = regions.parts(binary)
         if n <= 1:
             continue
         keep = np.zeros(n, dtype=bool)
