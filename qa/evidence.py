@@ -340,11 +340,10 @@ def _backdrop_band(image: torch.Tensor, piece: np.ndarray, plate: torch.Tensor |
 
 
 def _enclosed(piece: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """The cut-out's holes: labels and stats of the background (4-connected), and the ids of the
-    components that do not reach the box's edge."""
-    n, lab, stats, _ = cv2.connectedComponentsWithStats((~piece).astype(np.uint8), connectivity=4)
-    border = set(np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])).tolist())
-    return lab, stats, [k for k in range(1, n) if k not in border]
+    """The cut-out's holes (``tasks.regions.holes``: 4-connected, off the box's edge): labels, stats
+    and their ids."""
+    n, lab, stats = regions.holes(piece.astype(np.uint8))
+    return lab, stats, list(range(1, n))
 
 
 def _holes(piece: np.ndarray, holes: tuple, bd: _Backdrop, prob: np.ndarray

@@ -110,9 +110,8 @@ def mask_holes(piece: np.ndarray, min_px: int = HOLE_MIN_PX) -> tuple[int, float
     m = piece.astype(np.uint8)
     if not m.any():
         return 0, 0.0
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(1 - m, connectivity=4)
-    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    holes = [k for k in range(1, n) if k not in set(border.tolist()) and stats[k, cv2.CC_STAT_AREA] >= min_px]
+    n, _, stats = regions.holes(m)
+    holes = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_px]
     area = float(sum(stats[k, cv2.CC_STAT_AREA] for k in holes))
     return len(holes), area / (area + float(m.sum()))
 

@@ -470,10 +470,8 @@ def _with_fine_wire(prob: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
     if box is None:
         return raised
     near = prob[0, 0, box[0], box[1]]
-    _, labels, stats, _ = cv2.connectedComponentsWithStats((near <= 0.5).to(torch.uint8).cpu().numpy(), connectivity=4)
-    opening = _enclosed(stats, labels.shape)
-    opening[0] = False      # label 0: the piece itself
-    seen = torch.from_numpy(opening[labels]).to(prob.device)
+    _, openings, _ = regions.holes((near > 0.5).to(torch.uint8).cpu().numpy())
+    seen = torch.from_numpy(openings > 0).to(prob.device)
     raised[0, 0, box[0], box[1]] = torch.where(seen, near, raised[0, 0, box[0], box[1]])
     return raised
 
@@ -573,11 +571,9 @@ def _unseen_lines(core: np.ndarray, labels: np.ndarray, stats: np.ndarray, which
 
 def _loops(parts: np.ndarray, n: int) -> np.ndarray:
     """Per label of ``parts`` (8-connected parts of a mask, 0 outside): the holes it encloses."""
-    _, holes, stats, _ = cv2.connectedComponentsWithStats((parts == 0).astype(np.uint8), connectivity=4)
-    enclosed = _enclosed(stats, parts.shape)
-    enclosed[0] = False      # label 0 here: the mask itself
+    n_holes, holes, stats = regions.holes((parts != 0).astype(np.uint8))
     loops = np.zeros(n, np.int64)
-    for k in np.flatnonzero(enclosed):
+    for k in range(1, n_holes):
         x, y = stats[k, cv2.CC_STAT_LEFT], stats[k, cv2.CC_STAT_TOP]
         row = y + int(np.argmax(holes[y:y + stats[k, cv2.CC_STAT_HEIGHT], x] == k))   # a pixel on its left edge
         loops[parts[row, x - 1]] += 1        # and the part just left of it, which encloses it
@@ -664,13 +660,6 @@ def _part_area(mask: np.ndarray, at: tuple[int, int]) -> int:
     return int(area)
 
 
-def _enclosed(stats: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Per label (``stats`` from ``cv2.connectedComponentsWithStats`` on a frame of ``shape``): its
-    box stays off the frame's border, so the mask around it encloses it."""
-    x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
-    return (x > 0) & (y > 0) & (x + stats[:, cv2.CC_STAT_WIDTH] < shape[1]) & (y + stats[:, cv2.CC_STAT_HEIGHT] < shape[0])
-
-
 def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, prob: np.ndarray | None, plain_share: float,
                          min_area: int) -> np.ndarray:
     """Fill regions the piece encloses unless enough of them shows the plain backdrop.
@@ -683,10 +672,10 @@ def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, prob: np.ndarray |
     network's ``prob``, a region it calls background (a shaded ring interior)
     stays a hole.
     """
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - mask, connectivity=4)
-    if n <= 2:
+    n, labels, stats = regions.holes(mask)
+    if n <= 1:
         return mask
-    fill = _enclosed(stats, mask.shape) & (component_mean(labels, n, plain) < plain_share) & (stats[:, cv2.CC_STAT_AREA] >= min_area)
+    fill = (component_mean(labels, n, plain) < plain_share) & (stats[:, cv2.CC_STAT_AREA] >= min_area)
     if prob is not None:
         fill &= component_mean(labels, n, prob) >= 0.3
     fill[0] = False
@@ -704,13 +693,12 @@ def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_
     around it, lies in the piece's shade, and is ringed by wire no thicker than itself.
     ``enc``/``backdrop``: (H, W, 3) sRGB image and backdrop model.
     """
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - mask, connectivity=4)
+    n, labels, stats = regions.holes(mask)
     kernel = np.ones((5, 5), np.uint8)
     out = mask.copy()
-    enclosed = _enclosed(stats, mask.shape)
     for k in range(1, n):
         x, y, w, h, area = stats[k]
-        if area > max_area or not enclosed[k]:
+        if area > max_area:
             continue
         width = 2 * np.sqrt(area / np.pi)
         m = int(2 * width) + 4
@@ -752,12 +740,11 @@ def _fill_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Tensor, pa
     if box is None:
         return core
     part = core[box]
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - part, connectivity=4)
+    n, labels, stats = regions.holes(part)
     area = stats[:, cv2.CC_STAT_AREA]
     shrink = max(part.shape) / SEGNET_SIZE        # the network's pixel, in px of the frame
-    candidates = (_enclosed(stats, part.shape) & (area <= params.facet_max_share * part.sum())
-                  & (area >= params.facet_net_px * shrink ** 2))
-    candidates[0] = False     # label 0: the piece itself
+    candidates = (area <= params.facet_max_share * part.sum()) & (area >= params.facet_net_px * shrink ** 2)
+    candidates[0] = False     # label 0: not a hole
     if not candidates.any():
         return core
     enc_box, backdrop_box = enc[..., box[0], box[1]], backdrop[..., box[0], box[1]]
