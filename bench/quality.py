@@ -82,6 +82,7 @@ from flows.review import ReviewError, parse_set  # noqa: E402
 from models.simulator import BACKGROUNDS, PIECES, lighting_gain, render_scene  # noqa: E402
 from models.simulator.studio import WIDE_BACKDROPS, WIDE_PIECES  # noqa: E402
 from qa.metrics import hue_shift  # noqa: E402
+from tasks import regions  # noqa: E402
 from tasks.color import LUMINANCE, delta_e2000, linear_to_srgb, rgb_to_lab  # noqa: E402
 from tasks.frame import Frame  # noqa: E402
 from tasks.pipeline import STAGE_NAMES, run_stages, stage_params  # noqa: E402
@@ -134,12 +135,9 @@ def boundary_f(pred: np.ndarray, truth: np.ndarray, zone: np.ndarray, tolerance:
 
 
 def enclosed_background(truth: np.ndarray) -> np.ndarray:
-    """Background pixels the piece encloses (flood fill from the frame border cannot reach them)."""
-    t = truth.astype(np.uint8)
-    padded = np.pad(1 - t, 1, constant_values=1)
-    reach = padded.copy()
-    cv2.floodFill(reach, None, (0, 0), 2)
-    return (reach[1:-1, 1:-1] == 1)
+    """Background pixels the piece encloses (``tasks.regions.holes``: what a flood fill from the frame's
+    border cannot reach)."""
+    return regions.holes(truth.astype(np.uint8))[1] > 0
 
 
 def hole_recall(pred: np.ndarray, truth: np.ndarray) -> float:

@@ -81,6 +81,7 @@ sys.path.insert(0, str(ROOT))
 from bench.quality import _disk, _lab, enclosed_background, mask_iou  # noqa: E402
 from flows.cli import quiet_env  # noqa: E402
 from flows.review import parse_set  # noqa: E402
+from tasks import regions  # noqa: E402
 from tasks.color import LUMINANCE, delta_e2000, linear_to_srgb, srgb_to_linear  # noqa: E402
 from tasks.cutout import component_mean  # noqa: E402
 from tasks.develop import DevelopParams, develop  # noqa: E402
@@ -241,8 +242,7 @@ def pierced(pred: np.ndarray, true: np.ndarray) -> int:
     """Holes of the export (>= ``PIERCED_PX``) where the truth has piece for most of the hole: a
     highlight, a stone's facet or a face cut out. Mask IoU hardly moves for them; over a dark or
     coloured page they are plain to see."""
-    holes = enclosed_background(pred)
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
+    n, lab, stats = regions.holes(pred.astype(np.uint8))
     big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= PIERCED_PX)
     big = big[big > 0]
     return int((component_mean(lab, n, true)[big] > 0.5).sum())
