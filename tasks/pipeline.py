@@ -108,6 +108,7 @@ def run_stages(frame: Frame, params: dict[str, BaseModel], skip: tuple[str, ...]
     """
     timings = {}
     reference = frame if want_reference else None
+    made: list[torch.Tensor] = []     # whole-frame layers pasted into in this run: nothing outside it holds them
     for stage in STAGES:
         if stage.name in skip:
             continue
@@ -121,16 +122,22 @@ def run_stages(frame: Frame, params: dict[str, BaseModel], skip: tuple[str, ...]
         if stage.reach is None or piece is None:
             frame = stage.apply(frame, given)
         else:
-            frame = _near_piece(stage.apply, frame, given, piece, stage.reach(given))
+            frame = _near_piece(stage.apply, frame, given, piece, stage.reach(given), made)
         timings[stage.name] = time.perf_counter() - t0
         if stage.name == "neutralize" and want_reference:
             reference = frame
+            made.clear()        # the reference is handed out: its layers are no longer this run's alone
     return frame, reference, timings
 
 
 def _near_piece(apply: Callable[[Frame, BaseModel], Frame], frame: Frame, params: BaseModel, piece: torch.Tensor,
-                reach: int) -> Frame:
-    """``apply`` on the piece's box grown by ``reach`` px, its tensors pasted back into the whole frame."""
+                reach: int, made: list[torch.Tensor] | None = None) -> Frame:
+    """``apply`` on the piece's box grown by ``reach`` px, its tensors pasted back into the whole frame.
+
+    A layer is pasted into a copy of the whole frame's, which the caller (and QA's reference) may still
+    hold; ``made`` lists the copies made so far by the run that calls this: those only the run holds, and
+    a later stage's part is pasted into them in place (a 24 MP image's copy is 0.29 GB and ~0.1 s, five
+    stages a run)."""
     box = grown_box(piece, reach, threshold=0.0)
     h, w = piece.shape[-2:]
     if box is None or (box[0].stop - box[0].start) * (box[1].stop - box[1].start) > 0.8 * h * w:
@@ -144,8 +151,14 @@ def _near_piece(apply: Callable[[Frame, BaseModel], Frame], frame: Frame, params
             return whole
         if part is None:         # dropped by the stage
             return None
-        out = (whole if whole is not None else part.new_zeros((*part.shape[:-2], h, w))).clone()
+        if whole is not None and made is not None and any(whole is t for t in made) \
+                and part.untyped_storage().data_ptr() != whole.untyped_storage().data_ptr():
+            whole[..., box[0], box[1]] = part
+            return whole
+        out = part.new_zeros((*part.shape[:-2], h, w)) if whole is None else whole.clone()
         out[..., box[0], box[1]] = part
+        if made is not None:
+            made.append(out)
         return out
 
     return done.replace(image=paste(frame.image, done.image, cropped.image),

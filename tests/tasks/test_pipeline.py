@@ -158,14 +158,15 @@ def test_stages_near_the_piece_give_what_the_whole_frame_gives(monkeypatch, seed
     scene = sim_scene(seed, (900, 600), piece=piece)
     seen, near_piece = [], tp._near_piece
 
-    def recording(apply, frame, params, piece_mask, reach):
-        return near_piece(lambda f, p: (seen.append(f.image.shape[-2:]), apply(f, p))[1], frame, params, piece_mask, reach)
+    def recording(apply, frame, params, piece_mask, reach, made):
+        return near_piece(lambda f, p: (seen.append(f.image.shape[-2:]), apply(f, p))[1], frame, params, piece_mask, reach,
+                          made)
 
     with torch.inference_mode():
         monkeypatch.setattr(tp, "_near_piece", recording)
         near, _, _ = tp.run_stages(scene_frame(scene), tp.stage_params({}))
         assert len(seen) == 2 and all(h * w < 0.8 * 900 * 600 for h, w in seen), seen   # both ran on a crop
-        monkeypatch.setattr(tp, "_near_piece", lambda apply, frame, params, piece_mask, reach: apply(frame, params))
+        monkeypatch.setattr(tp, "_near_piece", lambda apply, frame, params, piece_mask, reach, made: apply(frame, params))
         whole, _, _ = tp.run_stages(scene_frame(scene), tp.stage_params({}))
     assert near.notes == whole.notes and set(near.masks) == set(whole.masks)
     assert float((near.image - whole.image).abs().max()) < 1e-5
@@ -185,6 +186,29 @@ def test_layers_a_stage_leaves_alone_are_not_copied():
     assert out.image is not frame.image and torch.equal(out.image[..., 35:55, 35:55], frame.image[..., 35:55, 35:55] * 0.5)
     assert torch.equal(out.image[..., :30, :], frame.image[..., :30, :])
     assert torch.equal(out.masks["metal"], piece)
+
+
+def test_a_runs_own_copy_takes_later_pastes_in_place_and_nothing_it_was_handed_changes():
+    """The first stage near the piece pastes into a copy of the frame's layer; a later one of the same run
+    pastes into that copy in place (no second 0.29 GB copy at 24 MP). The frame the run was handed is
+    never written, and a part that is a view of the whole layer is copied, not pasted onto itself."""
+    from tasks.pipeline import _near_piece
+
+    piece = torch.zeros((1, 1, 100, 100), dtype=torch.bool)
+    piece[..., 40:50, 40:50] = True
+    frame = Frame(torch.rand((1, 3, 100, 100)), alpha=piece.float(), masks={"piece": piece})
+    source = frame.image.clone()
+    made = []
+    first = _near_piece(lambda f, p: f.replace(image=f.image * 0.5), frame, None, piece, 5, made)
+    second = _near_piece(lambda f, p: f.replace(image=f.image + 0.25), first, None, piece, 5, made)
+    assert first.image is not frame.image and second.image is first.image and len(made) == 1
+    assert torch.equal(frame.image, source)
+    assert torch.equal(second.image[..., 35:55, 35:55], source[..., 35:55, 35:55] * 0.5 + 0.25)
+    assert torch.equal(second.image[..., :30, :], source[..., :30, :])
+    # a part viewing the whole layer (here: its own crop, transposed) is not pasted in place
+    third = _near_piece(lambda f, p: f.replace(image=f.image.transpose(-1, -2)), second, None, piece, 5, made)
+    assert third.image is not second.image
+    assert torch.equal(third.image[..., 35:55, 35:55], second.image[..., 35:55, 35:55].transpose(-1, -2))
 
 
 @pytest.mark.parametrize("across, scale", [(600, 1.0), (1000, 1.0), (2500, 2.5)])
