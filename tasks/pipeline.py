@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -108,7 +109,9 @@ def run_stages(frame: Frame, params: dict[str, BaseModel], skip: tuple[str, ...]
     """
     timings = {}
     reference = frame if want_reference else None
-    made: list[torch.Tensor] = []     # whole-frame layers pasted into in this run: nothing outside it holds them
+    # whole-frame layers pasted into in this run, which nothing outside it holds (weakly: one a later stage
+    # replaces whole goes when its frame does)
+    made: list[weakref.ref] = []
     for stage in STAGES:
         if stage.name in skip:
             continue
@@ -131,7 +134,7 @@ def run_stages(frame: Frame, params: dict[str, BaseModel], skip: tuple[str, ...]
 
 
 def _near_piece(apply: Callable[[Frame, BaseModel], Frame], frame: Frame, params: BaseModel, piece: torch.Tensor,
-                reach: int, made: list[torch.Tensor] | None = None) -> Frame:
+                reach: int, made: list[weakref.ref] | None = None) -> Frame:
     """``apply`` on the piece's box grown by ``reach`` px, its tensors pasted back into the whole frame.
 
     A layer is pasted into a copy of the whole frame's, which the caller (and QA's reference) may still
@@ -151,14 +154,14 @@ def _near_piece(apply: Callable[[Frame, BaseModel], Frame], frame: Frame, params
             return whole
         if part is None:         # dropped by the stage
             return None
-        if whole is not None and made is not None and any(whole is t for t in made) \
+        if whole is not None and made is not None and any(whole is r() for r in made) \
                 and part.untyped_storage().data_ptr() != whole.untyped_storage().data_ptr():
             whole[..., box[0], box[1]] = part
             return whole
         out = part.new_zeros((*part.shape[:-2], h, w)) if whole is None else whole.clone()
         out[..., box[0], box[1]] = part
         if made is not None:
-            made.append(out)
+            made.append(weakref.ref(out))
         return out
 
     return done.replace(image=paste(frame.image, done.image, cropped.image),
