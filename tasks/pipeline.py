@@ -139,8 +139,8 @@ def _near_piece(apply: Callable[[Frame, BaseModel], Frame], frame: Frame, params
 
     A layer is pasted into a copy of the whole frame's, which the caller (and QA's reference) may still
     hold; ``made`` lists the copies made so far by the run that calls this: those only the run holds, and
-    a later stage's part is pasted into them in place (a 24 MP image's copy is 0.29 GB and ~0.1 s, five
-    stages a run)."""
+    a later stage's part is pasted into them in place (a 24 MP image's copy is 0.29 GB and ~0.1 s: shine's
+    image is copied, gems' pasted into it)."""
     box = grown_box(piece, reach, threshold=0.0)
     h, w = piece.shape[-2:]
     if box is None or (box[0].stop - box[0].start) * (box[1].stop - box[1].start) > 0.8 * h * w:
