@@ -208,7 +208,7 @@ def grade_cutout(scene, final: Frame, neutral: Frame) -> dict[str, float]:
 
 
 def _components(mask: np.ndarray) -> list[np.ndarray]:
-    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    n, lab, _, _ = regions.parts(mask.astype(np.uint8))
     return [lab == k for k in range(1, n)]
 
 

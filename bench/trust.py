@@ -251,7 +251,7 @@ def pierced(pred: np.ndarray, true: np.ndarray) -> int:
 def stray(pred: np.ndarray, true: np.ndarray) -> int:
     """Parts of the export (8-connected, >= ``PIERCED_PX``) where the truth has piece for less than
     half of the part: backdrop cut out on its own (JPEG blocks, a detached shadow, a speck)."""
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(pred.astype(np.uint8), connectivity=8)
+    n, lab, stats, _ = regions.parts(pred.astype(np.uint8))
     big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= PIERCED_PX)
     big = big[big > 0]
     return int((component_mean(lab, n, true)[big] < 0.5).sum())
@@ -271,7 +271,7 @@ def thin_parts(true: np.ndarray) -> np.ndarray:
 
 
 def _parts(mask: np.ndarray, min_px: int):
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    n, lab, stats, _ = regions.parts(mask.astype(np.uint8))
     return [lab == k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_px], lab, stats
 
 
@@ -283,7 +283,7 @@ def features_lost(details: np.ndarray, pred: np.ndarray, out: np.ndarray, source
     y_out, y_src = linear_to_srgb_np(_y(out)), linear_to_srgb_np(_y(source))
     lost, total = 0, 0
     for label in np.unique(details)[1:]:
-        n, lab = cv2.connectedComponents((details == label).astype(np.uint8), connectivity=8)
+        n, lab, _, _ = regions.parts((details == label).astype(np.uint8))
         for k in range(1, n):
             part = lab == k
             total += 1
@@ -299,7 +299,7 @@ def dust_removed(defects: np.ndarray, alpha: np.ndarray, source: np.ndarray, out
     where the truth has the piece and the export shows it (``shown``: its alpha): a speck the
     cut-out dropped is the cut-out's error, and a transparent pixel's colour is seen by no one."""
     on = (alpha > 0.5) & (shown > 0.5)
-    n, lab = cv2.connectedComponents(np.isin(defects, (1, 2, 3)).astype(np.uint8), connectivity=8)
+    n, lab, _, _ = regions.parts(np.isin(defects, (1, 2, 3)).astype(np.uint8))
     visible = removed = 0
     ys, yo, yt = _y(source), _y(out), _y(clean)
     for k in range(1, n):
