@@ -8,7 +8,7 @@ family (``val``, ``studio``) is graded through ``loupe run`` alone (``bench/trus
 quick loop tunes on it.
 
     .venv/bin/python bench/cutout_only.py --sets train wide plates [--images 24] [--work DIR] \\
-        [--set cutout.KEY=VALUE] [--csv F]
+        [--set cutout.KEY=VALUE] [--csv F] [--sheet F.png]
 
 About 1 s an image at 1200 x 800 on one CPU thread, against ``bench/trust.py``'s ~10 s.
 """
@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.trust import cutout_path, developed, mask_grades, set_of, write_sets  # noqa: E402
+from bench.trust import cutout_path, developed, mask_grades, save_sheet, set_of, sheet_row, write_sets  # noqa: E402
 from flows.retouch import SHOOT_LEVEL, TO_CUTOUT  # noqa: E402
 from flows.review import parse_set  # noqa: E402
 from flows.shoot import merge_stages, shoot_preset  # noqa: E402
@@ -38,9 +38,10 @@ TRAINING = ("train", "wide", "plates")
 SKIPPED = tuple(n for n in STAGE_NAMES if n not in TO_CUTOUT)     # the stages after the cut-out
 
 
-def cut_shoot(folder: Path, preset: str, overrides: dict[str, dict]) -> list[dict]:
+def cut_shoot(folder: Path, preset: str, overrides: dict[str, dict], tiles: list | None = None) -> list[dict]:
     """One row per source of the shoot ``folder`` that has a truth: the set, image, family, piece, the
-    cut-out's way (``bench.trust.cutout_path``) and the mask's grades."""
+    cut-out's way (``bench.trust.cutout_path``) and the mask's grades. ``tiles``: each image's contact
+    sheet row (``bench.trust.sheet_row``: source | cut-out over a checker | mask errors) is added to it."""
     from models.simulator.writers import read_truth
 
     shoot = list_shoot(folder)
@@ -63,6 +64,11 @@ def cut_shoot(folder: Path, preset: str, overrides: dict[str, dict]) -> list[dic
                      "family": meta.get("family", meta.get("background")), "piece": meta.get("piece"),
                      "path": cutout_path("\n".join(cut.notes)),
                      **mask_grades(cut.alpha[0, 0].numpy() > 0.5, truth["alpha"] > 0.5)})
+        if tiles is not None:
+            r = rows[-1]
+            hwc = lambda t: t[0].permute(1, 2, 0).numpy()  # noqa: E731
+            tiles.append(sheet_row(hwc(image), (hwc(cut.image), cut.alpha[0, 0].numpy()), truth,
+                                   f"{folder.name}/{path.name}  {r['path']}  IoU {r['iou']:.3f}  holes {r['holes']:.2f}"))
     return rows
 
 
@@ -92,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
                     help="stage parameter for every shoot, over its shoot.toml (repeatable; bench/trust.py's form)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: as in a Ray worker)")
+    ap.add_argument("--sheet", type=Path, help="write a contact sheet PNG: source | cut-out over a checker | "
+                                               "mask errors (white right, red piece missed, blue backdrop kept)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="loupe-cutout-"))
@@ -102,9 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         w, h = (int(v) for v in args.size.lower().split("x"))
         folders = write_sets(shoots, args.sets, args.images, (w, h))
     overrides = parse_set(args.set)
-    table = pd.DataFrame([row for folder in folders for row in cut_shoot(folder, args.preset, overrides)])
+    tiles = [] if args.sheet else None
+    table = pd.DataFrame([row for folder in folders for row in cut_shoot(folder, args.preset, overrides, tiles)])
     if args.csv:
         table.to_csv(args.csv, index=False)
+    if args.sheet:
+        save_sheet(args.sheet, tiles)
     print(f"work folder: {work}\n")
     print(report(table))
     return 0

@@ -376,15 +376,22 @@ def linear_source(path: Path) -> np.ndarray:
 
 
 def sheet_tile(source: Path, cutout: Path | None, truth: dict | None, label: str, width: int = 360) -> np.ndarray:
-    """Source | the cut-out export over a checker (fringes, filled gaps and slabs show) | mask errors
-    against the truth (white right, red piece missed, blue backdrop kept), with ``label`` on top."""
-    src = linear_source(source)
+    """``sheet_row`` of a source file and its cut-out export (None, or missing: no cut-out panels)."""
+    cut = read_cutout(cutout) if cutout is not None and cutout.exists() else None
+    return sheet_row(linear_source(source), cut, truth, label, width)
+
+
+def sheet_row(src: np.ndarray, cut: tuple[np.ndarray, np.ndarray] | None, truth: dict | None, label: str,
+              width: int = 360) -> np.ndarray:
+    """Source | the cut-out over a checker (fringes, filled gaps and slabs show) | mask errors against
+    the truth (white right, red piece missed, blue backdrop kept), with ``label`` on top. ``src``: linear
+    (H, W, 3); ``cut``: its linear colour (H, W, 3) and alpha (H, W), or None."""
     h, w = src.shape[:2]
     size = (width, max(1, round(h * width / w)))
     to8 = lambda x: (np.clip(linear_to_srgb_np(x), 0, 1) * 255).astype(np.uint8)  # noqa: E731
     tiles = [cv2.resize(to8(src / max(float(np.percentile(src, 99.5)), 1e-3)), size, interpolation=cv2.INTER_AREA)]
-    if cutout is not None and cutout.exists():
-        rgb, alpha = read_cutout(cutout)
+    if cut is not None:
+        rgb, alpha = cut
         over = rgb * alpha[..., None] + srgb_to_linear(torch.from_numpy(_checker(h, w))).numpy() * (1 - alpha[..., None])
         tiles.append(cv2.resize(to8(over), size, interpolation=cv2.INTER_AREA))
         if truth is not None and truth["alpha"].shape == alpha.shape:
@@ -421,6 +428,11 @@ def write_sheet(path: Path, out: Path, shoots: list[Path], table: pd.DataFrame, 
         verdict = "" if pd.isna(g.get("right", float("nan"))) else ("right" if g["right"] else "WRONG")
         label = f"{g['shoot']}/{g['source']}  {g['status']}  {verdict}  {g['reasons'] or ''}"[:70]
         tiles.append(sheet_tile(folder / g["source"], cutout, truth, label))
+    save_sheet(path, tiles)
+
+
+def save_sheet(path: Path, tiles: list[np.ndarray]) -> None:
+    """The rows ``tiles`` (``sheet_row``) one under another as a PNG at ``path``; nothing when there are none."""
     if tiles:
         width = max(t.shape[1] for t in tiles)
         tiles = [np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]

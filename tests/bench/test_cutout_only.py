@@ -1,5 +1,6 @@
 """bench/cutout_only.py: the cut-out alone on the trust bench's sets, graded as the bench grades."""
 
+import cv2
 import pandas as pd
 
 from bench.cutout_only import cut_shoot, main, report
@@ -32,5 +33,13 @@ def test_the_report_counts_the_images_passing_each_criterion(tmp_path, capsys):
     assert line.split()[1:] == ["2", "0.785", "0.75", "0.975", "1", "1", "2", "1"]
     assert "## per piece" in text and "## per path" in text
     main(["--sets", "train", "--images", "1", "--size", "480x320", "--work", str(tmp_path), "--csv",
-          str(tmp_path / "rows.csv")])
-    assert len(pd.read_csv(tmp_path / "rows.csv")) == 1 and "work folder" in capsys.readouterr().out
+          str(tmp_path / "rows.csv"), "--sheet", str(tmp_path / "sheet.png")])
+    (row,) = pd.read_csv(tmp_path / "rows.csv").to_dict("records")
+    assert "work folder" in capsys.readouterr().out
+    # one row of the sheet: a label bar over source | cut-out over a checker | mask errors, 360 px each
+    sheet = cv2.imread(str(tmp_path / "sheet.png"))
+    assert sheet.shape == (22 + 240 + 4, 3 * 360, 3)
+    errors = sheet[22:262, 720:]
+    right = (errors == 255).all(-1).sum()     # white: piece in the mask and the truth
+    wrong = (errors != 40).any(-1).sum() - right
+    assert right > 0 and abs(right / (right + wrong) - row["iou"]) < 0.1, (right, wrong, row["iou"])
