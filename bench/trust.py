@@ -174,7 +174,7 @@ def write_plate_shoots(root: Path, images: int, size: tuple[int, int]) -> list[P
         folder = root / f"plates-{len(folders) + 1}"
         folder.mkdir(parents=True, exist_ok=True)
         write_scene(folder, scene, k, fmt)
-        WRITERS[fmt](folder / f"{folder.name}_plate.{fmt}", scene.layers["plate"])
+        WRITERS[fmt](folder / f"{folder.name}_plate.{fmt}", scene.as_written(fmt, plate=True))
         kelvin, tint = grey_card(scene.meta["illuminant"]["rgb"])
         set_stages([folder], {"neutralize": {"kelvin": kelvin, "tint": tint}})
         folders.append(folder)

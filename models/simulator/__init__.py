@@ -105,7 +105,7 @@ def write_scene(out_dir: Path, scene: Scene, index: int, fmt: str, /, **meta) ->
     ``out_dir/truth/<stem>/`` (the scene's meta with its format, stem and ``meta``); return the source's path."""
     stem = image_stem(scene, index)
     path = Path(out_dir) / f"{stem}.{fmt}"
-    WRITERS[fmt](path, scene.source)
+    WRITERS[fmt](path, scene.as_written(fmt))
     write_truth(Path(out_dir) / "truth" / stem, scene, {**scene.meta, "format": fmt, "stem": stem, **meta})
     return path
 

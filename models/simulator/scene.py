@@ -68,6 +68,15 @@ class Scene:
     meta: dict = field(default_factory=dict)
     layers: dict = field(default_factory=dict)  # wide world helpers: "shadow", "reflection" (HxW float32)
 
+    def as_written(self, fmt: str, plate: bool = False) -> np.ndarray:
+        """The pixels a ``fmt`` file of the shot (or of its clean plate) holds: in the wide world a
+        JPEG carries the camera's compression (``source``, ``layers["plate"]``), a raw file or a TIFF
+        the sensor's image without it (``layers["sensor"]``, ``layers["plate_sensor"]``, where the
+        camera compressed)."""
+        shot = self.layers["plate"] if plate else self.source
+        sensor = self.layers.get("plate_sensor" if plate else "sensor")
+        return shot if fmt == "jpg" or sensor is None else sensor
+
 
 class Canvas:
     """Premultiplied piece layer stack at supersampled resolution."""
@@ -982,6 +991,8 @@ def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, met
     meta["size"] = [w, h]
     if wide:
         source, cam = studio.camera(wrng, source, alpha, background)
+        if "jpeg_quality" in cam:
+            layers["sensor"], source = source, studio.jpeg(source, cam["jpeg_quality"])
         meta["world"] = "wide"
         meta["studio"] = {"backdrop": background, "under": plan["under"], "shadow": plan["shadow"], "camera": cam}
     if fork is not None:
@@ -991,6 +1002,8 @@ def render_scene(rng: np.random.Generator, size=(1536, 1024), *, piece=None, met
                                                   sensor_dust=sensor_dust, light=shot_light)
         if wide:   # the camera's focus follows the piece's place: pass its matte for the geometry
             layers["plate"], _ = studio.camera(fork, layers["plate"], alpha, background, settings=cam)
+            if "jpeg_quality" in cam:
+                layers["plate_sensor"], layers["plate"] = layers["plate"], studio.jpeg(layers["plate"], cam["jpeg_quality"])
     return Scene(source=source, clean=clean, alpha=alpha.astype(np.float32), defects=defect_mask,
                  details=details, metal=metal_w.astype(np.float32), meta=meta, layers=layers)
 

@@ -19,7 +19,9 @@ What the wide world adds (all recorded in ``meta["studio"]``):
   jump ring, often on a chain; chains are drawn more often, in every metal, on every backdrop;
 * camera (source only, after the defects): lens vignetting, depth of field, exposure
   push (blown highlights), ISO noise (100-6400, with chroma blotches), JPEG at
-  quality 30-95.
+  quality 30-95 for half the shots: ``source`` carries it (a JPEG file of the shot),
+  ``layers["sensor"]`` the image without it, which a raw file or a TIFF holds
+  (``Scene.as_written``).
 
 ``clean`` stays the neutral, even-light render of piece + backdrop (the backdrop's own
 fall-off, seams, shadows and reflections are part of it); ``alpha`` is the piece only.
@@ -272,12 +274,11 @@ def acrylic(rng, bg, colour, alpha):
 # camera (source only)
 # --------------------------------------------------------------------------------------
 def camera(rng, src: np.ndarray, alpha: np.ndarray, backdrop_kind: str, settings: dict | None = None):
-    """Lens vignetting, depth of field, exposure push, ISO noise and JPEG on the source.
+    """Lens vignetting, depth of field, exposure push and ISO noise on the source, and the JPEG quality a
+    JPEG file of it has (``meta["jpeg_quality"]``, applied by the caller: ``jpeg``).
 
     ``settings``: the returned meta of an earlier call: the same camera (focus, vignette, push, ISO,
     JPEG quality) again, only the noise drawn anew from ``rng`` (a clean plate of the same set-up)."""
-    from .scene import linear_to_srgb, srgb_to_linear
-
     h, w = alpha.shape
     s = max(w, h) / 1536
     u, v = _uv(w, h)
@@ -318,13 +319,19 @@ def camera(rng, src: np.ndarray, alpha: np.ndarray, backdrop_kind: str, settings
     img = np.clip(img, 0, 1).astype(np.float32)
     meta.update(vignette=float(vig), exposure_push=float(push), iso=iso)
     if (rng.random() < 0.55) if settings is None else "jpeg_quality" in settings:
-        q = int(rng.integers(30, 96)) if settings is None else settings["jpeg_quality"]
-        enc = np.round(linear_to_srgb(img) * 255).astype(np.uint8)
-        ok, buf = cv2.imencode(".jpg", enc[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-        dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255
-        img = srgb_to_linear(dec).astype(np.float32)
-        meta["jpeg_quality"] = q
+        # the camera's JPEG: what a JPEG file of the shot carries (``jpeg``); a raw file has none
+        meta["jpeg_quality"] = int(rng.integers(30, 96)) if settings is None else settings["jpeg_quality"]
     return img, meta
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """Linear ``img`` through an 8-bit sRGB JPEG at ``quality`` and back."""
+    from .scene import linear_to_srgb, srgb_to_linear
+
+    enc = np.round(linear_to_srgb(img) * 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", enc[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255
+    return srgb_to_linear(dec).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------

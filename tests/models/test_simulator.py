@@ -417,3 +417,27 @@ def test_wide_shoot_and_cli(tmp_path):
     assert cli_main(["synth", str(tmp_path / "b"), "--images", "2", "--seed", "5", "--size", "192x128",
                      "--formats", "jpg", "--world", "wide"]) == 0
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_only_a_jpeg_file_of_the_wide_world_carries_the_cameras_jpeg(tmp_path):
+    """The wide world's camera draws a JPEG quality for half its shots; a JPEG file of the shot (and of its
+    clean plate) carries that compression, a raw file or a TIFF the sensor's image: no raw file has 8 x 8
+    blocks, and a shot and its plate compressed apart differ block by block where their noise differs."""
+    import tifffile
+
+    from models.simulator import studio, write_scene
+    from models.simulator.scene import linear_to_srgb
+
+    scenes = (render_scene(np.random.default_rng([7, k]), (360, 240), world="wide", plate=True) for k in range(40))
+    s = next(sc for sc in scenes if "jpeg_quality" in sc.meta["studio"]["camera"] and "plate" in sc.layers)
+    q = s.meta["studio"]["camera"]["jpeg_quality"]
+    for plate, shot, sensor in ((False, s.source, s.layers["sensor"]), (True, s.layers["plate"], s.layers["plate_sensor"])):
+        assert s.as_written("jpg", plate=plate) is shot and s.as_written("tif", plate=plate) is sensor
+        assert s.as_written("dng", plate=plate) is sensor
+        assert np.array_equal(studio.jpeg(sensor, q), shot) and np.abs(shot - sensor).mean() > 1e-3
+    tif = tifffile.imread(write_scene(tmp_path, s, 0, "tif")) / 65535.0
+    assert np.abs(tif - linear_to_srgb(s.layers["sensor"])).max() < 1e-4
+    # a scene the camera did not compress has no sensor layer: every file holds its source
+    plain = next(sc for sc in (render_scene(np.random.default_rng([7, k]), (360, 240), world="wide") for k in range(40))
+                 if "jpeg_quality" not in sc.meta["studio"]["camera"])
+    assert "sensor" not in plain.layers and plain.as_written("dng") is plain.source
