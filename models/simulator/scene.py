@@ -66,7 +66,9 @@ class Scene:
     details: np.ndarray
     metal: np.ndarray
     meta: dict = field(default_factory=dict)
-    layers: dict = field(default_factory=dict)  # wide world helpers: "shadow", "reflection" (HxW float32)
+    # wide world: "shadow", "reflection" (HxW float32), "plate" and, where the camera compressed,
+    # "sensor" / "plate_sensor" (the images before its JPEG: ``as_written``)
+    layers: dict = field(default_factory=dict)
 
     def as_written(self, fmt: str, plate: bool = False) -> np.ndarray:
         """The pixels a ``fmt`` file of the shot (or of its clean plate) holds: in the wide world a
