@@ -19,7 +19,7 @@ What the wide world adds (all recorded in ``meta["studio"]``):
   jump ring, often on a chain; chains are drawn more often, in every metal, on every backdrop;
 * camera (source only, after the defects): lens vignetting, depth of field, exposure
   push (blown highlights), ISO noise (100-6400, with chroma blotches), JPEG at
-  quality 30-95 for half the shots: ``source`` carries it (a JPEG file of the shot),
+  quality 30-95 for 55% of the shots: ``source`` carries it (a JPEG file of the shot),
   ``layers["sensor"]`` the image without it, which a raw file or a TIFF holds
   (``Scene.as_written``).
 
