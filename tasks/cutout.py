@@ -131,6 +131,14 @@ class CutoutParams(BaseModel):
                               "solid piece")
     facet_shade: float = Field(0.9, ge=0, description="and a hole darker than this share of the backdrop's light may be "
                                "an opening in the piece's own shadow: left open")
+    facet_network: bool = Field(False, description="on the sweep path, let HoleNet (models/holenet) fill the holes it "
+                                "calls a facet or a face cut out (``_fill_learned_facets``); off: on real photos it "
+                                "also fills openings (README, \"HoleNet\")")
+    facet_network_p: float = Field(0.9, gt=0, le=1, description="HoleNet's probability at which a hole is filled as a facet")
+    facet_network_share: float = Field(0.02, ge=0, le=1, description="largest hole HoleNet is asked about, per piece area "
+                                       "(a ring's inside is far larger)")
+    facet_network_weights: str | None = Field(None, description="HoleNet checkpoint; None = the weights shipped in "
+                                              "models/holenet")
     max_unsure: float = Field(0.25, ge=0, le=1, description="network: unsure pixels (0.2 < p < 0.8) per piece pixel above which the mask is suspect")
 
 
@@ -181,6 +189,16 @@ def _fit_error(residual: torch.Tensor, backdrop: torch.Tensor, params: CutoutPar
     smooth = gaussian_blur(residual * backdrop, params.fit_smooth) / gaussian_blur(backdrop, params.fit_smooth).clamp(min=1e-3)
     averaged = float(smooth.abs().amax(1, keepdim=True)[at].mean())
     return raw, averaged if averaged <= params.fit_noise_share * raw else raw
+
+
+def fitted_sweep(enc: torch.Tensor, params: CutoutParams) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """The smooth backdrop fitted to ``enc`` (sRGB, shrunk to ``model_size``): the backdrop and the pixels
+    it was fitted on at that size, its fit error and the error past camera noise (``_fit_error``)."""
+    h, w = enc.shape[-2:]
+    scale = params.model_size / max(h, w)
+    small = resize(enc, (max(8, round(h * scale)), max(8, round(w * scale))))
+    backdrop, fitted_on = fit_backdrop(small)
+    return (backdrop, fitted_on, *_fit_error(small - backdrop, fitted_on, params))
 
 
 def _keep_components(mask: np.ndarray, params: CutoutParams) -> np.ndarray:
@@ -445,6 +463,7 @@ def _drop_edgeless(core: np.ndarray, edged: np.ndarray, params: CutoutParams) ->
 
 # the long edge PlateNet reads a frame at, and SegNet a frame or a piece's box
 PLATE_SIZE = SEGNET_SIZE = 384
+PIERCED_PX = 9      # the smallest hole HoleNet is asked about: 3 x 3 px is seen at 1:1 (bench/trust.py's criterion)
 
 
 def _plate_probability(image: torch.Tensor, plate: torch.Tensor, params: CutoutParams) -> torch.Tensor:
@@ -774,6 +793,40 @@ def _fill_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Tensor, pa
     return out
 
 
+def hole_candidates(mask: np.ndarray, max_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The holes of ``mask`` (uint8) HoleNet is asked about: (labels, stats, ids), from ``tasks.regions.holes``;
+    ids of the holes of at least ``PIERCED_PX`` and at most ``max_share`` of the mask's area."""
+    n, labels, stats = regions.holes(mask)
+    area = stats[:, cv2.CC_STAT_AREA]
+    ids = np.flatnonzero((area >= PIERCED_PX) & (area <= max_share * mask.sum()))
+    return labels, stats, ids[ids > 0]
+
+
+def _fill_learned_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Tensor, params: CutoutParams) -> np.ndarray:
+    """Fill the holes of ``core`` HoleNet calls a facet or a face cut out (``facet_network_p``), read on
+    windows around each (``models.holenet``). ``enc``/``backdrop``: the frame and the backdrop model, sRGB."""
+    from models.holenet import facet_probability, load_holenet, windows
+
+    labels, stats, ids = hole_candidates(core, params.facet_network_share)
+    if not len(ids):
+        return core
+    box = grown_box(torch.from_numpy(core)[None, None], 0)
+    # the windows reach REACH x a hole's side around it: every hole lies in the mask's box, and the
+    # arrays are read on that box grown by the widest window's reach
+    reach = int(max(stats[ids, cv2.CC_STAT_WIDTH].max(), stats[ids, cv2.CC_STAT_HEIGHT].max()) * 2) + 32
+    rows = slice(max(box[0].start - reach, 0), box[0].stop + reach)
+    cols = slice(max(box[1].start - reach, 0), box[1].stop + reach)
+    hwc = lambda t: t[0, :, rows, cols].permute(1, 2, 0).float().cpu().numpy()  # noqa: E731
+    shifted = stats.copy()
+    shifted[:, cv2.CC_STAT_LEFT] -= cols.start
+    shifted[:, cv2.CC_STAT_TOP] -= rows.start
+    net = load_holenet(params.facet_network_weights)
+    p = facet_probability(net, windows(hwc(enc), hwc(backdrop), core[rows, cols], labels[rows, cols], shifted, ids))
+    fill = np.zeros(len(stats), bool)
+    fill[ids[p >= params.facet_network_p]] = True
+    return core | fill[labels].astype(np.uint8)
+
+
 def _largest_departure(enc: torch.Tensor, backdrop: torch.Tensor) -> torch.Tensor:
     """|enc - backdrop|, largest channel (1, 1, H, W), made a channel at a time."""
     largest = None
@@ -928,13 +981,9 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     """Estimate alpha (B=1) for the piece against a smooth studio backdrop."""
     image = frame.image
     _, _, h, w = image.shape
-    scale = params.model_size / max(h, w)
-    small_size = (max(8, round(h * scale)), max(8, round(w * scale)))
     enc = linear_to_srgb(image)  # thresholds in a perceptual scale
     if frame.plate is None:
-        enc_small = resize(enc, small_size)
-        backdrop_small, bg_small = fit_backdrop(enc_small)
-        fit_error, past_noise = _fit_error(enc_small - backdrop_small, bg_small, params)
+        backdrop_small, bg_small, fit_error, past_noise = fitted_sweep(enc, params)
     else:
         fit_error = past_noise = 0.0
     fallback = ""
@@ -1026,6 +1075,8 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     del sure
     if params.network_checks:
         core = _fill_facets(core, enc, backdrop, params)
+    if params.facet_network and frame.plate is None:
+        core = _fill_learned_facets(core, enc, backdrop, params)
     del enc, backdrop
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     sure_bg = (diff < t_bg) & (sure_fg == 0)
