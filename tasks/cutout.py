@@ -1075,8 +1075,11 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     del sure
     if params.network_checks:
         core = _fill_facets(core, enc, backdrop, params)
+    learned = ""
     if params.facet_network and frame.plate is None:
+        before = int(core.sum())
         core = _fill_learned_facets(core, enc, backdrop, params)
+        learned = f", HoleNet filled {int(core.sum()) - before} px"
     del enc, backdrop
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     sure_bg = (diff < t_bg) & (sure_fg == 0)
@@ -1088,7 +1091,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     piece = (alpha > 0.5).to(image.dtype)
     result = frame.replace(image=decontaminated, alpha=alpha).with_masks(piece=piece)
     model = "the clean plate" if frame.plate is not None else f"a smooth fit (error {fit_error:.4f})"
-    result = result.noted(f"cutout: {fallback}backdrop from {model}, noise {float(noise):.4f}, coverage {float(piece.mean()):.3f}")
+    result = result.noted(f"cutout: {fallback}backdrop from {model}, noise {float(noise):.4f}, coverage {float(piece.mean()):.3f}{learned}")
     if fit_error > params.max_backdrop_residual:
         result = result.flagged("mask_suspect", f"cutout: backdrop is not a smooth sweep (fit error {fit_error:.3f})")
     if not sure_fg.any():

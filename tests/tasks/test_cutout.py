@@ -527,7 +527,9 @@ def test_facets_matching_the_sweep_are_filled_openings_stay(background, piece, s
     frame = neutralize(scene_frame(scene), NeutralizeParams())
     truth = scene.alpha > 0.5
     before = cut_out(frame, CutoutParams(facet_max_share=0, facet_network=False)).alpha[0, 0].numpy() > 0.5
-    after = cut_out(frame, CutoutParams(**fillers)).alpha[0, 0].numpy() > 0.5
+    cut = cut_out(frame, CutoutParams(**fillers))
+    after = cut.alpha[0, 0].numpy() > 0.5
+    assert any("HoleNet filled" in n for n in cut.notes) == bool(fillers)     # what the opt-in net did is noted
     assert _hole_px(after, truth, piece=True) < 0.75 * _hole_px(before, truth, piece=True)
     # the openings stay (the matte moves a pixel or so)
     assert _hole_px(after, truth, piece=False) >= _hole_px(before, truth, piece=False) - 20
