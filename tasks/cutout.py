@@ -796,7 +796,7 @@ def _fill_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Tensor, pa
 def hole_candidates(mask: np.ndarray, max_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The holes of ``mask`` (uint8) HoleNet is asked about: (labels, stats, ids), from ``tasks.regions.holes``;
     ids of the holes of at least ``PIERCED_PX`` and at most ``max_share`` of the mask's area."""
-    n, labels, stats = regions.holes(mask)
+    _, labels, stats = regions.holes(mask)
     area = stats[:, cv2.CC_STAT_AREA]
     ids = np.flatnonzero((area >= PIERCED_PX) & (area <= max_share * mask.sum()))
     return labels, stats, ids[ids > 0]
@@ -811,8 +811,8 @@ def _fill_learned_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Te
     if not len(ids):
         return core
     box = grown_box(torch.from_numpy(core)[None, None], 0)
-    # the windows reach REACH x a hole's side around it: every hole lies in the mask's box, and the
-    # arrays are read on that box grown by the widest window's reach
+    # a window (models.holenet.REACH = 2.5 times its hole's larger side, at least MIN_SIDE px, centred on
+    # the hole) ends within two sides + 32 px of it: the arrays are read on the mask's box grown by that
     reach = int(max(stats[ids, cv2.CC_STAT_WIDTH].max(), stats[ids, cv2.CC_STAT_HEIGHT].max()) * 2) + 32
     rows = slice(max(box[0].start - reach, 0), box[0].stop + reach)
     cols = slice(max(box[1].start - reach, 0), box[1].stop + reach)

@@ -8,7 +8,9 @@ CNN on a window around the hole (the photo in sRGB, its departure from the backd
 the piece around it), scaled to the hole's size, plus the hole's share of the piece and its shade.
 
 Trained only on the simulator's training worlds (``models/holenet/data.py``, ``TRAINING.md``); weights
-ship as ``models/holenet/weights.pt`` (float16 state dict).
+ship as ``models/holenet/weights.pt`` (float16 state dict). The cut-out asks it only with
+``[stages.cutout] facet_network = true``: off by default, as on real photos it also fills openings
+(README, "HoleNet").
 
     net = load_holenet()
     p = facet_probability(net, windows(enc, backdrop, mask, labels, stats, ids))   # (N,) in [0, 1]

@@ -518,8 +518,8 @@ def _hole_px(mask: np.ndarray, truth: np.ndarray, piece: bool, min_px: int = 9) 
 def test_facets_matching_the_sweep_are_filled_openings_stay(background, piece, seed, fillers):
     """A stone's facet or a polished face that matches the sweep drops out as a small hole deep in
     the piece; SegNet read on the piece's box (the default), or HoleNet on a window round it (opt-in),
-    calls it piece, and it is filled. The openings (the ring's inside, the earring's loop) stay open. (The quality bench's
-    scenes at 900 x 600; HoleNet trained on other draws: shoot 777's images, ``render_image``)"""
+    calls it piece, and it is filled. The openings (the ring's inside, the earring's loop) stay open.
+    (The quality bench's scenes at 900 x 600; HoleNet trained on other draws: shoot 777's images.)"""
     from models.simulator import BACKGROUNDS, PIECES
 
     scene = sim_scene((seed, list(PIECES).index(piece), list(BACKGROUNDS).index(background)), (900, 600),
