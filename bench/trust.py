@@ -81,10 +81,10 @@ sys.path.insert(0, str(ROOT))
 from bench.quality import _disk, _lab, enclosed_background, mask_iou  # noqa: E402
 from flows.cli import quiet_env  # noqa: E402
 from flows.review import parse_set  # noqa: E402
+from infra.imageio import developed  # noqa: E402
 from tasks import regions  # noqa: E402
 from tasks.color import LUMINANCE, delta_e2000, linear_to_srgb, srgb_to_linear  # noqa: E402
 from tasks.cutout import component_mean  # noqa: E402
-from tasks.develop import DevelopParams, develop  # noqa: E402
 
 SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
 SEEDS = {"train": 101, "wide": 202, "plates": 303, "val": 9001, "studio": 9100}
@@ -358,16 +358,6 @@ def network_iou(source: np.ndarray, true_alpha: np.ndarray) -> float:
 def _checker(h: int, w: int, cell: int = 8) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
     return np.where(((yy // cell + xx // cell) % 2)[..., None] == 0, 0.55, 0.30).astype(np.float32) * np.ones(3, np.float32)
-
-
-def developed(path: Path) -> torch.Tensor:
-    """The source file as ``develop`` makes it, (1, 3, H, W) in linear light: a JPEG or TIFF is decoded
-    sRGB-encoded, and its curve is undone (read as linear, it counted twice in every grade)."""
-    from infra.imageio import read_source
-
-    decoded = read_source(path)
-    pixels = torch.from_numpy(np.ascontiguousarray(decoded.pixels.transpose(2, 0, 1)))[None]
-    return develop(pixels, decoded.transfer, DevelopParams()).image
 
 
 def linear_source(path: Path) -> np.ndarray:

@@ -101,6 +101,19 @@ def read_source(path: Path, *, half_size: bool = False, grey: bool = False,
     return decoded
 
 
+def developed(path: Path) -> "torch.Tensor":
+    """A source file as ``develop`` makes it with its defaults, (1, 3, H, W) in linear light: a JPEG or
+    TIFF is decoded sRGB-encoded, and its curve is undone (read as linear, it counted twice in every
+    grade). For the benches and the networks' sample makers; ``loupe run`` develops with the preset's."""
+    import torch
+
+    from tasks.develop import DevelopParams, develop
+
+    decoded = read_source(path)
+    pixels = torch.from_numpy(np.ascontiguousarray(decoded.pixels.transpose(2, 0, 1)))[None]
+    return develop(pixels, decoded.transfer, DevelopParams()).image
+
+
 def _check_budget(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise TooLarge(f"{width}x{height} ({_mp(width * height)} MP) exceeds the {_mp(max_pixels)} MP pixel budget")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from infra.imageio import developed
 from models.holenet import windows
 from models.simulator import image_stem, render_image, write_scene
 from tasks.color import linear_to_srgb
@@ -28,16 +29,6 @@ SIZES = ((1200, 800), (900, 600), (1536, 1024))
 FORMATS = ("dng", "jpg", "tif")
 WORLDS = ("default", "wide")
 FROM_CUTOUT = tuple(n for n in STAGE_NAMES if STAGE_NAMES.index(n) >= STAGE_NAMES.index("cutout"))
-
-
-def developed(path: Path) -> torch.Tensor:
-    """A camera file as ``develop`` makes it, (1, 3, H, W) linear."""
-    from infra.imageio import read_source
-    from tasks.develop import DevelopParams, develop
-
-    decoded = read_source(path)
-    pixels = torch.from_numpy(np.ascontiguousarray(decoded.pixels.transpose(2, 0, 1)))[None]
-    return develop(pixels, decoded.transfer, DevelopParams()).image
 
 
 def scene_samples(seed: int, index: int, folder: Path) -> dict[str, np.ndarray]:

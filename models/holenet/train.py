@@ -17,7 +17,6 @@ import os
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -57,13 +56,11 @@ def rates(p: np.ndarray, y: np.ndarray) -> list[tuple[float, float, float]]:
     return [(t, float((p[y == 1] >= t).mean()), float((p[y == 0] >= t).mean())) for t in THRESHOLDS]
 
 
-def predict(net: HoleNet, x: np.ndarray, s: np.ndarray, device) -> np.ndarray:
+def predict(net: HoleNet, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """``holenet.facet_probability`` of the (float16) pool's windows, 512 at a time, in eval mode."""
     net.eval()
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(x), 512):
-            xb = torch.from_numpy(x[i:i + 512].astype(np.float32)).to(device)
-            out.append(torch.sigmoid(net(xb, torch.from_numpy(s[i:i + 512]).to(device))).cpu().numpy())
+    out = [holenet.facet_probability(net, (x[i:i + 512].astype(np.float32), s[i:i + 512]))
+           for i in range(0, len(x), 512)]
     net.train()
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
@@ -107,10 +104,10 @@ def main(argv=None):
         opt.step()
         sched.step()
         if (step + 1) % 500 == 0 or step + 1 == steps:
-            p = predict(net, x[held], s[held], device)
+            p = predict(net, x[held], s[held])
             acc = float(((p >= 0.5) == (y[held] == 1)).mean())
             print(f"step {step + 1}/{steps} loss {loss.item():.3f} held-out accuracy {acc:.3f}", flush=True)
-    p = predict(net, x[held], s[held], device)
+    p = predict(net, x[held], s[held])
     table = rates(p, y[held])
     save_weights(net, out, {"seed": args.seed, "scenes": args.scenes, "held_out": table})
     wall = time.time() - t_start
