@@ -43,7 +43,7 @@ import torch
 from tasks import regions
 from tasks.color import LUMINANCE, delta_e2000, linear_to_srgb, rgb_to_lab, srgb_to_linear
 from tasks.compose import grow, grown_box
-from tasks.cutout import component_mean, edge_strength, fit_backdrop, frame_border, outline
+from tasks.cutout import CutoutParams, component_mean, edge_strength, fitted_sweep, frame_border, outline
 from qa.held import CROP_MARGIN, Held
 from tasks.frame import Frame
 from tasks.ops import SAMPLE_ABOVE, gaussian_blur, resize, resize_at, row_bands
@@ -117,6 +117,7 @@ SEE_THROUGH = 0.9         # alpha up to this lets a dark page show through; abov
 CAST_LOG_CHROMA = 0.10    # log-chroma of the source backdrop above which an estimated light needs confirming
 LIGHT_SHORTFALL = 0.08    # log-chroma of the backdrop's colour the piece's neutral parts do not share: over-correction
 NET_SIZE = 384
+SWEEP = CutoutParams()    # QA fits the source's backdrop as the cut-out does by default (tasks.cutout.fitted_sweep)
 EDGE_SIGMAS = 4.0         # gradient across the outline, in noise sigmas, that is an edge in the photo
 
 
@@ -264,7 +265,7 @@ def read_scene(source: torch.Tensor, reference: Frame, alpha: torch.Tensor | Non
     prob_small = piece_probability(enc, load_segnet(None, enc.device), size=NET_SIZE, coarse=True)
     back_small = used_small = None
     if plate is None:
-        back_small, used_small = fit_backdrop(resize(enc, (max(8, round(h * s)), max(8, round(w * s)))))
+        back_small, used_small = fitted_sweep(enc, SWEEP)[:2]
     scene = Scene((h, w), back_small, used_small, prob_small, np.zeros(3), np.zeros(3), np.zeros(3))
     diffs, highs, colours = [], [], []
     square = lambda n: np.ones((n, n), np.uint8)  # noqa: E731

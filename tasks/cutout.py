@@ -112,6 +112,9 @@ class CutoutParams(BaseModel):
     min_area: float = Field(2e-4, ge=0, description="drop components smaller than this fraction of the frame")
     band: int = Field(2, ge=1, le=16, description="half-width in px of the edge band where alpha is fractional")
     max_backdrop_residual: float = Field(0.01, gt=0, description="backdrop fit error (sRGB) above which the backdrop is called cluttered")
+    backdrop_degree: int = Field(4, ge=2, le=6, description="highest degree of the backdrop's polynomial: a sweep the "
+                                 "quadratic does not fit (strong fall-off, vignetting, a horizon band) is fitted again "
+                                 "a degree higher, up to this, before it is called cluttered; 2: the quadratic alone")
     method: Literal["auto", "backdrop", "network"] = Field(
         "auto", description="backdrop model (sweeps), segmentation network (clutter), or auto by the backdrop fit")
     network_weights: str | None = Field(None, description="segnet checkpoint; None = the weights shipped in models/segnet")
@@ -142,10 +145,13 @@ class CutoutParams(BaseModel):
     max_unsure: float = Field(0.25, ge=0, le=1, description="network: unsure pixels (0.2 < p < 0.8) per piece pixel above which the mask is suspect")
 
 
-def _design(h: int, w: int, device, dtype) -> torch.Tensor:
+def _design(h: int, w: int, device, dtype, degree: int = 2) -> torch.Tensor:
     y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=device, dtype=dtype),
                           torch.linspace(-1, 1, w, device=device, dtype=dtype), indexing="ij")
-    return torch.stack([torch.ones_like(x), x, y, x * y, x * x, y * y], -1).reshape(-1, 6)
+    if degree == 2:
+        return torch.stack([torch.ones_like(x), x, y, x * y, x * x, y * y], -1).reshape(-1, 6)
+    terms = [x ** i * y ** j for i in range(degree + 1) for j in range(degree + 1 - i)]
+    return torch.stack(terms, -1).reshape(-1, len(terms))
 
 
 def frame_border(h: int, w: int, device, box: tuple[slice, slice] | None = None) -> torch.Tensor:
@@ -158,15 +164,20 @@ def frame_border(h: int, w: int, device, box: tuple[slice, slice] | None = None)
     return ((y < bw) | (y >= h - bw) | (x < bw) | (x >= w - bw))[None, None]
 
 
-def fit_backdrop(small: torch.Tensor, iterations: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """Robust quadratic surface per channel; returns (backdrop, backdrop mask) at ``small``'s size."""
+def fit_backdrop(small: torch.Tensor, iterations: int = 4, degree: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Robust polynomial surface per channel; returns (backdrop, backdrop mask) at ``small``'s size. The
+    quadratic is fitted from the frame's border out; a higher ``degree`` is then fitted on the pixels the
+    quadratic calls backdrop (fitted from the border alone, its extra terms would swing over the piece)."""
     _, c, h, w = small.shape
     # in float64: float32's least squares differ in the last bits from call to call (the BLAS kernels
     # follow the buffers' alignment), and a mask pixel on a threshold then flips between runs
     a = _design(h, w, small.device, torch.float64)
     target = small[0].reshape(c, -1).T.double()
     use = frame_border(h, w, small.device).reshape(-1)
-    for _ in range(iterations):
+    stages = [a] * iterations
+    if degree != 2:
+        stages += [_design(h, w, small.device, torch.float64, degree)] * 3
+    for a in stages:
         coef = torch.linalg.lstsq(a[use], target[use]).solution
         resid = (target - a @ coef).abs().max(1).values
         scale = 1.4826 * resid[use].median().clamp(min=1e-4)
@@ -198,7 +209,13 @@ def fitted_sweep(enc: torch.Tensor, params: CutoutParams) -> tuple[torch.Tensor,
     scale = params.model_size / max(h, w)
     small = resize(enc, (max(8, round(h * scale)), max(8, round(w * scale))))
     backdrop, fitted_on = fit_backdrop(small)
-    return (backdrop, fitted_on, *_fit_error(small - backdrop, fitted_on, params))
+    errors = _fit_error(small - backdrop, fitted_on, params)
+    for degree in range(3, params.backdrop_degree + 1):
+        if errors[0] <= params.max_backdrop_residual:
+            break
+        backdrop, fitted_on = fit_backdrop(small, degree=degree)
+        errors = _fit_error(small - backdrop, fitted_on, params)
+    return (backdrop, fitted_on, *errors)
 
 
 def _keep_components(mask: np.ndarray, params: CutoutParams) -> np.ndarray:
