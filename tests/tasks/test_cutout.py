@@ -203,7 +203,7 @@ def test_a_vignetted_sweep_is_fitted_a_degree_higher_not_called_cluttered():
     quadratic = CutoutParams(backdrop_degree=2)
     assert fitted_sweep(enc, quadratic)[2] > quadratic.max_backdrop_residual
     params = CutoutParams()
-    back, used, error, _ = fitted_sweep(enc, params)
+    _, used, error, _ = fitted_sweep(enc, params)
     assert error <= params.max_backdrop_residual
     inside = F.interpolate(disc[None, None].float(), size=used.shape[-2:], mode="area")[0, 0] > 0.99
     assert float(used[0, 0][inside].max()) == 0      # the disc is not fitted as backdrop
