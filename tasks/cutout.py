@@ -733,28 +733,40 @@ def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_
     kernel = np.ones((5, 5), np.uint8)
     out = mask.copy()
     for k in range(1, n):
-        x, y, w, h, area = stats[k]
-        if area > max_area:
+        if stats[k, cv2.CC_STAT_AREA] > max_area:
             continue
-        width = 2 * np.sqrt(area / np.pi)
-        m = int(2 * width) + 4
-        y0, y1, x0, x1 = max(0, y - m), y + h + m, max(0, x - m), x + w + m
-        hole = labels[y0:y1, x0:x1] == k
-        ring = (cv2.dilate(hole.astype(np.uint8), kernel) > 0) & ~hole & (mask[y0:y1, x0:x1] > 0)
+        at, hole, width = _hole_window(labels, stats, k)
+        ring = (cv2.dilate(hole.astype(np.uint8), kernel) > 0) & ~hole & (mask[at] > 0)
         if ring.sum() < 4:
             continue
-        colour, around = enc[y0:y1, x0:x1][hole].mean(0), enc[y0:y1, x0:x1][ring].mean(0)
-        behind = backdrop[y0:y1, x0:x1][hole].mean(0)
+        colour, around = enc[at][hole].mean(0), enc[at][ring].mean(0)
+        behind = backdrop[at][hole].mean(0)
         # a dropout in a highlight matches the metal around it far better than the backdrop;
         # a link's gap (the sweep in the chain's shade) is no closer to the wire than to the sweep
         highlight = np.abs(colour - around).max() < 0.5 * np.abs(colour - behind).max()
-        depth = cv2.distanceTransform((mask[y0:y1, x0:x1] | hole).astype(np.uint8), cv2.DIST_L2, 3)[hole].max()
         reach = 2 * int(width) + 7     # the metal beyond the hole's own mixed rim, as far again as it is wide
         beyond = (cv2.dilate(hole.astype(np.uint8), np.ones((reach, reach), np.uint8)) > 0) & ~ring & ~hole
-        solid = ((mask[y0:y1, x0:x1] > 0) & sure[y0:y1, x0:x1])[beyond].mean() >= 0.9
-        if highlight or (solid and depth >= 1.5 * width + 2):
-            out[y0:y1, x0:x1][hole] = 1
+        solid = ((mask[at] > 0) & sure[at])[beyond].mean() >= 0.9
+        if highlight or (solid and _hole_depth(mask[at], hole) >= 1.5 * width + 2):
+            out[at][hole] = 1
     return out
+
+
+def _hole_window(labels: np.ndarray, stats: np.ndarray, k: int) -> tuple[tuple[slice, slice], np.ndarray, float]:
+    """Hole ``k`` of ``labels`` (``stats`` from ``tasks.regions.holes``) on a window twice its width around it:
+    the window, the hole's pixels there, and its width (the diameter of a disc of its area)."""
+    x, y, w, h, area = stats[k]
+    width = 2 * np.sqrt(area / np.pi)
+    m = int(2 * width) + 4
+    at = (slice(max(0, y - m), y + h + m), slice(max(0, x - m), x + w + m))
+    return at, labels[at] == k, float(width)
+
+
+def _hole_depth(mask: np.ndarray, hole: np.ndarray) -> float:
+    """How deep ``hole`` lies in the piece ``mask`` (both on a window): the largest distance from a pixel of
+    the hole to one that is neither piece nor hole. A hole of the design is ringed by wire or a band no
+    thicker than itself; a facet or a highlight that dropped out lies deep in solid piece."""
+    return float(cv2.distanceTransform((mask | hole).astype(np.uint8), cv2.DIST_L2, 3)[hole].max())
 
 
 def _fill_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Tensor, params: CutoutParams) -> np.ndarray:
@@ -821,7 +833,8 @@ def hole_candidates(mask: np.ndarray, max_share: float) -> tuple[np.ndarray, np.
 
 def _fill_learned_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Tensor, params: CutoutParams) -> np.ndarray:
     """Fill the holes of ``core`` HoleNet calls a facet or a face cut out (``facet_network_p``), read on
-    windows around each (``models.holenet``). ``enc``/``backdrop``: the frame and the backdrop model, sRGB."""
+    windows around each (``models.holenet``), that lie deep in solid piece (``_hole_depth``). ``enc``/
+    ``backdrop``: the frame and the backdrop model, sRGB."""
     from models.holenet import facet_probability, load_holenet, windows
 
     labels, stats, ids = hole_candidates(core, params.facet_network_share)
@@ -840,7 +853,12 @@ def _fill_learned_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Te
     net = load_holenet(params.facet_network_weights)
     p = facet_probability(net, windows(hwc(enc), hwc(backdrop), core[rows, cols], labels[rows, cols], shifted, ids))
     fill = np.zeros(len(stats), bool)
-    fill[ids[p >= params.facet_network_p]] = True
+    for k in ids[p >= params.facet_network_p]:
+        # and only one deep in solid piece (at least half as thick around it as it is wide): the openings
+        # HoleNet took for facets on real photos (pave openwork's arcs, a link's loop) are ringed by rows
+        # or wire thinner than that
+        at, hole, width = _hole_window(labels, stats, k)
+        fill[k] = _hole_depth(core[at], hole) >= width + 2
     return core | fill[labels].astype(np.uint8)
 
 

@@ -577,6 +577,29 @@ def test_facets_matching_the_sweep_are_filled_openings_stay(background, piece, s
     assert (after & ~truth).sum() <= (before & ~truth).sum() + 20     # nothing of the backdrop filled
 
 
+def test_holenet_fills_a_hole_deep_in_solid_piece_not_an_opening_ringed_by_wire(monkeypatch):
+    """Even where HoleNet calls every hole a facet, it fills only a hole deep in solid piece: an eyelet
+    ringed by wire thinner than half its width stays open (on real photos HoleNet took pave openwork's
+    arcs and a link's loop for facets; README, "HoleNet")."""
+    import models.holenet
+
+    monkeypatch.setattr(models.holenet, "facet_probability", lambda net, inputs: np.ones(len(inputs[0]), np.float32))
+    h, w = 320, 420
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.full((h, w, 3), 0.97, np.float32)
+    image[(yy - 170) ** 2 + (xx - 180) ** 2 < 100 ** 2] = (0.55, 0.45, 0.3)          # a thick disc
+    eyelet = (yy - 170) ** 2 + (xx - 291.5) ** 2
+    image[(eyelet >= 10 ** 2) & (eyelet < 13 ** 2)] = (0.55, 0.45, 0.3)             # a 3 px wire ring on its edge
+    image[(yy - 150) ** 2 + (xx - 160) ** 2 < 5 ** 2] = 0.97                         # a facet dropped out, deep in it
+    noisy = np.clip(image + np.random.default_rng(0).normal(0, 0.004, image.shape), 0, 1).astype(np.float32)
+    frame = Frame(srgb_to_linear(torch.from_numpy(noisy)).permute(2, 0, 1)[None].contiguous())
+    cut = cut_out(frame, CutoutParams(facet_max_share=0, facet_network=True))
+    alpha = cut.alpha[0, 0].numpy()
+    assert alpha[150, 160] > 0.5, cut.notes       # the facet is filled
+    assert alpha[170, 291] < 0.5                  # the eyelet stays open
+    assert alpha[170, 280] > 0.5                  # (its wire is piece)
+
+
 def test_an_opening_that_looks_like_the_backdrop_stays_open_though_the_network_calls_it_piece():
     """A small opening in thick metal that shows the backdrop (a retouched web photo's white gaps
     between stones): however sure the network is, nothing tells it from a facet that matches the
