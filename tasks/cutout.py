@@ -855,8 +855,7 @@ def _fill_learned_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Te
     fill = np.zeros(len(stats), bool)
     for k in ids[p >= params.facet_network_p]:
         # and only one deep in solid piece (at least half as thick around it as it is wide): the openings
-        # HoleNet took for facets on real photos (pave openwork's arcs, a link's loop) are ringed by rows
-        # or wire thinner than that
+        # HoleNet took for facets on real photos (pave openwork's arcs) are ringed by rows thinner than that
         at, hole, width = _hole_window(labels, stats, k)
         fill[k] = _hole_depth(core[at], hole) >= width + 2
     return core | fill[labels].astype(np.uint8)

@@ -580,7 +580,7 @@ def test_facets_matching_the_sweep_are_filled_openings_stay(background, piece, s
 def test_holenet_fills_a_hole_deep_in_solid_piece_not_an_opening_ringed_by_wire(monkeypatch):
     """Even where HoleNet calls every hole a facet, it fills only a hole deep in solid piece: an eyelet
     ringed by wire thinner than half its width stays open (on real photos HoleNet took pave openwork's
-    arcs and a link's loop for facets; README, "HoleNet")."""
+    arcs for facets; README, "HoleNet")."""
     import models.holenet
 
     monkeypatch.setattr(models.holenet, "facet_probability", lambda net, inputs: np.ones(len(inputs[0]), np.float32))
