@@ -111,6 +111,9 @@ class CutoutParams(BaseModel):
     keep_ratio: float = Field(0.02, ge=0, le=1, description="drop components smaller than this fraction of the largest")
     min_area: float = Field(2e-4, ge=0, description="drop components smaller than this fraction of the frame")
     band: int = Field(2, ge=1, le=16, description="half-width in px of the edge band where alpha is fractional")
+    work_size: int | None = Field(3000, ge=256, description="long edge (px) the mask is decided at: a larger frame "
+                                  "(a 24 MP back's 6000) is shrunk to it for every decision and only its alpha is "
+                                  "matted at full size, around the decided outline; None: decided at full size")
     max_backdrop_residual: float = Field(0.01, gt=0, description="backdrop fit error (sRGB) above which the backdrop is called cluttered")
     backdrop_degree: int = Field(4, ge=2, le=6, description="highest degree of the backdrop's polynomial: a sweep the "
                                  "quadratic does not fit (strong fall-off, vignetting, a horizon band) is fitted again "
@@ -925,29 +928,103 @@ def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band
     fg_colour = fill_holes(image, 1 - inner, levels=MATTE_LEVELS, box=box)
     back_local = fill_holes(image, dilate(hard, 1), levels=MATTE_LEVELS, box=box)   # 1 px margin: small holes keep their own B
     image, hard, inner, fallback = (t[..., box[0], box[1]] for t in (image, hard, inner, fallback))
-    span = fg_colour - back_local
-    span_sq = (span * span).sum(1, keepdim=True)
-    proj = ((image - back_local) * span).sum(1, keepdim=True) / span_sq.clamp(min=1e-4)
-    reliable = (span_sq > 0.01).to(image.dtype)
-    soft = reliable * proj.clamp(0, 1) + (1 - reliable) * fallback
+    soft = _between(image, fg_colour, back_local, fallback)
     zone = dilate(hard, band) * (1 - inner)
     a = torch.where(inner > 0, torch.ones_like(soft), soft * zone)
     if clear is not None:
         a = a * (1 - clear[..., box[0], box[1]].to(a.dtype))
     alpha[..., box[0], box[1]] = a
     mixed = torch.where((a > 0) & (a < 1), fg_colour, image)
-    del fg_colour, back_local, span, proj, soft, zone    # the copy of the frame is made once these are gone
+    del fg_colour, back_local, soft, zone    # the copy of the frame is made once these are gone
     decontaminated = whole.clone()
     decontaminated[..., box[0], box[1]] = mixed
     return alpha, decontaminated
 
 
-def _drop_islands_(alpha: torch.Tensor, params: CutoutParams) -> None:
+def _between(image: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Alpha of each pixel of ``image`` on the line from the backdrop colour ``bg`` to the piece colour
+    ``fg`` (clamped to [0, 1]); ``fallback`` where the two are too alike to tell (a colour distance
+    under 0.1)."""
+    span = fg - bg
+    span_sq = (span * span).sum(1, keepdim=True)
+    proj = ((image - bg) * span).sum(1, keepdim=True) / span_sq.clamp(min=1e-4)
+    reliable = (span_sq > 0.01).to(image.dtype)
+    return reliable * proj.clamp(0, 1) + (1 - reliable) * fallback
+
+
+def _islands(alpha: torch.Tensor, params: CutoutParams) -> torch.Tensor:
+    """(1, 1, H, W) float: the parts of ``alpha`` > 0.5 smaller than ``min_area`` of the frame."""
+    solid = (alpha[0, 0] > 0.5).cpu().numpy().astype(np.uint8)
+    _, labels, stats, _ = regions.parts(solid)
+    small = stats[:, cv2.CC_STAT_AREA] < params.min_area * solid.size
+    small[0] = False
+    return torch.from_numpy(small[labels].astype(np.float32)).to(alpha.device)[None, None]
+
+
+def _matte_decided(image: torch.Tensor, decided: torch.Tensor, reach: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Alpha at full size from ``decided``, the alpha decided on the frame shrunk and grown back to full
+    size (bilinear), whose outline may lie up to ``reach`` px too far out (a pixel of the shrunk frame:
+    its hard mask grows by one): 1 where it is 1 that far in, 0 where it is 0, and between
+    them each pixel's place on the line from the backdrop colour just outside to the piece colour just
+    inside, as ``_matte`` does it (``decided`` itself where the two are too alike); those pixels take
+    the piece colour. What is narrower than ``2 * reach`` (a wire, a link's gap) keeps its decided side.
+    Made on the box of the edge grown by the fills' reach (their coarsest level's), not the frame."""
+    solid, clear = _inner(decided >= 1 - 1e-3, reach), decided <= 1e-3
+    alpha = solid.to(image.dtype)
+    edge = ~(solid | clear)
+    box = grown_box(edge.to(image.dtype), 2 ** MATTE_LEVELS, threshold=0.5)
+    if box is None:
+        return alpha, image.clone()
+    part, edge, solid, clear, decided = (t[..., box[0], box[1]] for t in (image, edge, solid, clear, decided))
+    fg = fill_holes(part, (~solid).to(image.dtype), levels=MATTE_LEVELS)
+    bg = fill_holes(part, (~clear).to(image.dtype), levels=MATTE_LEVELS)
+    a = torch.where(edge, _between(part, fg, bg, decided), alpha[..., box[0], box[1]])
+    alpha[..., box[0], box[1]] = a
+    decontaminated = image.clone()
+    decontaminated[..., box[0], box[1]] = torch.where((a > 0) & (a < 1), fg, part)
+    return alpha, decontaminated
+
+
+def _inner(mask: torch.Tensor, reach: int) -> torch.Tensor:
+    """``mask`` (bool) eroded by ``reach`` px, save its parts narrower than that erosion leaves nothing of."""
+    m = mask.to(torch.float32)
+    eroded = erode(m, reach)
+    return (eroded > 0.5) | (mask & (dilate(eroded, reach + 1) < 0.5))
+
+
+def _cut_out_shrunk(frame: Frame, params: CutoutParams, why: str) -> Frame:
+    """``cut_out`` of a frame larger than ``work_size``: every decision (the backdrop, the sure and faint
+    piece, shadows, holes, facets, the network's checks) is made on the frame and its plate shrunk to
+    ``work_size`` by area averaging, nearer the scale the per-pixel tests were made at (1-2 MP: a 24 MP
+    frame's wire is 4-5x as wide, and each of its pixels carries more noise) and on a quarter of the
+    pixels or fewer; the alpha is then matted at full size around the decided outline from the full
+    frame's own colours (``_matte_decided``). The backdrop's way only (``params.method`` "backdrop": the
+    full frame chose it; ``why``: how, for the notes)."""
+    image = frame.image
+    h, w = image.shape[-2:]
+    size = (max(1, round(h * params.work_size / max(h, w))), max(1, round(w * params.work_size / max(h, w))))
+    plate = None if frame.plate is None else resize(frame.plate, size)
+    small = cut_out(Frame(resize(image, size), plate=plate), params)
+    del plate
+    reach = math.ceil(max(h, w) / params.work_size)
+    alpha, decontaminated = _matte_decided(image, resize(small.alpha, (h, w)).clamp_(0, 1), reach)
+    # the islands the shrunk frame's cut-out kept (in camera noise a chain's wire is found in pieces): the
+    # only ones the matte at full size may leave
+    _drop_islands_(alpha, params, resize(_islands(small.alpha, params), (h, w)) > 0)
+    piece = (alpha > 0.5).to(image.dtype)
+    return (frame.replace(image=decontaminated, alpha=alpha, flags=frame.flags + small.flags,
+                          notes=frame.notes + small.notes).with_masks(piece=piece)
+            .noted(f"cutout: {why}decided at {size[1]}x{size[0]}, matted at {w}x{h}"))
+
+
+def _drop_islands_(alpha: torch.Tensor, params: CutoutParams, islands: torch.Tensor | None = None) -> None:
     """Set alpha to 0 (in place) on the islands the matte made: parts of ``alpha`` > 0.5 smaller than
     ``min_area`` of the frame (the floor ``_keep_components`` holds the hard mask to; not its share of
     the largest part, which would take a prong's tip the matte cut off), with the fringe around them
     that no kept part shares. A speck of dust or a JPEG block joined to the piece by a 1 px thread of
-    the hard mask is a part of its own once the matte has made the thread fractional."""
+    the hard mask is a part of its own once the matte has made the thread fractional. ``islands`` (bool,
+    the frame's size): islands the outline was decided to have (``_cut_out_shrunk``'s); one that
+    touches them stays."""
     box = grown_box(alpha, 3, threshold=0.5)
     if box is None:
         return
@@ -956,6 +1033,8 @@ def _drop_islands_(alpha: torch.Tensor, params: CutoutParams) -> None:
     _, labels, stats, _ = regions.parts(solid)
     small = stats[:, cv2.CC_STAT_AREA] < params.min_area * alpha.shape[-2] * alpha.shape[-1]
     small[0] = False
+    if islands is not None and small.any():
+        small &= np.bincount(labels[islands[0, 0, box[0], box[1]].cpu().numpy()], minlength=len(stats)) == 0
     if not small[1:].any():
         return
     dropped = small[labels].astype(np.uint8)
@@ -1031,6 +1110,10 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
         # fine chain's wire is under a pixel): the backdrop model looks, with its ridges
         enc, fit_error = linear_to_srgb(image), past_noise
         fallback = "the network found no piece, the fit read past camera noise; "
+    if params.work_size is not None and max(h, w) > params.work_size:
+        # the network path decides at the network's sizes already: only the backdrop's way is shrunk
+        del enc
+        return _cut_out_shrunk(frame, params.model_copy(update={"method": "backdrop"}), fallback)
     if frame.plate is not None:
         # the studio's clean plate is the backdrop itself: fall-off, seams, paper texture, a desk's grain
         backdrop = linear_to_srgb(gaussian_blur(frame.plate, 1.0))

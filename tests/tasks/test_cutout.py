@@ -858,3 +858,46 @@ def test_a_chain_hung_from_a_piece_the_network_sees_is_judged_link_by_link():
     assert len({far, close, sliver}) == 3 and min(far, close, sliver) > 0
     blind = _unseen_lines(core, labels, stats, np.arange(n) > 0, prob, width=4.0)
     assert blind[far] and not blind[close] and not blind[sliver]
+
+
+def _band_iou_and_edge(scene, frame):
+    a, t = frame.alpha[0, 0].cpu().numpy(), scene.alpha
+    edge = (t > 0.02) & (t < 0.98)
+    return _iou(scene, frame), float(np.abs(a - t)[edge].mean())
+
+
+@pytest.mark.parametrize("piece", ["band", "earring"])
+def test_a_frame_above_the_work_size_is_decided_shrunk_and_matted_at_full_size(piece):
+    """A frame longer than ``work_size`` is cut out on the frame shrunk to it (a 24 MP back's frame at
+    3000 px by default: the per-pixel tests' scale and noise, a quarter of the pixels) and matted at full
+    size from its own colours: the outline as good as deciding at full size, the edge's alpha as close
+    to the truth (the bilinear upsampled alpha alone was 0.05-0.1 further off on these scenes)."""
+    scene = sim_scene(1, size=(960, 640), piece=piece, background="white_sweep")
+    frame = neutralize(scene_frame(scene), NeutralizeParams())
+    full = cut_out(frame, CutoutParams(work_size=None))
+    shrunk = cut_out(frame, CutoutParams(work_size=480))
+    assert shrunk.alpha.shape == full.alpha.shape and any("decided at 480x320" in n for n in shrunk.notes)
+    (iou_full, edge_full), (iou_shrunk, edge_shrunk) = _band_iou_and_edge(scene, full), _band_iou_and_edge(scene, shrunk)
+    assert iou_shrunk >= 0.95 and iou_shrunk >= iou_full - 0.01, (iou_full, iou_shrunk)
+    assert edge_shrunk <= edge_full + 0.03, (edge_full, edge_shrunk)
+    grown = F.interpolate(cut_out(frame.replace(image=F.interpolate(frame.image, size=(320, 480), mode="area")),
+                                  CutoutParams()).alpha, size=(640, 960), mode="bilinear", align_corners=False)
+    a, t = grown[0, 0].numpy(), scene.alpha
+    edge = (t > 0.02) & (t < 0.98)
+    assert edge_shrunk < float(np.abs(a - t)[edge].mean()) - 0.02
+
+
+def test_islands_the_shrunk_cut_out_kept_stay_those_the_full_size_matte_made_go():
+    """``_drop_islands_`` with the islands the outline was decided with (a chain's wire found in pieces in
+    camera noise, kept on purpose on the shrunk frame): an island touching them stays, another goes."""
+    from tasks.cutout import _drop_islands_
+
+    alpha = torch.zeros((1, 1, 400, 600))
+    alpha[..., 80:160, 60:200] = 1.0                  # the piece
+    alpha[..., 20:24, 300:304] = 1.0                  # an island the shrunk cut-out had too
+    alpha[..., 40:44, 400:404] = 1.0                  # one the full-size matte made
+    islands = torch.zeros_like(alpha, dtype=torch.bool)
+    islands[..., 18:22, 298:302] = True
+    _drop_islands_(alpha, CutoutParams(), islands)
+    assert float(alpha[..., 20:24, 300:304].min()) == 1 and float(alpha[..., 40:44, 400:404].max()) == 0
+    assert float(alpha[..., 80:160, 60:200].min()) == 1
