@@ -111,7 +111,7 @@ class CutoutParams(BaseModel):
     keep_ratio: float = Field(0.02, ge=0, le=1, description="drop components smaller than this fraction of the largest")
     min_area: float = Field(2e-4, ge=0, description="drop components smaller than this fraction of the frame")
     band: int = Field(2, ge=1, le=16, description="half-width in px of the edge band where alpha is fractional")
-    work_size: int | None = Field(3000, ge=256, description="long edge (px) the mask is decided at: a larger frame "
+    work_size: int | None = Field(3000, ge=64, description="long edge (px) the mask is decided at: a larger frame "
                                   "(a 24 MP back's 6000) is shrunk to it for every decision and only its alpha is "
                                   "matted at full size, around the decided outline; None: decided at full size")
     max_backdrop_residual: float = Field(0.01, gt=0, description="backdrop fit error (sRGB) above which the backdrop is called cluttered")

@@ -901,3 +901,23 @@ def test_islands_the_shrunk_cut_out_kept_stay_those_the_full_size_matte_made_go(
     _drop_islands_(alpha, CutoutParams(), islands)
     assert float(alpha[..., 20:24, 300:304].min()) == 1 and float(alpha[..., 40:44, 400:404].max()) == 0
     assert float(alpha[..., 80:160, 60:200].min()) == 1
+
+
+def test_with_a_plate_above_the_work_size_the_plate_is_shrunk_with_the_frame():
+    """The ring on wood with its clean plate, decided at half size (the plate shrunk alike): the plate's
+    way, its outline as good as at full size, the interior open."""
+    image, truth = _ring_on_wood(1)
+    plate, _ = _ring_on_wood(2, with_piece=False)
+    full = cut_out(Frame(image, plate=plate), CutoutParams(work_size=None))
+    shrunk = cut_out(Frame(image, plate=plate), CutoutParams(work_size=180))
+    notes = " ".join(shrunk.notes)
+    assert "backdrop from the clean plate" in notes and "decided at 180x120, matted at 360x240" in notes
+
+    def iou(frame):
+        a, g = frame.alpha[0, 0].numpy() > 0.5, truth > 0.5
+        return float((a & g).sum() / (a | g).sum())
+
+    assert iou(shrunk) >= 0.95 and iou(shrunk) >= iou(full) - 0.01, (iou(full), iou(shrunk))
+    hole = np.zeros_like(truth, bool)
+    cv2.circle(hole.view(np.uint8), (180, 120), 50, 1, -1)
+    assert (shrunk.alpha[0, 0].numpy()[hole] < 0.5).mean() > 0.99
