@@ -975,13 +975,18 @@ def _matte_decided(image: torch.Tensor, decided: torch.Tensor, reach: int) -> tu
     box = grown_box(edge.to(image.dtype), 2 ** MATTE_LEVELS, threshold=0.5)
     if box is None:
         return alpha, image.clone()
-    part, edge, solid, clear, decided = (t[..., box[0], box[1]] for t in (image, edge, solid, clear, decided))
+    part, solid, clear = (t[..., box[0], box[1]] for t in (image, solid, clear))
     fg = fill_holes(part, (~solid).to(image.dtype), levels=MATTE_LEVELS)
     bg = fill_holes(part, (~clear).to(image.dtype), levels=MATTE_LEVELS)
-    a = torch.where(edge, _between(part, fg, bg, decided), alpha[..., box[0], box[1]])
-    alpha[..., box[0], box[1]] = a
+    # the edge's pixels alone, as (1, C, N, 1) columns: a thin outline of the box's millions
+    at = edge[0, 0, box[0], box[1]]
+    column = lambda t: t[0][:, at][None, ..., None]  # noqa: E731
+    a = _between(column(part), column(fg), column(bg), column(decided[..., box[0], box[1]]))[0, 0, :, 0]
+    alpha[0, 0, box[0], box[1]][at] = a
     decontaminated = image.clone()
-    decontaminated[..., box[0], box[1]] = torch.where((a > 0) & (a < 1), fg, part)
+    mixed = at.clone()
+    mixed[at] = (a > 0) & (a < 1)
+    decontaminated[0, :, box[0], box[1]][:, mixed] = fg[0][:, mixed]
     return alpha, decontaminated
 
 
