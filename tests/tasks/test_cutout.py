@@ -871,7 +871,8 @@ def test_a_frame_above_the_work_size_is_decided_shrunk_and_matted_at_full_size(p
     """A frame longer than ``work_size`` is cut out on the frame shrunk to it (a 24 MP back's frame at
     3000 px by default: the per-pixel tests' scale and noise, a quarter of the pixels) and matted at full
     size from its own colours: the outline as good as deciding at full size, the edge's alpha as close
-    to the truth (the bilinear upsampled alpha alone was 0.05-0.1 further off on these scenes)."""
+    to the truth (the shrunk cut-out's alpha grown back bilinear was 0.18-0.20 further off, in mean |alpha -
+    truth| over the truth's soft edge)."""
     scene = sim_scene(1, size=(960, 640), piece=piece, background="white_sweep")
     frame = neutralize(scene_frame(scene), NeutralizeParams())
     full = cut_out(frame, CutoutParams(work_size=None))
@@ -884,7 +885,7 @@ def test_a_frame_above_the_work_size_is_decided_shrunk_and_matted_at_full_size(p
                                   CutoutParams()).alpha, size=(640, 960), mode="bilinear", align_corners=False)
     a, t = grown[0, 0].numpy(), scene.alpha
     edge = (t > 0.02) & (t < 0.98)
-    assert edge_shrunk < float(np.abs(a - t)[edge].mean()) - 0.02
+    assert edge_shrunk < float(np.abs(a - t)[edge].mean()) - 0.1
 
 
 def test_islands_the_shrunk_cut_out_kept_stay_those_the_full_size_matte_made_go():
