@@ -48,8 +48,12 @@ def backdrop_cast(image: torch.Tensor, alpha: torch.Tensor, margin: int = BACKDR
     # 3rd row and column), read without gathering the whole backdrop
     h, w = alpha.shape[-2:]
     step = math.ceil(math.sqrt(h * w / SAMPLE_ABOVE)) if h * w > SAMPLE_ABOVE else 1
-    near = dilate((alpha > 0.5).to(alpha.dtype), margin)[0, 0, ::step, ::step] >= 0.5
-    far = (alpha[0, 0, ::step, ::step] < 0.01) & ~near
+    # within ``margin`` of the piece: dilated on the piece's box grown by the margin, the only place it reaches
+    near = torch.zeros((h, w), dtype=torch.bool, device=alpha.device)
+    box = grown_box(alpha, margin, threshold=0.5)
+    if box is not None:
+        near[box] = dilate((alpha[..., box[0], box[1]] > 0.5).to(alpha.dtype), margin)[0, 0] >= 0.5
+    far = (alpha[0, 0, ::step, ::step] < 0.01) & ~near[::step, ::step]
     if not bool(far.any()):
         return float("nan"), float("nan")
     pixels = image[0][:, ::step, ::step][:, far]
