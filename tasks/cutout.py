@@ -59,7 +59,8 @@ from tasks import regions
 from tasks.color import LUMINANCE, linear_to_srgb, srgb_to_linear
 from tasks.compose import grow, grown_box
 from tasks.frame import Frame, luminance
-from tasks.ops import SAMPLE_ABOVE, dilate, erode, fill_holes, gaussian_blur, quantiles, resize, resize_at, row_bands
+from tasks.ops import (SAMPLE_ABOVE, dilate, erode, fill_holes, gaussian_blur, quantiles, resize, resize_at, row_bands,
+                       shrunk_size)
 
 
 class CutoutParams(BaseModel):
@@ -369,8 +370,7 @@ def ridge_lines(enc: torch.Tensor, backdrop: torch.Tensor, quiet: torch.Tensor, 
     ``ridge_size`` is read at that size (area filter) and the lines grown back.
     """
     h, w = enc.shape[-2:]
-    shrink = min(1.0, params.ridge_size / max(h, w))
-    size = (max(8, round(h * shrink)), max(8, round(w * shrink)))
+    size = shrunk_size((h, w), params.ridge_size, smallest=8)
     plain = resize(quiet.to(enc.dtype), size)[0, 0].cpu().numpy() > 0.99
     step = max(1, math.ceil(math.sqrt(plain.size / SAMPLE_ABOVE)))
     plain = plain[::step, ::step]
@@ -393,7 +393,7 @@ def ridge_lines(enc: torch.Tensor, backdrop: torch.Tensor, quiet: torch.Tensor, 
     keep &= stats[:, cv2.CC_STAT_AREA] >= params.ridge_min_area * z.size
     keep[0] = False
     lines = keep[labels]
-    if shrink < 1:     # grown back on the ridge's strength (16 codes a sigma), so a line keeps its width, not blocks
+    if size != (h, w):     # grown back on the ridge's strength (16 codes a sigma), so a line keeps its width, not blocks
         code = np.where(lines, np.minimum(z * 16, 255), 0).astype(np.uint8)
         lines = cv2.resize(code, (w, h), interpolation=cv2.INTER_LINEAR) > 16 * params.ridge_grow_sigmas
     return lines
@@ -952,12 +952,19 @@ def _between(image: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, fallback: 
     return reliable * proj.clamp(0, 1) + (1 - reliable) * fallback
 
 
+def _small_parts(solid: np.ndarray, frame_px: int, params: CutoutParams) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, small): the 8-connected parts of ``solid`` (uint8) and which are under ``min_area`` of a
+    frame of ``frame_px`` pixels (label 0, what lies outside every part, never)."""
+    _, labels, stats, _ = regions.parts(solid)
+    small = stats[:, cv2.CC_STAT_AREA] < params.min_area * frame_px
+    small[0] = False
+    return labels, small
+
+
 def _islands(alpha: torch.Tensor, params: CutoutParams) -> torch.Tensor:
     """(1, 1, H, W) float: the parts of ``alpha`` > 0.5 smaller than ``min_area`` of the frame."""
     solid = (alpha[0, 0] > 0.5).cpu().numpy().astype(np.uint8)
-    _, labels, stats, _ = regions.parts(solid)
-    small = stats[:, cv2.CC_STAT_AREA] < params.min_area * solid.size
-    small[0] = False
+    labels, small = _small_parts(solid, solid.size, params)
     return torch.from_numpy(small[labels].astype(np.float32)).to(alpha.device)[None, None]
 
 
@@ -1007,7 +1014,7 @@ def _cut_out_shrunk(frame: Frame, params: CutoutParams, why: str) -> Frame:
     full frame chose it; ``why``: how, for the notes)."""
     image = frame.image
     h, w = image.shape[-2:]
-    size = (max(1, round(h * params.work_size / max(h, w))), max(1, round(w * params.work_size / max(h, w))))
+    size = shrunk_size((h, w), params.work_size)
     plate = None if frame.plate is None else resize(frame.plate, size)
     small = cut_out(Frame(resize(image, size), plate=plate), params)
     del plate
@@ -1035,11 +1042,9 @@ def _drop_islands_(alpha: torch.Tensor, params: CutoutParams, islands: torch.Ten
         return
     part = alpha[0, 0, box[0], box[1]]
     solid = (part > 0.5).cpu().numpy().astype(np.uint8)
-    _, labels, stats, _ = regions.parts(solid)
-    small = stats[:, cv2.CC_STAT_AREA] < params.min_area * alpha.shape[-2] * alpha.shape[-1]
-    small[0] = False
+    labels, small = _small_parts(solid, alpha.shape[-2] * alpha.shape[-1], params)
     if islands is not None and small.any():
-        small &= np.bincount(labels[islands[0, 0, box[0], box[1]].cpu().numpy()], minlength=len(stats)) == 0
+        small &= np.bincount(labels[islands[0, 0, box[0], box[1]].cpu().numpy()], minlength=len(small)) == 0
     if not small[1:].any():
         return
     dropped = small[labels].astype(np.uint8)

@@ -125,6 +125,14 @@ def closing(x: torch.Tensor, radius: int) -> torch.Tensor:
     return erode(dilate(x, radius), radius)
 
 
+def shrunk_size(size: tuple[int, int], long_edge: int, smallest: int = 1) -> tuple[int, int]:
+    """(H, W) of a frame of ``size`` brought to a long edge of at most ``long_edge`` px (never grown),
+    each side at least ``smallest``."""
+    h, w = size
+    shrink = min(1.0, long_edge / max(h, w))
+    return max(smallest, round(h * shrink)), max(smallest, round(w * shrink))
+
+
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize to ``(H, W)``; area filter when shrinking, bilinear when growing."""
     if tuple(x.shape[-2:]) == tuple(size):

@@ -113,3 +113,10 @@ def test_quantiles_are_torch_s_to_the_bit_from_a_partial_sort(shape):
         assert torch.equal(ops.quantiles(values, qs), torch.quantile(values, torch.tensor(qs), dim=-1))
     values[..., 0] = float("nan")     # NaN makes every quantile NaN, as torch's does
     assert ops.quantiles(values, (0.5,)).isnan().all()
+
+
+def test_shrunk_size_brings_the_long_edge_down_and_never_grows():
+    assert ops.shrunk_size((4000, 6000), 3000) == (2000, 3000)
+    assert ops.shrunk_size((3872, 3872), 3000) == (3000, 3000)
+    assert ops.shrunk_size((800, 1200), 3000) == (800, 1200)
+    assert ops.shrunk_size((10, 6000), 2000, smallest=8) == (8, 2000)
