@@ -32,14 +32,15 @@ from infra.imageio import TooLarge, UnreadableSource, encode, read_source
 from infra.limits import memory_cap, peak_rss_mb, reuse_freed_memory
 from infra.presets import ExportSpec, Preset, PresetError, load_preset
 from infra.storage import Location
-from qa.evidence import Evidence, cast_unverified, gather_evidence, kept_findings, read_scene
-from qa.held import Held, hold
-from qa.metrics import compute_metrics, detail_loss_map
+from qa.evidence import Evidence, cast_unverified, gather_evidence, in_frame, kept_findings, read_scene
+from qa.held import Held, hold, qa_level
+from qa.metrics import compute_metrics, detail_loss_map, edge_halos
 from tasks.color import srgb8_to_linear
 from tasks.compose import canvas_scale, on_canvas, quantize
 from tasks.cutout import matte_onto
 from tasks.develop import DevelopParams, develop
 from tasks.frame import Frame
+from tasks.ops import shrunk_by
 from tasks.pipeline import STAGE_NAMES, STAGES, stage_params, run_stages
 from tasks.sensor_dust import SensorDustParams, Spot, SurveyFound, correct_sensor_dust, dust_evidence, spots_for
 
@@ -171,14 +172,14 @@ def _retouch(handed: list, image_id: str, preset: Preset, staging: Location, dev
         params = stage_params({k: v for k, v in stages.items() if k not in SHOOT_LEVEL}, background)
         handed_on = [frame]     # QA reads the source last, inside: nothing here holds it afterwards
         del frame
-        result, held, before, timings, metrics, evidence = _stages_and_evidence(handed_on, params, skip)
+        result, held, seen, before, timings, metrics, evidence = _stages_and_evidence(handed_on, params, skip)
         metrics["sensor_dust_spots"] = float(len(spots))
         metrics["upscale"] = _upscale(result, preset)
         t0 = time.perf_counter()
-        _stage_previews(before, held, result, staging, evidence, preset)
+        _stage_previews(before, held, result, seen, staging, evidence, preset)
         # the exports need the result's pixels and alpha alone: what QA held, the plate (~0.3 GB at 24 MP)
         # and the masks (0.1 GB each) go before they are encoded
-        del held
+        del held, seen
         result = result.replace(plate=None, masks={})
         t1 = time.perf_counter()
         staged = _stage_exports(result, preset, staging)
@@ -202,53 +203,65 @@ def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...
     image either way; nothing is redone where neutralize left the colour as shot already, on a desk):
     never "corrected" wrongly, and the later stages run once. Once the piece is cut out, what QA and
     the previews read of the whole source and reference is read, and QA holds the two on the piece's
-    box only (``qa.held.hold``) while the later stages run.
+    box only (``qa.held.hold``) while the later stages run. QA reads every frame at its level
+    (``qa.held.qa_level``: a 24 MP frame at half its size), its findings' boxes given in frame pixels.
 
-    Returns the result, what QA held, the "before" preview, seconds per step, the metrics and the
-    evidence."""
+    Returns the result, what QA held, the result at QA's level, the "before" preview, seconds per step,
+    the metrics and the evidence."""
     frame = handed.pop()
     light_known = params["neutralize"].kelvin is not None
     later = tuple(n for n in STAGE_NAMES if n not in TO_CUTOUT)
     reference, _, timings = run_stages(frame, params, skip + later + ("cutout",))
     cut, _, rest = run_stages(reference, params, skip + later + ("neutralize",), want_reference=False)
     timings.update(rest)
-    scene, scene_seconds = _timed(read_scene, frame.image, reference, cut.alpha)
+    k = qa_level(tuple(frame.image.shape[-2:]), params["cutout"].work_size)
+    t0 = time.perf_counter()
+    # what QA reads, at its level: the source, the reference and the cut-out (matte_onto below keeps it)
+    source, seen_reference = shrunk_by(frame.image, k), reference.shrunk_by(k)
+    alpha = None if cut.alpha is None else shrunk_by(cut.alpha, k)
+    scene = read_scene(source, seen_reference, alpha)
+    scene_seconds = time.perf_counter() - t0
     estimated = "neutralize" not in skip and params["neutralize"].strength > 0
-    unconfirmed = estimated and cast_unverified(frame.image, cut.alpha, scene, light_known)
+    unconfirmed = estimated and cast_unverified(source, alpha, scene, light_known)
     # (neutralize may have left the colour as shot already, on a textured backdrop: nothing to redo)
     if unconfirmed and reference.image is not frame.image:
         params = {**params, "neutralize": params["neutralize"].model_copy(update={"strength": 0.0})}
         made = dict(alpha=cut.alpha, masks=cut.masks, flags=cut.flags[len(reference.flags):],
                     notes=cut.notes[len(reference.notes):])
-        del cut, reference, scene     # the first pass's frames (~0.6 GB at 24 MP) go before the second is made
+        del cut, reference, seen_reference, scene     # the first pass's frames (~0.6 GB at 24 MP) go first
         reference, _, again = run_stages(frame, params, skip + later + ("cutout",))
         t0 = time.perf_counter()
         cut = matte_onto(reference, **made)
         del made
         timings.update(neutralize=timings["neutralize"] + again["neutralize"],
                        cutout=timings.get("cutout", 0.0) + time.perf_counter() - t0)
-        scene, seconds = _timed(read_scene, frame.image, reference, cut.alpha)
-        scene_seconds += seconds
+        t0 = time.perf_counter()
+        seen_reference = reference.shrunk_by(k)
+        scene = read_scene(source, seen_reference, alpha)
+        scene_seconds += time.perf_counter() - t0
     if unconfirmed:
         cut = cut.noted("neutralize: the light could not be confirmed on the piece; colour left as shot")
     before, timings["previews"] = _timed(_preview, reference.image, _preview_size(*reference.image.shape[-2:]))
-    held, seconds = _timed(hold, frame.image, reference, cut.alpha, scene)
+    held, seconds = _timed(hold, source, seen_reference, alpha, scene)
     scene_seconds += seconds
     # the later stages are handed the cut-out frame alone: nothing here holds it, the source or the
     # reference whole while they run
     handed_on = [cut]
-    del cut, frame, reference
+    del cut, frame, reference, source, seen_reference, alpha
     result, _, rest = run_stages(handed_on.pop(), params, skip + TO_CUTOUT, want_reference=False)
     timings.update(rest)
     t0 = time.perf_counter()
-    metrics = compute_metrics(held, result)
+    seen = result.shrunk_by(k)
+    metrics = compute_metrics(held, seen)
+    if k > 1:       # a fringe is a few of the frame's own px: the level would look past it
+        metrics.update(edge_halos(result))
     if light_known:   # the backdrop keeps its own colour (coloured paper): it is no residual cast
         metrics.update(background_a=0.0, background_b=0.0, background_cast=0.0)
     t1 = time.perf_counter()
-    evidence = gather_evidence(held, result, light_known=light_known)
+    evidence = in_frame(gather_evidence(held, seen, light_known=light_known, pierced=k == 1), result, k)
     metrics.update(evidence.metrics)
     timings.update(qa_metrics=t1 - t0, qa_evidence=time.perf_counter() - t1 + scene_seconds)
-    return result, held, before, timings, metrics, evidence
+    return result, held, seen, before, timings, metrics, evidence
 
 
 def _timed(f, *args):
@@ -368,15 +381,16 @@ def _png(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _stage_previews(before: Image.Image, held: Held, result: Frame, staging: Location, evidence: Evidence,
-                    preset: Preset) -> None:
+def _stage_previews(before: Image.Image, held: Held, result: Frame, seen: Frame, staging: Location,
+                    evidence: Evidence, preset: Preset) -> None:
     """Before/after JPEGs, a mask/defect/detail-loss overlay, and QA's evidence (where it disagrees
     with the result, and the findings that failed a rule, in words with a box) for the review queue.
-    ``before``: the reference's preview, made before QA held it on the piece's box only."""
+    ``before``: the reference's preview, made before QA held it on the piece's box only; ``seen``: the
+    result at QA's level, as QA compared it with what it held."""
     size = (before.height, before.width)
     (staging / "preview" / "before.jpg").write_bytes(_jpeg(before))
     (staging / "preview" / "after.jpg").write_bytes(_jpeg(_preview(result.image, size)))
-    planes = [_shrunk(result.masks.get("defects"), size), _shrunk(detail_loss_map(held, result), size),
+    planes = [_shrunk(result.masks.get("defects"), size), _shrunk(detail_loss_map(held, seen), size),
               _shrunk(result.alpha, size)]
     overlay = Image.fromarray((np.stack(planes, -1) * 255 + 0.5).clip(0, 255).astype(np.uint8))
     (staging / "preview" / "overlay.png").write_bytes(_png(overlay))
@@ -385,7 +399,7 @@ def _stage_previews(before: Image.Image, held: Held, result: Frame, staging: Loc
     where[marked] = (255, 0, 200, 170)
     (staging / "preview" / "evidence.png").write_bytes(_png(Image.fromarray(where)))
     findings = kept_findings(evidence, preset.qa)
-    h, w = held.size
+    h, w = result.image.shape[-2:]
     (staging / "preview" / "evidence.json").write_bytes(json.dumps(
         {"size": [w, h], "findings": [dataclasses.asdict(f) for f in findings]}, indent=1).encode())
 

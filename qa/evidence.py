@@ -135,7 +135,7 @@ class Finding:
 class Evidence:
     metrics: dict[str, float]
     findings: list[Finding] = field(default_factory=list)
-    overlay: np.ndarray | None = None   # (H, W) bool: where the evidence disagrees with the result
+    overlay: np.ndarray | None = None   # (h, w) bool at QA's level: where the evidence disagrees with the result
 
 
 def _largest_channel(x: np.ndarray) -> np.ndarray:
@@ -437,13 +437,39 @@ def cast_unverified(source: torch.Tensor, alpha: torch.Tensor | None, scene: Sce
     return _light_unconfirmed(_hwc(source[..., box[0], box[1]].clamp(0, 1)), piece, scene.backdrop_rgb)
 
 
-def gather_evidence(held: Held, result: Frame, *, light_known: bool) -> Evidence:
+def in_frame(evidence: Evidence, result: Frame, k: int) -> Evidence:
+    """``evidence`` gathered at the pyramid level ``k`` (``qa.held.qa_level``; ``gather_evidence(...,
+    pierced=False)``) on ``result``, the finished frame at full size: the findings' boxes in the frame's
+    pixels (each grown to the whole blocks it covers), and the holes in solid piece found at full size.
+    That test reads the alpha alone, and its smallest hole (9 px: 3 x 3 is seen at 1:1) is under a pixel
+    of the level; so is the facet a cut-out at 24 MP leaves."""
+    if k == 1:
+        return evidence
+    h, w = result.image.shape[-2:]
+    findings = [Finding(f.code, (f.box[0] * k, f.box[1] * k, min(f.box[2] * k, w), min(f.box[3] * k, h)), f.text)
+                for f in evidence.findings]
+    metrics, overlay = dict(evidence.metrics), evidence.overlay.copy()
+    box = None if result.alpha is None else grown_box(result.alpha, CROP_MARGIN)
+    found = []
+    if box is not None:
+        a = result.alpha[0, 0, box[0], box[1]].float().cpu().numpy()
+        found, where = _pierced(a, _enclosed(a > 0.5))
+        ys, xs = np.nonzero(where)
+        overlay[(ys + box[0].start) // k, (xs + box[1].start) // k] = True     # the blocks they lie in
+        oy, ox = box[0].start, box[1].start
+        findings += [Finding(f.code, (f.box[0] + ox, f.box[1] + oy, f.box[2] + ox, f.box[3] + oy)) for f in found[:3]]
+    metrics["holes_in_piece"] = float(len(found))
+    return Evidence(metrics, findings, overlay)
+
+
+def gather_evidence(held: Held, result: Frame, *, light_known: bool, pierced: bool = True) -> Evidence:
     """Independent evidence for one image (B=1).
 
     ``held``: the source (as developed, before any stage) and the reference (after neutralize, before
     the cut-out) as QA holds them (``qa.held.hold``, with ``read_scene``'s scene); ``result``: the
     finished frame; ``light_known``: the shoot gave the light (kelvin or a plate), so it was not
-    estimated from the backdrop.
+    estimated from the backdrop; ``pierced=False``: holes in solid piece are left to ``in_frame`` (the
+    frame read at a pyramid level: they are found at full size).
 
     The frame's statistics come from the whole frame (``read_scene``); everything else is looked at on
     the piece's box plus ``CROP_MARGIN`` (holes are enclosed by the piece, the outline and the parts
@@ -471,10 +497,11 @@ def gather_evidence(held: Held, result: Frame, *, light_known: bool) -> Evidence
     m["hole_suspect_area"], found, suspect = _holes(piece, holes, bd, prob)
     findings += [on_box(f.code, f.box) for f in found]
     near |= suspect
-    found, pierced = _pierced(a, holes)
-    m["holes_in_piece"] = float(len(found))
-    findings += [on_box(f.code, f.box) for f in found[:3]]     # the three largest: where to look first
-    near |= pierced
+    if pierced:
+        found, where = _pierced(a, holes)
+        m["holes_in_piece"] = float(len(found))
+        findings += [on_box(f.code, f.box) for f in found[:3]]     # the three largest: where to look first
+        near |= where
 
     # opaque pixels that are the plain, unshaded backdrop
     plain = (a > SEE_THROUGH) & bd.plain

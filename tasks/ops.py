@@ -164,6 +164,16 @@ def halve(x: torch.Tensor) -> torch.Tensor:
     return _per_plane(x, half, ((h + 1) // 2, (w + 1) // 2))
 
 
+def shrunk_by(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The mean of each ``k`` x ``k`` block of ``x`` (a bool mask as its share of True), the last row and
+    column of blocks averaging what they hold: a pyramid level, so a box of the frame whose corners
+    are multiples of ``k`` shrinks to the same pixels as the frame does. ``k`` 1: ``x`` itself."""
+    if k == 1:
+        return x
+    x = x if x.is_floating_point() else x.float()
+    return halve(x) if k == 2 else F.avg_pool2d(x, k, ceil_mode=True)
+
+
 def resize_at(x: torch.Tensor, size: tuple[int, int], rows: slice, cols: slice) -> torch.Tensor:
     """``resize(x, size)[..., rows, cols]`` without making the whole resized image: a coarse map
     (a backdrop model, a network's probability) read at full size on the piece's box only."""

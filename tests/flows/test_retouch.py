@@ -82,3 +82,25 @@ def test_a_textured_backdrop_already_left_as_shot_is_not_redone(tmp_path):
     assert not any("could not be confirmed" in n for n in shot.notes)
     (rgb, alpha), (rgb0, alpha0) = (read_cutout(Path(o.staged["cutout"])) for o in (redone, shot))
     assert np.array_equal(alpha, alpha0) and np.array_equal(rgb, rgb0)
+
+
+def test_qa_reads_a_frame_over_the_work_size_at_its_pyramid_level(tmp_path, monkeypatch):
+    """A 1200 x 800 frame with ``[stages.cutout] work_size = 600``: QA holds it at half its size, and the
+    findings the reviewer is shown are boxes in the frame's pixels (the unconfirmed light's: all of it)."""
+    import json
+
+    import flows.retouch as retouch
+
+    held = []
+    hold = retouch.hold
+    monkeypatch.setattr(retouch, "hold", lambda *args: held.append(hold(*args)) or held[-1])
+    scene = _band([7, 1], (1200, 800), "white_sweep")
+    shot = scene.clean * (scene.alpha[..., None] + (1 - scene.alpha[..., None]) * np.array((1.0, 0.88, 0.72), np.float32))
+    outcome = retouch_image(_tif(tmp_path / "B2_front.tif", shot), "b2", load_preset("catalog"), tmp_path / "staged",
+                            device="cpu", overrides={"stages": {"cutout": {"work_size": 600}}})
+    assert outcome.ok and outcome.metrics["cast_unverified"] == 1
+    assert [h.size for h in held] == [(400, 600)]
+    shown = json.loads((tmp_path / "staged" / "preview" / "evidence.json").read_text())
+    assert shown["size"] == [1200, 800]
+    assert {"code": "cast_unverified", "box": [0, 0, 1200, 800]} in [
+        {k: f[k] for k in ("code", "box")} for f in shown["findings"]]

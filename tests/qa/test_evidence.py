@@ -9,8 +9,10 @@ import torch
 
 from infra.presets import load_preset
 from models.simulator import render_scene
-from qa.evidence import FINDING_METRIC, FINDING_TEXT, Evidence, Finding, gather_evidence, kept_findings, read_scene
+from qa.evidence import (FINDING_METRIC, FINDING_TEXT, Evidence, Finding, gather_evidence, in_frame, kept_findings,
+                         read_scene)
 from qa.held import Held, hold
+from tasks import ops
 from tasks.frame import Frame
 
 
@@ -178,6 +180,34 @@ def test_the_backdrop_read_band_by_band_is_the_whole_box_read_at_once(band, monk
         assert np.array_equal(getattr(banded, name), getattr(whole, name)), name
     assert np.abs(banded.shade - whole.shade).max() < 1e-6
     assert whole.flat.mean() < 0.99 and whole.plain.mean() < 0.99     # the piece's box: not all backdrop
+
+
+def test_evidence_read_at_a_pyramid_level_points_at_the_frames_pixels(band):
+    """A frame twice the band's size read at level 2 (``qa.held.qa_level`` of a frame over the work size):
+    a hole cut into the metal is found there, with its box in the frame's pixels (``in_frame``); a 5 px
+    pinhole deep in the metal, under a pixel of the level, is found by ``in_frame`` at full size."""
+    solid = cv2.erode((band.alpha > 0.99).astype(np.uint8), np.ones((31, 31), np.uint8)) > 0
+    spots = np.argwhere(solid)
+    (cy, cx), (py, px) = spots[len(spots) // 3], spots[2 * len(spots) // 3]
+    grow = lambda x: cv2.resize(x, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)  # noqa: E731
+    alpha = grow((band.alpha > 0.5).astype(np.float32))      # hard: its soft rim enlarged would be see-through
+    cv2.circle(alpha, (2 * int(cx), 2 * int(cy)), 12, 0.0, -1)
+    alpha[2 * py - 1:2 * py + 2, 2 * px - 1:2 * px + 2] = 0.0          # 3 x 3 px at full size
+    image, a = _t(grow(band.clean)), _t(alpha)
+    whole = Frame(image * a + (1 - a), alpha=a, foreground=image, masks={"metal": _t(grow(band.metal))})
+    result = whole.shrunk_by(2)
+    source, reference = ops.shrunk_by(_t(grow(band.source)), 2), Frame(image).shrunk_by(2)
+    held = hold(source, reference, result.alpha, read_scene(source, reference, result.alpha))
+    assert held.size == (400, 600)
+    inside = lambda y, x, b: b[0] <= x <= b[2] and b[1] <= y <= b[3]  # noqa: E731
+    at_level = gather_evidence(held, result, light_known=False)      # the pinhole is under a pixel there
+    assert not any(inside(py, px, f.box) for f in at_level.findings if f.code == "hole_in_piece")
+    ev = in_frame(gather_evidence(held, result, light_known=False, pierced=False), whole, 2)
+    assert any(inside(2 * cy, 2 * cx, f.box) for f in ev.findings if f.code == "hole_not_backdrop")
+    assert ev.metrics["holes_in_piece"] == 2                 # the pinhole and the hole cut in (solid metal too)
+    assert any(inside(2 * py, 2 * px, f.box) for f in ev.findings if f.code == "hole_in_piece")
+    assert all(f.box[2] <= 1200 and f.box[3] <= 800 for f in ev.findings)
+    assert ev.overlay.shape == (400, 600) and ev.overlay[cy, cx] and ev.overlay[py, px]
 
 
 def test_a_pinhole_in_solid_metal_is_seen_and_design_holes_are_not(band):

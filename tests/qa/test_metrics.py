@@ -12,7 +12,7 @@ import torch
 from qa import faults
 from qa.evidence import EVIDENCE_DOCS
 from qa.held import backdrop_cast
-from qa.metrics import (METRIC_DOCS, compute_metrics, edge_halo, hue_shift, mask_holes, skeleton,
+from qa.metrics import (METRIC_DOCS, compute_metrics, edge_halo, edge_halos, hue_shift, mask_holes, skeleton,
                         thin_retention)
 from tasks.color import rgb_to_lab
 from tasks.frame import Frame
@@ -157,6 +157,18 @@ def test_edge_halo():
     _, bled = faults.halo(reference, result)
     assert edge_halo(bled.foreground, bled.alpha) > 1.5
     assert torch.equal(bled.alpha > 0.5, alpha > 0.5)  # the outline does not move
+
+
+def test_a_fringe_a_few_frame_pixels_wide_is_read_at_full_size():
+    """``edge_halos`` on the piece's box gives compute_metrics' values; a 3 px fringe of the old backdrop,
+    which the frame's level 2 (``qa.held.qa_level``) shrinks to under its ring 2-4 px out, is seen there."""
+    image, alpha = _textured()
+    reference, result = _pair(image, alpha)
+    _, bled = faults.halo(reference, result, width=3)
+    m = compute_metrics(reference, bled)
+    assert edge_halos(bled) == {"edge_halo": m["edge_halo"], "edge_halo_dark": m["edge_halo_dark"]}
+    level = compute_metrics(reference.shrunk_by(2), bled.shrunk_by(2))
+    assert level["edge_halo"] < 0.8 < edge_halos(bled)["edge_halo"]
 
 
 def test_faults_move_their_metric():

@@ -120,3 +120,19 @@ def test_shrunk_size_brings_the_long_edge_down_and_never_grows():
     assert ops.shrunk_size((3872, 3872), 3000) == (3000, 3000)
     assert ops.shrunk_size((800, 1200), 3000) == (800, 1200)
     assert ops.shrunk_size((10, 6000), 2000, smallest=8) == (8, 2000)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_a_pyramid_level_of_a_box_is_the_same_box_of_the_frames_level(k):
+    """``shrunk_by``: a box whose corners are multiples of k shrinks to the pixels the whole frame's level
+    has there; the last, partial blocks average what they hold; a bool mask becomes its share of True."""
+    torch.manual_seed(1)
+    x = torch.rand(1, 3, 61, 92)
+    level = ops.shrunk_by(x, k)
+    assert level.shape[-2:] == (-(-61 // k), -(-92 // k))
+    assert torch.allclose(ops.shrunk_by(x[..., 2 * k:8 * k, k:12 * k], k), level[..., 2:8, 1:12], atol=1e-6)
+    assert torch.allclose(level[..., -1, -1], x[..., 60 // k * k:, 91 // k * k:].mean((-2, -1)), atol=1e-6)
+    mask = torch.zeros(1, 1, 6 * k, 6 * k, dtype=torch.bool)
+    mask[..., :k, :1] = True
+    assert float(ops.shrunk_by(mask, k)[0, 0, 0, 0]) == pytest.approx(1 / k)
+    assert ops.shrunk_by(x, 1) is x
