@@ -77,7 +77,6 @@ class Frame:
         return self.replace(image=cut(self.image), alpha=cut(self.alpha), foreground=cut(self.foreground),
                             plate=cut(self.plate), masks={k: cut(v) for k, v in self.masks.items()})
 
-
     def shrunk_by(self, k: int) -> "Frame":
         """Every image-sized tensor at the pyramid level ``k`` (``tasks.ops.shrunk_by``: each k x k block's
         mean; a mask's share of piece, so a soft one); ``k`` 1: this frame."""
@@ -89,6 +88,7 @@ class Frame:
 
         return self.replace(image=level(self.image), alpha=level(self.alpha), foreground=level(self.foreground),
                             plate=level(self.plate), masks={n: level(m) for n, m in self.masks.items()})
+
 
 def _compact(mask: torch.Tensor) -> torch.Tensor:
     """``mask`` as bool when it holds only 0s and 1s (no value is lost), else as it is."""

@@ -184,7 +184,7 @@ def test_the_backdrop_read_band_by_band_is_the_whole_box_read_at_once(band, monk
 
 def test_evidence_read_at_a_pyramid_level_points_at_the_frames_pixels(band):
     """A frame twice the band's size read at level 2 (``qa.held.qa_level`` of a frame over the work size):
-    a hole cut into the metal is found there, with its box in the frame's pixels (``in_frame``); a 5 px
+    a hole cut into the metal is found there, with its box in the frame's pixels (``in_frame``); a 3 x 3 px
     pinhole deep in the metal, under a pixel of the level, is found by ``in_frame`` at full size."""
     solid = cv2.erode((band.alpha > 0.99).astype(np.uint8), np.ones((31, 31), np.uint8)) > 0
     spots = np.argwhere(solid)
