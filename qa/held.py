@@ -33,13 +33,14 @@ BACKDROP_MARGIN = 12
 
 
 def qa_level(size: tuple[int, int], work_size: int | None) -> int:
-    """The pyramid level (``tasks.ops.shrunk_by``) QA reads a frame of ``size`` at: 1 (the frame itself) up
-    to ``work_size`` px, the size the cut-out decides at (``[stages.cutout] work_size``); above it the
-    smallest whole k that brings the long edge within it (a 24 MP back's 6000 px: 2). Its per-pixel tests
-    (an outline's 1 px gradient, a backdrop's 1.5 px average) were made on 1-2 MP frames, and at 24 MP each
-    cost four times the pixels. The fringe and holes in solid piece, a few of the frame's own px, are
-    still read at full size (``qa.metrics.edge_halos``, ``qa.evidence.in_frame``)."""
-    return 1 if work_size is None else max(1, math.ceil(max(size) / work_size))
+    """The pyramid level (``tasks.ops.shrunk_by``) QA reads a frame of ``size`` at: the largest whole k that
+    keeps its long edge at ``work_size`` px or more, the size the cut-out decides at (``[stages.cutout]
+    work_size``), so QA never reads coarser than the cut-out decided: 1 (the frame itself) under twice
+    that, 2 for a 24 MP back's 6000 px. Its per-pixel tests (an outline's 1 px gradient, a backdrop's
+    1.5 px average) were made on 1-2 MP frames, and at 24 MP each cost four times the pixels. The fringe
+    and holes in solid piece, a few of the frame's own px, are still read at full size
+    (``qa.metrics.edge_halos``, ``qa.evidence.in_frame``)."""
+    return 1 if work_size is None else max(1, max(size) // work_size)
 
 
 def qa_box(alpha: torch.Tensor | None, size: tuple[int, int]) -> tuple[slice, slice]:

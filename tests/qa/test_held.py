@@ -9,7 +9,7 @@ import torch
 
 from models.simulator import render_scene
 from qa.evidence import gather_evidence, read_scene
-from qa.held import Held, hold, qa_box
+from qa.held import Held, hold, qa_box, qa_level
 from qa.metrics import compute_metrics, detail_loss_map
 from tasks.frame import Frame
 from tasks.ops import gaussian_blur
@@ -77,3 +77,10 @@ def test_a_read_outside_the_held_box_is_an_error(earring):
     grown = result.replace(alpha=torch.ones_like(result.alpha))     # a stage that grew the matte
     with pytest.raises(ValueError, match="outside the held box"):
         compute_metrics(held, grown)
+
+
+def test_qa_reads_a_frame_twice_the_work_size_or_more_at_a_pyramid_level():
+    """QA's level never reads coarser than the cut-out decides (``work_size``): a 24 MP back's 6000 px at
+    half size, a 3872 px photo and anything under twice the work size whole."""
+    assert qa_level((4000, 6000), 3000) == 2 and qa_level((6000, 9000), 3000) == 3
+    assert qa_level((3872, 3872), 3000) == qa_level((800, 1200), 3000) == qa_level((4000, 6000), None) == 1
