@@ -975,18 +975,27 @@ def _matte_decided(image: torch.Tensor, decided: torch.Tensor, reach: int) -> tu
     them each pixel's place on the line from the backdrop colour just outside to the piece colour just
     inside, as ``_matte`` does it (``decided`` itself where the two are too alike); those pixels take
     the piece colour. What is narrower than ``2 * reach`` (a wire, a link's gap) keeps its decided side.
-    Made on the box of the edge grown by the fills' reach (their coarsest level's), not the frame."""
-    solid, clear = _inner(decided >= 1 - 1e-3, reach), decided <= 1e-3
-    alpha = solid.to(image.dtype)
-    edge = ~(solid | clear)
-    box = grown_box(edge.to(image.dtype), 2 ** MATTE_LEVELS, threshold=0.5)
-    if box is None:
+    Made on the box of the edge grown by the fills' reach (their coarsest level's), not the frame; what
+    is sure is read on the box of the piece grown by as much (beyond it all is backdrop: alpha 0)."""
+    alpha = torch.zeros_like(decided)
+    piece = grown_box(decided, 2 ** MATTE_LEVELS + reach + 1, threshold=1e-3)
+    if piece is None:
         return alpha, image.clone()
-    part, solid, clear = (t[..., box[0], box[1]] for t in (image, solid, clear))
+    near = decided[..., piece[0], piece[1]]
+    solid, clear = _inner(near >= 1 - 1e-3, reach), near <= 1e-3
+    alpha[..., piece[0], piece[1]] = solid.to(image.dtype)
+    edge = ~(solid | clear)
+    at_edge = grown_box(edge.to(image.dtype), 2 ** MATTE_LEVELS, threshold=0.5)
+    if at_edge is None:
+        return alpha, image.clone()
+    # the edge's box in frame px (it lies inside the piece's: the edge is where 0 < decided)
+    box = tuple(slice(p.start + e.start, p.start + e.stop) for p, e in zip(piece, at_edge))
+    part = image[..., box[0], box[1]]
+    solid, clear = (t[..., at_edge[0], at_edge[1]] for t in (solid, clear))
     fg = fill_holes(part, (~solid).to(image.dtype), levels=MATTE_LEVELS)
     bg = fill_holes(part, (~clear).to(image.dtype), levels=MATTE_LEVELS)
     # the edge's pixels alone, as (1, C, N, 1) columns: a thin outline of the box's millions
-    at = edge[0, 0, box[0], box[1]]
+    at = edge[0, 0, at_edge[0], at_edge[1]]
     column = lambda t: t[0][:, at][None, ..., None]  # noqa: E731
     a = _between(column(part), column(fg), column(bg), column(decided[..., box[0], box[1]]))[0, 0, :, 0]
     alpha[0, 0, box[0], box[1]][at] = a
