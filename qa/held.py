@@ -74,7 +74,8 @@ def backdrop_cast(image: torch.Tensor, alpha: torch.Tensor, margin: int = BACKDR
 
 @dataclass(frozen=True)
 class Held:
-    """The source and the reference on ``box`` (frame px), with what QA read of them whole.
+    """The source and the reference on ``box`` (px of the frame as QA reads it: at its level, ``qa_level``),
+    with what QA read of them whole.
 
     ``source`` is None where only the metrics are wanted; ``scene`` None where the evidence is not.
     The reference's clean plate stays whole: the result carries it too until the exports.
@@ -83,7 +84,7 @@ class Held:
     reference: torch.Tensor           # (1, 3, h, w) after neutralize, on box
     plate: torch.Tensor | None        # (1, 3, H, W) the reference's clean plate, whole
     box: tuple[slice, slice]
-    size: tuple[int, int]             # the frame's (H, W)
+    size: tuple[int, int]             # the frame's (H, W) as QA reads it
     cast: tuple[float, float]         # ``backdrop_cast`` of the whole reference
     scene: Scene | None = None
 
