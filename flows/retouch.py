@@ -251,7 +251,7 @@ def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...
     result, _, rest = run_stages(handed_on.pop(), params, skip + TO_CUTOUT, want_reference=False)
     timings.update(rest)
     t0 = time.perf_counter()
-    seen = result.shrunk_by(k)
+    seen = result.replace(plate=None).shrunk_by(k)     # (QA reads the plate it holds, not the result's)
     metrics = compute_metrics(held, seen)
     if k > 1:       # a fringe is a few of the frame's own px: the level would look past it
         metrics.update(edge_halos(result))

@@ -450,16 +450,23 @@ def in_frame(evidence: Evidence, result: Frame, k: int) -> Evidence:
                 for f in evidence.findings]
     metrics, overlay = dict(evidence.metrics), evidence.overlay.copy()
     box = None if result.alpha is None else grown_box(result.alpha, CROP_MARGIN)
-    found = []
+    metrics["holes_in_piece"] = 0.0
     if box is not None:
         a = result.alpha[0, 0, box[0], box[1]].float().cpu().numpy()
-        found, where = _pierced(a, _enclosed(a > 0.5))
+        metrics["holes_in_piece"], shown, where = _holes_in_solid(a, _enclosed(a > 0.5), box)
+        findings += shown
         ys, xs = np.nonzero(where)
         overlay[(ys + box[0].start) // k, (xs + box[1].start) // k] = True     # the blocks they lie in
-        oy, ox = box[0].start, box[1].start
-        findings += [Finding(f.code, (f.box[0] + ox, f.box[1] + oy, f.box[2] + ox, f.box[3] + oy)) for f in found[:3]]
-    metrics["holes_in_piece"] = float(len(found))
     return Evidence(metrics, findings, overlay)
+
+
+def _holes_in_solid(a: np.ndarray, holes: tuple, box: tuple[slice, slice]) -> tuple[float, list[Finding], np.ndarray]:
+    """``_pierced`` on the alpha ``a`` of ``box``: how many, the three largest as findings in the pixels
+    ``box`` lies in (where to look first), and where they are on the box."""
+    found, where = _pierced(a, holes)
+    oy, ox = box[0].start, box[1].start
+    shown = [Finding(f.code, (f.box[0] + ox, f.box[1] + oy, f.box[2] + ox, f.box[3] + oy)) for f in found[:3]]
+    return float(len(found)), shown, where
 
 
 def gather_evidence(held: Held, result: Frame, *, light_known: bool, pierced: bool = True) -> Evidence:
@@ -498,9 +505,8 @@ def gather_evidence(held: Held, result: Frame, *, light_known: bool, pierced: bo
     findings += [on_box(f.code, f.box) for f in found]
     near |= suspect
     if pierced:
-        found, where = _pierced(a, holes)
-        m["holes_in_piece"] = float(len(found))
-        findings += [on_box(f.code, f.box) for f in found[:3]]     # the three largest: where to look first
+        m["holes_in_piece"], shown, where = _holes_in_solid(a, holes, box)
+        findings += shown
         near |= where
 
     # opaque pixels that are the plain, unshaded backdrop
