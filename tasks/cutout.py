@@ -925,8 +925,8 @@ def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band
         return alpha, whole.clone()
     inner = erode(hard, 1)
     # (fill_holes reads only the pixels its hole leaves known: no masked copy of the image is needed)
-    fg_colour = fill_holes(image, 1 - inner, levels=MATTE_LEVELS, box=box)
-    back_local = fill_holes(image, dilate(hard, 1), levels=MATTE_LEVELS, box=box)   # 1 px margin: small holes keep their own B
+    fg_colour = fill_holes(image, inner < 0.5, levels=MATTE_LEVELS, box=box)
+    back_local = fill_holes(image, dilate(hard, 1) > 0.5, levels=MATTE_LEVELS, box=box)   # 1 px margin: small holes keep their own B
     image, hard, inner, fallback = (t[..., box[0], box[1]] for t in (image, hard, inner, fallback))
     soft = _between(image, fg_colour, back_local, fallback)
     zone = dilate(hard, band) * (1 - inner)
@@ -992,8 +992,8 @@ def _matte_decided(image: torch.Tensor, decided: torch.Tensor, reach: int) -> tu
     box = tuple(slice(p.start + e.start, p.start + e.stop) for p, e in zip(piece, at_edge))
     part = image[..., box[0], box[1]]
     solid, clear = (t[..., at_edge[0], at_edge[1]] for t in (solid, clear))
-    fg = fill_holes(part, (~solid).to(image.dtype), levels=MATTE_LEVELS)
-    bg = fill_holes(part, (~clear).to(image.dtype), levels=MATTE_LEVELS)
+    fg = fill_holes(part, ~solid, levels=MATTE_LEVELS)
+    bg = fill_holes(part, ~clear, levels=MATTE_LEVELS)
     # the edge's pixels alone, as (1, C, N, 1) columns: a thin outline of the box's millions
     at = edge[0, 0, at_edge[0], at_edge[1]]
     column = lambda t: t[0][:, at][None, ..., None]  # noqa: E731
@@ -1079,7 +1079,7 @@ def matte_onto(frame: Frame, alpha: torch.Tensor | None, masks: dict[str, torch.
         a, part = alpha[..., box[0], box[1]], image[..., box[0], box[1]]
         mixed = (a > 0) & (a < 1)
         if bool(mixed.any()):
-            piece_colour = fill_holes(part, (a < 1).to(image.dtype), levels=MATTE_LEVELS)
+            piece_colour = fill_holes(part, a < 1, levels=MATTE_LEVELS)
             image = image.clone()
             image[..., box[0], box[1]] = torch.where(mixed, piece_colour, part)
     return frame.replace(image=image, alpha=alpha, masks={**frame.masks, **masks}, flags=frame.flags + flags,
@@ -1098,10 +1098,11 @@ def _network_cut(frame: Frame, handed: list[torch.Tensor], params: CutoutParams,
     core = (prob > 0.5).to(torch.uint8)[0, 0].cpu().numpy()
     hard = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     alpha, decontaminated = _matte(image, hard, prob, params.band)
-    piece = (alpha > 0.5).to(image.dtype)
-    unsure = float(((prob > 0.2) & (prob < 0.8)).sum() / piece.sum().clamp(min=1))
+    piece = alpha > 0.5     # (bool: a frame's masks are kept so, and a float 0/1 plane would be checked whole)
+    area = int(piece.sum())
+    unsure = float(((prob > 0.2) & (prob < 0.8)).sum()) / max(area, 1)
     result = frame.replace(image=decontaminated, alpha=alpha).with_masks(piece=piece)
-    result = result.noted(f"cutout: {why}; network mask, unsure {unsure:.2f} of the piece, coverage {float(piece.mean()):.3f}")
+    result = result.noted(f"cutout: {why}; network mask, unsure {unsure:.2f} of the piece, coverage {area / piece.numel():.3f}")
     if not hard.any():
         return result.flagged("mask_suspect", "cutout: no piece found")
     if unsure > params.max_unsure:

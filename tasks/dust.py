@@ -210,9 +210,9 @@ def remove_dust(frame: Frame, params: DustParams) -> Frame:
     else:
         hole, haze = find_defects(image, piece, at, params)
     image = soften_haze_(_filled(image, hole), haze, scale)
-    defects = torch.maximum(hole, haze)
+    defects = (hole > 0.5) | (haze > 0.5)     # (bool, as a frame keeps its 0/1 masks)
     if "sensor_dust" in frame.masks:
-        defects = torch.maximum(defects, frame.layer("sensor_dust"))
+        defects |= frame.masks["sensor_dust"] > 0.5
     on_piece = float(defects.sum()) if piece is None else _sum_on(defects, piece, at)
     return frame.replace(image=image).with_masks(defects=defects).noted(
         f"dust: {int(float(hole.sum()))} px filled, {int(float(haze.sum()))} px of haze cleared, "
@@ -224,7 +224,7 @@ def _filled(image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
     coarser levels still read the whole frame, so the values are the whole-frame fill's); no hole, no fill."""
     box = grown_box(hole, 0, threshold=0.0)
     filled = image.clone()
-    return filled if box is None else fill_holes(image, hole, box=box, out=filled)
+    return filled if box is None else fill_holes(image, hole > 0.5, box=box, out=filled)
 
 
 def find_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[slice, slice] | None,

@@ -91,10 +91,22 @@ class Frame:
 
 
 def _compact(mask: torch.Tensor) -> torch.Tensor:
-    """``mask`` as bool when it holds only 0s and 1s (no value is lost), else as it is."""
-    if mask.dtype == torch.bool or not bool(((mask == 0) | (mask == 1)).all()):
+    """``mask`` as bool when it holds only 0s and 1s (no value is lost), else as it is.
+
+    A soft mask (a pyramid level's share of piece, a matte) is told by a strided sample first: every
+    ``replace`` of a frame checks its masks again, and the whole test is five passes over the plane
+    (~80 ms at 24 MP)."""
+    if mask.dtype == torch.bool or not _binary(mask[..., ::SOFT_STEP, ::SOFT_STEP]) or not _binary(mask):
         return mask
     return mask > 0.5
+
+
+# a mask's every SOFT_STEP-th row and column (a view, no copy) is looked at before the whole of it
+SOFT_STEP = 7
+
+
+def _binary(values: torch.Tensor) -> bool:
+    return bool(((values == 0) | (values == 1)).all())
 
 
 def check_shape(t: torch.Tensor, name: str, *, channels: int, like: torch.Tensor | None = None) -> None:

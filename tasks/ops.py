@@ -192,7 +192,7 @@ def resize_at(x: torch.Tensor, size: tuple[int, int], rows: slice, cols: slice) 
 
 def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12,
                box: tuple[slice, slice] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Fill masked pixels from their surroundings (push-pull interpolation).
+    """Fill masked pixels (``hole``: bool, or a weight in [0, 1]) from their surroundings (push-pull interpolation).
 
     A pyramid of normalised convolutions (Gortler et al. 1996, "The
     Lumigraph", doi:10.1145/237170.237200): known pixels are averaged down
@@ -205,9 +205,12 @@ def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12,
     box): its temporaries are a plane's. ``out`` (the size of ``image``): the result is written into
     its ``box`` and ``out`` returned, the rest of it left as it is (no box-sized copy is made).
     """
-    known = 1.0 - hole.clamp(0, 1)
-    # a hole of only 0s and 1s: the full-size level takes the grown fill where it is, once per frame
-    take = hole > 0.5 if bool(((hole == 0) | (hole == 1)).all()) else None
+    if hole.dtype == torch.bool:    # (the callers' holes are: no test of every value for 0s and 1s)
+        known, take = (~hole).to(image.dtype), hole
+    else:
+        known = 1.0 - hole.clamp(0, 1)
+        # a hole of only 0s and 1s: the full-size level takes the grown fill where it is, once per frame
+        take = hole > 0.5 if bool(((hole == 0) | (hole == 1)).all()) else None
     coarse = _coarse_fill(image, known, levels)
     rows, cols = box if box is not None else (slice(None), slice(None))
     if out is None:

@@ -120,6 +120,6 @@ def add_shine(frame: Frame, params: ShineParams) -> Frame:
             out[:, c:c + 1] += tint * (y_out - out[:, c:c + 1])
         out[:, c:c + 1] = metal * out[:, c:c + 1] + (1 - metal) * image[:, c:c + 1]
     image = out
-    return frame.replace(image=image).with_masks(metal=metal).noted(
+    return frame.replace(image=image).with_masks(metal=metal > 0.5).noted(
         f"shine: light range {hi - lo:.2f} stops (squeezed {squeeze:.2f}), contrast {contrast:.2f} (lifted {lift:.2f})"
         + (", white metal neutralised" if neutralise else ""))
