@@ -1032,7 +1032,7 @@ def _cut_out_shrunk(frame: Frame, params: CutoutParams, why: str) -> Frame:
     # the islands the shrunk frame's cut-out kept (in camera noise a chain's wire is found in pieces): the
     # only ones the matte at full size may leave
     _drop_islands_(alpha, params, resize(_islands(small.alpha, params), (h, w)) > 0)
-    piece = (alpha > 0.5).to(image.dtype)
+    piece = alpha > 0.5
     return (frame.replace(image=decontaminated, alpha=alpha, flags=frame.flags + small.flags,
                           notes=frame.notes + small.notes).with_masks(piece=piece)
             .noted(f"cutout: {why}decided at {size[1]}x{size[0]}, matted at {w}x{h}"))
@@ -1098,7 +1098,7 @@ def _network_cut(frame: Frame, handed: list[torch.Tensor], params: CutoutParams,
     core = (prob > 0.5).to(torch.uint8)[0, 0].cpu().numpy()
     hard = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     alpha, decontaminated = _matte(image, hard, prob, params.band)
-    piece = alpha > 0.5     # (bool: a frame's masks are kept so, and a float 0/1 plane would be checked whole)
+    piece = alpha > 0.5     # (bool, as a frame keeps a 0/1 mask: a float one would be tested whole first)
     area = int(piece.sum())
     unsure = float(((prob > 0.2) & (prob < 0.8)).sum()) / max(area, 1)
     result = frame.replace(image=decontaminated, alpha=alpha).with_masks(piece=piece)
@@ -1225,10 +1225,11 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     alpha, decontaminated = _matte(image, sure_fg, ramp, params.band, clear=sure_bg)
     if not wire_in_pieces:      # (in camera noise the ridges find a wire in pieces: its small islands are wire)
         _drop_islands_(alpha, params)
-    piece = (alpha > 0.5).to(image.dtype)
+    piece = alpha > 0.5
     result = frame.replace(image=decontaminated, alpha=alpha).with_masks(piece=piece)
     model = "the clean plate" if frame.plate is not None else f"a smooth fit (error {fit_error:.4f})"
-    result = result.noted(f"cutout: {fallback}backdrop from {model}, noise {float(noise):.4f}, coverage {float(piece.mean()):.3f}{learned}")
+    coverage = int(piece.sum()) / piece.numel()
+    result = result.noted(f"cutout: {fallback}backdrop from {model}, noise {float(noise):.4f}, coverage {coverage:.3f}{learned}")
     if fit_error > params.max_backdrop_residual:
         result = result.flagged("mask_suspect", f"cutout: backdrop is not a smooth sweep (fit error {fit_error:.3f})")
     if not sure_fg.any():
