@@ -58,10 +58,11 @@ def clarify_gems(frame: Frame, params: GemsParams) -> Frame:
         return frame.noted("gems: skipped, no piece mask")
     whole = frame.image
     stones_whole = find_stones(whole, piece, params)
+    found = stones_whole > 0.5      # the mask handed on (bool, as a frame keeps its 0/1 masks)
     # the lift changes stone pixels only: it is made on their box (grown by the facet blur's reach)
     box = grown_box(stones_whole, FACET_REACH, threshold=0.0)
-    if box is None or not bool((stones_whole[..., box[0], box[1]] > 0.5).any()):
-        return frame.with_masks(stones=stones_whole > 0.5).noted("gems: no stones found")
+    if box is None or not bool(found[..., box[0], box[1]].any()):
+        return frame.with_masks(stones=found).noted("gems: no stones found")
     image, stones = whole[..., box[0], box[1]], stones_whole[..., box[0], box[1]]
     sel = stones > 0.5
     # corrective: lift facets and colour only as far as the stones fall short of the targets
@@ -75,7 +76,7 @@ def clarify_gems(frame: Frame, params: GemsParams) -> Frame:
     median = float(rel_chroma[coloured].median()) if bool(coloured.any()) else params.target_chroma
     boost = min(1 + params.saturation, max(1.0, params.target_chroma / max(median, 1e-6)))
     if sharpen == 0 and boost == 1:
-        return frame.with_masks(stones=stones_whole > 0.5).noted(f"gems: {int(float(stones.sum()))} stone px, on target")
+        return frame.with_masks(stones=found).noted(f"gems: {int(float(stones.sum()))} stone px, on target")
     # (in place and a plane at a time where it can be: a pave piece's stones can span most of a 24 MP frame)
     lifted = image * ((y + sharpen * facets).clamp(min=0) / y.clamp(min=1e-5))
     del facets, y
@@ -96,6 +97,6 @@ def clarify_gems(frame: Frame, params: GemsParams) -> Frame:
     del gain, y2
     lifted_whole = whole.clone()
     lifted_whole[..., box[0], box[1]] = out.sub_(image).mul_(stones).add_(image)
-    return frame.replace(image=lifted_whole).with_masks(stones=stones_whole > 0.5).noted(
+    return frame.replace(image=lifted_whole).with_masks(stones=found).noted(
         f"gems: {int(float(stones.sum()))} stone px, facets {contrast:.2f} (lifted {sharpen:.2f}), "
         f"chroma {median:.2f} (x{boost:.2f})")

@@ -105,12 +105,12 @@ def test_fill_holes_on_a_box_reads_the_whole_frame_and_gives_its_part(binary):
         assert torch.allclose(part, _push_pull(image, hole)[..., box[0], box[1]], atol=1e-5)
 
 
-
 def test_fill_holes_of_a_bool_hole_is_the_fill_of_its_0s_and_1s_to_the_bit():
     image, hole = _image_and_hole(7, True)
     box = (slice(12, 33), slice(25, 80))
     assert torch.equal(ops.fill_holes(image, hole > 0.5), ops.fill_holes(image, hole))
     assert torch.equal(ops.fill_holes(image, hole > 0.5, box=box), ops.fill_holes(image, hole, box=box))
+
 
 @pytest.mark.parametrize("shape", [(1,), (2,), (999,), (3, 100_001)])
 def test_quantiles_are_torch_s_to_the_bit_from_a_partial_sort(shape):
