@@ -221,23 +221,18 @@ def run_suite(
         between[(rule.column, lo, hi)].add(rule.reason)
         not_null[rule.column].add(rule.reason)
 
-    suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
-    for (column, lo, hi), reasons in between.items():
-        suite.add_expectation(
-            gxe.ExpectColumnValuesToBeBetween(
-                column=column,
-                min_value=lo,
-                max_value=hi,
-                mostly=1.0,
-                meta={_META_KEY: sorted(reasons)},
-            )
+    expectations = [
+        gxe.ExpectColumnValuesToBeBetween(
+            column=column, min_value=lo, max_value=hi, mostly=1.0, meta={_META_KEY: sorted(reasons)}
         )
-    for column, reasons in sorted(not_null.items()):
-        suite.add_expectation(
-            gxe.ExpectColumnValuesToNotBeNull(
-                column=column, mostly=1.0, meta={_META_KEY: sorted(reasons)}
-            )
-        )
+        for (column, lo, hi), reasons in between.items()
+    ] + [
+        gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=1.0, meta={_META_KEY: sorted(reasons)})
+        for column, reasons in sorted(not_null.items())
+    ]
+    # handed to the suite whole before it is stored: added one by one to a stored suite, each is
+    # written to the store and compared with all before it (half of a call's 0.8 s, run once per image)
+    suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
 
     validation = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{suite_name}__validation", data=batch_definition, suite=suite)
