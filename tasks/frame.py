@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tasks.color import LUMINANCE
-from tasks.ops import shrunk_by
+from tasks.ops import only_0s_and_1s, shrunk_by
 
 
 @dataclass(frozen=True)
@@ -96,17 +96,15 @@ def _compact(mask: torch.Tensor) -> torch.Tensor:
     A soft mask (a pyramid level's share of piece, a matte) is told by a strided sample first: every
     ``replace`` of a frame checks its masks again, and the whole test is five passes over the plane
     (~80 ms at 24 MP)."""
-    if mask.dtype == torch.bool or not _binary(mask[..., ::SOFT_STEP, ::SOFT_STEP]) or not _binary(mask):
+    if mask.dtype == torch.bool or not only_0s_and_1s(mask[..., ::SOFT_STEP, ::SOFT_STEP]):
+        return mask
+    if not only_0s_and_1s(mask):
         return mask
     return mask > 0.5
 
 
 # a mask's every SOFT_STEP-th row and column (a view, no copy) is looked at before the whole of it
 SOFT_STEP = 7
-
-
-def _binary(values: torch.Tensor) -> bool:
-    return bool(((values == 0) | (values == 1)).all())
 
 
 def check_shape(t: torch.Tensor, name: str, *, channels: int, like: torch.Tensor | None = None) -> None:

@@ -190,6 +190,11 @@ def resize_at(x: torch.Tensor, size: tuple[int, int], rows: slice, cols: slice) 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def only_0s_and_1s(values: torch.Tensor) -> bool:
+    """True when every value of ``values`` is 0 or 1 (a mask that loses nothing as bool)."""
+    return bool(((values == 0) | (values == 1)).all())
+
+
 def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12,
                box: tuple[slice, slice] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Fill masked pixels (``hole``: bool, or a weight in [0, 1]) from their surroundings (push-pull interpolation).
@@ -210,7 +215,7 @@ def fill_holes(image: torch.Tensor, hole: torch.Tensor, levels: int = 12,
     else:
         known = 1.0 - hole.clamp(0, 1)
         # a hole of only 0s and 1s: the full-size level takes the grown fill where it is, once per frame
-        take = hole > 0.5 if bool(((hole == 0) | (hole == 1)).all()) else None
+        take = hole > 0.5 if only_0s_and_1s(hole) else None
     coarse = _coarse_fill(image, known, levels)
     rows, cols = box if box is not None else (slice(None), slice(None))
     if out is None:
