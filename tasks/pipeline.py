@@ -126,7 +126,6 @@ def run_stages(frame: Frame, params: dict[str, BaseModel], skip: tuple[str, ...]
             given = stage.backdrop_replaced(given)
         if stage.reach is None or piece is None:
             frame = stage.apply(frame, given)
-            # (a 24 MP frame's copy is 0.29 GB and ~0.4 s of page faults: dust's new image is shine's to paste into)
             made += [weakref.ref(t) for t in _layers(frame)
                      if _storage(t) not in theirs and not any(t is r() for r in made)]
         else:
@@ -158,9 +157,10 @@ def _near_piece(apply: Callable[[Frame, BaseModel], Frame], frame: Frame, params
     """``apply`` on the piece's box grown by ``reach`` px, its tensors pasted back into the whole frame.
 
     A layer is pasted into a copy of the whole frame's, which the caller (and QA's reference) may still
-    hold; ``made`` lists the copies made so far by the run that calls this: those only the run holds, and
-    a later stage's part is pasted into them in place (a 24 MP image's copy is 0.29 GB and ~0.1 s: shine's
-    image is copied, gems' pasted into it)."""
+    hold; ``made`` lists the whole-frame layers the run that calls this made so far (such copies, a
+    whole-frame stage's new layers): those only the run holds, and a later stage's part is pasted into
+    them in place (a 24 MP image's copy is 0.29 GB: shine's part goes into dust's new image, gems' into
+    that too)."""
     box = grown_box(piece, reach, threshold=0.0)
     h, w = piece.shape[-2:]
     if box is None or (box[0].stop - box[0].start) * (box[1].stop - box[1].start) > 0.8 * h * w:
