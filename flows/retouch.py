@@ -36,7 +36,7 @@ from qa.evidence import Evidence, cast_unverified, gather_evidence, in_frame, ke
 from qa.held import Held, hold, qa_level
 from qa.metrics import compute_metrics, detail_loss_map, edge_halos
 from tasks.color import srgb8_to_linear
-from tasks.compose import canvas_scale, on_canvas, quantize
+from tasks.compose import canvas_scale, on_canvas, piece_box, quantize
 from tasks.cutout import matte_onto
 from tasks.develop import DevelopParams, develop
 from tasks.frame import Frame
@@ -302,12 +302,13 @@ def sensor_dust_evidence(source: Location, params: SensorDustParams) -> np.ndarr
         return dust_evidence(image, params)[0, 0].cpu().numpy()
 
 
-def canvas_edge(alpha: torch.Tensor, spec: ExportSpec, preset: Preset) -> int:
-    """A canvas export's edge in px: the spec's, or with ``small_sources = "own_size"`` less, so the
-    piece is never enlarged past its source pixels (a 208 px photo is not blown up to 2400 px)."""
+def canvas_edge(box: tuple[int, int, int, int], spec: ExportSpec, preset: Preset) -> int:
+    """A canvas export's edge in px for a piece in ``box`` (``piece_box``): the spec's, or with
+    ``small_sources = "own_size"`` less, so the piece is never enlarged past its source pixels (a 208 px
+    photo is not blown up to 2400 px)."""
     edge = spec.long_edge or 2400
     if preset.small_sources == "own_size":
-        scale = canvas_scale(alpha, edge, spec.margin)
+        scale = canvas_scale(box, edge, spec.margin)
         if scale > 1:
             edge = max(64, int(edge / scale))
     return edge
@@ -317,7 +318,8 @@ def _upscale(frame: Frame, preset: Preset) -> float:
     """Largest enlargement of the source's pixels among the preset's canvas exports (0 without any)."""
     if frame.alpha is None:
         return 0.0
-    return max((canvas_scale(frame.alpha, canvas_edge(frame.alpha, spec, preset), spec.margin)
+    box = piece_box(frame.alpha)
+    return max((canvas_scale(box, canvas_edge(box, spec, preset), spec.margin)
                 for spec in preset.exports if spec.grid != "source"), default=0.0)
 
 
@@ -328,12 +330,13 @@ def export_pixels(frame: Frame, preset: Preset) -> Iterator[tuple[ExportSpec, np
     colour = frame.foreground if frame.foreground is not None else frame.image
     backdrop = srgb8_to_linear(preset.background_color if preset.background == "color" else (255, 255, 255),
                                frame.image)
+    box = piece_box(alpha)      # once: every canvas export crops the same piece
     for spec in preset.exports:
         if spec.grid == "source":
             image, a = (colour, alpha) if spec.alpha else (frame.image, None)
         else:
-            composite, canvas_alpha, canvas_colour = on_canvas(colour, alpha, canvas_edge(alpha, spec, preset),
-                                                               spec.margin, backdrop)
+            composite, canvas_alpha, canvas_colour = on_canvas(colour, alpha, canvas_edge(box, spec, preset),
+                                                               spec.margin, backdrop, box)
             image, a = (canvas_colour, canvas_alpha) if spec.alpha else (composite, None)
         yield spec, quantize(image, a, spec.bits)
 

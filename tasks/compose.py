@@ -48,27 +48,31 @@ def grow(box: tuple[slice, slice], margin: int, shape: tuple[int, int]) -> tuple
             slice(max(cols.start - margin, 0), min(cols.stop + margin, shape[1])))
 
 
-def canvas_scale(alpha: torch.Tensor, size: int, margin: float) -> float:
-    """How much ``on_canvas`` enlarges the piece: its long side on the canvas over its long side in the source."""
-    top, bottom, left, right = piece_box(alpha)
+def canvas_scale(box: tuple[int, int, int, int], size: int, margin: float) -> float:
+    """How much ``on_canvas`` enlarges the piece (its ``piece_box``): its long side on the canvas over its
+    long side in the source."""
+    top, bottom, left, right = box
     return max(1, round(size * (1 - 2 * margin))) / max(bottom - top, right - left)
 
 
 def on_canvas(image: torch.Tensor, alpha: torch.Tensor, size: int, margin: float,
-              backdrop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              backdrop: torch.Tensor, box: tuple[int, int, int, int] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Centre the piece on a ``size`` x ``size`` canvas.
 
     Args:
         image: (1, 3, H, W) linear RGB of the piece (foreground colours).
         alpha: (1, 1, H, W) matte.
         backdrop: linear RGB of the canvas, (3,) or (1, 3, 1, 1).
+        box: ``piece_box(alpha)`` when the caller has it (a pass over the whole matte, ~10 ms at 24 MP).
     Returns: the composite (1, 3, size, size), the canvas alpha (1, 1, size, size)
         and the unpremultiplied piece colour for transparent variants.
     """
-    top, bottom, left, right = piece_box(alpha)
+    box = piece_box(alpha) if box is None else box
+    top, bottom, left, right = box
     crop, crop_a = image[..., top:bottom, left:right], alpha[..., top:bottom, left:right]
     h, w = crop.shape[-2:]
-    scale = canvas_scale(alpha, size, margin)
+    scale = canvas_scale(box, size, margin)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
 
     def shrunk(plane: torch.Tensor) -> torch.Tensor:
