@@ -138,3 +138,32 @@ def test_training_pool_is_remade_when_the_code_that_renders_it_changes(tmp_path)
     changed = train.cached_pool(path, make, "samples", modules=(module,))
     assert len(made) == 2 and len(changed["kind"]) == 2
     assert len(list(tmp_path.glob("pool_code*.npz"))) == 2
+
+
+def test_a_cast_shadow_darkens_the_backdrop_beside_the_piece_by_one_factor_and_leaves_the_piece():
+    """``--cast-shadow``: the piece's own outline moved aside darkens the backdrop it falls on (an umbra:
+    one factor, the backdrop's colour kept within a fill light's tint); the piece that casts it and the
+    backdrop away from it keep their values, and the target is not touched (the shadow is background)."""
+    from models.segnet.train import augment, cast_shadow, dihedral
+
+    y, x = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    disc = (((y - 48) ** 2 + (x - 48) ** 2) <= 15 ** 2).float()[None]
+    backdrop = torch.tensor([0.8, 0.7, 0.6]).view(3, 1, 1).expand(3, 96, 96)
+    crop = backdrop * (1 - disc) + 0.3 * disc
+    darkened = 0
+    for seed in range(8):
+        shaded = cast_shadow(crop, disc, torch.Generator().manual_seed(seed))
+        assert torch.equal(shaded[:, disc[0] > 0], crop[:, disc[0] > 0])         # the piece is not in its shadow
+        assert torch.equal(shaded[:, :3, :3], crop[:, :3, :3])                    # far from it, nothing moves
+        ratio = shaded / crop
+        umbra = ratio[0] < 0.95
+        darkened += int(umbra.sum())
+        if umbra.sum() > 20:
+            deepest = ratio[:, ratio[0] <= ratio[0].min() + 1e-4]
+            assert float(deepest.max() - deepest.min()) < 0.1          # one factor on every channel, give or take a tint
+    assert darkened > 8 * 100
+    img = (crop.permute(1, 2, 0).numpy() * 255).astype(np.uint8)[None]
+    alpha = (disc[0].numpy() * 255).astype(np.uint8)[None]
+    (_, (t0,)), (_, (t1,)) = (augment(img, alpha, 64, torch.Generator().manual_seed(3), shadow=s) for s in (0.0, 1.0))
+    # the same crop of the target (its flips are drawn after the shadow's draws)
+    assert any(torch.equal(dihedral(t0, t0, torch.tensor(r, dtype=torch.float32))[1], t1) for r in np.ndindex(2, 2, 2))
