@@ -249,6 +249,36 @@ def cast_shadow(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator) -> torch
     return x * (1 - moved * (1 - t) * (1 - light))
 
 
+def mirror_metal(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The piece inside its matte ``t`` (sRGB (3,H,W), (1,H,W)) as polished metal mirroring a random studio:
+    a surface bulged from the matte (its blurred outline as height) reflects an environment of a floor
+    level and two to five soft lights and dark flags, tinted by the piece's own mean colour, its fine
+    detail (pave, facets, engraving) kept. A real metal face is a picture of the room, dark or bright
+    with crisp edges wherever a light or a flag ends, which the simulator's shading never draws."""
+    r = torch.rand(4, generator=gen)
+    height = _blur(t, 1.5 + 4 * float(r[0]), 12) + _blur(t, 4 + 8 * float(r[1]), 24)
+    gy = F.pad(height[:, 1:] - height[:, :-1], (0, 0, 0, 1))
+    gx = F.pad(height[..., 1:] - height[..., :-1], (0, 1))
+    steep = 4 + 12 * float(r[2])
+    n = torch.cat([-steep * gx, -steep * gy, torch.ones_like(gx)])
+    n = n / n.norm(dim=0, keepdim=True)
+    view = torch.cat([2 * n[2:] * n[:2], 2 * n[2:] ** 2 - 1])          # the view (0, 0, 1) reflected
+    room = torch.full_like(t, 0.15 + 0.6 * float(r[3]))
+    for _ in range(int(torch.randint(2, 6, (1,), generator=gen))):
+        d = torch.randn(3, 1, 1, generator=gen)
+        d = d / d.norm()
+        q = torch.rand(3, generator=gen)
+        reach = float(torch.cos(0.2 + 0.8 * q[0]))                      # a light's or flag's angular size
+        edge = 0.01 + 0.1 * float(q[1])                                  # a hard or soft rim
+        inside = torch.sigmoid(((view * d).sum(0, keepdim=True) - reach) / edge)
+        room = room + inside * ((0.5 + 0.8 * float(q[2])) if q[2] > 0.35 else -0.8)
+    tint = (x * t).sum((1, 2), keepdim=True) / t.sum().clamp(min=1)
+    tint = tint / tint.amax().clamp(min=1e-3)
+    detail = x - _blur(x, 1.5, 4)
+    metal = (room.clamp(0.02, 1.2) * tint + detail).clamp(0, 1)
+    return x * (1 - t) + metal * t
+
+
 def photometric(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """The whole crop (sRGB (..., 3, H, W)) as another camera and studio would give it: exposure, white
     balance, tone, contrast and saturation drawn at random, sometimes a little defocus and sensor noise.
@@ -282,11 +312,13 @@ def dihedral(x: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> tuple[torch.T
     return x, t
 
 
-def augment(img, alpha, crop, gen, appearance: float = 0.0, photo: float = 0.0, shadow: float = 0.0):
+def augment(img, alpha, crop, gen, appearance: float = 0.0, photo: float = 0.0, shadow: float = 0.0,
+            mirror: float = 0.0):
     """Random crop + flips + transpose of a uint8 batch (N,H,W,3)/(N,H,W) -> float tensors; with
     probability ``appearance`` a sample's piece is restyled (:func:`restyle`), with probability
-    ``shadow`` it casts a hard shadow (:func:`cast_shadow`), with probability ``photo`` the whole crop
-    is seen by another camera (:func:`photometric`)."""
+    ``shadow`` it casts a hard shadow (:func:`cast_shadow`), with probability ``mirror`` its metal mirrors
+    a studio (:func:`mirror_metal`), with probability ``photo`` the whole crop is seen by another camera
+    (:func:`photometric`)."""
     n, H, W = alpha.shape
     xs, ts = [], []
     for i in range(n):
@@ -296,6 +328,8 @@ def augment(img, alpha, crop, gen, appearance: float = 0.0, photo: float = 0.0, 
         t = torch.from_numpy(alpha[i, y0:y0 + crop, x0:x0 + crop])[None].float() / 255
         if appearance and float(torch.rand(1, generator=gen)) < appearance:
             x = restyle(x, t, gen)
+        if mirror and float(torch.rand(1, generator=gen)) < mirror:
+            x = mirror_metal(x, t, gen)
         if shadow and float(torch.rand(1, generator=gen)) < shadow:
             x = cast_shadow(x, t, gen)
         if photo and float(torch.rand(1, generator=gen)) < photo:
@@ -332,6 +366,8 @@ def main(argv=None):
                     help="share of samples whose piece is restyled (tone, saturation, brightness field)")
     ap.add_argument("--photometric", type=float, default=0.0,
                     help="share of samples given another camera's exposure, white balance, tone, blur and noise")
+    ap.add_argument("--mirror-metal", type=float, default=0.0,
+                    help="share of samples whose piece mirrors a random studio (lights, flags, floor)")
     ap.add_argument("--cast-shadow", type=float, default=0.0,
                     help="share of samples whose piece casts a hard shadow on the backdrop (labelled background)")
     ap.add_argument("--opening-weight", type=float, default=0.0,
@@ -386,7 +422,8 @@ def main(argv=None):
     run_loss = 0.0
     for step in range(1, args.steps + 1):
         idx = torch.randint(0, n, (args.batch,), generator=gen).numpy()
-        x, y = augment(imgs[idx], alphas[idx], args.crop, gen, args.appearance, args.photometric, args.cast_shadow)
+        x, y = augment(imgs[idx], alphas[idx], args.crop, gen, args.appearance, args.photometric, args.cast_shadow,
+                       args.mirror_metal)
         x = x.to(device).contiguous(memory_format=mf)
         y = y.to(device)
         run_loss += train_step(net, x, y, opt, sched, scaler, device, amp_dtype, use_amp, args.opening_weight)

@@ -167,3 +167,28 @@ def test_a_cast_shadow_darkens_the_backdrop_beside_the_piece_by_one_factor_and_l
     (_, (t0,)), (_, (t1,)) = (augment(img, alpha, 64, torch.Generator().manual_seed(3), shadow=s) for s in (0.0, 1.0))
     # the same crop of the target (its flips are drawn after the shadow's draws)
     assert any(torch.equal(dihedral(t0, t0, torch.tensor(r, dtype=torch.float32))[1], t1) for r in np.ndindex(2, 2, 2))
+
+
+def test_mirror_metal_repaints_only_the_piece_as_a_picture_of_a_studio():
+    """``--mirror-metal``: the piece's faces become a reflection of lights and flags (bright and dark
+    faces with crisp edges), tinted by its own colour; the backdrop keeps every value, the values stay in
+    [0, 1], and the target is not touched."""
+    from models.segnet.train import augment, dihedral, mirror_metal
+
+    y, x = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    r = ((y - 48) ** 2 + (x - 48) ** 2).sqrt()
+    band = ((r >= 18) & (r <= 34)).float()[None]
+    crop = torch.tensor([0.9, 0.9, 0.88]).view(3, 1, 1) * (1 - band) + torch.tensor([0.8, 0.6, 0.3]).view(3, 1, 1) * band
+    spreads = []
+    for seed in range(6):
+        shiny = mirror_metal(crop, band, torch.Generator().manual_seed(seed))
+        assert torch.equal(shiny[:, band[0] == 0], crop[:, band[0] == 0])
+        assert shiny.min() >= 0 and shiny.max() <= 1
+        face = shiny[:, band[0] > 0]
+        assert bool((face[0] >= face[2]).all())                  # the gold's tint kept: red over blue
+        spreads.append(float(face[0].quantile(0.95) - face[0].quantile(0.05)))
+    assert max(spreads) > 0.3                                    # lights and flags: bright and dark faces
+    img = (crop.permute(1, 2, 0).numpy() * 255).astype(np.uint8)[None]
+    alpha = (band[0].numpy() * 255).astype(np.uint8)[None]
+    (_, (t0,)), (_, (t1,)) = (augment(img, alpha, 64, torch.Generator().manual_seed(3), mirror=m) for m in (0.0, 1.0))
+    assert any(torch.equal(dihedral(t0, t0, torch.tensor(r, dtype=torch.float32))[1], t1) for r in np.ndindex(2, 2, 2))
