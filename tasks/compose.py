@@ -64,7 +64,7 @@ def on_canvas(image: torch.Tensor, alpha: torch.Tensor, size: int, margin: float
         image: (1, 3, H, W) linear RGB of the piece (foreground colours).
         alpha: (1, 1, H, W) matte.
         backdrop: linear RGB of the canvas, (3,) or (1, 3, 1, 1).
-        box: ``piece_box(alpha)`` when the caller has it (a pass over the whole matte, ~10 ms at 24 MP).
+        box: ``piece_box(alpha)`` when the caller has it (a pass over the whole matte, 10-25 ms at 24 MP).
     Returns: the composite (1, 3, size, size), the canvas alpha (1, 1, size, size)
         and the unpremultiplied piece colour for transparent variants.
     """
