@@ -422,8 +422,8 @@ def main(argv=None):
     run_loss = 0.0
     for step in range(1, args.steps + 1):
         idx = torch.randint(0, n, (args.batch,), generator=gen).numpy()
-        x, y = augment(imgs[idx], alphas[idx], args.crop, gen, args.appearance, args.photometric, args.cast_shadow,
-                       args.mirror_metal)
+        x, y = augment(imgs[idx], alphas[idx], args.crop, gen, appearance=args.appearance, photo=args.photometric,
+                       shadow=args.cast_shadow, mirror=args.mirror_metal)
         x = x.to(device).contiguous(memory_format=mf)
         y = y.to(device)
         run_loss += train_step(net, x, y, opt, sched, scaler, device, amp_dtype, use_amp, args.opening_weight)
