@@ -930,7 +930,7 @@ def test_with_a_plate_above_the_work_size_the_plate_is_shrunk_with_the_frame():
     "README, 'At a camera's resolution' under 'Trust'"), raises=AssertionError)
 def test_a_milgrain_edge_at_a_cameras_resolution_keeps_its_beads(tmp_path):
     from bench.trust import developed, features_lost
-    from flows.retouch import SHOOT_LEVEL, checked_preset
+    from flows.retouch import SHOOT_LEVEL, TO_CUTOUT, checked_preset
     from models.simulator import render_image, write_scene
     from models.simulator.writers import read_truth
     from tasks.pipeline import STAGE_NAMES, run_stages, stage_params
@@ -939,7 +939,7 @@ def test_a_milgrain_edge_at_a_cameras_resolution_keeps_its_beads(tmp_path):
     path = write_scene(tmp_path, render_image(101, 2, (4800, 3200)), 2, "tif")
     truth = read_truth(tmp_path / "truth" / path.stem)
     params = stage_params({k: v for k, v in checked_preset("catalog").stages.items() if k not in SHOOT_LEVEL})
-    later = tuple(n for n in STAGE_NAMES if n not in ("develop", "neutralize", "cutout"))
+    later = tuple(n for n in STAGE_NAMES if n not in TO_CUTOUT)
     with torch.inference_mode():
         image = developed(path)
         cut, _, _ = run_stages(Frame(image), params, later, want_reference=False)
