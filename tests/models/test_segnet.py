@@ -140,11 +140,22 @@ def test_training_pool_is_remade_when_the_code_that_renders_it_changes(tmp_path)
     assert len(list(tmp_path.glob("pool_code*.npz"))) == 2
 
 
+def _target_untouched(crop: torch.Tensor, matte: torch.Tensor, share: str) -> bool:
+    """``augment`` with the effect ``share`` always on gives the same crop of the target as with it off
+    (the target's flips are drawn after the effect's draws, so the two may differ by a flip)."""
+    from models.segnet.train import augment, dihedral
+
+    img = (crop.permute(1, 2, 0).numpy() * 255).astype(np.uint8)[None]
+    alpha = (matte[0].numpy() * 255).astype(np.uint8)[None]
+    (_, (t0,)), (_, (t1,)) = (augment(img, alpha, 64, torch.Generator().manual_seed(3), **{share: p}) for p in (0.0, 1.0))
+    return any(torch.equal(dihedral(t0, t0, torch.tensor(r, dtype=torch.float32))[1], t1) for r in np.ndindex(2, 2, 2))
+
+
 def test_a_cast_shadow_darkens_the_backdrop_beside_the_piece_by_one_factor_and_leaves_the_piece():
     """``--cast-shadow``: the piece's own outline moved aside darkens the backdrop it falls on (an umbra:
     one factor, the backdrop's colour kept within a fill light's tint); the piece that casts it and the
     backdrop away from it keep their values, and the target is not touched (the shadow is background)."""
-    from models.segnet.train import augment, cast_shadow, dihedral
+    from models.segnet.train import cast_shadow
 
     y, x = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
     disc = (((y - 48) ** 2 + (x - 48) ** 2) <= 15 ** 2).float()[None]
@@ -162,18 +173,14 @@ def test_a_cast_shadow_darkens_the_backdrop_beside_the_piece_by_one_factor_and_l
             deepest = ratio[:, ratio[0] <= ratio[0].min() + 1e-4]
             assert float(deepest.max() - deepest.min()) < 0.1          # one factor on every channel, give or take a tint
     assert darkened > 8 * 100
-    img = (crop.permute(1, 2, 0).numpy() * 255).astype(np.uint8)[None]
-    alpha = (disc[0].numpy() * 255).astype(np.uint8)[None]
-    (_, (t0,)), (_, (t1,)) = (augment(img, alpha, 64, torch.Generator().manual_seed(3), shadow=s) for s in (0.0, 1.0))
-    # the same crop of the target (its flips are drawn after the shadow's draws)
-    assert any(torch.equal(dihedral(t0, t0, torch.tensor(r, dtype=torch.float32))[1], t1) for r in np.ndindex(2, 2, 2))
+    assert _target_untouched(crop, disc, "shadow")
 
 
 def test_mirror_metal_repaints_only_the_piece_as_a_picture_of_a_studio():
     """``--mirror-metal``: the piece's faces become a reflection of lights and flags (bright and dark
     faces with crisp edges), tinted by its own colour; the backdrop keeps every value, the values stay in
     [0, 1], and the target is not touched."""
-    from models.segnet.train import augment, dihedral, mirror_metal
+    from models.segnet.train import mirror_metal
 
     y, x = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
     r = ((y - 48) ** 2 + (x - 48) ** 2).sqrt()
@@ -188,7 +195,4 @@ def test_mirror_metal_repaints_only_the_piece_as_a_picture_of_a_studio():
         assert bool((face[0] >= face[2]).all())                  # the gold's tint kept: red over blue
         spreads.append(float(face[0].quantile(0.95) - face[0].quantile(0.05)))
     assert max(spreads) > 0.3                                    # lights and flags: bright and dark faces
-    img = (crop.permute(1, 2, 0).numpy() * 255).astype(np.uint8)[None]
-    alpha = (band[0].numpy() * 255).astype(np.uint8)[None]
-    (_, (t0,)), (_, (t1,)) = (augment(img, alpha, 64, torch.Generator().manual_seed(3), mirror=m) for m in (0.0, 1.0))
-    assert any(torch.equal(dihedral(t0, t0, torch.tensor(r, dtype=torch.float32))[1], t1) for r in np.ndindex(2, 2, 2))
+    assert _target_untouched(crop, band, "mirror")

@@ -930,20 +930,20 @@ def test_with_a_plate_above_the_work_size_the_plate_is_shrunk_with_the_frame():
     "size, 0% at 1200 x 800); "
     "README, 'At a camera's resolution' under 'Trust'"), raises=AssertionError)
 def test_a_milgrain_edge_at_a_cameras_resolution_keeps_its_beads(tmp_path):
+    from bench.cutout_only import SKIPPED
     from bench.trust import developed, features_lost
-    from flows.retouch import SHOOT_LEVEL, TO_CUTOUT, checked_preset
+    from flows.retouch import SHOOT_LEVEL, checked_preset
     from models.simulator import render_image, write_scene
     from models.simulator.writers import read_truth
-    from tasks.pipeline import STAGE_NAMES, run_stages, stage_params
+    from tasks.pipeline import run_stages, stage_params
 
     # the trust bench's training set (seed 101), image 2: E1002, earrings with milgrain edges on coloured paper
     path = write_scene(tmp_path, render_image(101, 2, (3600, 2400)), 2, "tif")
     truth = read_truth(tmp_path / "truth" / path.stem)
     params = stage_params({k: v for k, v in checked_preset("catalog").stages.items() if k not in SHOOT_LEVEL})
-    later = tuple(n for n in STAGE_NAMES if n not in TO_CUTOUT)
     with torch.inference_mode():
         image = developed(path)
-        cut, _, _ = run_stages(Frame(image), params, later, want_reference=False)
+        cut, _, _ = run_stages(Frame(image), params, SKIPPED, want_reference=False)   # as bench/cutout_only.py
     if cut.image.shape[-1] <= params["cutout"].work_size:      # the shrunk decision is what is tested
         pytest.fail("the frame is not over the cut-out's work size")
     lost = features_lost(truth["details"], cut.alpha[0, 0].numpy() > 0.5, cut.image[0].permute(1, 2, 0).numpy(),
