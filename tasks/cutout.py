@@ -59,7 +59,7 @@ from tasks import regions
 from tasks.color import LUMINANCE, linear_to_srgb, srgb_to_linear
 from tasks.compose import grow, grown_box
 from tasks.frame import Frame, luminance
-from tasks.ops import (SAMPLE_ABOVE, dilate, erode, fill_holes, gaussian_blur, quantiles, resize, resize_at, row_bands,
+from tasks.ops import (SAMPLE_ABOVE, box_mean, dilate, erode, fill_holes, gaussian_blur, quantiles, resize, resize_at, row_bands,
                        shrunk_size)
 
 
@@ -903,6 +903,8 @@ def _robust_sigma(enc: torch.Tensor, backdrop: torch.Tensor, at: torch.Tensor, q
 
 
 MATTE_LEVELS = 8     # the matte's push-pull fills: colours from up to 2 ** 8 px away
+OFF_LINE = 0.5      # how far off the backdrop-to-piece line (a share of its length) a mix can lie
+OFF_NOISE = 3.0     # ... and at least this many times the backdrop's median noise distance (``_noise_distance``)
 
 
 def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band: int,
@@ -917,7 +919,10 @@ def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band
     take F's colour, so no backdrop fringe survives compositing).
 
     Alpha is fractional only within ``band`` px of ``hard``: everything is made on the piece's
-    box, except the push-pull fills' coarser levels, which read the whole frame.
+    box, except the push-pull fills' coarser levels, which read the whole frame. A colour no mix of F
+    and B makes takes the line's answer too: beside a chain on a real JPEG those are the bright
+    ringing the line takes off a hard mask grown over it (stop 69: keeping ``hard``'s side there
+    made a white fringe, though it kept more of a white chain's bright wire on the validation family).
     """
     alpha, whole = torch.zeros_like(hard), image
     box = grown_box(hard, band + 2)
@@ -941,15 +946,34 @@ def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band
     return alpha, decontaminated
 
 
-def _between(image: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+def _between(image: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, fallback: torch.Tensor,
+             decided: torch.Tensor | None = None, noise: float = 0.0) -> torch.Tensor:
     """Alpha of each pixel of ``image`` on the line from the backdrop colour ``bg`` to the piece colour
     ``fg`` (clamped to [0, 1]); ``fallback`` where the two are too alike to tell (a colour distance
-    under 0.1)."""
+    under 0.1). With ``decided`` (the alpha the outline was decided with), a pixel off the line by
+    more than ``OFF_LINE`` of its length and ``OFF_NOISE`` times the frame's ``noise``
+    (``_noise_distance``), a colour no mix of the two makes, is no more backdrop than decided: a bright
+    milgrain bead on a dark rim, which the line from the paper to the rim's colour filled in from
+    inside calls backdrop. (Not more piece than the line says outside the decision: a JPEG's bright
+    ringing beside a chain is off the line too.)"""
     span = fg - bg
     span_sq = (span * span).sum(1, keepdim=True)
-    proj = ((image - bg) * span).sum(1, keepdim=True) / span_sq.clamp(min=1e-4)
-    reliable = (span_sq > 0.01).to(image.dtype)
-    return reliable * proj.clamp(0, 1) + (1 - reliable) * fallback
+    off = image - bg
+    alpha = ((off * span).sum(1, keepdim=True) / span_sq.clamp(min=1e-4)).clamp_(0, 1)
+    if decided is not None:
+        off_sq = off.addcmul_(alpha, span, value=-1).square_().sum(1, keepdim=True)
+        unmixed = off_sq > (OFF_LINE ** 2 * span_sq).clamp_(min=(OFF_NOISE * noise) ** 2)
+        alpha = torch.where(unmixed, torch.maximum(alpha, decided), alpha)
+    return torch.where(span_sq > 0.01, alpha, fallback)
+
+
+def _noise_distance(image: torch.Tensor, backdrop: torch.Tensor) -> float:
+    """The median colour distance of ``image``'s pixels where ``backdrop`` (bool) from their 3 x 3 mean:
+    the scale of the camera's noise (and the paper's grain) there, 0 where there are none."""
+    step = max(1, int(backdrop.sum()) // 1_000_000)     # a million of them tell the median
+    grain = (image - box_mean(image, 1)).square_().sum(1, keepdim=True).sqrt_()
+    at = grain.masked_select(backdrop)[::step]
+    return float(at.median()) if at.numel() else 0.0
 
 
 def _small_parts(solid: np.ndarray, frame_px: int, params: CutoutParams) -> tuple[np.ndarray, np.ndarray]:
@@ -973,7 +997,8 @@ def _matte_decided(image: torch.Tensor, decided: torch.Tensor, reach: int) -> tu
     size (bilinear), whose outline may lie up to ``reach`` px too far out (a pixel of the shrunk frame:
     its hard mask grows by one): 1 where it is 1 that far in, 0 where it is 0, and between
     them each pixel's place on the line from the backdrop colour just outside to the piece colour just
-    inside, as ``_matte`` does it (``decided`` itself where the two are too alike); those pixels take
+    inside, as ``_matte`` does it (``decided`` itself where the two are too alike, and at least
+    ``decided`` where the pixel's colour is no mix of the two: ``_between``); those pixels take
     the piece colour. What is narrower than ``2 * reach`` (a wire, a link's gap) keeps its decided side.
     Made on the box of the edge grown by the fills' reach (their coarsest level's), not the frame; what
     is sure is read on the box of the piece grown by as much (beyond it all is backdrop: alpha 0)."""
@@ -997,7 +1022,8 @@ def _matte_decided(image: torch.Tensor, decided: torch.Tensor, reach: int) -> tu
     # the edge's pixels alone, as (1, C, N, 1) columns: a thin outline of the box's millions
     at = edge[0, 0, at_edge[0], at_edge[1]]
     column = lambda t: t[0][:, at][None, ..., None]  # noqa: E731
-    a = _between(column(part), column(fg), column(bg), column(decided[..., box[0], box[1]]))[0, 0, :, 0]
+    prior = column(decided[..., box[0], box[1]])
+    a = _between(column(part), column(fg), column(bg), prior, prior, _noise_distance(part, clear))[0, 0, :, 0]
     alpha[0, 0, box[0], box[1]][at] = a
     decontaminated = image.clone()
     mixed = at.clone()
