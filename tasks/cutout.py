@@ -59,8 +59,8 @@ from tasks import regions
 from tasks.color import LUMINANCE, linear_to_srgb, srgb_to_linear
 from tasks.compose import grow, grown_box
 from tasks.frame import Frame, luminance
-from tasks.ops import (SAMPLE_ABOVE, box_mean, dilate, erode, fill_holes, gaussian_blur, quantiles, resize, resize_at, row_bands,
-                       shrunk_size)
+from tasks.ops import (SAMPLE_ABOVE, box_mean, dilate, erode, fill_holes, gaussian_blur, quantiles, resize, resize_at,
+                       row_bands, shrunk_size)
 
 
 class CutoutParams(BaseModel):
