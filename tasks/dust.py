@@ -68,7 +68,8 @@ class DustParams(BaseModel):
     haze: bool = Field(True, description="also clear fingerprint haze on polished metal")
     min_haze_area: int = Field(40, ge=1, description="smallest haze patch in px")
     neighbours: int = Field(4, ge=0, description="a blob on the piece with more defects than this nearby is texture, not dust")
-    neighbourhood: int = Field(24, ge=4, description="radius in px of that neighbourhood")
+    neighbourhood: int = Field(24, ge=4, description="radius in px of that neighbourhood on a frame up to "
+                               "RULES_EDGE (1536 px) long; a longer frame's grows with its long edge (``crowd_radius``)")
     max_pinhole: int = Field(150, ge=0, description="holes in the piece mask up to this many px are specks, not outline")
     grow: int = Field(1, ge=0, le=8, description="px added around each defect before filling")
     work_size: int | None = Field(None, ge=128, description="longest side in px at which defects are found (every "
@@ -82,6 +83,17 @@ class DustParams(BaseModel):
 # how far the haze blend reads from the haze: 1 px grown, a 1 px Gaussian (3 px), a 2 px Gaussian (6 px);
 # made on the haze's box grown by more, it equals the whole-frame blend (px of the working size)
 HAZE_REACH = 16
+
+
+# the long edge (px) of the frames DefectNet and the rules around it were made on (640-1536 px)
+RULES_EDGE = 1536
+
+
+def crowd_radius(size: tuple[int, int], params: DustParams) -> int:
+    """``neighbourhood`` for a frame of ``size`` (H, W): grown with a long edge over ``RULES_EDGE``, so a row
+    of milgrain beads 4x as far apart in px at a camera's resolution is still a crowd (at 4800 x 3200 the
+    24 px radius took runs of a band's bead rows for dust: 6% of its design features repainted)."""
+    return round(params.neighbourhood * max(1.0, max(size) / RULES_EDGE))
 
 
 def work_scale(size: tuple[int, int], params: DustParams) -> float:
@@ -119,8 +131,9 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[sli
     net = load_defectnet(params.network_weights, image.device)
     with torch.no_grad():
         # the network's answer is read on the piece and, for blobs and haze reaching it, around it: as far
-        # as a blob's crowd (``neighbourhood``) and a lint's length (40 px) reach; tiles beyond are not run
-        near = dilate(region, params.neighbourhood + 40)
+        # as a blob's crowd (``crowd_radius``) and a lint's length (40 px) reach; tiles beyond are not run
+        crowd = crowd_radius((h, w), params)
+        near = dilate(region, crowd + 40)
         prob = defect_probability(srgb.float(), net, where=near, bfloat16=params.network_bfloat16).to(image.dtype)
     del near
     y = luminance(srgb)
@@ -130,7 +143,7 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[sli
     stands_out = dilate((local > params.min_local_contrast).to(image.dtype), 1)
     removable = (prob[:, :1] > params.strength).to(image.dtype) * stands_out
     # design repeats (pave seats, milgrain, beads): a blob with several others close by is texture
-    removable = _uncrowded(removable, params.neighbours, params.neighbourhood)
+    removable = _uncrowded(removable, params.neighbours, crowd)
     if piece is not None:
         # the outline's anti-aliased, decontaminated steps are not dust: blobs lying on it stay
         solid = torch.maximum(piece, _components(1 - piece, max_area=params.max_pinhole))

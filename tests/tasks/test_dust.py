@@ -114,6 +114,28 @@ def test_synthetic_specks_filled_and_row_kept(k):
     assert ("found at 200x120" in out.notes[-1]) == (k > 1)
 
 
+def test_on_a_frame_longer_than_the_rules_a_bead_row_is_a_crowd_in_its_own_pixels():
+    """The crowd that makes a row of beads design (``neighbours`` within ``neighbourhood`` px) grows with
+    a frame's long edge past ``RULES_EDGE``: at 3200 px a milgrain row 16 px apart (2 others within the
+    24 px of a 1536 px frame, 6 within its 50) stays but for its two end beads (3 others each), and a lone
+    speck on the piece still goes."""
+    from tasks.dust import RULES_EDGE, crowd_radius
+
+    assert crowd_radius((800, 1200), DustParams()) == 24 and crowd_radius((400, 3200), DustParams()) == 50
+    img = torch.full((1, 3, 400, 3200), 0.6)
+    piece = torch.zeros((1, 1, 400, 3200))
+    piece[..., 200:260, 1000:1600] = 1
+    for x in range(1100, 1500, 16):
+        img[..., 225:228, x:x + 3] = 0.05
+    img[..., 245:248, 1580:1583] = 0.05
+    assert max(img.shape[-2:]) > RULES_EDGE
+    out = remove_dust(Frame(img).with_masks(piece=piece), DustParams())
+    d = out.masks["defects"][0, 0]
+    assert float(d[220:233, 1110:1480].max()) == 0          # the row is design
+    assert float(d[245:248, 1580:1583].min()) == 1          # the speck is dust
+    assert torch.equal(out.image[..., 225:228, 1110:1480], img[..., 225:228, 1110:1480])
+
+
 def test_a_kept_backdrops_specks_only_when_asked_and_the_fill_made_on_the_holes_box_is_the_frames():
     """``backdrop=False`` leaves the backdrop's specks alone (the piece's are still found), and the fill,
     made on the box of what is filled, gives what push-pull on the whole frame gives."""
