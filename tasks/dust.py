@@ -119,7 +119,9 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[sli
 
     The box holds the piece grown by 2 px and by the network's ``BOX_MARGIN`` px around that: every
     filter and component count below gives there what it gives on the whole frame (beyond the box
-    there is only backdrop), without whole-frame masks (96 MB each at 24 MP)."""
+    there is only backdrop), without whole-frame masks (96 MB each at 24 MP). (On a frame longer than
+    ``RULES_EDGE`` a crowd reaches past the box: specks on the backdrop beyond it are not counted, so a
+    blob on the piece is at most less crowded there than on the whole frame.)"""
     from models.defectnet import defect_probability, load_defectnet
 
     h, w = image.shape[-2:]
