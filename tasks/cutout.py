@@ -970,9 +970,8 @@ def _between(image: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, fallback: 
 def _noise_distance(image: torch.Tensor, backdrop: torch.Tensor) -> float:
     """The median colour distance of ``image``'s pixels where ``backdrop`` (bool) from their 3 x 3 mean:
     the scale of the camera's noise (and the paper's grain) there, 0 where there are none."""
-    step = max(1, int(backdrop.sum()) // 1_000_000)     # a million of them tell the median
     grain = (image - box_mean(image, 1)).square_().sum(1, keepdim=True).sqrt_()
-    at = grain.masked_select(backdrop)[::step]
+    at = grain.reshape(-1)[_reference_pixels(backdrop)]     # a million of them tell the median
     return float(at.median()) if at.numel() else 0.0
 
 
