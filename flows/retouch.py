@@ -335,9 +335,9 @@ def export_pixels(frame: Frame, preset: Preset) -> Iterator[tuple[ExportSpec, np
         if spec.grid == "source":
             image, a = (colour, alpha) if spec.alpha else (frame.image, None)
         else:
-            composite, canvas_alpha, canvas_colour = on_canvas(colour, alpha, canvas_edge(box, spec, preset),
-                                                               spec.margin, backdrop, box)
-            image, a = (canvas_colour, canvas_alpha) if spec.alpha else (composite, None)
+            image, a = on_canvas(colour, alpha, canvas_edge(box, spec, preset), spec.margin, backdrop, box,
+                                 transparent=spec.alpha)
+            a = a if spec.alpha else None
         yield spec, quantize(image, a, spec.bits)
 
 
