@@ -80,7 +80,7 @@ def on_canvas(image: torch.Tensor, alpha: torch.Tensor, size: int, margin: float
         return F.interpolate(plane, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
 
     # only the piece's scaled box is computed: around it the canvas is the backdrop, or nothing (a
-    # 3000 px canvas is 27 M floats a pass, the box often a third of it)
+    # 3000 px canvas is 27 M floats a pass; the box fills it along its longer side only)
     y0, x0 = (size - nh) // 2, (size - nw) // 2
     placed = (..., slice(y0, y0 + nh), slice(x0, x0 + nw))
     canvas_a = torch.zeros((1, 1, size, size), dtype=image.dtype, device=image.device)
