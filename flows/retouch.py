@@ -337,7 +337,6 @@ def export_pixels(frame: Frame, preset: Preset) -> Iterator[tuple[ExportSpec, np
         else:
             image, a = on_canvas(colour, alpha, canvas_edge(box, spec, preset), spec.margin, backdrop, box,
                                  transparent=spec.alpha)
-            a = a if spec.alpha else None
         yield spec, quantize(image, a, spec.bits)
 
 

@@ -57,7 +57,7 @@ def canvas_scale(box: tuple[int, int, int, int], size: int, margin: float) -> fl
 
 def on_canvas(image: torch.Tensor, alpha: torch.Tensor, size: int, margin: float,
               backdrop: torch.Tensor, box: tuple[int, int, int, int] | None = None, *,
-              transparent: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              transparent: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Centre the piece on a ``size`` x ``size`` canvas.
 
     Args:
@@ -65,9 +65,10 @@ def on_canvas(image: torch.Tensor, alpha: torch.Tensor, size: int, margin: float
         alpha: (1, 1, H, W) matte.
         backdrop: linear RGB of the canvas, (3,) or (1, 3, 1, 1).
         box: ``piece_box(alpha)`` when the caller has it (a pass over the whole matte, 10-25 ms at 24 MP).
-        transparent: give the piece's unpremultiplied colour (0 where none of it lies), for a canvas
-            with alpha, instead of the composite over ``backdrop``.
-    Returns: the canvas's colour (1, 3, size, size) and its alpha (1, 1, size, size).
+        transparent: give the piece's unpremultiplied colour (0 where none of it lies) and the
+            canvas's alpha, for a canvas with alpha, instead of the composite over ``backdrop``.
+    Returns: the canvas's colour (1, 3, size, size) and, with ``transparent``, its alpha (1, 1, size,
+        size), else None.
     """
     box = piece_box(alpha) if box is None else box
     top, bottom, left, right = box
@@ -83,8 +84,11 @@ def on_canvas(image: torch.Tensor, alpha: torch.Tensor, size: int, margin: float
     # 3000 px canvas is 27 M floats a pass; the box fills it along its longer side only)
     y0, x0 = (size - nh) // 2, (size - nw) // 2
     placed = (..., slice(y0, y0 + nh), slice(x0, x0 + nw))
-    canvas_a = torch.zeros((1, 1, size, size), dtype=image.dtype, device=image.device)
-    a = canvas_a[placed] = shrunk(crop_a)
+    a = shrunk(crop_a)
+    canvas_a = None
+    if transparent:
+        canvas_a = torch.zeros((1, 1, size, size), dtype=image.dtype, device=image.device)
+        canvas_a[placed] = a
     back = backdrop.reshape(3).to(image)
     canvas = (torch.zeros((1, 3, size, size), dtype=image.dtype, device=image.device) if transparent
               else back.view(1, 3, 1, 1).expand(1, 3, size, size).clone())
