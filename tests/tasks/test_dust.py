@@ -1,6 +1,7 @@
 """dust: specks and lint go, the design's details stay."""
 
 import functools
+import math
 
 import cv2
 import numpy as np
@@ -203,3 +204,30 @@ def test_haze_is_softened_on_its_box_as_on_the_whole_frame(where):
     assert float((got - want).abs().max()) < 1e-6
     assert float((got - image).abs().max()) > 0.05          # it did soften
     assert torch.equal(soften_haze_(image.clone(), torch.zeros_like(haze)), image)
+
+
+
+
+def test_specks_on_the_backdrop_do_not_make_a_speck_on_the_piece_design():
+    """A blob on the piece with several others close by is design; on a 6000 px frame "close by" is 94 px
+    (``crowd_radius``), but specks on the backdrop further than ``BOX_MARGIN`` from the piece (here inside
+    a ring) are not counted: they are not the design repeating, and DefectNet is not run there. (Until
+    stop 71 it was, and this speck was kept as a crowd's.)"""
+    from tasks.dust import BOX_MARGIN, crowd_radius
+
+    yy, xx = torch.meshgrid(torch.arange(600.0), torch.arange(6000.0), indexing="ij")
+    r = ((yy - 300) ** 2 + (xx - 3000) ** 2).sqrt()
+    piece = ((r >= 250) & (r <= 290)).float()[None, None]   # a ring, its inside the backdrop
+    img = torch.full((1, 3, 600, 6000), 0.6)
+    img[..., 46:49, 2999:3002] = 0.05                       # a speck 3 px into the band
+    inside = ((95, 2960), (95, 3000), (95, 3040), (132, 2980), (132, 3020))
+    for y, x in inside:                                     # five lone specks inside the ring, 48-88 px from it
+        img[..., y - 1:y + 2, x - 1:x + 2] = 0.05
+    assert crowd_radius((600, 6000), DustParams()) == 94 and max(max(abs(y - 47), abs(x - 3000)) for y, x in inside) < 94
+    assert min(250 - math.hypot(y - 300, x - 3000) for y, x in inside) > BOX_MARGIN + 4
+    out = remove_dust(Frame(img).with_masks(piece=piece), DustParams())
+    d = out.masks["defects"][0, 0]
+    assert float(d[46:49, 2999:3002].min()) == 1                  # the piece's speck goes
+    for y, x in inside:                                           # and the backdrop's (the backdrop rule)
+        assert float(d[y - 1:y + 2, x - 1:x + 2].min()) == 1, (y, x)
+    assert float((out.image[..., 46:49, 2999:3002] - 0.6).abs().max()) < 0.05
