@@ -132,10 +132,10 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[sli
     srgb = linear_to_srgb(image[..., ys, xs])     # (clamped to [0, 1] by the curve)
     net = load_defectnet(params.network_weights, image.device)
     with torch.no_grad():
-        # the network's answer is read on the piece and ``BOX_MARGIN`` px around it: tiles beyond are not
-        # run, and what a run tile gives beyond is not read, so 128 px tiles (a CPU's) and 512 px tiles
-        # (CUDA's) give one answer. (Until stop 71 as far as a blob's crowd too: at 24 MP a quarter of
-        # dust's time, for backdrop specks that are not design; no mask moved on 92 images when cut.)
+        # the network's answer is read on the piece and ``BOX_MARGIN`` px around it, not as far as a blob's
+        # crowd (backdrop specks further off are not the design repeating; at 24 MP that reach was a quarter
+        # of dust's time): tiles beyond are not run, and what a run tile gives beyond is not read, so the
+        # tile's size (a CPU's 128 px, CUDA's 512 px) does not change what is found
         near = dilate(region, BOX_MARGIN)
         prob = defect_probability(srgb.float(), net, where=near, bfloat16=params.network_bfloat16).to(image.dtype)
         prob.mul_(near)
