@@ -110,16 +110,35 @@ def loss_fn(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return (bce * weight[:, None]).sum() / (2 * weight.sum().clamp(min=1))
 
 
-def batches(imgs, codes, batch, device, rng):
+def batches(imgs, codes, batch, device, rng, soft=None):
+    """Random crops, turned and mirrored alike with their codes (and ``soft``: a teacher's probabilities)."""
     while True:
         idx = rng.integers(len(imgs), size=batch)
         x = torch.from_numpy(imgs[idx]).to(device).permute(0, 3, 1, 2).float() / 255
         c = torch.from_numpy(codes[idx]).to(device).long()
+        t = None if soft is None else torch.from_numpy(soft[idx]).to(device).float()
         k = int(rng.integers(4))
         x, c = torch.rot90(x, k, (2, 3)), torch.rot90(c, k, (1, 2))
+        t = None if t is None else torch.rot90(t, k, (2, 3))
         if rng.random() < 0.5:
             x, c = x.flip(3), c.flip(2)
-        yield x, c
+            t = None if t is None else t.flip(3)
+        yield x, c, t
+
+
+def teacher_probabilities(weights: Path, imgs: np.ndarray, device: str) -> np.ndarray:
+    """(N, 2, CROP, CROP) float16: what the network at ``weights`` says on every crop, the targets a narrower
+    student learns beside the labels (distillation: the teacher's answers carry what it learned on the
+    larger run, which a CPU's few thousand steps on labels alone do not reach)."""
+    from models.defectnet import load_defectnet
+
+    net = load_defectnet(str(weights), device).eval()
+    out = np.empty((len(imgs), 2, CROP, CROP), np.float16)
+    with torch.no_grad():
+        for i in range(0, len(imgs), 256):
+            x = torch.from_numpy(imgs[i:i + 256]).to(device).permute(0, 3, 1, 2).float() / 255
+            out[i:i + 256] = torch.sigmoid(net(x)).cpu().numpy()
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--wide", type=float, default=0.0, help="share of scenes from the simulator's wide studio world")
     ap.add_argument("--init", type=Path, help="start from these weights (a fine-tune); --width is theirs")
+    ap.add_argument("--teacher", type=Path, help="also learn these weights' probabilities on every crop (distillation)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     t0 = time.time()
@@ -152,12 +172,16 @@ def main(argv: list[str] | None = None) -> int:
         net = DefectNet(args.width).to(args.device)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.05)
-    stream = batches(imgs[train], codes[train], args.batch, args.device, np.random.default_rng(0))
+    soft = None if args.teacher is None else teacher_probabilities(args.teacher, imgs[train], args.device)
+    stream = batches(imgs[train], codes[train], args.batch, args.device, np.random.default_rng(0), soft)
     vx = torch.from_numpy(imgs[val]).to(args.device).permute(0, 3, 1, 2).float() / 255
     vc = torch.from_numpy(codes[val]).to(args.device).long()
     for step in range(1, args.steps + 1):
-        x, c = next(stream)
-        loss = loss_fn(net(x), c)
+        x, c, t = next(stream)
+        logits = net(x)
+        loss = loss_fn(logits, c)
+        if t is not None:
+            loss = loss + F.binary_cross_entropy_with_logits(logits, t)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -182,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         "# DefectNet training record\n\n"
         f"Command: `python -m models.defectnet.train {shlex.join(sys.argv[1:] if argv is None else argv)}`\n\n"
         f"- {args.scenes} simulator scenes (seeds [{SEED}, i]; {args.wide:.0%} from the wide world), "
-        f"{len(imgs)} crops of {CROP} px{f', from {args.init}' if args.init else ''}, "
+        f"{len(imgs)} crops of {CROP} px{f', from {args.init}' if args.init else ''}"
+        f"{f', learning the probabilities of {args.teacher}' if args.teacher else ''}, "
         f"{args.steps} steps of {args.batch} on {args.device}; data {t_data:.0f} s, total {time.time() - t0:.0f} s\n"
         f"- held-out crops: defect-pixel recall {recall:.3f}, design-detail pixels marked {false:.4f}, haze-pixel recall {haze:.3f}, loss {vloss:.4f}\n"
         f"- {sum(p.numel() for p in net.parameters())} parameters, float16 weights {args.out.stat().st_size} bytes\n")

@@ -106,3 +106,21 @@ def test_a_fine_tune_on_the_wide_world_starts_from_given_weights(tmp_path):
                  "--wide", "0.5", "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu"]) == 0
     assert load_defectnet(str(out)).width == 32        # the checkpoint's width, not --width
     assert "50% from the wide world" in (tmp_path / "TRAINING.md").read_text()
+
+
+def test_a_narrower_net_learns_a_teachers_probabilities(tmp_path):
+    """``--teacher`` adds the given network's probabilities on every crop as targets (distillation): they
+    are that network's answers on the crop, and the student keeps its own ``--width``."""
+    from models.defectnet.train import main, scene_crops, teacher_probabilities
+
+    imgs, _ = scene_crops(3)
+    soft = teacher_probabilities(DEFAULT_WEIGHTS, imgs[:4], "cpu")
+    x = torch.from_numpy(imgs[:4]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        want = torch.sigmoid(load_defectnet()(x))
+    assert soft.shape == (4, 2, 96, 96) and float((torch.from_numpy(soft).float() - want).abs().max()) < 2e-3
+    out = tmp_path / "student.pt"
+    assert main(["--out", str(out), "--teacher", str(DEFAULT_WEIGHTS), "--width", "8", "--scenes", "2",
+                 "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu"]) == 0
+    assert load_defectnet(str(out)).width == 8
+    assert f"learning the probabilities of {DEFAULT_WEIGHTS}" in (tmp_path / "TRAINING.md").read_text()
