@@ -140,6 +140,25 @@ def teacher_probabilities(weights: Path, imgs: np.ndarray, device: str) -> np.nd
     return out
 
 
+def narrowed(state: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+    """A wider DefectNet's state cut to ``width`` channels a layer: each layer keeps the channels that
+    carry most (the L1 norm of what makes a channel times that of what the next layer reads from it), the
+    next layer reads only those. A start that already answers much as the wide net does, for a student
+    that learns its probabilities (structured pruning)."""
+    state = dict(state)
+    layers = [f"body.{i}" for i in range(len(DefectNet.DILATIONS))] + ["head"]
+    keep = None
+    for name, after in zip(layers, layers[1:]):
+        w = state[f"{name}.weight"]
+        if keep is not None:
+            w = w[:, keep]
+        carry = w.abs().sum((1, 2, 3)) * state[f"{after}.weight"].abs().sum((0, 2, 3))
+        keep = carry.topk(width).indices.sort().values
+        state[f"{name}.weight"], state[f"{name}.bias"] = w[keep], state[f"{name}.bias"][keep]
+    state["head.weight"] = state["head.weight"][:, keep]
+    return state
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("weights.pt"))
@@ -147,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=12000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--width", type=int)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--wide", type=float, default=0.0, help="share of scenes from the simulator's wide studio world")
-    ap.add_argument("--init", type=Path, help="start from these weights (a fine-tune); --width is theirs")
+    ap.add_argument("--init", type=Path, help="start from these weights (a fine-tune); with a --width under "
+                    "theirs, from their strongest channels (narrowed)")
     ap.add_argument("--teacher", type=Path, help="also learn these weights' probabilities on every crop (distillation)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -163,11 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     val, train = held[: len(imgs) // 10], held[len(imgs) // 10:]
     if args.init is not None:
         state = torch.load(args.init, map_location="cpu", weights_only=True)
-        args.width = int(state.pop("width"))
+        width = int(state.pop("width"))
+        state = {k: v.float() for k, v in state.items()}
+        if args.width is not None and args.width < width:
+            state = narrowed(state, args.width)
+        args.width = min(width, args.width or width)
         net = DefectNet(args.width)
-        net.load_state_dict({k: v.float() for k, v in state.items()})
+        net.load_state_dict(state)
         net = net.to(args.device)
     else:
+        args.width = args.width or 32
         net = DefectNet(args.width).to(args.device)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.05)

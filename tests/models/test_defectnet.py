@@ -95,16 +95,16 @@ def test_tiles_give_the_whole_images_values_edges_included(device, float32_convo
 
 
 def test_a_fine_tune_on_the_wide_world_starts_from_given_weights(tmp_path):
-    """``--init`` starts from a checkpoint (its width), ``--wide`` draws scenes from the wide studio world;
-    the weights it writes load like the shipped ones, and its record says what it was trained on."""
+    """``--init`` starts from a checkpoint (its width, with no ``--width``), ``--wide`` draws scenes from the
+    wide studio world; the weights it writes load like the shipped ones, and its record says what it was
+    trained on."""
     from models.defectnet.train import main, scene_crops
 
     imgs, codes = scene_crops(3, wide=1.0)
     assert imgs.shape[1:] == (96, 96, 3) and codes.shape == imgs.shape[:3]
     out = tmp_path / "tuned.pt"
-    assert main(["--out", str(out), "--init", str(DEFAULT_WEIGHTS), "--width", "8", "--scenes", "2",
-                 "--wide", "0.5", "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu"]) == 0
-    assert load_defectnet(str(out)).width == 32        # the checkpoint's width, not --width
+    assert main(["--out", str(out), "--init", str(DEFAULT_WEIGHTS), "--scenes", "2", "--wide", "0.5", "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu"]) == 0
+    assert load_defectnet(str(out)).width == 32        # the checkpoint's width
     assert "50% from the wide world" in (tmp_path / "TRAINING.md").read_text()
 
 
@@ -124,3 +124,32 @@ def test_a_narrower_net_learns_a_teachers_probabilities(tmp_path):
                  "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu"]) == 0
     assert load_defectnet(str(out)).width == 8
     assert f"learning the probabilities of {DEFAULT_WEIGHTS}" in (tmp_path / "TRAINING.md").read_text()
+
+
+def test_a_narrower_start_keeps_the_channels_that_carry_the_answer(tmp_path):
+    """``--init`` with a smaller ``--width`` starts from the wide net's strongest channels: a 32-wide net
+    whose answer runs through 12 channels a layer (scattered, the rest dead or unread) narrowed to 12
+    answers exactly as it does, and the trained student has that width."""
+    from models.defectnet.train import main, narrowed
+
+    torch.manual_seed(0)
+    wide = DefectNet(32)
+    live = [torch.randperm(32)[:12] for _ in wide.body]
+    with torch.no_grad():
+        for i, conv in enumerate(wide.body):
+            dead = torch.ones(32, dtype=torch.bool)
+            dead[live[i]] = False
+            conv.weight[dead] = 0
+            conv.bias[dead] = 0
+            if i + 1 < len(wide.body):                  # the next layer reads these dead channels not at all
+                wide.body[i + 1].weight[:, dead] = 0
+        wide.head.weight[:, dead] = 0
+    narrow = DefectNet(12)
+    narrow.load_state_dict(narrowed(wide.state_dict(), 12))
+    x = torch.rand((1, 3, 48, 64), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(narrow(x), wide(x), atol=1e-5)
+    out = tmp_path / "narrow.pt"
+    assert main(["--out", str(out), "--init", str(DEFAULT_WEIGHTS), "--width", "8", "--scenes", "2",
+                 "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu"]) == 0
+    assert load_defectnet(str(out)).width == 8
