@@ -143,8 +143,9 @@ def teacher_probabilities(weights: Path, imgs: np.ndarray, device: str) -> np.nd
 def narrowed(state: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
     """A wider DefectNet's state cut to ``width`` channels a layer: each layer keeps the channels that
     carry most (the L1 norm of what makes a channel times that of what the next layer reads from it), the
-    next layer reads only those. A start that already answers much as the wide net does, for a student
-    that learns its probabilities (structured pruning)."""
+    next layer reads only those (structured pruning). Cut, it answers unlike the wide net (the dropped
+    channels' share is gone, there are no norms to rescale), but a student learning its probabilities
+    gets further from here than from nothing (``TRAINING.md``, stop 72)."""
     state = dict(state)
     layers = [f"body.{i}" for i in range(len(DefectNet.DILATIONS))] + ["head"]
     keep = None
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=12000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--width", type=int)
+    ap.add_argument("--width", type=int, help="channels a layer (default 32; with --init, theirs unless narrower)")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--wide", type=float, default=0.0, help="share of scenes from the simulator's wide studio world")
