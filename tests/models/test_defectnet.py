@@ -103,7 +103,8 @@ def test_a_fine_tune_on_the_wide_world_starts_from_given_weights(tmp_path):
     imgs, codes = scene_crops(3, wide=1.0)
     assert imgs.shape[1:] == (96, 96, 3) and codes.shape == imgs.shape[:3]
     out = tmp_path / "tuned.pt"
-    assert main(["--out", str(out), "--init", str(DEFAULT_WEIGHTS), "--scenes", "2", "--wide", "0.5", "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu"]) == 0
+    assert main(["--out", str(out), "--init", str(DEFAULT_WEIGHTS), "--scenes", "2", "--wide", "0.5",
+                 "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu"]) == 0
     assert load_defectnet(str(out)).width == 32        # the checkpoint's width
     assert "50% from the wide world" in (tmp_path / "TRAINING.md").read_text()
 
