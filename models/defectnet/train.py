@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.defectnet import DefectNet
+from models.defectnet import DefectNet, load_defectnet
 from models.simulator import BACKGROUNDS, lighting_gain, linear_to_srgb, render_scene
 
 CROP = 96
@@ -129,8 +129,6 @@ def batches(imgs, codes, batch, device, rng, soft=None):
 def teacher_probabilities(weights: Path, imgs: np.ndarray, device: str) -> np.ndarray:
     """(N, 2, CROP, CROP) float16: what the network at ``weights`` says on every crop, the targets a narrower
     student learns beside the labels (distillation). Held for the whole pool: 37 KB a crop."""
-    from models.defectnet import load_defectnet
-
     net = load_defectnet(str(weights), device)
     out = np.empty((len(imgs), 2, CROP, CROP), np.float16)
     with torch.no_grad():
@@ -183,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     held = np.random.default_rng(1).permutation(len(imgs))
     val, train = held[: len(imgs) // 10], held[len(imgs) // 10:]
     if args.init is not None:
-        state = torch.load(args.init, map_location="cpu", weights_only=True)
-        width = int(state.pop("width"))
-        state = {k: v.float() for k, v in state.items()}
+        # read as the stage reads weights (float32), the checkpoint format known in one place
+        start = load_defectnet(str(args.init))
+        state, width = start.state_dict(), start.width
         if args.width is not None and args.width < width:
             state = narrowed(state, args.width)
         args.width = min(width, args.width or width)
