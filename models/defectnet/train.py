@@ -2,102 +2,31 @@
 
     python -m models.defectnet.train --out models/defectnet/weights.pt   # defaults = the shipped run
 
-Scenes come from ``models.simulator.render_scene`` with seeds of their own (the
-benchmark and tests use others). The camera's cast, exposure and light fall-off
-are divided out with the scene's truth, as ``neutralize`` would, then jittered
-a little; 96 px crops are taken around every defect, around design details
-(hard negatives: pave, milgrain, engraving, prongs, chain), on the piece and
-anywhere. A defect too faint to see (mean sRGB change < ``VISIBLE``) is not
-taught either way. Loss: per-channel BCE; defects weigh 5x, design details 4x,
-the 1 px rim of each defect is ignored (its soft edge is neither). The float16 state dict is
+The samples are 96 px crops of simulator scenes with per-pixel label codes (``models.defectnet.data``).
+The pool of crops, and a ``--teacher``'s probabilities on it, are kept under ``--cache`` and read again
+by a later run with the same scenes, code and teacher (``models.segnet.train.cached_pool``): two
+students of other widths share one rendering. Loss: per-channel BCE; defects weigh 5x, design details
+4x, the 1 px rim of each defect is ignored (its soft edge is neither). The float16 state dict is
 written atomically and ``TRAINING.md`` records the run.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import multiprocessing as mp
+import hashlib
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.defectnet import DefectNet, load_defectnet
-from models.simulator import BACKGROUNDS, lighting_gain, linear_to_srgb, render_scene
-
-CROP = 96
-SIZES = ((640, 427), (900, 600), (1200, 800), (1536, 1024))
-BG_WEIGHTS = (0.35, 0.3, 0.2, 0.15)  # white, grey, coloured paper, desk
-SEED = 4242
-VISIBLE = 0.03  # mean |sRGB change| over a defect's pixels below which it is invisible
-# crop label codes
-BACK, REMOVABLE, HAZE, IGNORE, DETAIL = 0, 1, 2, 3, 4
-
-
-def neutral_source(scene) -> np.ndarray:
-    """The source with the truth's cast, exposure and fall-off divided out."""
-    ill = scene.meta["illuminant"]
-    h, w = scene.alpha.shape
-    img = scene.source / (np.asarray(ill["rgb"], np.float32) * ill["exposure"])
-    return np.clip(img / lighting_gain(scene.meta["lighting"], w, h)[..., None], 0, 1)
-
-
-def scene_crops(i: int, wide: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Crops of scene ``i``: from the simulator's wide studio world with probability ``wide`` (its
-    backdrops, ISO noise, JPEG, depth of field and exposure push on top of the same defects), drawn
-    apart from the scene's own stream, so ``wide=0`` gives the shipped run's scenes."""
-    rng = np.random.default_rng([SEED, i])
-    size = SIZES[int(rng.integers(len(SIZES)))]
-    bg = BACKGROUNDS[int(rng.choice(len(BACKGROUNDS), p=BG_WEIGHTS))]
-    if np.random.default_rng([SEED, i, 1]).random() < wide:
-        scene = render_scene(rng, size, world="wide")
-    else:
-        scene = render_scene(rng, size, background=bg)
-    neutral = neutral_source(scene)
-    # neutralize lands within ~0.6-1.1x of the truth's exposure, and leaves some cast on paper and desks
-    jitter = rng.uniform(0.55, 1.15) * rng.uniform(0.9, 1.1, 3).astype(np.float32)
-    srgb = (linear_to_srgb(np.clip(neutral * jitter, 0, 1)) * 255 + 0.5).astype(np.uint8)
-    d = scene.defects
-    codes = np.full(d.shape, BACK, np.uint8)
-    codes[cv2.dilate((scene.details > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = DETAIL
-    codes[cv2.dilate((d > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = IGNORE
-    codes[d == 4] = HAZE
-    # a defect nobody can see (grey speck on dark metal) is not taught either way
-    change = np.abs(linear_to_srgb(neutral) - linear_to_srgb(scene.clean)).mean(2)
-    n, lab = cv2.connectedComponents(np.isin(d, (1, 2, 3, 5)).astype(np.uint8))
-    for k in range(1, n):
-        part = lab == k
-        codes[part] = REMOVABLE if change[part].mean() >= VISIBLE else IGNORE
-    h, w = d.shape
-    centres = []
-    n, _, _, cent = cv2.connectedComponentsWithStats((d > 0).astype(np.uint8))
-    centres += [c + rng.normal(0, 20, 2) for c in cent[1:][rng.permutation(n - 1)[:12]]]
-    for mask, k in ((scene.details > 0, 8), (scene.alpha > 0.5, 6), (np.ones_like(d, bool), 2)):
-        ys, xs = np.nonzero(mask)
-        if len(ys):
-            pick = rng.integers(len(ys), size=k)
-            centres += [np.array([xs[j], ys[j]], float) for j in pick]
-    imgs, labs = [], []
-    for cx, cy in centres:
-        x0 = int(np.clip(cx - CROP / 2, 0, w - CROP))
-        y0 = int(np.clip(cy - CROP / 2, 0, h - CROP))
-        imgs.append(srgb[y0:y0 + CROP, x0:x0 + CROP])
-        labs.append(codes[y0:y0 + CROP, x0:x0 + CROP])
-    return np.stack(imgs), np.stack(labs)
-
-
-def make_pool(scenes: int, workers: int, wide: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    # spawn: rawpy/OpenMP and fork do not mix (DESIGN.md)
-    with mp.get_context("spawn").Pool(workers) as pool:
-        parts = pool.map(functools.partial(scene_crops, wide=wide), range(scenes), chunksize=4)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+from models.defectnet import DefectNet, data, load_defectnet
+from models.defectnet.data import CROP, DETAIL, HAZE, IGNORE, REMOVABLE, SEED, make_pool
+from models.segnet.train import cached_pool
 
 
 def loss_fn(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -110,10 +39,11 @@ def loss_fn(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return (bce * weight[:, None]).sum() / (2 * weight.sum().clamp(min=1))
 
 
-def batches(imgs, codes, batch, device, rng, soft=None):
-    """Random crops, turned and mirrored alike with their codes (and ``soft``: a teacher's probabilities)."""
+def batches(imgs, codes, among, batch, device, rng, soft=None):
+    """Random crops of those at indices ``among``, turned and mirrored alike with their codes (and ``soft``:
+    a teacher's probabilities)."""
     while True:
-        idx = rng.integers(len(imgs), size=batch)
+        idx = among[rng.integers(len(among), size=batch)]
         x = torch.from_numpy(imgs[idx]).to(device).permute(0, 3, 1, 2).float() / 255
         c = torch.from_numpy(codes[idx]).to(device).long()
         t = None if soft is None else torch.from_numpy(soft[idx]).to(device).float()
@@ -136,6 +66,16 @@ def teacher_probabilities(weights: Path, imgs: np.ndarray, device: str) -> np.nd
             x = torch.from_numpy(imgs[i:i + 256]).to(device).permute(0, 3, 1, 2).float() / 255
             out[i:i + 256] = torch.sigmoid(net(x)).cpu().numpy()
     return out
+
+
+def cached_teacher(cache: Path, pool_name: str, weights: Path, imgs: np.ndarray, device: str) -> np.ndarray:
+    """``teacher_probabilities`` on the pool ``imgs`` (kept under ``cache`` as ``pool_name``), kept there
+    too, keyed by the pool and the teacher's weights file: a second student is spared the teacher's pass
+    (~10 min on two CPU cores for 700 scenes)."""
+    digest = hashlib.sha1(Path(weights).read_bytes()).hexdigest()[:10]
+    made = cached_pool(cache / f"teacher_{digest}_{pool_name}",
+                       lambda: {"soft": teacher_probabilities(weights, imgs, device)}, "teacher answers", modules=(data,))
+    return made["soft"]
 
 
 def narrowed(state: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
@@ -172,10 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init", type=Path, help="start from these weights (a fine-tune); with a --width under "
                     "theirs, from their strongest channels (narrowed)")
     ap.add_argument("--teacher", type=Path, help="also learn these weights' probabilities on every crop (distillation)")
+    ap.add_argument("--cache", type=Path, default=os.environ.get("LOUPE_DEFECTNET_CACHE", "/tmp/loupe-defectnet-cache"),
+                    help="folder the pool of crops and a teacher's probabilities on it are kept in for later runs")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     t0 = time.time()
-    imgs, codes = make_pool(args.scenes, args.workers, args.wide)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    pool_name = f"pool_n{args.scenes}_wide{round(100 * args.wide)}.npz"
+    pool = cached_pool(args.cache / pool_name,
+                       lambda: dict(zip(("imgs", "codes"), make_pool(args.scenes, args.workers, args.wide))),
+                       "crops", modules=(data,))
+    imgs, codes = pool["imgs"], pool["codes"]
     t_data = time.time() - t0
     print(f"{len(imgs)} crops from {args.scenes} scenes in {t_data:.0f} s", flush=True)
     held = np.random.default_rng(1).permutation(len(imgs))
@@ -195,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         net = DefectNet(args.width).to(args.device)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.05)
-    soft = None if args.teacher is None else teacher_probabilities(args.teacher, imgs[train], args.device)
-    stream = batches(imgs[train], codes[train], args.batch, args.device, np.random.default_rng(0), soft)
+    soft = None if args.teacher is None else cached_teacher(args.cache, pool_name, args.teacher, imgs, args.device)
+    stream = batches(imgs, codes, train, args.batch, args.device, np.random.default_rng(0), soft)
     vx = torch.from_numpy(imgs[val]).to(args.device).permute(0, 3, 1, 2).float() / 255
     vc = torch.from_numpy(codes[val]).to(args.device).long()
     for step in range(1, args.steps + 1):

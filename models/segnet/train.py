@@ -186,21 +186,21 @@ def starting_net(cls: type[SegNet], args, train_command: str) -> SegNet:
 
 
 def cached_pool(path: Path, make, what: str, modules=()) -> dict[str, np.ndarray]:
-    """The training pool kept at ``path`` (.npz, at least a ``kind`` array) with the digest of the
+    """The training pool kept at ``path`` (.npz of arrays, one entry of each a sample) with the digest of the
     code that renders it (``render_code_digest(*modules)``) added to its name: loaded when it is
     there, else made by ``make()`` (a dict of arrays) and written there atomically for the next run.
     (Keyed by the name alone, a change to the simulator went on training on the old world's pool.)"""
     path = path.with_name(f"{path.stem}_code{render_code_digest(*modules)}{path.suffix}")
     if path.exists():
         pool = dict(np.load(path))
-        print(f"pool: loaded {len(pool['kind'])} {what} from {path}", flush=True)
+        print(f"pool: loaded {len(next(iter(pool.values())))} {what} from {path}", flush=True)
         return pool
     t = time.time()
     pool = make()
     tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npz")
     np.savez(tmp, **pool)
     os.replace(tmp, path)
-    print(f"pool: made {len(pool['kind'])} {what} in {time.time() - t:.0f}s", flush=True)
+    print(f"pool: made {len(next(iter(pool.values())))} {what} in {time.time() - t:.0f}s", flush=True)
     return pool
 
 

@@ -98,13 +98,14 @@ def test_a_fine_tune_on_the_wide_world_starts_from_given_weights(tmp_path):
     """``--init`` starts from a checkpoint (its width, with no ``--width``), ``--wide`` draws scenes from the
     wide studio world; the weights it writes load like the shipped ones, and its record says what it was
     trained on."""
-    from models.defectnet.train import main, scene_crops
+    from models.defectnet.data import scene_crops
+    from models.defectnet.train import main
 
     imgs, codes = scene_crops(3, wide=1.0)
     assert imgs.shape[1:] == (96, 96, 3) and codes.shape == imgs.shape[:3]
     out = tmp_path / "tuned.pt"
     assert main(["--out", str(out), "--init", str(DEFAULT_WEIGHTS), "--scenes", "2", "--wide", "0.5",
-                 "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu"]) == 0
+                 "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu", "--cache", str(tmp_path)]) == 0
     assert load_defectnet(str(out)).width == 32        # the checkpoint's width
     assert "50% from the wide world" in (tmp_path / "TRAINING.md").read_text()
 
@@ -112,7 +113,8 @@ def test_a_fine_tune_on_the_wide_world_starts_from_given_weights(tmp_path):
 def test_a_narrower_net_learns_a_teachers_probabilities(tmp_path):
     """``--teacher`` adds the given network's probabilities on every crop as targets (distillation): they
     are that network's answers on the crop, and the student keeps its own ``--width``."""
-    from models.defectnet.train import main, scene_crops, teacher_probabilities
+    from models.defectnet.data import scene_crops
+    from models.defectnet.train import main, teacher_probabilities
 
     imgs, _ = scene_crops(3)
     soft = teacher_probabilities(DEFAULT_WEIGHTS, imgs[:4], "cpu")
@@ -122,7 +124,7 @@ def test_a_narrower_net_learns_a_teachers_probabilities(tmp_path):
     assert soft.shape == (4, 2, 96, 96) and float((torch.from_numpy(soft).float() - want).abs().max()) < 2e-3
     out = tmp_path / "student.pt"
     assert main(["--out", str(out), "--teacher", str(DEFAULT_WEIGHTS), "--width", "8", "--scenes", "2",
-                 "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu"]) == 0
+                 "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu", "--cache", str(tmp_path)]) == 0
     assert load_defectnet(str(out)).width == 8
     assert f"learning the probabilities of {DEFAULT_WEIGHTS}" in (tmp_path / "TRAINING.md").read_text()
 
@@ -152,5 +154,33 @@ def test_a_narrower_start_keeps_the_channels_that_carry_the_answer(tmp_path):
         assert torch.allclose(narrow(x), wide(x), atol=1e-5)
     out = tmp_path / "narrow.pt"
     assert main(["--out", str(out), "--init", str(DEFAULT_WEIGHTS), "--width", "8", "--scenes", "2",
-                 "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu"]) == 0
+                 "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu", "--cache", str(tmp_path)]) == 0
     assert load_defectnet(str(out)).width == 8
+
+
+def test_a_second_run_reads_the_pool_and_the_teachers_answers_kept_by_the_first(tmp_path, monkeypatch, capsys):
+    """The pool of crops and a teacher's probabilities on it are kept under ``--cache``: a second student
+    of the same scenes and teacher renders nothing and asks the teacher nothing, and learns the same
+    crops; another teacher's answers are made anew."""
+    from models.defectnet import train
+
+    args = ["--scenes", "2", "--steps", "1", "--batch", "2", "--workers", "1", "--device", "cpu",
+            "--cache", str(tmp_path / "cache"), "--teacher", str(DEFAULT_WEIGHTS)]
+    assert train.main(["--out", str(tmp_path / "a.pt"), "--width", "8"] + args) == 0
+    assert "pool: made" in capsys.readouterr().out
+
+    def refused(what):
+        def call(*_):
+            raise AssertionError(what)
+        return call
+
+    monkeypatch.setattr(train, "make_pool", refused("the pool rendered again"))
+    monkeypatch.setattr(train, "teacher_probabilities", refused("the teacher asked again"))
+    assert train.main(["--out", str(tmp_path / "b.pt"), "--width", "4"] + args) == 0
+    said = capsys.readouterr().out
+    assert said.count("pool: loaded") == 2 and "pool: made" not in said
+    assert load_defectnet(str(tmp_path / "b.pt")).width == 4
+    other = tmp_path / "other.pt"
+    torch.save({k: v.half() for k, v in DefectNet(8).state_dict().items()} | {"width": torch.tensor(8)}, other)
+    with pytest.raises(AssertionError, match="the teacher asked again"):
+        train.main(["--out", str(tmp_path / "c.pt")] + args[:-1] + [str(other)])
