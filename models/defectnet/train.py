@@ -70,11 +70,13 @@ def teacher_probabilities(weights: Path, imgs: np.ndarray, device: str) -> np.nd
 
 def cached_teacher(cache: Path, pool_name: str, weights: Path, imgs: np.ndarray, device: str) -> np.ndarray:
     """``teacher_probabilities`` on the pool ``imgs`` (kept under ``cache`` as ``pool_name``), kept there
-    too, keyed by the pool and the teacher's weights file: a second student is spared the teacher's pass
+    too, keyed by the pool, the teacher's weights file and the network's code (``DefectNet``'s file: the same
+    weights read by another forward pass answer otherwise): a second student is spared the teacher's pass
     (5 min on two CPU cores for the 17,366 crops of 700 scenes)."""
     digest = hashlib.sha1(Path(weights).read_bytes()).hexdigest()[:10]
     made = cached_pool(cache / f"teacher_{digest}_{pool_name}",
-                       lambda: {"soft": teacher_probabilities(weights, imgs, device)}, "teacher answers", modules=(data,))
+                       lambda: {"soft": teacher_probabilities(weights, imgs, device)}, "teacher answers",
+                       modules=(data, DefectNet))
     return made["soft"]
 
 
