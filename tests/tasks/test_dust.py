@@ -231,3 +231,38 @@ def test_specks_on_the_backdrop_do_not_make_a_speck_on_the_piece_design():
     for y, x in inside:                                           # and the backdrop's (the backdrop rule)
         assert float(d[y - 1:y + 2, x - 1:x + 2].min()) == 1, (y, x)
     assert float((out.image[..., 46:49, 2999:3002] - 0.6).abs().max()) < 0.05
+
+
+def test_on_a_shrunk_frame_only_a_blob_on_a_smooth_surround_is_removable():
+    """``_on_smooth_surround`` (a frame shrunk to ``work_size``): of two dark 3 x 3 blobs, the one on
+    flat metal stays removable; the one among stripes 4 px apart (a stone's facets, a seat's edges,
+    shrunk to a speck's scale) does not, unless the bound is raised past the stripes' gradient."""
+    from tasks.dust import _on_smooth_surround
+
+    y = torch.full((1, 1, 60, 120), 0.6)
+    y[..., :, 60:] = torch.where(torch.arange(60, 120) % 4 < 2, 0.8, 0.4)      # stripes on the right half
+    mask = torch.zeros_like(y)
+    for x in (28, 88):
+        y[..., 28:31, x:x + 3] = 0.1
+        mask[..., 28:31, x:x + 3] = 1
+    kept = _on_smooth_surround(mask, y, DustParams().smooth_surround)
+    assert float(kept[..., 28:31, 28:31].min()) == 1 and float(kept[..., :, 60:].max()) == 0
+    assert torch.equal(_on_smooth_surround(mask, y, 10.0), mask)
+
+
+def test_only_a_frame_shrunk_to_the_work_size_asks_for_a_smooth_surround(monkeypatch):
+    """The surround test is the working size's (``find_defects(..., shrunk=True)``): at full size the
+    blobs found are the network's and the rules' alone, as they were measured."""
+    import tasks.dust as dust
+
+    seen = []
+    real = dust._on_smooth_surround
+    monkeypatch.setattr(dust, "_on_smooth_surround", lambda *a: seen.append(a[0].shape[-1]) or real(*a))
+    img = torch.full((1, 3, 120, 800), 0.6)
+    piece = torch.zeros((1, 1, 120, 800))
+    piece[..., 30:90, 100:700] = 1
+    img[..., 58:64, 400:406] = 0.05
+    for params in (DustParams(), DustParams(work_size=400)):
+        out = remove_dust(Frame(img).with_masks(piece=piece), params)
+        assert float(out.masks["defects"][0, 0, 58:64, 400:406].min()) == 1
+    assert len(seen) == 1 and seen[0] < 400          # once, on the shrunk frame's piece box
