@@ -98,10 +98,6 @@ SURFACE = ("dust", "shine", "gems")
 VISIBLE = 0.04  # mean |sRGB change| a defect makes to count as visible (noise alone: ~0.01)
 
 
-def _disk(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-
-
 def mask_iou(pred: np.ndarray, truth: np.ndarray) -> float:
     union = np.logical_or(pred, truth).sum()
     return float(np.logical_and(pred, truth).sum() / union) if union else 1.0
@@ -110,9 +106,9 @@ def mask_iou(pred: np.ndarray, truth: np.ndarray) -> float:
 def thin_zone(truth: np.ndarray, max_width: int = 4) -> np.ndarray:
     """Truth structures at most ``max_width`` px wide (what an opening of that size erases), grown by 2 px."""
     t = truth.astype(np.uint8)
-    opened = cv2.morphologyEx(t, cv2.MORPH_OPEN, _disk(max_width // 2 + 1))
+    opened = cv2.morphologyEx(t, cv2.MORPH_OPEN, regions.disk(max_width // 2 + 1))
     thin = (t > 0) & (opened == 0)
-    return cv2.dilate(thin.astype(np.uint8), _disk(2)) > 0
+    return cv2.dilate(thin.astype(np.uint8), regions.disk(2)) > 0
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
@@ -127,8 +123,8 @@ def boundary_f(pred: np.ndarray, truth: np.ndarray, zone: np.ndarray, tolerance:
         return float("nan")
     if not bp.any():
         return 0.0
-    near_t = cv2.dilate(_boundary(truth).astype(np.uint8), _disk(tolerance)) > 0
-    near_p = cv2.dilate(_boundary(pred).astype(np.uint8), _disk(tolerance)) > 0
+    near_t = cv2.dilate(_boundary(truth).astype(np.uint8), regions.disk(tolerance)) > 0
+    near_p = cv2.dilate(_boundary(pred).astype(np.uint8), regions.disk(tolerance)) > 0
     precision = (bp & near_t).sum() / bp.sum()
     recall = (bt & near_p).sum() / bt.sum()
     return float(2 * precision * recall / max(precision + recall, 1e-9))
@@ -143,7 +139,7 @@ def enclosed_background(truth: np.ndarray) -> np.ndarray:
 def hole_recall(pred: np.ndarray, truth: np.ndarray) -> float:
     holes = enclosed_background(truth)
     # ignore the 1 px next to the metal: that is the edge's business, not the hole's
-    holes &= cv2.dilate(truth.astype(np.uint8), _disk(1)) == 0
+    holes &= cv2.dilate(truth.astype(np.uint8), regions.disk(1)) == 0
     return float((~pred[holes]).mean()) if holes.any() else float("nan")
 
 
@@ -183,11 +179,12 @@ def grade_cutout(scene, final: Frame, neutral: Frame) -> dict[str, float]:
 
     composite = _hwc(final.image)
     true_composite = scene.clean * truth_alpha[..., None] + (1 - truth_alpha[..., None])
-    interior = cv2.erode(truth_alpha.astype(np.float32), _disk(1)) > 0.99
-    band = (cv2.dilate(truth.astype(np.uint8), _disk(3)) > 0) & (cv2.erode(truth.astype(np.uint8), _disk(3)) == 0)
+    interior = cv2.erode(truth_alpha.astype(np.float32), regions.disk(1)) > 0.99
+    t8 = truth.astype(np.uint8)
+    band = (cv2.dilate(t8, regions.disk(3)) > 0) & (cv2.erode(t8, regions.disk(3)) == 0)
 
     out8 = np.round(linear_to_srgb(torch.from_numpy(composite)).numpy() * 255)
-    far_bg = cv2.dilate(truth.astype(np.uint8), _disk(3)) == 0
+    far_bg = cv2.dilate(truth.astype(np.uint8), regions.disk(3)) == 0
     white = float((out8[far_bg] == 255).all(axis=1).mean())
 
     # colour: undo exposure and light fall-off with the truth, then compare in the piece interior
@@ -233,7 +230,7 @@ def _srgb_y(rgb: np.ndarray) -> np.ndarray:
 def grade_retouch(scene, final: Frame, neutral: Frame) -> dict[str, float]:
     found = final.masks["defects"][0, 0].cpu().numpy() > 0.5
     on_piece = scene.alpha > 0.5
-    interior = cv2.erode((scene.alpha > 0.99).astype(np.uint8), _disk(1)) > 0  # chains: wire is 2-4 px
+    interior = cv2.erode((scene.alpha > 0.99).astype(np.uint8), regions.disk(1)) > 0  # chains: wire is 2-4 px
     interior &= final.alpha[0, 0].cpu().numpy() >= 1.0  # cut-out misses are the cutout suite's business
     before, after = _hwc(neutral.image), _hwc(final.image)
     scaled_in = np.clip(truth_scale(before, scene, interior), 0, 1)
@@ -249,7 +246,7 @@ def grade_retouch(scene, final: Frame, neutral: Frame) -> dict[str, float]:
     y_in = _srgb_y(scaled_in)
     y_out = _srgb_y(np.clip(truth_scale(after, scene, interior), 0, 1))
     # high frequencies of the design only: defects (truth) are meant to lose theirs
-    clean_zone = interior & (cv2.dilate((scene.defects > 0).astype(np.uint8), _disk(3)) == 0)
+    clean_zone = interior & (cv2.dilate((scene.defects > 0).astype(np.uint8), regions.disk(3)) == 0)
     band = lambda y: y - cv2.GaussianBlur(y, (0, 0), 2.0)  # noqa: E731
     metal = interior & (scene.metal > 0.6)
     stone = interior & (scene.metal < 0.05)

@@ -78,7 +78,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.quality import _disk, _lab, enclosed_background, mask_iou  # noqa: E402
+from bench.quality import _lab, enclosed_background, mask_iou  # noqa: E402
 from flows.cli import quiet_env  # noqa: E402
 from flows.review import parse_set  # noqa: E402
 from infra.imageio import developed  # noqa: E402
@@ -265,7 +265,7 @@ def thin_parts(true: np.ndarray) -> np.ndarray:
     """The truth's thin structures: what an opening 5 px wide erases (wire, prongs, bails, hooks), in
     parts of at least 12 px (an opening also nicks every convex corner by a few pixels: not a part)."""
     t8 = true.astype(np.uint8)
-    thin = (t8 > 0) & (cv2.morphologyEx(t8, cv2.MORPH_OPEN, _disk(2)) == 0)
+    thin = (t8 > 0) & (cv2.morphologyEx(t8, cv2.MORPH_OPEN, regions.disk(2)) == 0)
     parts, _, _ = _parts(thin, 12)
     return np.any(parts, 0) if parts else np.zeros_like(true)
 
@@ -287,7 +287,8 @@ def features_lost(details: np.ndarray, pred: np.ndarray, out: np.ndarray, source
         for k in range(1, n):
             part = lab == k
             total += 1
-            around = (cv2.dilate(part.astype(np.uint8), _disk(2)) > 0) & pred   # inside: the backdrop is replaced
+            # inside: the backdrop is replaced
+            around = (cv2.dilate(part.astype(np.uint8), regions.disk(2)) > 0) & pred
             lost += pred[part].mean() < 0.5 or y_out[around].std() < 0.5 * y_src[around].std()
     return lost / total if total else 0.0
 
@@ -307,7 +308,8 @@ def dust_removed(defects: np.ndarray, alpha: np.ndarray, source: np.ndarray, out
         if on[part].mean() < 0.5:
             continue
         part &= on
-        ring = (cv2.dilate(part.astype(np.uint8), _disk(3)) > 0) & (cv2.dilate(part.astype(np.uint8), _disk(1)) == 0) & on
+        p8 = part.astype(np.uint8)
+        ring = (cv2.dilate(p8, regions.disk(3)) > 0) & (cv2.dilate(p8, regions.disk(1)) == 0) & on
         if ring.sum() < 4:
             continue
         rel = lambda y: float(y[part].mean() / max(y[ring].mean(), 1e-4))  # noqa: E731
@@ -321,9 +323,9 @@ def dust_removed(defects: np.ndarray, alpha: np.ndarray, source: np.ndarray, out
 
 def mask_grades(pred: np.ndarray, true: np.ndarray) -> dict:
     """The criteria of ``RIGHT`` a mask alone decides (bool (H, W) masks, the cut-out's and the truth's)."""
-    holes = enclosed_background(true) & (cv2.dilate(true.astype(np.uint8), _disk(1)) == 0)
+    holes = enclosed_background(true) & (cv2.dilate(true.astype(np.uint8), regions.disk(1)) == 0)
     thin = thin_parts(true)
-    near = cv2.dilate(pred.astype(np.uint8), _disk(1)) > 0
+    near = cv2.dilate(pred.astype(np.uint8), regions.disk(1)) > 0
     return {"iou": mask_iou(pred, true), "holes": float((~pred[holes]).mean()) if holes.any() else 1.0,
             "thin": float(near[thin].mean()) if thin.any() else 1.0, "pierced": pierced(pred, true),
             "stray": stray(pred, true)}
@@ -335,7 +337,8 @@ def grade_image(cutout: Path, truth: dict, source: np.ndarray | None) -> dict:
     if out.shape[:2] != true_alpha.shape:
         return {"iou": 0.0, "note": f"export {out.shape[1]}x{out.shape[0]} is not the source grid"}
     pred, true = alpha > 0.5, true_alpha > 0.5
-    interior = (cv2.erode(true.astype(np.uint8), _disk(2)) > 0) & (cv2.erode(pred.astype(np.uint8), _disk(2)) > 0)
+    interior = ((cv2.erode(true.astype(np.uint8), regions.disk(2)) > 0)
+                & (cv2.erode(pred.astype(np.uint8), regions.disk(2)) > 0))
     row = {**mask_grades(pred, true), "de_chroma": chroma_delta_e(out, truth["clean"], interior, alpha)}
     if source is not None:
         row["lost"] = features_lost(truth["details"], pred, out, source)

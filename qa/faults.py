@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from tasks import regions
 from tasks.color import D65_XYZ, LUMINANCE, rgb_to_lab, xyz_to_rgb
 from tasks.frame import Frame
 from tasks.ops import gaussian_blur
@@ -106,8 +107,7 @@ def hue_shift(reference: Frame, result: Frame, degrees: float, layer: str) -> Pa
 def thin_part(piece: np.ndarray, radius: int = 3) -> np.ndarray:
     """Parts of a bool mask an opening of ``radius`` erases (wire, prongs, hooks)."""
     m = piece.astype(np.uint8)
-    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return (m > 0) & (cv2.morphologyEx(m, cv2.MORPH_OPEN, disk) == 0)
+    return (m > 0) & (cv2.morphologyEx(m, cv2.MORPH_OPEN, regions.disk(radius)) == 0)
 
 
 def chop(reference: Frame, result: Frame, rng: np.random.Generator, radius: int = 12,

@@ -116,10 +116,6 @@ def mask_holes(piece: np.ndarray, min_px: int = HOLE_MIN_PX) -> tuple[int, float
     return len(holes), area / (area + float(m.sum()))
 
 
-def _disk(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-
-
 def skeleton(mask: np.ndarray) -> np.ndarray:
     """Morphological (Lantuejoul) skeleton of a bool mask: union of erosion residues."""
     img = mask.astype(np.uint8)
@@ -139,7 +135,7 @@ def thin_structures(y: np.ndarray, radius: int = THIN_RADIUS, contrast: float = 
     after a 0.7 px Gaussian against sensor noise.
     """
     y = cv2.GaussianBlur(y.astype(np.float32), (0, 0), 0.7)
-    k = _disk(radius)
+    k = regions.disk(radius)
     hat = np.maximum(cv2.morphologyEx(y, cv2.MORPH_TOPHAT, k), cv2.morphologyEx(y, cv2.MORPH_BLACKHAT, k))
     return hat > contrast
 
@@ -157,19 +153,19 @@ def thin_retention(y: np.ndarray, piece: np.ndarray, near: int = THIN_NEAR) -> t
     if not piece.any():
         return float("nan"), float("nan")
     m = piece.astype(np.uint8)
-    zone = (cv2.dilate(m, _disk(near)) > 0) & (cv2.erode(m, _disk(max(1, near // 3))) == 0)
+    zone = (cv2.dilate(m, regions.disk(near)) > 0) & (cv2.erode(m, regions.disk(max(1, near // 3))) == 0)
     skel = skeleton(thin_structures(y) & zone)
     total = int(skel.sum())
     if total == 0:
         return 1.0, 0.0
-    covered = cv2.dilate(m, _disk(1)) > 0
+    covered = cv2.dilate(m, regions.disk(1)) > 0
     missed = skel & ~covered
     gap = 0
     if missed.any():
         # a dropped run counts when it continues a thin part of the cut-out (a wire's cut end),
         # not when it runs along a solid outline (a contact shadow's crease)
-        thin = (m > 0) & (cv2.morphologyEx(m, cv2.MORPH_OPEN, _disk(THIN_RADIUS)) == 0)
-        ends = cv2.dilate(thin.astype(np.uint8), _disk(2)) > 0
+        thin = (m > 0) & (cv2.morphologyEx(m, cv2.MORPH_OPEN, regions.disk(THIN_RADIUS)) == 0)
+        ends = cv2.dilate(thin.astype(np.uint8), regions.disk(2)) > 0
         n, lab = regions.parts(cv2.dilate(missed.astype(np.uint8), np.ones((3, 3), np.uint8)))[:2]
         touching = set(np.unique(lab[ends & (lab > 0)]).tolist()) - {0}
         counts = np.bincount(lab[missed], minlength=n)

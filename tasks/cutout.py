@@ -1212,7 +1212,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
         prob = _plate_probability(image, frame.plate, params)[0, 0].cpu().numpy()
         reach = math.ceil(max(h, w) / PLATE_SIZE)
         believed = (prob > 0.5).astype(np.uint8)
-        core |= cv2.erode(believed, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,) * 2))
+        core |= cv2.erode(believed, regions.disk(reach))
         core |= believed & ~plain       # and near its edge, what departs from the plate
         del believed
     else:

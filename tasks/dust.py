@@ -192,8 +192,7 @@ def _on_smooth_surround(mask: torch.Tensor, y: torch.Tensor, max_gradient: float
     light = y[0, 0].float().cpu().numpy()
     gy, gx = np.gradient(cv2.GaussianBlur(light, (0, 0), 1.0))
     gradient = np.hypot(gx, gy)
-    disk = lambda r: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))  # noqa: E731
-    inner, outer = disk(SURROUND[0]), disk(SURROUND[1])
+    inner, outer = regions.disk(SURROUND[0]), regions.disk(SURROUND[1])
     keep = np.zeros(n, bool)
     for k in range(1, n):     # each blob on its own window: a few hundred, never the box's planes
         win = grow((slice(stats[k, 1], stats[k, 1] + stats[k, 3]), slice(stats[k, 0], stats[k, 0] + stats[k, 2])),
