@@ -119,6 +119,10 @@ class CutoutParams(BaseModel):
     backdrop_degree: int = Field(4, ge=2, le=6, description="highest degree of the backdrop's polynomial: a sweep the "
                                  "quadratic does not fit (strong fall-off, vignetting, a horizon band) is fitted again "
                                  "a degree higher, up to this, before it is called cluttered; 2: the quadratic alone")
+    fit_local: float = Field(1 / 16, ge=0, le=1, description="the fit error that chooses the path is read after the "
+                             "polynomial's departure from the backdrop's own pixels, averaged over a Gaussian of this "
+                             "share of the fit's long edge, is added to it (a sweep's bend, a vignette's corners: "
+                             "smooth shapes no low-degree polynomial follows, not clutter); 0: the polynomial's error")
     method: Literal["auto", "backdrop", "network"] = Field(
         "auto", description="backdrop model (sweeps), segmentation network (clutter), or auto by the backdrop fit")
     network_weights: str | None = Field(None, description="segnet checkpoint; None = the weights shipped in models/segnet")
@@ -208,7 +212,13 @@ def _fit_error(residual: torch.Tensor, backdrop: torch.Tensor, params: CutoutPar
 
 def fitted_sweep(enc: torch.Tensor, params: CutoutParams) -> tuple[torch.Tensor, torch.Tensor, float, float]:
     """The smooth backdrop fitted to ``enc`` (sRGB, shrunk to ``model_size``): the backdrop and the pixels
-    it was fitted on at that size, its fit error and the error past camera noise (``_fit_error``)."""
+    it was fitted on at that size, its fit error and the error past camera noise (``_fit_error``).
+
+    The errors are read once the backdrop is let follow its own pixels locally (``fit_local``): they
+    decide whether the frame is a sweep, and a sweep's bend or a vignette a quartic misses by 0.01-0.02
+    is as smooth a backdrop as one it fits (on the wide world those went to the network, which drops a
+    chain's wire and keeps its shadow). The backdrop handed on stays the polynomial: followed so
+    closely it takes in an acrylic riser's reflection and soft shadows beside the piece."""
     h, w = enc.shape[-2:]
     scale = params.model_size / max(h, w)
     small = resize(enc, (max(8, round(h * scale)), max(8, round(w * scale))))
@@ -219,7 +229,27 @@ def fitted_sweep(enc: torch.Tensor, params: CutoutParams) -> tuple[torch.Tensor,
             break
         backdrop, fitted_on = fit_backdrop(small, degree=degree)
         errors = _fit_error(small - backdrop, fitted_on, params)
+    if params.fit_local > 0:
+        followed, on = _follow_locally(small, backdrop, fitted_on, params.fit_local * max(small.shape[-2:]))
+        errors = _fit_error(small - followed, on, params)
     return (backdrop, fitted_on, *errors)
+
+
+def _follow_locally(small: torch.Tensor, backdrop: torch.Tensor, fitted_on: torch.Tensor, sigma: float,
+                    iterations: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """``backdrop`` plus its departure from ``small`` on the backdrop's own pixels (``fitted_on``), averaged
+    over a Gaussian of ``sigma`` px (normalised convolution: the piece's pixels are not read), and the
+    pixels of ``fitted_on`` that fit it, robustly as ``fit_backdrop`` chooses them. Where the Gaussian
+    reads little backdrop (deep under a large piece) the correction fades to the polynomial's."""
+    use = fitted_on
+    for _ in range(iterations):
+        weight = gaussian_blur(use, sigma)
+        correction = gaussian_blur((small - backdrop) * use, sigma) / weight.clamp(min=1e-3)
+        followed = backdrop + correction * (weight / (weight + 0.05))
+        resid = (small - followed).abs().amax(1, keepdim=True)
+        scale = 1.4826 * resid.masked_select(use > 0.5).median().clamp(min=1e-4)
+        use = ((resid < 4 * scale) & (fitted_on > 0.5)).to(small.dtype)
+    return followed, use
 
 
 def _keep_components(mask: np.ndarray, params: CutoutParams) -> np.ndarray:
