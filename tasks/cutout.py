@@ -820,38 +820,45 @@ def _fill_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Tensor, pa
     box = grown_box(torch.from_numpy(core)[None, None], max(8, round(max(h, w) / 40)))
     if box is None:
         return core
-    part = core[box]
-    n, labels, stats = regions.holes(part)
-    area = stats[:, cv2.CC_STAT_AREA]
-    shrink = max(part.shape) / SEGNET_SIZE        # the network's pixel, in px of the frame
-    candidates = (area <= params.facet_max_share * part.sum()) & (area >= params.facet_net_px * shrink ** 2)
-    candidates[0] = False     # label 0: not a hole
-    if not candidates.any():
-        return core
-    enc_box, backdrop_box = enc[..., box[0], box[1]], backdrop[..., box[0], box[1]]
-    coarse = _piece_probability(enc_box, params, coarse=True)
     out = core.copy()
-    for k in np.flatnonzero(candidates):
-        x, y, w_k, h_k, _ = stats[k]
-        radius = math.sqrt(area[k] / math.pi)
-        # each hole on its own window, grown as far as its ring must reach
-        reach = math.ceil((1 + params.facet_ring) * radius) + 2
-        rows = slice(max(y - reach, 0), min(y + h_k + reach, part.shape[0]))
-        cols = slice(max(x - reach, 0), min(x + w_k + reach, part.shape[1]))
-        hole = labels[rows, cols] == k
-        at = torch.from_numpy(hole).to(enc.device)
-        if float(resize_at(coarse, part.shape, rows, cols)[0, 0][at].mean()) < params.facet_p:
+    part = out[box]                 # (a view: what is filled is seen by the second look)
+    shrink = max(part.shape) / SEGNET_SIZE        # the network's pixel, in px of the frame
+    coarse = None
+    # the core's holes, then the holes the matte will make: it keeps alpha 1 only a pixel inside the core
+    # (``_matte``'s ``inner``), so a facet the core holds in a web of scattered pixels is one hole there,
+    # not many cells under the size floor
+    for holes_of in (part, cv2.erode(part, np.ones((3, 3), np.uint8))):
+        n, labels, stats = regions.holes(holes_of)
+        area = stats[:, cv2.CC_STAT_AREA]
+        candidates = (area <= params.facet_max_share * part.sum()) & (area >= params.facet_net_px * shrink ** 2)
+        candidates[0] = False     # label 0: not a hole
+        if not candidates.any():
             continue
-        windows = [t[..., rows, cols].clamp(0, 1) for t in (enc_box, backdrop_box)]
-        seen, behind = (float(luminance(srgb_to_linear(wnd))[0, 0][at].mean()) for wnd in windows)
-        colours = [wnd[0][:, at].mean(1) for wnd in windows]
-        if (float((colours[0] - colours[1]).abs().max()) < params.min_contrast
-                or seen < params.facet_shade * behind):
-            continue
-        # (OpenCV's distance transform counts the window's border as far: a ring reaching past it is thick)
-        depth = cv2.distanceTransform((part[rows, cols] | hole).astype(np.uint8), cv2.DIST_L2, 3)[hole].max()
-        if depth - radius >= params.facet_ring * radius:
-            out[box][rows, cols] |= hole.astype(np.uint8)
+        enc_box, backdrop_box = enc[..., box[0], box[1]], backdrop[..., box[0], box[1]]
+        if coarse is None:
+            coarse = _piece_probability(enc_box, params, coarse=True)
+        for k in np.flatnonzero(candidates):
+            x, y, w_k, h_k, _ = stats[k]
+            radius = math.sqrt(area[k] / math.pi)
+            # each hole on its own window, grown as far as its ring must reach
+            reach = math.ceil((1 + params.facet_ring) * radius) + 2
+            rows = slice(max(y - reach, 0), min(y + h_k + reach, part.shape[0]))
+            cols = slice(max(x - reach, 0), min(x + w_k + reach, part.shape[1]))
+            hole = labels[rows, cols] == k
+            # what the hole shows is read where the core has no piece (its scattered pixels depart by definition)
+            at = torch.from_numpy(hole & (part[rows, cols] == 0)).to(enc.device)
+            if not bool(at.any()) or float(resize_at(coarse, part.shape, rows, cols)[0, 0][at].mean()) < params.facet_p:
+                continue
+            windows = [t[..., rows, cols].clamp(0, 1) for t in (enc_box, backdrop_box)]
+            seen, behind = (float(luminance(srgb_to_linear(wnd))[0, 0][at].mean()) for wnd in windows)
+            colours = [wnd[0][:, at].mean(1) for wnd in windows]
+            if (float((colours[0] - colours[1]).abs().max()) < params.min_contrast
+                    or seen < params.facet_shade * behind):
+                continue
+            # (OpenCV's distance transform counts the window's border as far: a ring reaching past it is thick)
+            depth = cv2.distanceTransform((part[rows, cols] | hole).astype(np.uint8), cv2.DIST_L2, 3)[hole].max()
+            if depth - radius >= params.facet_ring * radius:
+                part[rows, cols] |= hole.astype(np.uint8)
     return out
 
 

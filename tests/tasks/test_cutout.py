@@ -601,6 +601,34 @@ def test_facets_matching_the_sweep_are_filled_openings_stay(background, piece, s
     assert (after & ~truth).sum() <= (before & ~truth).sum() + 20     # nothing of the backdrop filled
 
 
+def test_a_facet_the_core_holds_in_scattered_pixels_is_judged_as_the_one_hole_the_matte_makes(monkeypatch):
+    """Noise at the threshold leaves some pixels of a facet that matches the sweep in the core: its hole
+    is many fragments, each under the size floor, and the matte (alpha 1 only a pixel inside the core)
+    makes one hole of them again. The facet fill judges that hole, reading its colour where the core has
+    no piece: a facet a little brighter than the sweep is filled whole; an opening that shows the sweep,
+    with the same scattered pixels, stays (the network here calls everything piece)."""
+    from tasks.cutout import SEGNET_SIZE, _fill_facets
+
+    monkeypatch.setattr("tasks.cutout._piece_probability", lambda enc, params, coarse=False: torch.ones(1, 1, 96, 96))
+    h = w = 1200
+    yy, xx = np.mgrid[0:h, 0:w]
+    core = ((yy - 600) ** 2 + (xx - 600) ** 2 < 450 ** 2).astype(np.uint8)
+    enc = np.full((h, w, 3), 0.8, np.float32)
+    enc[core > 0] = 0.4
+    facet, opening = (slice(500, 512), slice(500, 512)), (slice(700, 712), slice(700, 712))
+    for at, level in ((facet, 0.83), (opening, 0.8)):
+        enc[at] = level
+        core[at] = 0
+        core[at][::4, :] = core[at][:, ::4] = 1     # a web of pixels (noise past the threshold, closed): 3 x 3 cells
+    params = CutoutParams()
+    floor = params.facet_net_px * (0.78 * h / SEGNET_SIZE) ** 2     # the piece's box is ~0.78 of the frame
+    assert 9 < floor     # each fragment is under the size floor
+    to_torch = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()  # noqa: E731
+    out = _fill_facets(core, to_torch(enc), to_torch(np.full_like(enc, 0.8)), params)
+    assert out[facet].all() and out[499:513, 499:513].all()
+    assert (out[opening] == core[opening]).all()
+
+
 def test_holenet_fills_a_hole_deep_in_solid_piece_not_an_opening_ringed_by_wire(monkeypatch):
     """Even where HoleNet calls every hole a facet, it fills only a hole deep in solid piece: an eyelet
     ringed by wire thinner than half its width stays open (on real photos HoleNet took pave openwork's
