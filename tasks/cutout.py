@@ -821,20 +821,20 @@ def _fill_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Tensor, pa
     if box is None:
         return core
     out = core.copy()
-    part = out[box]                 # (a view: what is filled is seen by the second look)
+    part = out[box]                 # a view: what the first look fills, the second sees
     shrink = max(part.shape) / SEGNET_SIZE        # the network's pixel, in px of the frame
+    enc_box, backdrop_box = enc[..., box[0], box[1]], backdrop[..., box[0], box[1]]
     coarse = None
     # the core's holes, then the holes the matte will make: it keeps alpha 1 only a pixel inside the core
     # (``_matte``'s ``inner``), so a facet the core holds in a web of scattered pixels is one hole there,
     # not many cells under the size floor
-    for holes_of in (part, cv2.erode(part, np.ones((3, 3), np.uint8))):
-        n, labels, stats = regions.holes(holes_of)
+    for as_matted in (False, True):
+        n, labels, stats = regions.holes(cv2.erode(part, np.ones((3, 3), np.uint8)) if as_matted else part)
         area = stats[:, cv2.CC_STAT_AREA]
         candidates = (area <= params.facet_max_share * part.sum()) & (area >= params.facet_net_px * shrink ** 2)
         candidates[0] = False     # label 0: not a hole
         if not candidates.any():
             continue
-        enc_box, backdrop_box = enc[..., box[0], box[1]], backdrop[..., box[0], box[1]]
         if coarse is None:
             coarse = _piece_probability(enc_box, params, coarse=True)
         for k in np.flatnonzero(candidates):
