@@ -845,21 +845,27 @@ def _fill_facets(core: np.ndarray, enc: torch.Tensor, backdrop: torch.Tensor, pa
             rows = slice(max(y - reach, 0), min(y + h_k + reach, part.shape[0]))
             cols = slice(max(x - reach, 0), min(x + w_k + reach, part.shape[1]))
             hole = labels[rows, cols] == k
-            # what the hole shows is read where the core has no piece (its scattered pixels depart by definition)
-            at = torch.from_numpy(hole & (part[rows, cols] == 0)).to(enc.device)
-            if not bool(at.any()) or float(resize_at(coarse, part.shape, rows, cols)[0, 0][at].mean()) < params.facet_p:
-                continue
-            windows = [t[..., rows, cols].clamp(0, 1) for t in (enc_box, backdrop_box)]
-            seen, behind = (float(luminance(srgb_to_linear(wnd))[0, 0][at].mean()) for wnd in windows)
-            colours = [wnd[0][:, at].mean(1) for wnd in windows]
-            if (float((colours[0] - colours[1]).abs().max()) < params.min_contrast
-                    or seen < params.facet_shade * behind):
-                continue
-            # (OpenCV's distance transform counts the window's border as far: a ring reaching past it is thick)
-            depth = cv2.distanceTransform((part[rows, cols] | hole).astype(np.uint8), cv2.DIST_L2, 3)[hole].max()
-            if depth - radius >= params.facet_ring * radius:
+            if _is_facet(hole, part[rows, cols], enc_box[..., rows, cols], backdrop_box[..., rows, cols],
+                         resize_at(coarse, part.shape, rows, cols), radius, params):
                 part[rows, cols] |= hole.astype(np.uint8)
     return out
+
+
+def _is_facet(hole: np.ndarray, piece: np.ndarray, enc: torch.Tensor, backdrop: torch.Tensor, prob: torch.Tensor,
+              radius: float, params: CutoutParams) -> bool:
+    """``_fill_facets``' judgement of one hole, on its window (``hole``, the core ``piece`` as uint8, the
+    frame and the backdrop model in sRGB, SegNet's probability; ``radius``: the hole's, from its area)."""
+    # what the hole shows is read where the core has no piece (a web of its pixels departs by definition)
+    at = torch.from_numpy(hole & (piece == 0)).to(enc.device)
+    if not bool(at.any()) or float(prob[0, 0][at].mean()) < params.facet_p:
+        return False
+    windows = [t.clamp(0, 1) for t in (enc, backdrop)]
+    seen, behind = (float(luminance(srgb_to_linear(wnd))[0, 0][at].mean()) for wnd in windows)
+    colours = [wnd[0][:, at].mean(1) for wnd in windows]
+    if float((colours[0] - colours[1]).abs().max()) < params.min_contrast or seen < params.facet_shade * behind:
+        return False
+    # (OpenCV's distance transform counts the window's border as far: a ring reaching past it is thick)
+    return _hole_depth(piece, hole) - radius >= params.facet_ring * radius
 
 
 def hole_candidates(mask: np.ndarray, max_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
