@@ -650,31 +650,39 @@ def _loops(parts: np.ndarray, n: int) -> np.ndarray:
 
 
 def _drop_unseen_faint(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, params: CutoutParams) -> np.ndarray:
-    """Remove the parts of ``core`` beside the largest that the network sees nothing of (mean
+    """Remove the parts of ``core`` beside the piece that the network sees nothing of (mean
     probability under ``unseen_p``) and that rest on faint evidence alone (under 1% of their pixels
     ``sure``ly depart from the backdrop): a lamp's hot spot the smooth fit misses, or JPEG blocks on
     it, read as faint flat metal. A separate piece the network misses still departs somewhere (a
     chain's wire does, at 1.1-1.3 times the sure threshold, where those blobs stay under half of it
     on the training worlds), and a line too thin for the network is never judged by it
-    (``_unseen_lines``)."""
+    (``_unseen_lines``). The piece is the largest part, however faint and unseen, unless a part with
+    evidence is at least half its size: a hot spot larger than the chain beside it is no piece."""
     n, labels, stats, _ = regions.parts(core)
     if n <= 2:
         return core
-    judged = stats[:, cv2.CC_STAT_AREA] >= params.min_area * core.size    # smaller ones: the size filter's, or lines'
-    judged[0] = judged[int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) + 1] = False
-    width = params.shadow_net_width * max(core.shape) / SEGNET_SIZE
-    kept = core
+    area = stats[:, cv2.CC_STAT_AREA]
+    judged = area >= params.min_area * core.size    # smaller ones: the size filter's, or lines'
+    judged[0] = False
+    unseen = np.zeros(n, bool)
     for k in np.flatnonzero(judged):      # each on its own box: a few parts, never the frame's planes
         x, y, w, h = stats[k, :4]
         box = (slice(y, y + h), slice(x, x + w))
         part = labels[box] == k
-        if float(prob[box][part].mean()) >= params.unseen_p or float(sure[box][part].mean()) >= 0.01:
-            continue
+        unseen[k] = float(prob[box][part].mean()) < params.unseen_p and float(sure[box][part].mean()) < 0.01
+    largest = int(np.argmax(area[1:])) + 1
+    if not (area[judged & ~unseen] * 2 >= area[largest]).any():
+        unseen[largest] = False
+    width = params.shadow_net_width * max(core.shape) / SEGNET_SIZE
+    kept = core
+    for k in np.flatnonzero(unseen):
         if _unseen_lines(core, labels, stats, np.arange(n) == k, prob, width)[k]:   # reads the box of what it is given
             continue
         if kept is core:
             kept = core.copy()
-        kept[box][part] = 0
+        x, y, w, h = stats[k, :4]
+        box = (slice(y, y + h), slice(x, x + w))
+        kept[box][labels[box] == k] = 0
     return kept
 
 

@@ -914,6 +914,34 @@ def test_a_faint_part_the_network_sees_nothing_of_goes_a_piece_that_departs_or_i
     assert not unexempt[320:340, 370:420].any()      # the links stay only as lines too thin for the network
 
 
+def test_a_hot_spot_larger_than_the_piece_beside_it_is_no_piece():
+    """The largest part is kept as the piece however faint and unseen, but not when a part with evidence
+    (pixels surely off the backdrop, or seen by the network) is at least half its size: then a lamp's
+    hot spot with JPEG blocks on it (no sure pixel, probability 0) that outgrew a thin chain beside it
+    goes, and the chain stays. Half the size or less, the faint part is still the piece."""
+    from tasks.cutout import _drop_unseen_faint
+
+    h, w = 400, 600
+    core, prob, sure = np.zeros((h, w), np.uint8), np.zeros((h, w), np.float32), np.zeros((h, w), bool)
+    core[30:150, 420:580] = 1                       # the hot spot: 19200 px, faint and unseen
+    chain = np.zeros((h, w), np.uint8)
+    cv2.ellipse(chain, (200, 250), (150, 100), 0, 0, 360, 1, 19)     # a thick chain: ~16000 px, sure and seen
+    core |= chain
+    sure |= chain > 0
+    prob[chain > 0] = 0.7
+    assert 0.5 < chain.sum() / 19200 < 1
+    kept = _drop_unseen_faint(core.copy(), prob, sure, CutoutParams())
+    assert not kept[30:150, 420:580].any()
+    assert np.array_equal(kept[chain > 0], core[chain > 0])
+    thin = np.zeros((h, w), np.uint8)
+    cv2.ellipse(thin, (200, 250), (150, 100), 0, 0, 360, 1, 9)      # a part under half the spot's size
+    core = np.where(chain > 0, 0, core).astype(np.uint8) | thin
+    sure, prob = thin > 0, np.where(thin > 0, 0.7, 0).astype(np.float32)
+    assert thin.sum() * 2 < 19200
+    kept = _drop_unseen_faint(core.copy(), prob, sure, CutoutParams())
+    assert np.array_equal(kept, core)
+
+
 def test_a_chain_hung_from_a_piece_the_network_sees_is_judged_link_by_link():
     """``_unseen_lines`` on a chain joined to a pendant the network sees: a stretch of grey links away
     from the pendant is beyond its sight as a loose chain's is; the stretch against the pendant is not,
