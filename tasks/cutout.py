@@ -657,10 +657,17 @@ def _drop_unseen_faint(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, par
     chain's wire does, at 1.1-1.3 times the sure threshold, where those blobs stay under half of it
     on the training worlds), and a line too thin for the network is never judged by it
     (``_unseen_lines``). The piece is the largest part, however faint and unseen, unless a part with
-    evidence is at least half its size: a hot spot larger than the chain beside it is no piece."""
+    evidence is at least half its size: a hot spot larger than the chain beside it is no piece.
+
+    Within the parts kept (the piece's too), a region more than 3 px from every sure pixel that the
+    network calls background and that is too wide to be beyond its sight (its inscribed radius at least
+    ``shadow_net_width`` of its pixels: four across) goes the same way: light bounced into a ring's
+    opening, brighter than the fit there, read as faint flat metal and joined to the ring. A chain's
+    faint wire is narrower than that."""
+    width = params.shadow_net_width * max(core.shape) / SEGNET_SIZE
     n, labels, stats, _ = regions.parts(core)
     if n <= 2:
-        return core
+        return _drop_unseen_wide(core, prob, sure, width, params)
     area = stats[:, cv2.CC_STAT_AREA]
     judged = area >= params.min_area * core.size    # smaller ones: the size filter's, or lines'
     judged[0] = False
@@ -673,7 +680,6 @@ def _drop_unseen_faint(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, par
     largest = int(np.argmax(area[1:])) + 1
     if not (area[judged & ~unseen] * 2 >= area[largest]).any():
         unseen[largest] = False
-    width = params.shadow_net_width * max(core.shape) / SEGNET_SIZE
     kept = core
     for k in np.flatnonzero(unseen):
         if _unseen_lines(core, labels, stats, np.arange(n) == k, prob, width)[k]:   # reads the box of what it is given
@@ -683,6 +689,34 @@ def _drop_unseen_faint(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, par
         x, y, w, h = stats[k, :4]
         box = (slice(y, y + h), slice(x, x + w))
         kept[box][labels[box] == k] = 0
+    return _drop_unseen_wide(kept, prob, sure, width, params)
+
+
+def _drop_unseen_wide(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, width: float,
+                      params: CutoutParams) -> np.ndarray:
+    """``_drop_unseen_faint``'s second look: regions of ``core`` over 3 px from every ``sure`` pixel, at
+    least ``min_area`` of the frame, with an inscribed radius of ``width`` px or more, that the network
+    gives under ``unseen_p``: removed, where the part of ``core`` they lie in has sure pixels elsewhere
+    (a part with none is judged whole by the first look, which keeps the piece)."""
+    far = (core > 0) & (cv2.dilate(sure.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0)
+    n, labels, stats, _ = regions.parts(far.astype(np.uint8))
+    if n <= 1:
+        return core
+    n_parts, parts, _, _ = regions.parts(core)
+    evidenced = np.bincount(parts[sure & (core > 0)], minlength=n_parts) > 0
+    kept = core
+    judged = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= params.min_area * core.size)
+    for k in judged[judged > 0]:      # (label 0: what lies outside every region)
+        x, y, w, h = stats[k, :4]
+        box = (slice(y, y + h), slice(x, x + w))
+        part = labels[box] == k
+        if not evidenced[parts[box][part][0]] or float(prob[box][part].mean()) >= params.unseen_p:
+            continue
+        if cv2.distanceTransform(np.pad(part, 1).astype(np.uint8), cv2.DIST_L2, 3).max() < width:
+            continue
+        if kept is core:
+            kept = core.copy()
+        kept[box][part] = 0
     return kept
 
 

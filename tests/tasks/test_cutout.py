@@ -898,8 +898,8 @@ def test_a_faint_part_the_network_sees_nothing_of_goes_a_piece_that_departs_or_i
     core, prob, sure = np.zeros((h, w), np.uint8), np.zeros((h, w), np.float32), np.zeros((h, w), bool)
     core[100:300, 100:300] = 1                      # the piece (neither sure nor seen: it is the largest)
     core[20:60, 400:460] = 1                         # the faint blob nobody sees: goes
-    core[100:140, 400:460] = 1                       # a part with 2% sure pixels: stays
-    sure[100:140, 400:412][::5] = True
+    core[100:140, 400:460] = 1                       # a part with 4% sure pixels throughout: stays
+    sure[100:140, 400:460][::5, ::5] = True
     core[200:240, 400:460] = 1                       # a faint part the network sees: stays
     prob[200:240, 400:460] = 0.9
     for i in range(4):                               # a chain's links of 1 px wire, unseen: stay
@@ -940,6 +940,32 @@ def test_a_hot_spot_larger_than_the_piece_beside_it_is_no_piece():
     assert thin.sum() * 2 < 19200
     kept = _drop_unseen_faint(core.copy(), prob, sure, CutoutParams())
     assert np.array_equal(kept, core)
+
+
+def test_a_wide_unseen_region_far_from_sure_pixels_leaves_the_piece_it_is_joined_to():
+    """Light bounced into a ring's opening, brighter than the backdrop's fit there, is read as faint flat
+    metal joined to the ring: a region over 3 px from every sure pixel, that the network calls
+    background and that is wide enough for it to see (an inscribed radius of two of its pixels), goes;
+    the ring stays. Seen by the network, or as narrow as a faint chain's wire, such a region stays."""
+    from tasks.cutout import _drop_unseen_faint
+
+    h, w = 400, 600
+    ring = np.zeros((h, w), np.uint8)
+    cv2.ellipse(ring, (300, 200), (160, 110), 0, 0, 360, 1, 30)     # a band, surely off the backdrop
+    spot = np.zeros((h, w), np.uint8)
+    cv2.circle(spot, (195, 200), 45, 1, -1)                         # joined to its inside edge
+    spot &= 1 - ring
+    wire = np.zeros((h, w), np.uint8)
+    cv2.line(wire, (330, 80), (330, 320), 1, 3)                     # 3 px wide, faint, across the opening
+    core = ring | spot | wire
+    sure = ring > 0
+    prob = np.where(ring > 0, 0.9, 0.0).astype(np.float32)
+    kept = _drop_unseen_faint(core.copy(), prob, sure, CutoutParams())
+    assert np.array_equal(kept[ring > 0], core[ring > 0])
+    assert np.array_equal(kept[wire > 0], core[wire > 0])           # narrower than the network's sight
+    assert kept[spot > 0].mean() < 0.2                              # what is left lies within 3 px of the band
+    seen = np.where(spot > 0, 0.5, prob).astype(np.float32)
+    assert np.array_equal(_drop_unseen_faint(core.copy(), seen, sure, CutoutParams()), core)
 
 
 def test_a_chain_hung_from_a_piece_the_network_sees_is_judged_link_by_link():
