@@ -31,7 +31,7 @@ import torch
 from tasks import regions
 from tasks.color import D65_XYZ, LUMINANCE, rgb_to_lab, xyz_to_rgb
 from tasks.frame import Frame
-from tasks.ops import gaussian_blur
+from tasks.ops import masked_blur
 
 FAULTS: dict[str, str] = {
     "oversmooth": "detail_loss",
@@ -91,7 +91,7 @@ def oversmooth(reference: Frame, result: Frame, sigma: float = 1.5) -> Pair:
     """Blur the piece (normalised by the matte, so no backdrop bleeds in): fine detail erased."""
     alpha, fg, _ = _parts(result)
     piece = (alpha > 0.5).to(fg.dtype)
-    blurred = gaussian_blur(fg * piece, sigma) / gaussian_blur(piece, sigma).clamp(min=1e-4)
+    blurred, _ = masked_blur(fg, piece, sigma)
     return reference, _recompose(result, alpha, torch.where(piece > 0, blurred, fg))
 
 

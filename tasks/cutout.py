@@ -59,8 +59,8 @@ from tasks import regions
 from tasks.color import LUMINANCE, linear_to_srgb, srgb_to_linear
 from tasks.compose import grow, grown_box
 from tasks.frame import Frame, luminance
-from tasks.ops import (SAMPLE_ABOVE, box_mean, dilate, erode, fill_holes, gaussian_blur, quantiles, resize, resize_at,
-                       row_bands, shrunk_size)
+from tasks.ops import (SAMPLE_ABOVE, box_mean, dilate, erode, fill_holes, gaussian_blur, masked_blur, quantiles, resize,
+                       resize_at, row_bands, shrunk_size)
 
 
 class CutoutParams(BaseModel):
@@ -205,7 +205,7 @@ def _fit_error(residual: torch.Tensor, backdrop: torch.Tensor, params: CutoutPar
     if not at.any():
         return 1.0, 1.0
     raw = float(residual.abs().amax(1, keepdim=True)[at].mean())
-    smooth = gaussian_blur(residual * backdrop, params.fit_smooth) / gaussian_blur(backdrop, params.fit_smooth).clamp(min=1e-3)
+    smooth, _ = masked_blur(residual, backdrop, params.fit_smooth, floor=1e-3)
     averaged = float(smooth.abs().amax(1, keepdim=True)[at].mean())
     return raw, averaged if averaged <= params.fit_noise_share * raw else raw
 
@@ -243,8 +243,7 @@ def _follow_locally(small: torch.Tensor, backdrop: torch.Tensor, fitted_on: torc
     reads little backdrop (deep under a large piece) the correction fades to the polynomial's."""
     use = fitted_on
     for _ in range(iterations):
-        weight = gaussian_blur(use, sigma)
-        correction = gaussian_blur((small - backdrop) * use, sigma) / weight.clamp(min=1e-3)
+        correction, weight = masked_blur(small - backdrop, use, sigma, floor=1e-3)
         followed = backdrop + correction * (weight / (weight + 0.05))
         resid = (small - followed).abs().amax(1, keepdim=True)
         scale = 1.4826 * resid.masked_select(use > 0.5).median().clamp(min=1e-4)

@@ -89,6 +89,15 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+def masked_blur(x: torch.Tensor, weight: torch.Tensor, sigma: float,
+                floor: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised convolution: the Gaussian mean of ``x`` over ``weight`` alone (a mask or weights),
+    as if nothing else were there, and the blurred weight (how much of it the window read). Where the
+    window reads under ``floor`` of weight, the mean fades to 0."""
+    read = gaussian_blur(weight, sigma)
+    return gaussian_blur(x * weight, sigma) / read.clamp(min=floor), read
+
+
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over a (2r+1)^2 window, replicate padding."""
     k = 2 * radius + 1

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.frame import Frame, luminance
 from tasks.gems import GemsParams, find_stones
-from tasks.ops import erode, gaussian_blur, quantiles, resize
+from tasks.ops import erode, gaussian_blur, masked_blur, quantiles, resize
 
 
 class ShineParams(BaseModel):
@@ -66,7 +66,7 @@ def _masked_blur(y: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Ten
     """Gaussian of ``y`` over ``mask`` only (normalised convolution), so the backdrop does not bleed in."""
     step = int(sigma // (EXACT_SIGMA / 2)) if sigma > EXACT_SIGMA else 1
     if step == 1:
-        return gaussian_blur(y * mask, sigma) / gaussian_blur(mask, sigma).clamp(min=1e-4)
+        return masked_blur(y, mask, sigma)[0]
     size, coarse = tuple(y.shape[-2:]), tuple(math.ceil(n / step) for n in y.shape[-2:])
     weighted, weight = (gaussian_blur(resize(t, coarse), sigma / step) for t in (y * mask, mask))
     return resize(weighted, size) / resize(weight, size).clamp(min=1e-4)

@@ -12,7 +12,7 @@ from models.simulator import render_scene
 from qa.evidence import (FINDING_METRIC, FINDING_TEXT, Evidence, Finding, gather_evidence, in_frame, kept_findings,
                          read_scene)
 from qa.held import Held, hold
-from tasks import ops
+from tasks import ops, regions
 from tasks.frame import Frame
 
 
@@ -65,7 +65,7 @@ def test_a_hole_cut_into_metal_is_not_the_backdrop(band):
 
 def test_backdrop_kept_as_piece_is_seen(band):
     piece = (band.alpha > 0.5).astype(np.uint8)
-    fringe = cv2.dilate(piece, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (15, 15)))
+    fringe = cv2.dilate(piece, regions.disk(7))
     ev = _evidence(band, np.maximum(band.alpha, fringe.astype(np.float32)))
     assert ev.metrics["piece_backdrop_share"] > 0.01
     assert any(f.code == "backdrop_in_piece" for f in ev.findings)
@@ -130,7 +130,7 @@ def test_findings_shown_are_those_a_rule_fails_on():
 def test_an_outline_off_the_photos_edges_is_seen(band):
     """A cut-out grown 7 px past the piece (a shadow's fade, a fringe) runs over smooth sweep."""
     assert _evidence(band, band.alpha).metrics["edge_unsupported"] < 0.01
-    grown = cv2.dilate((band.alpha > 0.5).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (15, 15)))
+    grown = cv2.dilate((band.alpha > 0.5).astype(np.uint8), regions.disk(7))
     ev = _evidence(band, grown.astype(np.float32))
     assert ev.metrics["edge_unsupported"] > 0.5
     x0, y0, x1, y1 = next(f.box for f in ev.findings if f.code == "edge_unsupported")

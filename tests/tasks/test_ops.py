@@ -143,3 +143,17 @@ def test_a_pyramid_level_of_a_box_is_the_same_box_of_the_frames_level(k):
     mask[..., :k, :1] = True
     assert float(ops.shrunk_by(mask, k)[0, 0, 0, 0]) == pytest.approx(1 / k)
     assert ops.shrunk_by(x, 1) is x
+
+
+def test_a_masked_blur_reads_only_what_its_weight_covers():
+    """``masked_blur``: a flat value under the mask comes back flat up to the mask's edge, whatever lies
+    beyond it (the backdrop does not bleed in); the weight read is the mask's blur; where the window reads
+    none of the mask, the mean is 0."""
+    x = torch.full((1, 3, 40, 60), 5.0)
+    x[..., :, 30:] = 100.0                  # beyond the mask
+    mask = torch.zeros(1, 1, 40, 60)
+    mask[..., :, :30] = 1.0
+    mean, read = ops.masked_blur(x, mask, 2.0)
+    assert torch.allclose(mean[..., :, :30], torch.full_like(mean[..., :, :30], 5.0), atol=1e-4)
+    assert torch.allclose(read, ops.gaussian_blur(mask, 2.0))
+    assert float(mean[..., :, 50:].abs().max()) == 0.0
