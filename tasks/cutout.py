@@ -756,10 +756,12 @@ def _umbrae(labels: np.ndarray, stats: np.ndarray, shade: torch.Tensor, core: np
         if _part_area(core, (box[0].start + first[0], box[1].start + first[1])) < 1.5 * areas[k]:
             continue
         # read 2 px inside its outline, past the penumbra and the blur's reach into the backdrop or the
-        # metal beside it: across a thin umbra (a band's, a wire's) those edges are most of its pixels
+        # metal beside it: across a thin umbra (a band's) those edges are most of its pixels. Where that
+        # keeps under half of it, all of it: what is left is a line, even along itself whatever it is
+        # (a band's bevel mirroring the sweep, 5 px wide, as dark as a shadow)
         within = cv2.erode(inside.astype(np.uint8), regions.disk(2)) > 0
         smooth = gaussian_blur(shade[..., box[0], box[1]], 1.5)[0, 0].cpu().numpy()[
-            within if within.sum() * 4 >= inside.sum() else inside]
+            within if within.sum() * 2 >= inside.sum() else inside]
         smooth = smooth[:: max(1, smooth.size // 100_000)]      # an even sample is enough for a spread
         p10, p50, p90 = np.percentile(smooth, [10, 50, 90])
         umbra[k] = (p90 - p10) < params.umbra_spread * p50
