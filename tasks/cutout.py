@@ -666,7 +666,7 @@ def _drop_unseen_faint(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, par
     width = params.shadow_net_width * max(core.shape) / SEGNET_SIZE
     n, labels, stats, _ = regions.parts(core)
     if n <= 2:
-        return _drop_unseen_wide(core, prob, sure, width, params)
+        return _drop_unseen_wide(core, labels, prob, sure, width, params)
     area = stats[:, cv2.CC_STAT_AREA]
     judged = area >= params.min_area * core.size    # smaller ones: the size filter's, or lines'
     judged[0] = False
@@ -688,21 +688,21 @@ def _drop_unseen_faint(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, par
         x, y, w, h = stats[k, :4]
         box = (slice(y, y + h), slice(x, x + w))
         kept[box][labels[box] == k] = 0
-    return _drop_unseen_wide(kept, prob, sure, width, params)
+    return _drop_unseen_wide(kept, labels, prob, sure, width, params)
 
 
-def _drop_unseen_wide(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, width: float,
+def _drop_unseen_wide(core: np.ndarray, parts: np.ndarray, prob: np.ndarray, sure: np.ndarray, width: float,
                       params: CutoutParams) -> np.ndarray:
     """``_drop_unseen_faint``'s second look: regions of ``core`` over 3 px from every ``sure`` pixel, at
     least ``min_area`` of the frame, with an inscribed radius of ``width`` px or more, that the network
     gives under ``unseen_p``: removed, where the part of ``core`` they lie in has sure pixels elsewhere
-    (a part with none is judged whole by the first look, which keeps the piece)."""
+    (a part with none is judged whole by the first look, which keeps the piece). ``parts``: the labels
+    of the parts the first look judged (``core`` is what it kept of them, whole parts)."""
     far = (core > 0) & (cv2.dilate(sure.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0)
     n, labels, stats, _ = regions.parts(far.astype(np.uint8))
     if n <= 1:
         return core
-    n_parts, parts, _, _ = regions.parts(core)
-    evidenced = np.bincount(parts[sure & (core > 0)], minlength=n_parts) > 0
+    evidenced = np.bincount(parts[sure & (core > 0)], minlength=int(parts.max()) + 1) > 0
     kept = core
     judged = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= params.min_area * core.size)
     for k in judged[judged > 0]:      # (label 0: what lies outside every region)
