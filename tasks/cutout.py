@@ -648,6 +648,12 @@ def _loops(parts: np.ndarray, n: int) -> np.ndarray:
     return loops
 
 
+def _part_box(stats: np.ndarray, k: int) -> tuple[slice, slice]:
+    """The bounding box (rows, columns) of component ``k`` of ``stats`` (``regions.parts``'s)."""
+    x, y, w, h = stats[k, :4]
+    return slice(y, y + h), slice(x, x + w)
+
+
 def _drop_unseen_faint(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, params: CutoutParams) -> np.ndarray:
     """Remove the parts of ``core`` beside the piece that the network sees nothing of (mean
     probability under ``unseen_p``) and that rest on faint evidence alone (under 1% of their pixels
@@ -672,8 +678,7 @@ def _drop_unseen_faint(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, par
     judged[0] = False
     unseen = np.zeros(n, bool)
     for k in np.flatnonzero(judged):      # each on its own box: a few parts, never the frame's planes
-        x, y, w, h = stats[k, :4]
-        box = (slice(y, y + h), slice(x, x + w))
+        box = _part_box(stats, k)
         part = labels[box] == k
         unseen[k] = float(prob[box][part].mean()) < params.unseen_p and float(sure[box][part].mean()) < 0.01
     largest = int(np.argmax(area[1:])) + 1
@@ -685,8 +690,7 @@ def _drop_unseen_faint(core: np.ndarray, prob: np.ndarray, sure: np.ndarray, par
             continue
         if kept is core:
             kept = core.copy()
-        x, y, w, h = stats[k, :4]
-        box = (slice(y, y + h), slice(x, x + w))
+        box = _part_box(stats, k)
         kept[box][labels[box] == k] = 0
     return _drop_unseen_wide(kept, labels, prob, sure, width, params)
 
@@ -706,8 +710,7 @@ def _drop_unseen_wide(core: np.ndarray, parts: np.ndarray, prob: np.ndarray, sur
     kept = core
     judged = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= params.min_area * core.size)
     for k in judged[judged > 0]:      # (label 0: what lies outside every region)
-        x, y, w, h = stats[k, :4]
-        box = (slice(y, y + h), slice(x, x + w))
+        box = _part_box(stats, k)
         part = labels[box] == k
         if not evidenced[parts[box][part][0]] or float(prob[box][part].mean()) >= params.unseen_p:
             continue
