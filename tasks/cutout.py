@@ -564,13 +564,18 @@ def component_mean(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray
 
 
 
-def _drop_shadows(enc, sigma, shade, explained, core: np.ndarray, prob: np.ndarray | None, edged: np.ndarray,
+def _grey(shade: torch.Tensor, explained: torch.Tensor, params: CutoutParams) -> np.ndarray:
+    """(H, W) bool: a shadow's pixels could be these, a grey darkening of the backdrop (``explained``)
+    no deeper than ``deepest_shadow``."""
+    return (explained & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
+
+
+def _drop_shadows(enc, sigma, shade, grey: np.ndarray, core: np.ndarray, prob: np.ndarray | None, edged: np.ndarray,
                   params: CutoutParams, trusted: bool = False) -> np.ndarray:
-    """Remove parts of ``core`` that are a grey darkening of the backdrop and that the
-    segmentation network, which sees the whole scene, calls background, that fade into the
+    """Remove parts of ``core`` that are a grey darkening of the backdrop (``grey``, from ``_grey``) and
+    that the segmentation network, which sees the whole scene, calls background, that fade into the
     backdrop with no edge where they meet it, or that darken it evenly beside the piece (a shadow).
     ``trusted``: ``prob`` is PlateNet's, which saw the plate: no part it calls piece is a shadow."""
-    grey = (explained & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
     # split at edges, so a shadow touching grey metal is judged apart from the metal
     flat = _flat(enc, sigma, params)
     candidates = (core > 0) & grey & flat
@@ -777,6 +782,60 @@ def _part_area(mask: np.ndarray, at: tuple[int, int]) -> int:
     seen = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), np.uint8)
     area, *_ = cv2.floodFill(mask, seen, (int(at[1]), int(at[0])), 1, 0, 0, 8 | cv2.FLOODFILL_MASK_ONLY | (1 << 8))
     return int(area)
+
+
+def _shadow_lines(lines: np.ndarray, core: np.ndarray, grey: np.ndarray, lit: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the ``lines`` (``ridge_lines``) that are a hard shadow's copy of wire (a chain's,
+    cast beside it on the sweep), not wire. Judged a line at a time where it adds to the ``core`` (2 px
+    beyond it). A shadow's line is a grey darkening of the backdrop all along (``grey`` on 90% of its
+    pixels), nowhere brighter than it (``lit`` on under 5%: metal has a highlight somewhere), the
+    network calls it background (mean ``prob`` under 0.5), and it is the piece moved by the light's
+    offset: half its pixels or more lie where the piece, moved by the one offset that best lays the
+    core onto such lines (``_cast_offset``), falls. A grey chain in dim light passes the first three
+    too; it is no copy of the piece at that offset."""
+    beyond = lines & (cv2.dilate(core, np.ones((5, 5), np.uint8)) == 0)
+    n, labels, _, _ = regions.parts(beyond.astype(np.uint8))
+    if n <= 1:
+        return np.zeros_like(lines)
+    dark = (component_mean(labels, n, grey) >= 0.9) & (component_mean(labels, n, lit) < 0.05) \
+        & (component_mean(labels, n, prob) < 0.5)
+    dark[0] = False
+    offset = _cast_offset(core, dark[labels]) if dark.any() else None
+    if offset is None:
+        return np.zeros_like(lines)
+    dy, dx = offset
+    h, w = core.shape
+    piece = cv2.dilate(core | lines, np.ones((3, 3), np.uint8))
+    cast = np.zeros_like(piece)     # where the piece falls, moved by the offset
+    cast[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = piece[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    # and as far off the piece as an offset that long casts it (a quarter of it): wire beyond the core
+    # lies beside it, whichever offset lays the core on it
+    far = component_mean(labels, n, cv2.distanceTransform((core == 0).astype(np.uint8), cv2.DIST_L2, 3))
+    shadow = dark & (component_mean(labels, n, cast.astype(bool)) >= 0.5) & (far >= math.hypot(dy, dx) / 4)
+    return shadow[labels]
+
+
+def _cast_offset(core: np.ndarray, cast: np.ndarray, size: int = 512) -> tuple[int, int] | None:
+    """(dy, dx) in px: the offset at which ``core`` (uint8), moved, lies on most of ``cast`` (bool), read
+    at ``size`` px by a cross-correlation; None when none lays it on a third of ``cast``, or when moved
+    the other way it lies on half as much or more (a chain's own wire beyond its core matches the core
+    moved along the chain either way; a shadow falls on one side only). Offsets under a 100th of the
+    frame's long edge are not looked at: there the core's own edge matches whatever lies beside it."""
+    h, w = core.shape
+    small = shrunk_size((h, w), size)
+    scale = max(h, w) / max(small)
+    a, b = (cv2.resize(m.astype(np.float32), small[::-1], interpolation=cv2.INTER_AREA) for m in (core, cast))
+    a = cv2.dilate((a > 0).astype(np.float32), np.ones((3, 3), np.uint8))
+    shape = (2 * small[0], 2 * small[1])        # zero-padded: no offset wraps around
+    corr = np.fft.irfft2(np.conj(np.fft.rfft2(a, shape)) * np.fft.rfft2(b, shape), shape)
+    ys = np.fft.fftfreq(shape[0], 1 / shape[0])[:, None]
+    xs = np.fft.fftfreq(shape[1], 1 / shape[1])[None, :]
+    corr[np.hypot(ys, xs) < max(small) / 100] = 0
+    k = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    back = corr[-k[0] % shape[0], -k[1] % shape[1]]
+    if corr[k] < b.sum() / 3 or back >= corr[k] / 2:
+        return None
+    return round(float(ys[k[0], 0]) * scale), round(float(xs[0, k[1]]) * scale)
 
 
 def _fill_enclosed_metal(mask: np.ndarray, plain: np.ndarray, prob: np.ndarray | None, plain_share: float,
@@ -1310,19 +1369,23 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
         del believed
     else:
         prob = _piece_probability(enc, params)[0, 0].cpu().numpy() if params.network_checks else None
-    core = _drop_shadows(enc, sigma, shade, explained, core, prob, edged, params, trusted)
-    del shade, explained
+    grey = _grey(shade, explained, params)
+    del explained
+    core = _drop_shadows(enc, sigma, shade, grey, core, prob, edged, params, trusted)
+    # (what the lines are judged by, before they join: a shadow's has no highlight)
+    lit = None if lines is None else (shade >= 1)[0, 0].cpu().numpy()
+    del shade
     core = _drop_edgeless(core, edged, params)
     del edged
     core = _fill_enclosed_metal(core, plain, prob, params.hole_plain_share,
                                 int(max(params.min_patch * core.sum(), params.min_patch_frame * h * w)))
     if prob is not None and not trusted:
         core = _drop_unseen_faint(core, prob, sure, params)
-    del prob
     # the lines join after the fills: they add wire, and never close an opening they outline (a
     # pendant's openwork, a bail's loop) into a region that is then filled as metal
     if lines is not None:
-        core |= lines
+        core |= lines if prob is None else lines & ~_shadow_lines(lines, core, grey, lit, prob)
+    del prob, grey, lit
     wire_in_pieces = lines is not None
     del lines
     core = _fill_pinholes(core, enc[0].permute(1, 2, 0).cpu().numpy(), backdrop[0].permute(1, 2, 0).cpu().numpy(),
