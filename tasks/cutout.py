@@ -1373,7 +1373,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     del explained
     core = _drop_shadows(enc, sigma, shade, grey, core, prob, edged, params, trusted)
     # (what the lines are judged by, before they join: a shadow's has no highlight)
-    lit = None if lines is None else (shade >= 1)[0, 0].cpu().numpy()
+    lit = None if lines is None or trusted else (shade >= 1)[0, 0].cpu().numpy()
     del shade
     core = _drop_edgeless(core, edged, params)
     del edged
@@ -1383,8 +1383,8 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
         core = _drop_unseen_faint(core, prob, sure, params)
     # the lines join after the fills: they add wire, and never close an opening they outline (a
     # pendant's openwork, a bail's loop) into a region that is then filled as metal
-    if lines is not None:
-        core |= lines if prob is None else lines & ~_shadow_lines(lines, core, grey, lit, prob)
+    if lines is not None:   # (with a plate, PlateNet has judged the shadows already)
+        core |= lines if prob is None or trusted else lines & ~_shadow_lines(lines, core, grey, lit, prob)
     del prob, grey, lit
     wire_in_pieces = lines is not None
     del lines
