@@ -1372,8 +1372,10 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     grey = _grey(shade, explained, params)
     del explained
     core = _drop_shadows(enc, sigma, shade, grey, core, prob, edged, params, trusted)
-    # (what the lines are judged by, before they join: a shadow's has no highlight)
-    lit = None if lines is None or trusted else (shade >= 1)[0, 0].cpu().numpy()
+    # the lines are judged before they join (``_shadow_lines``), but with a plate PlateNet has judged the
+    # shadows already; what they are judged by: a shadow's line has no highlight
+    judge_lines = lines is not None and prob is not None and not trusted
+    lit = (shade >= 1)[0, 0].cpu().numpy() if judge_lines else None
     del shade
     core = _drop_edgeless(core, edged, params)
     del edged
@@ -1383,8 +1385,8 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
         core = _drop_unseen_faint(core, prob, sure, params)
     # the lines join after the fills: they add wire, and never close an opening they outline (a
     # pendant's openwork, a bail's loop) into a region that is then filled as metal
-    if lines is not None:   # (with a plate, PlateNet has judged the shadows already)
-        core |= lines if prob is None or trusted else lines & ~_shadow_lines(lines, core, grey, lit, prob)
+    if lines is not None:
+        core |= lines & ~_shadow_lines(lines, core, grey, lit, prob) if judge_lines else lines
     del prob, grey, lit
     wire_in_pieces = lines is not None
     del lines
