@@ -142,8 +142,8 @@ def piece_defects(image: torch.Tensor, piece: torch.Tensor | None, at: tuple[sli
     with torch.no_grad():
         # the network's answer is read on the piece and ``BOX_MARGIN`` px around it, not as far as a blob's
         # crowd (backdrop specks further off are not the design repeating; at 24 MP that reach was a quarter
-        # of dust's time): tiles beyond are not run, and what a run tile gives beyond is not read, so the
-        # tile's size (a CPU's 128 px, CUDA's 512 px) does not change what is found
+        # of dust's time): parts beyond are not run, and what a run part gives beyond is not read, so how
+        # the network is cut into parts (a CPU's bands of 96 rows, CUDA's 512) does not change what is found
         near = dilate(region, BOX_MARGIN)
         prob = defect_probability(srgb.float(), net, where=near, bfloat16=params.network_bfloat16).to(image.dtype)
         prob.mul_(near)

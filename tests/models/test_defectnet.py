@@ -73,25 +73,27 @@ def test_bfloat16_where_native_gives_float32s_answer(device, float32_convolution
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_tiles_give_the_whole_images_values_edges_included(device, float32_convolutions):
-    """Each tile's layers are made only where the next ones read, with the zeros every layer pads with
-    beyond the image's edge: any tile size, edge tiles of any remainder, the whole image's answer; tiles
-    without a pixel of ``where`` read 0."""
+def test_parts_give_the_whole_images_values_edges_included(device, float32_convolutions):
+    """Each part's layers are made only where the next ones read, with the zeros every layer pads with
+    beyond the image's edge: any band height, edge bands of any remainder, the whole image's answer.
+    With ``where``, a band runs on the columns between its pixels (a gap under a halo's width is run
+    through, a wider one is not) and reads 0 everywhere else."""
     from models.defectnet import defect_probability
 
     net = load_defectnet(device=device)
     img = torch.rand((1, 3, 300, 437), generator=torch.Generator().manual_seed(0)).to(device)
     where = torch.zeros((1, 1, 300, 437), dtype=torch.bool, device=device)
-    where[..., 150, 220] = True
+    where[..., 150, 200] = where[..., 160, 230] = True      # 30 px apart: one run
+    where[..., 120, 400] = True                              # 170 px on: a run of its own
     with torch.no_grad():
         whole = torch.sigmoid(net(img))
-        for tile in (64, 100, 384):
-            assert float((defect_probability(img, net, tile=tile) - whole).abs().max()) < CONV_ATOL[device]
+        for rows in (64, 100, 384):
+            assert float((defect_probability(img, net, tile=rows) - whole).abs().max()) < CONV_ATOL[device]
         some = defect_probability(img, net, tile=100, where=where)
-    ran = some[..., 100:200, 200:300]
-    assert float((ran - whole[..., 100:200, 200:300]).abs().max()) < CONV_ATOL[device]
-    some[..., 100:200, 200:300] = 0
-    assert not bool(some.any())                                 # the other tiles were not run
+    for ran in ((slice(100, 200), slice(200, 231)), (slice(100, 200), slice(400, 401))):
+        assert float((some[(..., *ran)] - whole[(..., *ran)]).abs().max()) < CONV_ATOL[device]
+        some[(..., *ran)] = 0
+    assert not bool(some.any())                                 # nothing else was run
 
 
 def test_a_fine_tune_on_the_wide_world_starts_from_given_weights(tmp_path):
