@@ -1071,31 +1071,42 @@ def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band
     take F's colour, so no backdrop fringe survives compositing).
 
     Alpha is fractional only within ``band`` px of ``hard``: everything is made on the piece's
-    box, except the push-pull fills' coarser levels, which read the whole frame. A colour no mix of F
-    and B makes takes the line's answer too: beside a chain on a real JPEG those are the bright
-    ringing the line takes off a hard mask grown over it (stop 69: keeping ``hard``'s side there
-    made a white fringe, though it kept more of a white chain's bright wire on the validation family).
+    box, and the push-pull fills on that box grown by their reach (their coarsest level's, as
+    ``_matte_decided``'s): on a 24 MP frame their coarser levels over the whole frame were half the
+    matte's time. A colour no mix of F and B makes takes the line's answer too: beside a chain on a
+    real JPEG those are the bright ringing the line takes off a hard mask grown over it (stop 69:
+    keeping ``hard``'s side there made a white fringe, though it kept more of a white chain's bright
+    wire on the validation family).
     """
     alpha, whole = torch.zeros_like(hard), image
-    box = grown_box(hard, band + 2)
-    if box is None:
+    piece = grown_box(hard, band + 2)
+    if piece is None:
         return alpha, whole.clone()
+    reach = _aligned(grow(piece, 2 ** MATTE_LEVELS, hard.shape[-2:]), 2 ** MATTE_LEVELS, hard.shape[-2:])
+    box = tuple(slice(p.start - r.start, p.stop - r.start) for p, r in zip(piece, reach))    # the piece's, in reach
+    image, hard = image[..., reach[0], reach[1]], hard[..., reach[0], reach[1]]
     inner = erode(hard, 1)
     # (fill_holes reads only the pixels its hole leaves known: no masked copy of the image is needed)
     fg_colour = fill_holes(image, inner < 0.5, levels=MATTE_LEVELS, box=box)
     back_local = fill_holes(image, dilate(hard, 1) > 0.5, levels=MATTE_LEVELS, box=box)   # 1 px margin: small holes keep their own B
-    image, hard, inner, fallback = (t[..., box[0], box[1]] for t in (image, hard, inner, fallback))
-    soft = _between(image, fg_colour, back_local, fallback)
+    image, hard, inner = (t[..., box[0], box[1]] for t in (image, hard, inner))
+    soft = _between(image, fg_colour, back_local, fallback[..., piece[0], piece[1]])
     zone = dilate(hard, band) * (1 - inner)
     a = torch.where(inner > 0, torch.ones_like(soft), soft * zone)
     if clear is not None:
-        a = a * (1 - clear[..., box[0], box[1]].to(a.dtype))
-    alpha[..., box[0], box[1]] = a
+        a = a * (1 - clear[..., piece[0], piece[1]].to(a.dtype))
+    alpha[..., piece[0], piece[1]] = a
     mixed = torch.where((a > 0) & (a < 1), fg_colour, image)
     del fg_colour, back_local, soft, zone    # the copy of the frame is made once these are gone
     decontaminated = whole.clone()
-    decontaminated[..., box[0], box[1]] = mixed
+    decontaminated[..., piece[0], piece[1]] = mixed
     return alpha, decontaminated
+
+
+def _aligned(box: tuple[slice, slice], block: int, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """``box`` grown to whole ``block``s of a frame of ``shape`` (H, W): a push-pull fill made on it averages
+    the same 2 x 2 blocks at every level (up to ``block``) as one made on the whole frame."""
+    return tuple(slice(s.start // block * block, min(-(-s.stop // block) * block, n)) for s, n in zip(box, shape))
 
 
 def _between(image: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, fallback: torch.Tensor,

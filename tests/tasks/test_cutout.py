@@ -918,6 +918,38 @@ def test_a_colour_off_the_backdrop_to_piece_line_is_no_more_backdrop_than_decide
     assert torch.allclose(alike, fallback[0, 0, 0])
 
 
+def test_the_matte_fills_on_the_pieces_box_grown_by_their_reach_not_the_frame(monkeypatch):
+    """A small piece in a large frame: the matte's push-pull fills are made on the piece's box grown by
+    their coarsest level (2 ** MATTE_LEVELS px) and squared to whole blocks of it, not on the whole frame
+    (at 24 MP their coarse levels over the frame were half the matte's time); what lies beyond is not
+    read: a bright patch past that reach changes nothing. Outside the piece's box alpha is 0 and the
+    colour the frame's."""
+    import tasks.cutout as cutout
+    from tasks.cutout import MATTE_LEVELS, _matte
+
+    block = 2 ** MATTE_LEVELS
+    h, w = 5 * block + 37, 7 * block + 11
+    image = torch.full((1, 3, h, w), 0.6)
+    hard = torch.zeros((1, 1, h, w))
+    hard[..., 600:700, 900:1000] = 1
+    image[..., 600:700, 900:1000] = torch.tensor([0.7, 0.5, 0.2]).view(1, 3, 1, 1)
+    image[..., 601:699, 1000] = torch.tensor([0.67, 0.53, 0.32]).view(1, 3, 1)    # a rim of 70% piece beside it
+    seen = []
+    fill = cutout.fill_holes
+    monkeypatch.setattr(cutout, "fill_holes", lambda img, *a, **k: seen.append(img.shape[-2:]) or fill(img, *a, **k))
+    alpha, colour = _matte(image, hard, hard.clone(), 2)
+    grown = (range(600 - 4 - block, 700 + 4 + block), range(900 - 4 - block, 1000 + 4 + block))
+    rows, cols = ((r.start // block * block, -(-r.stop // block) * block) for r in grown)
+    assert seen == [(rows[1] - rows[0], cols[1] - cols[0])] * 2
+    far = image.clone()
+    far[..., :, cols[1]:] = 1.0                   # past the fills' reach
+    again, colour_again = _matte(far, hard, hard.clone(), 2)
+    assert torch.equal(alpha, again) and torch.equal(colour[..., :, :cols[1]], colour_again[..., :, :cols[1]])
+    assert float(alpha[..., 1010:, :].abs().max()) == 0 and float(alpha[..., :, 1010:].max()) == 0
+    assert 0.6 < float(alpha[..., 601:699, 1000].min()) <= float(alpha[..., 601:699, 1000].max()) < 0.8   # the rim
+    assert torch.equal(colour[..., :590, :], image[..., :590, :])
+
+
 def test_a_speck_the_matte_cut_off_the_piece_goes_with_its_fringe():
     """A 4x3 speck joined to the piece by a faint 1 px thread: the matte makes the thread fractional and
     the speck a part of its own, under the frame's floor for parts (``min_area``): its alpha goes, and so
