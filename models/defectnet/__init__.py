@@ -10,7 +10,7 @@ simulator, whose defects and design details come with exact masks
     net = load_defectnet()                              # cached, eval mode
     logits = net(linear_to_srgb(image))                 # (B, 2, H, W)
     removable, haze = torch.sigmoid(logits).unbind(1)   # dust/lint/scratch, fingerprint haze
-    prob = defect_probability(linear_to_srgb(image), net)   # the same, tile by tile (large images)
+    prob = defect_probability(linear_to_srgb(image), net)   # the same, part by part (large images)
 
 The caller (``tasks/dust.py``) adds the classical evidence (local contrast)
 and decides what to repaint.
@@ -146,9 +146,9 @@ def _parts(where: torch.Tensor | None, size: tuple[int, int], rows: int, gap: in
 
 
 def _logits_on(net: DefectNet, srgb: torch.Tensor, ys: slice, xs: slice) -> torch.Tensor:
-    """``net(srgb)[..., ys, xs]``, computing each layer only where the layers after it read: the tile
+    """``net(srgb)[..., ys, xs]``, computing each layer only where the layers after it read: the part
     grown by their dilations. Inside the image a layer reads real activations; beyond its edge, the zeros
-    every layer pads with there (so tiles on the edge give the whole image's values too)."""
+    every layer pads with there (so parts on the edge give the whole image's values too)."""
     from tasks.compose import grow
 
     size = srgb.shape[-2:]
