@@ -757,8 +757,7 @@ def _umbrae(labels: np.ndarray, stats: np.ndarray, shade: torch.Tensor, core: np
     for k in np.flatnonzero(areas >= params.umbra_area * labels.size):
         if k == 0:
             continue
-        x, y, w, h = stats[k, :4]
-        box = (slice(max(0, y - 4), y + h + 4), slice(max(0, x - 4), x + w + 4))
+        box = grow(_part_box(stats, k), 4, labels.shape)
         inside = labels[box] == k
         first = np.unravel_index(np.argmax(inside), inside.shape)
         if _part_area(core, (box[0].start + first[0], box[1].start + first[1])) < 1.5 * areas[k]:
