@@ -367,6 +367,18 @@ def _band_shadow_scores(image, enc, backdrop, sigma, params: CutoutParams,
     return shade, smooth_off.logical_and_(pixel_off), explained, tinted if tinted is None else tinted.logical_or_(explained)
 
 
+# the least noise a clean 8-bit file's lines are told from: its ripples (a JPEG's) are 1-2 levels, and a blown or
+# retouched backdrop, with no noise of its own, puts the noise the tests read under them (``min_contrast`` /
+# ``fg_sigmas``: 0.6 of a level)
+CLEAN_FILE_NOISE = 1.5 / 255
+
+
+def _tints_off_lines(explained: torch.Tensor, tinted: torch.Tensor, thin: torch.Tensor, ridges: torch.Tensor | None) -> torch.Tensor:
+    """``explained``, and the ``tinted`` pixels over 2 px from a line (``thin``, or the ``ridges``)."""
+    wire = thin if ridges is None else thin | ridges
+    return explained | tinted & ~dilate(wire.float(), 2).bool()
+
+
 def _thin_lines(enc, backdrop, sigma, params: CutoutParams) -> torch.Tensor:
     """Wire, prongs and hooks too faint for the per-pixel threshold: pixels off the backdrop that
     also stand out from their 1.5 px surroundings the same way (darker and darker, or brighter and
@@ -606,6 +618,17 @@ def _drop_shadows(enc, sigma, shade, grey: np.ndarray, core: np.ndarray, prob: n
         gone |= ((cv2.dilate(umbrae[labels].astype(np.uint8), near) > 0) & (cv2.dilate(1 - core, near) > 0)
                  & (core > 0) & grey & ~flat)
     return core & ~gone.astype(np.uint8)
+
+
+def _drop_clean_tints(enc, sigma, shade, grey: np.ndarray, core: np.ndarray, prob: np.ndarray, edged: np.ndarray,
+                      params: CutoutParams) -> np.ndarray:
+    """On a clean 8-bit file (a blown or retouched backdrop: no noise to measure), ``_drop_shadows`` again
+    with the tint tolerance where only the file's ripples (``CLEAN_FILE_NOISE``) had made lines that
+    kept it off (``grey``): a gold piece's warm contact shadow on blown white, left as a slab. A polished
+    white-metal face is as grey within the tolerance, and the network is unsure of such faces (0.15-0.23
+    on a real ring and a validation light box), so what it drops here it must be sure is background
+    (``unseen_p``, the bar for parts it sees nothing of)."""
+    return _drop_shadows(enc, sigma, shade, grey, core, prob, edged, params.model_copy(update={"shadow_p": params.unseen_p}))
 
 
 def _unseen_lines(core: np.ndarray, labels: np.ndarray, stats: np.ndarray, which: np.ndarray, prob: np.ndarray,
@@ -1357,10 +1380,15 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     sure = diff > t_fg      # surely piece: the core's first evidence, and what later steps ask of a part
     thin = _thin_lines(enc, backdrop, sigma, params)
     core = sure | faint | thin
+    explained_clean = None      # (on a clean file: with the lines that stand out from its ripples, ``_drop_clean_tints``)
     if tolerance:   # a wire's colour (a grey chain's) departs as little: lines and 2 px around them stay strict
-        wire = thin if lines is None else thin.logical_or_(torch.from_numpy(lines).to(thin.device)[None, None])
-        explained |= tinted & ~dilate(wire.to(image.dtype), 2).bool()
-        del wire
+        ridges = None if lines is None else torch.from_numpy(lines).to(thin.device)[None, None]
+        if float(sigma.min()) < CLEAN_FILE_NOISE:
+            clean_lines = _thin_lines(enc, backdrop, sigma.clamp(min=CLEAN_FILE_NOISE), params)
+            explained_clean = _tints_off_lines(explained, tinted, clean_lines, ridges)
+            del clean_lines
+        explained = _tints_off_lines(explained, tinted, thin, ridges)
+        del ridges
     del faint, thin, tinted
     sure = sure[0, 0].cpu().numpy()
     core = core.to(torch.uint8)[0, 0].cpu().numpy()
@@ -1382,6 +1410,9 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     grey = _grey(shade, explained, params)
     del explained
     core = _drop_shadows(enc, sigma, shade, grey, core, prob, edged, params, trusted)
+    if explained_clean is not None and prob is not None and not trusted:
+        core = _drop_clean_tints(enc, sigma, shade, _grey(shade, explained_clean, params), core, prob, edged, params)
+    del explained_clean
     # the lines are judged before they join (``_shadow_lines``), but with a plate PlateNet has judged the
     # shadows already; what they are judged by: a shadow's line has no highlight
     judge_lines = lines is not None and prob is not None and not trusted
