@@ -622,9 +622,9 @@ def _drop_shadows(enc, sigma, shade, grey: np.ndarray, core: np.ndarray, prob: n
 
 def _drop_clean_tints(enc, sigma, shade, grey: np.ndarray, core: np.ndarray, prob: np.ndarray, edged: np.ndarray,
                       params: CutoutParams) -> np.ndarray:
-    """On a clean 8-bit file (a blown or retouched backdrop: no noise to measure), ``_drop_shadows`` again
-    with the tint tolerance where only the file's ripples (``CLEAN_FILE_NOISE``) had made lines that
-    kept it off (``grey``): a gold piece's warm contact shadow on blown white, left as a slab. A polished
+    """On a frame whose noise is under ``CLEAN_FILE_NOISE`` (a blown or retouched backdrop has none to
+    measure), ``_drop_shadows`` again with the tint tolerance where only an 8-bit file's ripples had made
+    lines that kept it off (``grey``): a gold piece's warm contact shadow on blown white, left as a slab. A polished
     white-metal face is as grey within the tolerance, and the network is unsure of such faces (0.15-0.23
     on a real ring and a validation light box), so what it drops here it must be sure is background
     (``unseen_p``, the bar for parts it sees nothing of)."""
