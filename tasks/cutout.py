@@ -582,14 +582,14 @@ def _grey(shade: torch.Tensor, explained: torch.Tensor, params: CutoutParams) ->
     return (explained & (shade < 1) & (shade > params.deepest_shadow))[0, 0].cpu().numpy()
 
 
-def _drop_shadows(enc, sigma, shade, grey: np.ndarray, core: np.ndarray, prob: np.ndarray | None, edged: np.ndarray,
-                  params: CutoutParams, trusted: bool = False) -> np.ndarray:
+def _drop_shadows(flat: np.ndarray, shade, grey: np.ndarray, core: np.ndarray, prob: np.ndarray | None,
+                  edged: np.ndarray, params: CutoutParams, trusted: bool = False) -> np.ndarray:
     """Remove parts of ``core`` that are a grey darkening of the backdrop (``grey``, from ``_grey``) and
     that the segmentation network, which sees the whole scene, calls background, that fade into the
     backdrop with no edge where they meet it, or that darken it evenly beside the piece (a shadow).
-    ``trusted``: ``prob`` is PlateNet's, which saw the plate: no part it calls piece is a shadow."""
-    # split at edges, so a shadow touching grey metal is judged apart from the metal
-    flat = _flat(enc, sigma, params)
+    The parts are of ``flat`` pixels (``_flat``): split at edges, so a shadow touching grey metal is
+    judged apart from the metal. ``trusted``: ``prob`` is PlateNet's, which saw the plate: no part it
+    calls piece is a shadow."""
     candidates = (core > 0) & grey & flat
     if trusted:     # and at the trusted network's edge
         piece, ring = (prob > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)
@@ -620,15 +620,15 @@ def _drop_shadows(enc, sigma, shade, grey: np.ndarray, core: np.ndarray, prob: n
     return core & ~gone.astype(np.uint8)
 
 
-def _drop_clean_tints(enc, sigma, shade, grey: np.ndarray, core: np.ndarray, prob: np.ndarray, edged: np.ndarray,
-                      params: CutoutParams) -> np.ndarray:
+def _drop_clean_tints(flat: np.ndarray, shade, grey: np.ndarray, core: np.ndarray, prob: np.ndarray,
+                      edged: np.ndarray, params: CutoutParams) -> np.ndarray:
     """On a frame whose noise is under ``CLEAN_FILE_NOISE`` (a blown or retouched backdrop has none to
     measure), ``_drop_shadows`` again with the tint tolerance where only an 8-bit file's ripples had made
-    lines that kept it off (``grey``): a gold piece's warm contact shadow on blown white, left as a slab. A polished
-    white-metal face is as grey within the tolerance, and the network is unsure of such faces (0.15-0.23
-    on a real ring and a validation light box), so what it drops here it must be sure is background
-    (``unseen_p``, the bar for parts it sees nothing of)."""
-    return _drop_shadows(enc, sigma, shade, grey, core, prob, edged, params.model_copy(update={"shadow_p": params.unseen_p}))
+    lines that kept it off (``grey``): a gold piece's warm contact shadow on blown white, left as a slab.
+    A polished white-metal face is as grey within the tolerance, and the network is unsure of such faces
+    (0.15-0.23 on a real ring and a validation light box), so what it drops here it must be sure is
+    background (``unseen_p``, the bar for parts it sees nothing of)."""
+    return _drop_shadows(flat, shade, grey, core, prob, edged, params.model_copy(update={"shadow_p": params.unseen_p}))
 
 
 def _unseen_lines(core: np.ndarray, labels: np.ndarray, stats: np.ndarray, which: np.ndarray, prob: np.ndarray,
@@ -1409,10 +1409,11 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
         prob = _piece_probability(enc, params)[0, 0].cpu().numpy() if params.network_checks else None
     grey = _grey(shade, explained, params)
     del explained
-    core = _drop_shadows(enc, sigma, shade, grey, core, prob, edged, params, trusted)
+    flat = _flat(enc, sigma, params)
+    core = _drop_shadows(flat, shade, grey, core, prob, edged, params, trusted)
     if explained_clean is not None and prob is not None and not trusted:
-        core = _drop_clean_tints(enc, sigma, shade, _grey(shade, explained_clean, params), core, prob, edged, params)
-    del explained_clean
+        core = _drop_clean_tints(flat, shade, _grey(shade, explained_clean, params), core, prob, edged, params)
+    del explained_clean, flat
     # the lines are judged before they join (``_shadow_lines``), but with a plate PlateNet has judged the
     # shadows already; what they are judged by: a shadow's line has no highlight
     judge_lines = lines is not None and prob is not None and not trusted

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from helpers import DEVICES, SAMPLES, scene_frame, sim_scene
 from tasks.color import linear_to_srgb, srgb_to_linear
-from tasks.cutout import (CARRIED_NOISE, CutoutParams, _drop_clean_tints, _drop_shadows, _shadow_sigma, _with_fine_wire,
-                          component_mean, cut_out, fit_backdrop, fitted_sweep, matte_onto, outline, ridge_lines)
+from tasks.cutout import (CARRIED_NOISE, CutoutParams, _drop_clean_tints, _drop_shadows, _flat, _shadow_sigma,
+                          _with_fine_wire, component_mean, cut_out, fit_backdrop, fitted_sweep, matte_onto, outline, ridge_lines)
 from tasks.frame import Frame
 from tasks.neutralize import NeutralizeParams, neutralize
 
@@ -525,8 +525,8 @@ def test_on_a_clean_file_a_tinted_darkening_goes_only_where_the_network_is_sure(
     enc = np.repeat(light[None], 3, 0)
     enc[:, disc > 0] = np.array([0.8, 0.6, 0.3], np.float32)[:, None]
     core, grey = disc | slab, slab > 0
-    args = (torch.from_numpy(enc)[None], torch.full((1, 3, 1, 1), 0.0025), torch.from_numpy(light ** 2.2)[None, None], grey,
-            core)
+    flat = _flat(torch.from_numpy(enc)[None], torch.full((1, 3, 1, 1), 0.0025), CutoutParams())
+    args = (flat, torch.from_numpy(light ** 2.2)[None, None], grey, core)
     for p, clean_keeps in ((0.05, False), (0.2, True)):
         prob = np.where(core > 0, 0.9, 0.0).astype(np.float32)
         prob[grey] = p
