@@ -1383,7 +1383,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     explained_clean = None      # (on a clean file: with the lines that stand out from its ripples, ``_drop_clean_tints``)
     if tolerance:   # a wire's colour (a grey chain's) departs as little: lines and 2 px around them stay strict
         ridges = None if lines is None else torch.from_numpy(lines).to(thin.device)[None, None]
-        if float(sigma.min()) < CLEAN_FILE_NOISE:
+        if float(sigma.min()) < CLEAN_FILE_NOISE and params.network_checks:     # (its pass drops by the network's word)
             clean_lines = _thin_lines(enc, backdrop, sigma.clamp(min=CLEAN_FILE_NOISE), params)
             explained_clean = _tints_off_lines(explained, tinted, clean_lines, ridges)
             del clean_lines
@@ -1411,7 +1411,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     del explained
     flat = _flat(enc, sigma, params)
     core = _drop_shadows(flat, shade, grey, core, prob, edged, params, trusted)
-    if explained_clean is not None and prob is not None and not trusted:
+    if explained_clean is not None:     # (made only with the tint tolerance, so without a plate, and SegNet's prob)
         core = _drop_clean_tints(flat, shade, _grey(shade, explained_clean, params), core, prob, edged, params)
     del explained_clean, flat
     # the lines are judged before they join (``_shadow_lines``), but with a plate PlateNet has judged the
