@@ -13,7 +13,10 @@ opening). Grey darkenings of the backdrop that the segmentation
 network (below) calls background, that fade into it, or that darken it evenly (a hard shadow's
 umbra) are shadows and leave the mask. Enclosed
 regions that do not show the plain backdrop are
-filled as metal; ring interiors and gaps between links stay holes. Small holes
+filled as metal; ring interiors and gaps between links stay holes, and a
+link's gap the faint test's average closed over opens again where each of
+its pixels is the backdrop in the chain's light shade, ringed by coloured
+wire (``_link_gaps``). Small holes
 deep in solid piece that the network, read again on the piece's own box, calls
 piece, and that differ from the backdrop, are a facet or a face cut out and are
 filled (``_fill_facets``). Small
@@ -276,10 +279,10 @@ def _bool_mask(like: torch.Tensor) -> torch.Tensor:
 
 
 def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams,
-                   tolerance: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                   tolerance: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """How much darker than the backdrop each pixel is (``shade``: linear luminance ratio), and what
     of its colour a grey shadow on the backdrop cannot explain, in noise sigmas per pixel and on a
-    1.5 px average, as three masks:
+    1.5 px average, as four masks:
 
     ``faint``: flat metal only a little brighter or more coloured than the backdrop. Per-pixel
     thresholds miss it in a noisy (dark, strongly white-balanced) frame; averaged over 1.5 px the
@@ -288,18 +291,21 @@ def _shadow_scores(image, enc, backdrop, sigma, params: CutoutParams,
     ``explained``: a grey darkening explains the pixel on the 1.5 px average.
     ``tinted``: it does, but for a departure in each channel under ``tolerance`` of the backdrop's
     value there (``CutoutParams.shadow_colour``); None when ``tolerance`` is 0.
+    ``grey``: a grey darkening explains the pixel itself, not only its average (what a chain's link gap
+    shows, where the average takes the wire's colour).
 
     In bands of rows, a channel at a time, and only the masks kept (``BAND_ROWS``).
     """
     shade = enc.new_empty((enc.shape[0], 1, *enc.shape[-2:]))
     faint, explained, tinted = _bool_mask(enc), _bool_mask(enc), _bool_mask(enc) if tolerance else None
+    grey = _bool_mask(enc)
     for own, read, keep in row_bands(enc.shape[-2], BAND_ROWS, BAND_HALO):
         masks = _band_shadow_scores(image[..., read, :], enc[..., read, :], backdrop[..., read, :], sigma, params,
                                     tolerance)
-        for whole, band in zip((shade, faint, explained, tinted), masks):
+        for whole, band in zip((shade, faint, explained, tinted, grey), masks):
             if whole is not None:
                 whole[..., own, :] = band[..., keep, :]
-    return shade, faint, explained, tinted
+    return shade, faint, explained, tinted, grey
 
 
 def _shade(image, backdrop) -> torch.Tensor:
@@ -348,7 +354,7 @@ def _shadow_sigma(image, enc, backdrop, at: torch.Tensor, sigma: torch.Tensor) -
 
 
 def _band_shadow_scores(image, enc, backdrop, sigma, params: CutoutParams,
-                        tolerance: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                        tolerance: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``_shadow_scores`` on one band of rows (its own rows and their context)."""
     shade = _shade(image, backdrop)
     shadowed = shade.clamp(0, 1)
@@ -364,7 +370,8 @@ def _band_shadow_scores(image, enc, backdrop, sigma, params: CutoutParams,
         if tolerance:
             within = smooth.abs_() < tolerance * backdrop[:, c:c + 1]
             tinted = within if tinted is None else tinted.logical_and_(within)
-    return shade, smooth_off.logical_and_(pixel_off), explained, tinted if tinted is None else tinted.logical_or_(explained)
+    return (shade, smooth_off.logical_and_(pixel_off), explained, tinted if tinted is None else tinted.logical_or_(explained),
+            ~pixel_off & (shade < 1))
 
 
 # the least noise a clean 8-bit file's lines are told from: its ripples (a JPEG's) are 1-2 levels, and a blown or
@@ -916,6 +923,49 @@ def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_
     return out
 
 
+# A chain's link gap as the cut-out's core holds it, closed over by the faint test's average and the close:
+# the pixels that still show the backdrop, in the wire's soft contact shadow (pockets' mean shade 0.81-0.89 on
+# the training world's chains; what such pockets find in pave and lattices, metal and dark facets, is 0.3-0.5,
+# and a white pave stone on blown white 0.94-0.97: as likely the backdrop, so it is left), 0.5 to 12 of
+# SegNet's pixels in area (at 1200 px from 5 px: smaller specks are noise in grey metal), in a core no thicker
+# than 3 of its pixels around them (links 1.8-2.9; pave bands and lattices 3.3-4.2)
+GAP_SHADE = 0.6
+GAP_PALEST = 0.93
+GAP_AREA = (0.5, 12.0)
+GAP_THICK = 3.0
+
+
+def _link_gaps(core: np.ndarray, shade: np.ndarray, grey: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the link gaps of a chain that the core has closed over, to open again. Pockets of
+    ``core`` whose every pixel is a grey darkening of the backdrop (``grey``, from ``_shadow_scores``)
+    in a light shade (``shade`` over ``GAP_SHADE``; the pocket's mean at most ``GAP_PALEST``),
+    ``GAP_AREA`` in size, ringed wholly by core whose colour no grey darkening explains (``grey`` on
+    under a fifth of the ring: coloured wire; a white wire's dark edges around its pale spine are grey,
+    and a silver chain on white stays as it is), as shallow in the core as ``_fill_pinholes`` calls a
+    hole of the design (not deep in solid metal), where the core is no thicker than ``GAP_THICK`` of
+    SegNet's pixels around them. The matte then takes them as backdrop (``cut_out``'s ``sure_bg``)."""
+    n, labels, stats, _ = regions.parts(((core > 0) & grey & (shade > GAP_SHADE)).astype(np.uint8))
+    gaps = np.zeros(core.shape, bool)
+    net_px = max(core.shape) / SEGNET_SIZE
+    area = stats[:, cv2.CC_STAT_AREA] / net_px ** 2
+    for k in np.flatnonzero((area >= GAP_AREA[0]) & (area <= GAP_AREA[1])):
+        if k == 0:      # (label 0: what lies outside every pocket)
+            continue
+        width = 2 * math.sqrt(stats[k, cv2.CC_STAT_AREA] / math.pi)
+        box = grow(_part_box(stats, k), int(2 * width) + 8, core.shape)
+        pocket = labels[box] == k
+        ring = (cv2.dilate(pocket.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~pocket
+        around = core[box] & ~pocket
+        if not around[ring].all() or grey[box][ring].mean() > 0.2 or shade[box][pocket].mean() > GAP_PALEST:
+            continue
+        if _hole_depth(around, pocket) >= 1.5 * width + 2:
+            continue
+        if cv2.distanceTransform(np.pad(core[box], 1), cv2.DIST_L2, 3).max() > GAP_THICK * net_px:
+            continue
+        gaps[box] |= pocket
+    return gaps
+
+
 def _hole_window(labels: np.ndarray, stats: np.ndarray, k: int) -> tuple[tuple[slice, slice], np.ndarray, float]:
     """Hole ``k`` of ``labels`` (``stats`` from ``tasks.regions.holes``) on a window twice its width around it:
     the window, the hole's pixels there, and its width (the diameter of a disc of its area)."""
@@ -1374,8 +1424,10 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     # has another colour (on the plate path PlateNet judges the grey parts, and off its training world it
     # takes grey metal for a shadow: there the test stays strict)
     tolerance = 0.0 if plated else params.shadow_colour
-    shade, faint, explained, tinted = _shadow_scores(image, enc, backdrop,
-                                                     _shadow_sigma(image, enc, backdrop, at, sigma), params, tolerance)
+    shade, faint, explained, tinted, grey_px = _shadow_scores(image, enc, backdrop,
+                                                              _shadow_sigma(image, enc, backdrop, at, sigma), params,
+                                                              tolerance)
+    grey_px, shade_px = grey_px[0, 0].cpu().numpy(), shade[0, 0].cpu().numpy()     # (``_link_gaps``', after the fills)
     del at
     sure = diff > t_fg      # surely piece: the core's first evidence, and what later steps ask of a part
     thin = _thin_lines(enc, backdrop, sigma, params)
@@ -1443,8 +1495,13 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
         core = _fill_learned_facets(core, enc, backdrop, params)
         learned = f", HoleNet filled {int(core.sum()) - before} px"
     del enc, backdrop
+    gaps = _link_gaps(core, shade_px, grey_px)
+    del shade_px, grey_px
+    core[gaps] = 0
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
     sure_bg = (diff < t_bg) & (sure_fg == 0)
+    sure_bg |= torch.from_numpy(gaps).to(sure_bg.device)[None, None] & (sure_fg == 0)
+    del gaps
     ramp = ((diff - t_bg) / max(t_fg - t_bg, 1e-4)).clamp_(0, 1)
     del diff
     alpha, decontaminated = _matte(image, sure_fg, ramp, params.band, clear=sure_bg)

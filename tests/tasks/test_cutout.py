@@ -346,9 +346,39 @@ def test_chain_link_gaps_stay_background():
     for seed in range(5):
         s = sim_scene(seed, size=(900, 600), piece="chain", background="white_sweep")
         recalls.append(hole_recall(_cut(s).alpha[0, 0].numpy() > 0.5, s.alpha > 0.5))
-    # measured 0.99/0.47/0.96/0.98/0.93: the rose-gold chain (seed 1) loses half its gaps to the
-    # faint-metal detector, whose 1.5 px average bleeds the link colour into 2-3 px gaps
-    assert np.mean(recalls) >= 0.8 and sorted(recalls)[1] >= 0.9, recalls
+    # measured 0.99/0.94/0.96/0.98/0.93 (0.47 for the rose-gold chain of seed 1 before ``_link_gaps``: the
+    # faint-metal detector's 1.5 px average bleeds the link colour into its 2-3 px gaps)
+    assert min(recalls) >= 0.9, recalls
+
+
+def _link_in_core(pocket_shade: float = 0.85, wire_grey: bool = False, solid: bool = False):
+    """A 1200 x 800 core holding one link closed over (its 4 x 10 px gap inside a 2 px wire), or a
+    solid disc around the same gap, with the per-pixel shade and grey masks ``_link_gaps`` reads."""
+    core = np.zeros((800, 1200), np.uint8)
+    shade = np.ones((800, 1200), np.float32)
+    grey = np.zeros((800, 1200), bool)
+    gap = np.zeros((800, 1200), bool)
+    gap[395:405, 598:602] = True
+    if solid:
+        cv2.circle(core, (600, 400), 40, 1, -1)
+    else:
+        core[393:407, 596:604] = 1
+    shade[core > 0] = 1.3     # lit gold: no grey darkening of the backdrop makes it
+    grey[core > 0] = wire_grey
+    shade[gap], grey[gap] = pocket_shade, True
+    return core, shade, grey, gap
+
+
+def test_a_link_gap_the_core_closed_over_opens_again_a_facet_or_a_wires_spine_does_not():
+    from tasks.cutout import _link_gaps
+
+    core, shade, grey, gap = _link_in_core()
+    assert (_link_gaps(core, shade, grey) == gap).all()
+    for why in ({"wire_grey": True},        # a white wire's grey edges around its pale spine
+                {"pocket_shade": 0.96},     # as pale as the open backdrop: a white stone as likely
+                {"pocket_shade": 0.4},      # dark metal or a facet, not the chain's light shadow
+                {"solid": True}):           # deep in solid metal
+        assert not _link_gaps(*_link_in_core(**why)[:3]).any(), why
 
 
 def _noisy_sweep(noise: float, seed: int = 0, size: tuple[int, int] = (400, 600)):
