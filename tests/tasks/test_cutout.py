@@ -351,9 +351,10 @@ def test_chain_link_gaps_stay_background():
     assert min(recalls) >= 0.9, recalls
 
 
-def _link_in_core(pocket_shade: float = 0.85, wire_grey: bool = False, solid: bool = False):
+def _link_in_core(pocket_shade: float = 0.85, wire_grey: bool = False, solid: bool = False, pave: bool = False):
     """A 1200 x 800 core holding one link closed over (its 4 x 10 px gap inside a 2 px wire), or a
-    solid disc around the same gap, with the per-pixel shade and grey masks ``_link_gaps`` reads."""
+    solid disc around the same gap, or a pave band whose stones are cut out as holes (a web of metal as
+    thin as the wire) around it, with the per-pixel shade and grey masks ``_link_gaps`` reads."""
     core = np.zeros((800, 1200), np.uint8)
     shade = np.ones((800, 1200), np.float32)
     grey = np.zeros((800, 1200), bool)
@@ -361,6 +362,12 @@ def _link_in_core(pocket_shade: float = 0.85, wire_grey: bool = False, solid: bo
     gap[395:405, 598:602] = True
     if solid:
         cv2.circle(core, (600, 400), 40, 1, -1)
+    elif pave:
+        core[340:460, 540:660] = 1
+        for y in range(343, 457, 10):
+            for x in range(543, 657, 10):
+                core[y:y + 6, x:x + 6] = 0
+        core[393:407, 596:604] = 1
     else:
         core[393:407, 596:604] = 1
     shade[core > 0] = 1.3     # lit gold: no grey darkening of the backdrop makes it
@@ -377,7 +384,8 @@ def test_a_link_gap_the_core_closed_over_opens_again_a_facet_or_a_wires_spine_do
     for why in ({"wire_grey": True},        # a white wire's grey edges around its pale spine
                 {"pocket_shade": 0.96},     # as pale as the open backdrop: a white stone as likely
                 {"pocket_shade": 0.4},      # dark metal or a facet, not the chain's light shadow
-                {"solid": True}):           # deep in solid metal
+                {"solid": True},            # deep in solid metal
+                {"pave": True}):            # in the web of a pave band whose stones were cut out
         assert not _link_gaps(*_link_in_core(**why)[:3]).any(), why
 
 
