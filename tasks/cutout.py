@@ -927,8 +927,8 @@ def _fill_pinholes(mask: np.ndarray, enc: np.ndarray, backdrop: np.ndarray, max_
 # the pixels that still show the backdrop, in the wire's soft contact shadow (pockets' mean shade 0.81-0.89 on
 # the training world's chains; what such pockets find in pave and lattices, metal and dark facets, is 0.3-0.5,
 # and a white pave stone on blown white 0.94-0.97: as likely the backdrop, so it is left), 0.5 to 12 of
-# SegNet's pixels in area (at 1200 px from 5 px: smaller specks are noise in grey metal), in a core no thicker
-# than 3 of its pixels around them (links 1.8-2.9; pave bands and lattices 3.3-4.2)
+# SegNet's pixels in area (at 1200 px from 5 px: smaller specks are noise in grey metal), where the piece, its
+# holes filled, is no thicker than 3 of its pixels around them (links 1.8-2.9; pave bands and lattices 3.3 up)
 GAP_SHADE = 0.6
 GAP_PALEST = 0.93
 GAP_AREA = (0.5, 12.0)
@@ -942,8 +942,9 @@ def _link_gaps(core: np.ndarray, shade: np.ndarray, grey: np.ndarray) -> np.ndar
     ``GAP_AREA`` in size, ringed wholly by core whose colour no grey darkening explains (``grey`` on
     under a fifth of the ring: coloured wire; a white wire's dark edges around its pale spine are grey,
     and a silver chain on white stays as it is), as shallow in the core as ``_fill_pinholes`` calls a
-    hole of the design (not deep in solid metal), where the core is no thicker than ``GAP_THICK`` of
-    SegNet's pixels around them. The matte then takes them as backdrop (``cut_out``'s ``sure_bg``)."""
+    hole of the design (not deep in solid metal), where the piece, its holes filled, is no thicker than
+    ``GAP_THICK`` of SegNet's pixels around them. The matte then takes them as backdrop (``cut_out``'s
+    ``sure_bg``)."""
     n, labels, stats, _ = regions.parts(((core > 0) & grey & (shade > GAP_SHADE)).astype(np.uint8))
     gaps = np.zeros(core.shape, bool)
     net_px = max(core.shape) / SEGNET_SIZE
@@ -1504,8 +1505,7 @@ def cut_out(frame: Frame, params: CutoutParams) -> Frame:
     del shade_px, grey_px
     core[gaps] = 0
     sure_fg = torch.from_numpy(_keep_components(core, params)).to(image)[None, None]
-    sure_bg = (diff < t_bg) & (sure_fg == 0)
-    sure_bg |= torch.from_numpy(gaps).to(sure_bg.device)[None, None] & (sure_fg == 0)
+    sure_bg = ((diff < t_bg) | torch.from_numpy(gaps).to(diff.device)[None, None]) & (sure_fg == 0)
     del gaps
     ramp = ((diff - t_bg) / max(t_fg - t_bg, 1e-4)).clamp_(0, 1)
     del diff
