@@ -949,14 +949,14 @@ def _link_gaps(core: np.ndarray, shade: np.ndarray, grey: np.ndarray) -> np.ndar
     gaps = np.zeros(core.shape, bool)
     net_px = max(core.shape) / SEGNET_SIZE
     area = stats[:, cv2.CC_STAT_AREA] / net_px ** 2
-    if not ((area >= GAP_AREA[0]) & (area <= GAP_AREA[1]))[1:].any():
+    sized = (area >= GAP_AREA[0]) & (area <= GAP_AREA[1])
+    sized[0] = False        # (label 0: what lies outside every pocket)
+    if not sized.any():
         return gaps
     # how thick the piece is, read with its holes filled: pave's stones cut out as holes leave a web of metal
     # as thin as a chain's wire
     thickness = cv2.distanceTransform(((core > 0) | (regions.holes(core)[1] > 0)).astype(np.uint8), cv2.DIST_L2, 3)
-    for k in np.flatnonzero((area >= GAP_AREA[0]) & (area <= GAP_AREA[1])):
-        if k == 0:      # (label 0: what lies outside every pocket)
-            continue
+    for k in np.flatnonzero(sized):
         width = 2 * math.sqrt(stats[k, cv2.CC_STAT_AREA] / math.pi)
         box = grow(_part_box(stats, k), int(2 * width) + 8, core.shape)
         pocket = labels[box] == k
