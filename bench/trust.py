@@ -5,6 +5,7 @@
     python bench/trust.py --csv rows.csv --sheet sheet.png
     python bench/trust.py --from-csv rows.csv     # re-print the tables without re-running
     python bench/trust.py --sets studio --set cutout.band=3   # grade a parameter change, every shoot alike
+    python bench/trust.py --sets val studio --draw 1          # other scenes of the same worlds (seeds shifted)
 
 The sets (the validation discipline, README "Trust"):
 
@@ -88,6 +89,7 @@ from tasks.cutout import component_mean  # noqa: E402
 
 SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
 SEEDS = {"train": 101, "wide": 202, "plates": 303, "val": 9001, "studio": 9100}
+DRAW_STEP = 100_000   # --draw k shifts every set's seed by k times this: fresh scenes of the same worlds
 STUDIO_SHOOT = 6
 RIGHT = {"iou": (">=", 0.95), "holes": (">=", 0.90), "thin": (">=", 0.90), "de_chroma": ("<=", 3.0),
          "lost": ("<=", 0.05), "pierced": ("<=", 0), "stray": ("<=", 0)}
@@ -96,23 +98,27 @@ VISIBLE = 0.10   # relative luminance departure a speck makes from its surroundi
 
 
 # --- the sets -----------------------------------------------------------------------------
-def write_sets(root: Path, sets: list[str], images: int, size: tuple[int, int]) -> list[Path]:
-    """Write the shoot folders of each set under ``root`` (``<set>`` or ``<set>-<k>``); returns them."""
+def write_sets(root: Path, sets: list[str], images: int, size: tuple[int, int], draw: int = 0) -> list[Path]:
+    """Write the shoot folders of each set under ``root`` (``<set>`` or ``<set>-<k>``); returns them.
+    ``draw``: 0 for the sets every figure is reported on; another draws other scenes of the same worlds
+    (each seed shifted by ``draw * DRAW_STEP``): the draw-to-draw spread of a figure, and a second look
+    for escapes on scenes no one has seen."""
     folders = []
+    seed = {name: s + draw * DRAW_STEP for name, s in SEEDS.items()}
     for name in sets:
         folder = root / name
         if name == "studio":
-            folders += write_studio_shoots(root, images, size)
+            folders += write_studio_shoots(root, images, size, seed["studio"])
             continue
         if name == "plates":
-            folders += write_plate_shoots(root, images, size)
+            folders += write_plate_shoots(root, images, size, seed["plates"])
             continue
         if name in ("train", "wide"):
             from models.simulator import synth_shoot
-            synth_shoot(folder, images, SEEDS[name], size=size, world="default" if name == "train" else "wide")
+            synth_shoot(folder, images, seed[name], size=size, world="default" if name == "train" else "wide")
         elif name == "val":
             from bench.valworld import write_shoot
-            write_shoot(folder, images, SEEDS[name], size=size)
+            write_shoot(folder, images, seed[name], size=size)
         else:
             if not SAMPLES.is_dir():
                 print(f"note: {SAMPLES} not found; the real set is skipped")
@@ -140,14 +146,14 @@ def set_stages(folders: list[Path], stages: dict[str, dict]) -> None:
                                    for stage, values in merged.get("stages", {}).items()))
 
 
-def write_studio_shoots(root: Path, images: int, size: tuple[int, int]) -> list[Path]:
+def write_studio_shoots(root: Path, images: int, size: tuple[int, int], seed: int = SEEDS["studio"]) -> list[Path]:
     """Shoots of one setup each, with a clean plate and the light in shoot.toml."""
     from bench.valworld import write_shoot
 
     folders = []
     for k in range(max(1, images // STUDIO_SHOOT)):
         folder = root / f"studio-{k + 1}"
-        write_shoot(folder, STUDIO_SHOOT, SEEDS["studio"] + k, size=size, setup="shared", plate=True)
+        write_shoot(folder, STUDIO_SHOOT, seed + k, size=size, setup="shared", plate=True)
         light = json.loads(next((folder / "truth").glob("*/meta.json")).read_text())["lighting"]
         tint = min(max(light["tint"], -0.03), 0.03)
         set_stages([folder], {"neutralize": {"kelvin": round(light["kelvin"]), "tint": round(tint, 4)}})
@@ -155,7 +161,7 @@ def write_studio_shoots(root: Path, images: int, size: tuple[int, int]) -> list[
     return folders
 
 
-def write_plate_shoots(root: Path, images: int, size: tuple[int, int]) -> list[Path]:
+def write_plate_shoots(root: Path, images: int, size: tuple[int, int], seed: int = SEEDS["plates"]) -> list[Path]:
     """The wide training world as a studio shoots it: each scene a shoot of its own with its clean plate
     (the same backdrop, light and camera, empty) and its light in shoot.toml, so that the plate path
     (PlateNet, the cut-out against the plate) is tuned on a training world, and the studio set, made
@@ -167,7 +173,7 @@ def write_plate_shoots(root: Path, images: int, size: tuple[int, int]) -> list[P
     folders, formats, k = [], ("dng", "jpg", "tif"), -1
     while len(folders) < images:
         k += 1
-        scene = render_scene(image_rng(SEEDS["plates"], k), size, world="wide", plate=True)
+        scene = render_scene(image_rng(seed, k), size, world="wide", plate=True)
         if "plate" not in scene.layers:
             continue
         fmt = formats[len(folders) % len(formats)]
@@ -599,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
                     choices=["train", "wide", "plates", "val", "studio", "real"])
     ap.add_argument("--images", type=int, default=24, help="images per simulated set")
     ap.add_argument("--size", default="1200x800", help="WxH of the simulated sets")
+    ap.add_argument("--draw", type=int, default=0, help="other scenes of the same worlds (0: the reported sets; "
+                                                        "k shifts every seed by k * DRAW_STEP)")
     ap.add_argument("--preset", default="catalog")
     ap.add_argument("--work", type=Path, help="keep shoots and OUT here (default: a temporary folder)")
     ap.add_argument("--csv", type=Path, help="write every image's row here")
@@ -628,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.regrade:
         shoots = sorted(p for p in (work / "shoots").iterdir() if p.is_dir())
     else:
-        shoots = write_sets(work / "shoots", args.sets, args.images, (w, h))
+        shoots = write_sets(work / "shoots", args.sets, args.images, (w, h), args.draw)
         set_stages(shoots, parse_set(args.set))
         run_shoots(shoots, work / "out", preset=args.preset)
     table = grade(work / "out", shoots)

@@ -54,6 +54,11 @@ class SensorDustParams(BaseModel):
     min_darkening: float = Field(0.015, gt=0, le=0.5, description="darkening at a spot's centre in the shoot median")
     max_darkening: float = Field(0.45, gt=0, le=1, description="darker than this is not a dust shadow (they are faint)")
     min_share: float = Field(0.6, gt=0, le=1, description="share of the shoot's frames that must show the spot")
+    max_texture: float = Field(0.2, ge=0, le=1, description="the surround may brighten by this share of the spot's "
+                                                            "darkening (its brightest 5%): more is the backdrop's "
+                                                            "own texture")
+    max_spots: int = Field(50, ge=1, description="a survey finding more has found the backdrop's texture (a "
+                                                 "paper's fibres), not dust: none is corrected")
     min_images: int = Field(3, ge=3, description="smaller shoots are not searched")
     survey_frames: int = Field(24, ge=3, le=1000, description="frames the survey reads, spread evenly over a "
                                                              "larger shoot")
@@ -175,7 +180,8 @@ def _wide_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def find_sensor_dust(evidence: list, params: SensorDustParams | None = None) -> list[Spot]:
-    """Spots that darken the same place in most frames of a shoot.
+    """Spots that darken the same place in most frames of a shoot (none where more than
+    ``params.max_spots`` would: that is the backdrop's texture).
 
     Args:
         evidence: one :func:`dust_evidence` map per frame (torch ``(1, 1, h, w)`` or numpy
@@ -220,6 +226,11 @@ def find_sensor_dust(evidence: list, params: SensorDustParams | None = None) -> 
         spot = _measure(stack, dark, consensus, int(ix), int(iy), reach, max_r, floor, params)
         if spot is not None:
             spots.append(spot)
+        if len(spots) > params.max_spots:
+            # the backdrop's texture: a paper's fibres stay put and only darken, as dust does, but a sensor
+            # casts a few dozen shadows between cleanings, not a hundred (divided out of a frame whose piece
+            # lies over a fibre, each would brighten the piece by the fibre's darkening)
+            return []
     return spots
 
 
@@ -283,6 +294,11 @@ def _measure(ratios: np.ndarray, dark: np.ndarray, consensus: np.ndarray, ix: in
     # a compact blob: on the ring at 1.5 r_out almost nothing is as dark as half the peak (not a ridge)
     ring = (dist >= 1.5 * r_out) & (dist < 1.5 * r_out + 1.5)
     if ring.any() and ((md[ring] - base) > peak / 2).mean() > 0.1:
+        return None
+    # not the backdrop's texture: a paper's mottle stays put in a still camera's frames as dust does, but it
+    # brightens around a dark blob as much as it darkens, where dust only darkens a plain surround (shoots of
+    # 1536 px with dust: its brightest 5% under 0.14 of the spot's darkening; a mottled paper's 0.27 and up)
+    if float(np.percentile(base - md[dist > r_out + 1], 95)) > params.max_texture * peak:
         return None
     # present, with the same strength, in most of the frames that could show it
     core = dist <= max(r_half, 1.0)

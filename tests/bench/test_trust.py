@@ -138,3 +138,18 @@ def test_sources_are_graded_in_linear_light_whatever_their_file_type(tmp_path):
     pixels = linear_source(tmp_path / "grey.tif")
     assert pixels.shape == (16, 24, 3)
     assert np.allclose(pixels, ((128 / 255 + 0.055) / 1.055) ** 2.4, atol=1e-4)
+
+
+def test_another_draw_renders_other_scenes_of_the_same_worlds(tmp_path):
+    """``--draw`` shifts every set's seed: the same worlds and the same shoot layout, other scenes."""
+    from bench.trust import write_sets
+
+    def first_truth(name):
+        folders = write_sets(tmp_path / name, ["train", "val"], 1, (240, 160), int(name[-1]))
+        return [read_truth(next((folder / "truth").iterdir()))["alpha"] for folder in folders]
+
+    from models.simulator.writers import read_truth
+
+    reported, again, other = first_truth("a0"), first_truth("b0"), first_truth("c1")
+    assert all(np.array_equal(a, b) for a, b in zip(reported, again))
+    assert not any(np.array_equal(a, b) for a, b in zip(reported, other))
