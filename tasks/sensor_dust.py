@@ -15,7 +15,9 @@ details move between shots, sensor dust does not.
    :func:`survey_sample`): the per-pixel median of the evidence maps keeps what
    most frames share; a blob there counts as sensor dust when
    at least ``min_share`` of the frames show the same darkening at that place
-   (shoots of fewer than ``min_images`` frames: none). Each spot carries the
+   (shoots of fewer than ``min_images`` frames: none), on a plain surround
+   that does not brighten as much (a still paper's mottle), and none at all
+   past ``max_spots`` (a still paper's fibres). Each spot carries the
    shoot's median ratio around it: its measured gain.
 3. :func:`remove_sensor_dust` divides that gain out (a flat-field correction).
    Dust multiplies the light, so this is exact on backdrop and piece alike,
@@ -226,11 +228,11 @@ def find_sensor_dust(evidence: list, params: SensorDustParams | None = None) -> 
         spot = _measure(stack, dark, consensus, int(ix), int(iy), reach, max_r, floor, params)
         if spot is not None:
             spots.append(spot)
-        if len(spots) > params.max_spots:
-            # the backdrop's texture: a paper's fibres stay put and only darken, as dust does, but a sensor
-            # casts a few dozen shadows between cleanings, not a hundred (divided out of a frame whose piece
-            # lies over a fibre, each would brighten the piece by the fibre's darkening)
-            return []
+            if len(spots) > params.max_spots:
+                # the backdrop's texture: a paper's fibres stay put and only darken, as dust does, but a
+                # sensor casts a few dozen shadows between cleanings, not a hundred (divided out of a frame
+                # whose piece lies over a fibre, each would brighten the piece by the fibre's darkening)
+                return []
     return spots
 
 

@@ -143,12 +143,11 @@ def test_sources_are_graded_in_linear_light_whatever_their_file_type(tmp_path):
 def test_another_draw_renders_other_scenes_of_the_same_worlds(tmp_path):
     """``--draw`` shifts every set's seed: the same worlds and the same shoot layout, other scenes."""
     from bench.trust import write_sets
+    from models.simulator.writers import read_truth
 
-    def first_truth(name):
+    def first_truth(name):      # (the name's last character is the draw)
         folders = write_sets(tmp_path / name, ["train", "val"], 1, (240, 160), int(name[-1]))
         return [read_truth(next((folder / "truth").iterdir()))["alpha"] for folder in folders]
-
-    from models.simulator.writers import read_truth
 
     reported, again, other = first_truth("a0"), first_truth("b0"), first_truth("c1")
     assert all(np.array_equal(a, b) for a, b in zip(reported, again))

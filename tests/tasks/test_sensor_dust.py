@@ -109,7 +109,7 @@ def _on_still_paper(kind: str, frames: int = 8, size=(768, 512)):
 def test_a_still_papers_mottle_is_not_sensor_dust():
     """A coloured paper's cloudy mottle stays put from frame to frame, as dust does, and its dark
     clouds are dust-sized; but it brightens as much as it darkens, where dust only darkens (seen: 69
-    false spots on this paper, 103 on a validation family's green paper, every one divided out of
+    false spots on this paper, over 100 on a validation family's green paper, every one divided out of
     every frame, pieces included)."""
     shots, _ = _on_still_paper("colored_paper")
     found = find_sensor_dust([dust_evidence(f) for f in shots])
