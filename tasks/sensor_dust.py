@@ -299,7 +299,8 @@ def _measure(ratios: np.ndarray, dark: np.ndarray, consensus: np.ndarray, ix: in
         return None
     # not the backdrop's texture: a paper's mottle stays put in a still camera's frames as dust does, but it
     # brightens around a dark blob as much as it darkens, where dust only darkens a plain surround (shoots of
-    # 1536 px with dust: its brightest 5% under 0.14 of the spot's darkening; a mottled paper's 0.27 and up)
+    # 1536 px with dust: its brightest 5% under 0.14 of the spot's darkening; the false spots a still coloured
+    # paper of the simulator gave: 0.23 and up)
     if float(np.percentile(base - md[dist > r_out + 1], 95)) > params.max_texture * peak:
         return None
     # present, with the same strength, in most of the frames that could show it
