@@ -145,10 +145,10 @@ def test_another_draw_renders_other_scenes_of_the_same_worlds(tmp_path):
     from bench.trust import write_sets
     from models.simulator.writers import read_truth
 
-    def first_truth(name):      # (the name's last character is the draw)
-        folders = write_sets(tmp_path / name, ["train", "val"], 1, (240, 160), int(name[-1]))
-        return [read_truth(next((folder / "truth").iterdir()))["alpha"] for folder in folders]
+    def first_truth(folder, draw):
+        folders = write_sets(tmp_path / folder, ["train", "val"], 1, (240, 160), draw)
+        return [read_truth(next((shoot / "truth").iterdir()))["alpha"] for shoot in folders]
 
-    reported, again, other = first_truth("a0"), first_truth("b0"), first_truth("c1")
+    reported, again, other = first_truth("a", 0), first_truth("b", 0), first_truth("c", 1)
     assert all(np.array_equal(a, b) for a, b in zip(reported, again))
     assert not any(np.array_equal(a, b) for a, b in zip(reported, other))
