@@ -29,6 +29,9 @@ DARK_FLOOR = 0.02
 # backdrop); the band read is 4 windows' radii wide beyond that, so the stage reads the same pixels on
 # the piece's box grown by its reach as on the whole frame
 BACKDROP_GAP = 8
+# the noise is read on this many backdrop windows at most, and on no fewer than MIN_WINDOWS
+NOISE_SAMPLES = 20_000
+MIN_WINDOWS = 500
 
 
 class DenoiseParams(BaseModel):
@@ -44,14 +47,28 @@ def chroma_reach(params: DenoiseParams) -> int:
     return BACKDROP_GAP + 6 * params.chroma_radius
 
 
-def _window_moments(c: torch.Tensor, w: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean and variance of ``c`` (1, C, H, W) over each window, counting only the pixels of ``w``
-    (1, 1, H, W) 0/1, and the share of the window those are."""
-    share = box_mean(w, radius)
-    weight = share.clamp(min=1e-6)
-    mean = box_mean(c * w, radius) / weight
-    var = (box_mean(c * c * w, radius) / weight - mean * mean).clamp_(min=0)
-    return mean, var, share
+def _backdrop_noise(chroma: torch.Tensor, lift: torch.Tensor, backdrop: torch.Tensor, radius: int
+                    ) -> tuple[torch.Tensor, float] | None:
+    """The camera's chroma noise on the ``backdrop`` band ((1, 1, H, W) 0/1): the median over its
+    windows that lie wholly in it of each chroma channel's variance over the window, and the median
+    ``lift`` (luminance + DARK_FLOOR) there; read on up to ``NOISE_SAMPLES`` such windows, evenly
+    spread (the same ones on the piece's box as on the whole frame). None when too few windows."""
+    plain = box_mean(backdrop, radius)[0, 0] > 0.999
+    ys, xs = plain.nonzero(as_tuple=True)
+    if len(ys) < MIN_WINDOWS:
+        return None
+    step = max(1, len(ys) // NOISE_SAMPLES)
+    ys, xs = ys[::step], xs[::step]
+    total = chroma.new_zeros((chroma.shape[1], len(ys)))
+    squares = torch.zeros_like(total)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            v = chroma[0][:, ys + dy, xs + dx]
+            total += v
+            squares += v * v
+    n = (2 * radius + 1) ** 2
+    var = (squares / n - (total / n) ** 2).clamp_(min=0)
+    return channel_quantile(var, 0.5), float(channel_quantile(lift[0][:, ys, xs], 0.5)[0])
 
 
 def reduce_chroma_noise(frame: Frame, params: DenoiseParams) -> Frame:
@@ -66,31 +83,34 @@ def reduce_chroma_noise(frame: Frame, params: DenoiseParams) -> Frame:
     if not bool(piece.any()):
         return frame.noted("denoise: skipped, no piece")
     # the backdrop band: BACKDROP_GAP px from anything of the piece and at most 4 radii past that
-    backdrop = dilate(piece, BACKDROP_GAP + 4 * r) - dilate((frame.alpha > 0.01).to(image.dtype), BACKDROP_GAP)
-    backdrop.clamp_(min=0)
+    backdrop = dilate(piece, BACKDROP_GAP + 4 * r).sub_(dilate((frame.alpha > 0.01).to(image.dtype), BACKDROP_GAP))
     y = (image * image.new_tensor(LUMINANCE).view(1, 3, 1, 1)).sum(1, keepdim=True)
     lift = y + DARK_FLOOR
     chroma = image[:, 0::2] / lift                      # R/Y and B/Y: (1, 2, H, W)
-    _, bg_var, bg_share = _window_moments(chroma, backdrop, r)
-    plain = bg_share[0, 0] > 0.999
-    if int(plain.sum()) < 500:
+    read = _backdrop_noise(chroma, lift, backdrop.clamp_(min=0), r)
+    del backdrop
+    if read is None:
         return frame.noted("denoise: skipped, too little plain backdrop to read the camera's noise on")
-    noise_var = channel_quantile(bg_var[0][:, plain], 0.5)                          # (2,)
+    noise_var, bg_lift = read
     noise = float(noise_var.mean().sqrt())
     if noise < params.min_noise:
         return frame.noted(f"denoise: backdrop chroma noise {noise:.3f}, under {params.min_noise}: left as it is")
-    bg_lift = float(channel_quantile(lift[0][:, backdrop[0, 0] > 0.5], 0.5)[0])
     # the piece's own pixels, 1 px in from its outline, are what each window reads: an edge pixel is
     # half backdrop and a thin wire's mask half sweep
     solid = erode(piece, 1)
-    mean, var, _ = _window_moments(chroma, solid, r)
-    expected = noise_var.view(1, 2, 1, 1) * (bg_lift / lift)
-    keep = ((var - expected).clamp_(min=0) / var.clamp(min=1e-12))
-    smoothed = mean + keep * (chroma - mean)
-    red, blue = smoothed[:, :1] * lift, smoothed[:, 1:] * lift
+    share = box_mean(solid, r).clamp_(min=1e-6)
+    weighted = chroma * solid
+    mean = box_mean(weighted, r).div_(share)
+    var = box_mean(weighted.mul_(chroma), r).div_(share).sub_(mean * mean).clamp_(min=1e-12)
+    del weighted, share
+    # the share of each window's variance that is more than the noise expected at the pixel's light
+    keep = var.sub(noise_var.view(1, 2, 1, 1) * (bg_lift / lift)).clamp_(min=0).div_(var)
+    del var
+    smooth = chroma.sub_(mean).mul_(keep).add_(mean).mul_(lift)     # red and blue, smoothed
+    del mean, keep
     wr, wg, wb = LUMINANCE
-    green = (y - wr * red - wb * blue) / wg             # the same luminance, to the rounding
-    smooth = torch.cat([red, green, blue], 1)
+    green = (y - wr * smooth[:, :1] - wb * smooth[:, 1:]) / wg        # the same luminance, to the rounding
+    smooth = torch.cat([smooth[:, :1], green, smooth[:, 1:]], 1)
     # a pixel whose smoothed colour leaves [0, 1] (a clipped highlight's neighbour) keeps its own
     take = (solid > 0.5) & ((smooth >= 0) & (smooth <= 1)).all(1, keepdim=True)
     out = torch.where(take, smooth, image)
