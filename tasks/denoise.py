@@ -54,6 +54,7 @@ def _backdrop_noise(chroma: torch.Tensor, lift: torch.Tensor, backdrop: torch.Te
     ``lift`` (luminance + DARK_FLOOR) there; read on up to ``NOISE_SAMPLES`` such windows, evenly
     spread (the same ones on the piece's box as on the whole frame). None when too few windows."""
     plain = box_mean(backdrop, radius)[0, 0] > 0.999
+    plain[:radius], plain[-radius:], plain[:, :radius], plain[:, -radius:] = False, False, False, False  # whole windows
     ys, xs = plain.nonzero(as_tuple=True)
     if len(ys) < MIN_WINDOWS:
         return None
