@@ -90,11 +90,11 @@ from tasks.pipeline import STAGE_NAMES, run_stages, stage_params  # noqa: E402
 # the stages each suite grades; the others are skipped
 WORLDS = {"default": (tuple(PIECES), tuple(BACKGROUNDS)), "wide": (tuple(WIDE_PIECES), tuple(WIDE_BACKDROPS))}
 SUITES = {"cutout": ("neutralize", "cutout", "background"),
-          "retouch": ("neutralize", "cutout", "dust", "denoise", "shine", "gems")}  # fill: needs a checkpoint
+          "retouch": ("neutralize", "cutout", "dust", "shine", "gems")}  # fill: needs a checkpoint
 COLUMNS = {"cutout": ["iou", "thin_f", "hole_rec", "halo", "white", "de_piece", "s_per_mp"],
            "retouch": ["recall", "recall_bg", "hidden", "fp_rec", "altered", "ssim", "ssim_in", "hf", "hue_metal",
                        "hue_stone", "clip_in", "clip_out", "s_per_mp"]}
-SURFACE = ("dust", "denoise", "shine", "gems")
+SURFACE = ("dust", "shine", "gems")
 VISIBLE = 0.04  # mean |sRGB change| a defect makes to count as visible (noise alone: ~0.01)
 
 

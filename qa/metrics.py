@@ -25,17 +25,15 @@ from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab
 from tasks.compose import grown_box
 from tasks.frame import Frame, luminance
 from tasks.pipeline import FLAG_CODES
-from tasks.ops import dilate, erode, gaussian_blur, masked_blur, quantiles
+from tasks.ops import dilate, erode, gaussian_blur, quantiles
 
 METRIC_DOCS = {
-    "delta_e_mean": "mean CIEDE2000 between output and neutralized input over the piece interior (both averaged "
-                    "over 2 px of it: a region's colour, not single pixels' noise)",
+    "delta_e_mean": "mean CIEDE2000 between output and neutralized input over the piece interior",
     "delta_e_p95": "95th percentile of the same (catches local colour damage)",
     "detail_retention": "band-pass (DoG, sigma 1-2 px) energy of the output over the input, piece interior; 1 = all fine detail kept",
     "edge_recall": "share of the input's strong edges inside the piece still at least half as strong in the output",
-    "hue_shift_metal": "|CIELAB hue change| in degrees of the metal's colour (the sum of its a*, b* beyond chroma 5), "
-                       "output vs neutralized input (masks['metal'] from shine, piece interior); 0 when the image "
-                       "has no metal",
+    "hue_shift_metal": "chroma-weighted mean |CIELAB hue change| in degrees, output vs neutralized input, on the metal "
+                       "(masks['metal'] from shine, piece interior); 0 when the image has no metal",
     "hue_shift_stone": "the same on the stones (masks['stones'] from gems); 0 when there are none",
     "background_a": "mean CIELAB a* of the neutralized input's backdrop (alpha < 0.01, > 12 px from the piece): "
                     "residual green(-)/magenta(+) cast neutralize left; 0 = neutral; 0 when the shoot gives its "
@@ -73,14 +71,6 @@ METRIC_DOCS = {
 
 # cut-out geometry (px): holes smaller than this are matting noise, not holes
 HOLE_MIN_PX = 4
-# px of the Gaussian ΔE is read on (within the piece's interior):
-# a colour drift is a change of a region's colour, while the camera's noise, and its removal by
-# ``denoise``, changes pixels one by one (the trust bench grades colour on a 1.5 px average; a high ISO's
-# chroma blotches are 2-4 px wide)
-COLOUR_SIGMA = 2.0
-# CIELAB chroma under which a pixel's hue is not counted (``hue_shift``): a 6 degree turn of a colour
-# this grey moves it by 0.5 ΔE, and its hue is mostly the camera's noise
-HUE_CHROMA_FLOOR = 5.0
 # thin structures: luminance top-hat radius, its sRGB contrast floor, and how far from the cut-out they are sought
 THIN_RADIUS = 3
 THIN_CONTRAST = 0.08
@@ -93,28 +83,23 @@ def _lab_at(rgb: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
 
 
 def hue_shift(before: torch.Tensor, after: torch.Tensor, where: torch.Tensor) -> float:
-    """|CIELAB hue change| of the colour of the region ``where``, in degrees: the angle between the
-    sums of its pixels' (a*, b*) before and after, over the pixels whose chroma before is beyond
-    ``HUE_CHROMA_FLOOR`` (a near-grey pixel's hue, a white metal's or a colourless stone's, is the
-    camera's noise). Every pixel's hue turned by an angle turns the sum by it, and half of a metal's
-    pixels turned, by about half; the camera's noise, and ``denoise``'s removal of it, turns single
-    pixels this way and that and not the sum (since stop 82; before, the chroma-weighted mean of each
-    pixel's own turn, which a high ISO's noise removed made 4-18 degrees).
+    """Chroma-weighted mean |CIELAB hue change| in degrees over ``where``.
 
-    ``before``/``after``: ``(1, 3, H, W)`` linear RGB; ``where``: ``(1, 1, H, W)`` bool. Returns nan
-    when ``where`` is empty, 0 when none of it has a colour.
+    ``before``/``after``: ``(1, 3, H, W)`` linear RGB; ``where``: ``(1, 1, H, W)`` bool.
+    Weighting by the input's chroma keeps near-grey pixels (whose hue is noise) from
+    dominating. Returns nan when ``where`` is empty.
 
     >>> x = torch.rand(1, 3, 8, 8); float(hue_shift(x, x, x[:, :1] > -1))
     0.0
     """
     if not bool(where.any()):
         return float("nan")
-    lab0, lab1 = (_lab_at(x, where)[0, 1:, :, 0] for x in (before, after))      # (2, N): a*, b*
-    coloured = torch.hypot(lab0[0], lab0[1]) > HUE_CHROMA_FLOOR
-    if not bool(coloured.any()):
-        return 0.0
-    (a0, b0), (a1, b1) = lab0[:, coloured].sum(1), lab1[:, coloured].sum(1)
-    return float(torch.rad2deg(torch.atan2(a0 * b1 - b0 * a1, a0 * a1 + b0 * b1).abs()))
+    lab0, lab1 = _lab_at(before, where), _lab_at(after, where)
+    h0 = torch.atan2(lab0[:, 2], lab0[:, 1])
+    h1 = torch.atan2(lab1[:, 2], lab1[:, 1])
+    dh = torch.rad2deg(torch.atan2(torch.sin(h1 - h0), torch.cos(h1 - h0)).abs())
+    weight = torch.hypot(lab0[:, 1], lab0[:, 2])
+    return float((dh * weight).sum() / weight.sum().clamp(min=1e-6))
 
 
 def mask_holes(piece: np.ndarray, min_px: int = HOLE_MIN_PX) -> tuple[int, float]:
@@ -227,13 +212,6 @@ def _interior(alpha: torch.Tensor) -> torch.Tensor:
     return erode((alpha > 0.99).to(alpha.dtype), 2) > 0.5
 
 
-def _region_colour(rgb: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-    """``rgb`` averaged over ``COLOUR_SIGMA`` px of the region ``where`` alone (normalised convolution):
-    a pixel's colour as its region shows it, the noise of single pixels gone and nothing of its
-    neighbours mixed in."""
-    return masked_blur(rgb, where.to(rgb.dtype), COLOUR_SIGMA)[0]
-
-
 def _band_energy(y: torch.Tensor, mask: torch.Tensor) -> float:
     dog = gaussian_blur(y, 1.0) - gaussian_blur(y, 2.0)
     return float((dog[mask] ** 2).sum())
@@ -275,7 +253,7 @@ def compute_metrics(reference: Frame | Held, result: Frame) -> dict[str, float]:
     after = torch.where(inner, after, before)
     m: dict[str, float] = {}
     if inner.any():
-        de = delta_e2000(*(_lab_at(_region_colour(x, inner), inner) for x in (before, after))).flatten()
+        de = delta_e2000(_lab_at(before, inner), _lab_at(after, inner)).flatten()   # the interior's pixels only
         m["delta_e_mean"] = float(de.mean())
         m["delta_e_p95"] = float(quantiles(de[:: max(1, de.numel() // 1_000_000)], (0.95,))[0])
         y0, y1 = linear_to_srgb(luminance(before)), linear_to_srgb(luminance(after))

@@ -19,7 +19,6 @@ from pydantic import BaseModel
 from tasks.background import BackgroundParams, replace_background
 from tasks.compose import grown_box
 from tasks.cutout import CutoutParams, cut_out
-from tasks.denoise import DenoiseParams, chroma_reach, reduce_chroma_noise
 from tasks.dust import DustParams, remove_dust
 from tasks.fill import FillParams, fill_defects
 from tasks.frame import Frame
@@ -70,9 +69,6 @@ STAGES: tuple[Stage, ...] = (
           backdrop_replaced=lambda p: p.model_copy(update={"backdrop": False})),
     Stage("fill", FillParams, fill_defects,
           "right after dust: regenerates the defects too large for its classical fill, before contrast stages"),
-    Stage("denoise", DenoiseParams, reduce_chroma_noise,
-          "on the finished surface, before shine and gems: their gains and stone masks read the colour, "
-          "and clarity would lift the noise with it", reach=chroma_reach),
     Stage("shine", ShineParams, add_shine,
           "on clean metal, before gems, so stone masks see final metal tones",
           reach=lambda p: 3 * math.ceil(max(p.light_radius, p.radius)) + 8,

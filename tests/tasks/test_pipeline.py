@@ -12,7 +12,7 @@ from tasks.background import BackgroundParams
 from tasks.frame import Frame
 from tasks.pipeline import FLAG_CODES, STAGE_NAMES, STAGES, run_stages, stage_params
 
-ORDER = ("neutralize", "cutout", "dust", "fill", "denoise", "shine", "gems", "background")
+ORDER = ("neutralize", "cutout", "dust", "fill", "shine", "gems", "background")
 
 
 def test_stage_order_and_registry():
@@ -78,7 +78,7 @@ def test_skip(scene):
     frame = scene_frame(scene)
     frame = frame.replace(image=torch.nn.functional.interpolate(frame.image, scale_factor=0.5, mode="area"))
     out, ref, timings = run_stages(frame, stage_params({}), skip=("dust", "gems"))
-    assert tuple(timings) == ("neutralize", "cutout", "fill", "denoise", "shine", "background")
+    assert tuple(timings) == ("neutralize", "cutout", "fill", "shine", "background")
     assert "defects" not in out.masks and "stones" not in out.masks
     # skipping neutralize: the reference is the input frame itself
     out2, ref2, t2 = run_stages(frame, stage_params({}), skip=("neutralize",))
@@ -101,7 +101,7 @@ def test_runner_calls_stages_in_order(monkeypatch):
     monkeypatch.setattr(pipeline, "STAGES", fake)
     f = Frame(torch.zeros((1, 3, 4, 4)))
     out, ref, _ = run_stages(f, stage_params({}), skip=("shine",))
-    assert calls == ["neutralize", "cutout", "dust", "fill", "denoise", "gems", "background"]
+    assert calls == ["neutralize", "cutout", "dust", "fill", "gems", "background"]
     assert ref.notes == ("neutralize",)
     assert out.notes == tuple(calls)
 
@@ -151,7 +151,7 @@ def test_background_without_alpha_flags():
 
 @pytest.mark.parametrize("seed, piece", [(3, "chain"), (5, "pave")])
 def test_stages_near_the_piece_give_what_the_whole_frame_gives(monkeypatch, seed, piece):
-    """denoise, shine and gems run on the piece's box grown by their reach: the same image and masks as on the
+    """shine and gems run on the piece's box grown by their reach: the same image and masks as on the
     whole frame (to float rounding), in a fraction of the pixels."""
     import tasks.pipeline as tp
 
@@ -165,7 +165,7 @@ def test_stages_near_the_piece_give_what_the_whole_frame_gives(monkeypatch, seed
     with torch.inference_mode():
         monkeypatch.setattr(tp, "_near_piece", recording)
         near, _, _ = tp.run_stages(scene_frame(scene), tp.stage_params({}))
-        assert len(seen) == 3 and all(h * w < 0.8 * 900 * 600 for h, w in seen), seen   # all ran on a crop
+        assert len(seen) == 2 and all(h * w < 0.8 * 900 * 600 for h, w in seen), seen   # both ran on a crop
         monkeypatch.setattr(tp, "_near_piece", lambda apply, frame, params, piece_mask, reach, made: apply(frame, params))
         whole, _, _ = tp.run_stages(scene_frame(scene), tp.stage_params({}))
     assert near.notes == whole.notes and set(near.masks) == set(whole.masks)
