@@ -11,7 +11,8 @@ measured by ``qa.metrics.compute_metrics`` as it is (the clean row) and after
 each fault of ``qa.faults`` that applies to it (hue of gold only on yellow/rose
 gold, of a stone only on coloured stones, a chop only where the piece has a
 thin structure). All rows then go through the real Great Expectations suite
-(``qa.suite.run_suite``) built from the preset's ``[[qa]]`` rules. The table:
+(``qa.suite.run_suite``) built from the preset's ``[[qa]]`` rules on what these
+scenes measure (not QA's own evidence, ``NOT_MEASURED``). The table:
 
 - ``right``: share of the row kind flagged with the reason its fault must raise
   (``qa.faults.FAULTS``);
