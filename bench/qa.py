@@ -45,7 +45,7 @@ from infra.presets import load_preset  # noqa: E402
 from models.simulator import PIECES, render_scene  # noqa: E402
 from qa import faults  # noqa: E402
 from qa.evidence import EVIDENCE_DOCS  # noqa: E402
-from qa.metrics import compute_metrics  # noqa: E402
+from qa.metrics import FLOW_METRICS, compute_metrics  # noqa: E402
 from qa.suite import Rule, run_suite  # noqa: E402
 from tasks.frame import Frame  # noqa: E402
 from tasks.pipeline import run_stages, stage_params  # noqa: E402
@@ -71,10 +71,10 @@ CANDIDATES = [
 ]
 QUANTILE = 0.99
 MARGIN = 0.25
-# columns the preset's rules read that these scenes do not make: QA's own evidence (qa.evidence, read from the
-# source; bench/trust.py grades it on every set) and what the flow sets (the exports' enlargement, the shoot's
-# sensor-dust survey)
-NOT_MEASURED = set(EVIDENCE_DOCS) | {"upscale", "sensor_dust_spots"}
+# columns the preset's rules may read that these scenes do not make: QA's own evidence (qa.evidence, read from
+# the source; bench/trust.py grades it on every set) and what the flow sets (the exports' enlargement, the
+# shoot's sensor-dust survey)
+NOT_MEASURED = set(EVIDENCE_DOCS) | set(FLOW_METRICS)
 
 
 def run_scene(piece: str, background: str, seed: int, size: tuple[int, int]) -> list[dict]:

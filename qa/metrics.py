@@ -27,6 +27,9 @@ from tasks.frame import Frame, luminance
 from tasks.pipeline import FLAG_CODES
 from tasks.ops import dilate, erode, gaussian_blur, quantiles
 
+# columns of METRIC_DOCS the flow sets around compute_metrics (the shoot's survey, the exports, the worker)
+FLOW_METRICS = ("sensor_dust_spots", "upscale", "worker_peak_mb", "started_at")
+
 METRIC_DOCS = {
     "delta_e_mean": "mean CIEDE2000 between output and neutralized input over the piece interior",
     "delta_e_p95": "95th percentile of the same (catches local colour damage)",

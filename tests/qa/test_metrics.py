@@ -12,8 +12,8 @@ import torch
 from qa import faults
 from qa.evidence import EVIDENCE_DOCS
 from qa.held import backdrop_cast
-from qa.metrics import (METRIC_DOCS, compute_metrics, edge_halo, edge_halos, hue_shift, mask_holes, skeleton,
-                        thin_retention)
+from qa.metrics import (FLOW_METRICS, METRIC_DOCS, compute_metrics, edge_halo, edge_halos, hue_shift, mask_holes,
+                        skeleton, thin_retention)
 from tasks.color import rgb_to_lab
 from tasks.frame import Frame
 from tasks.ops import gaussian_blur
@@ -50,7 +50,8 @@ def test_every_metric_is_documented_and_computed():
     image, alpha = _textured()
     m = compute_metrics(*_pair(image, alpha))
     # set by the flow (sensor dust, upscale) or gathered by qa.evidence, not by compute_metrics
-    assert set(m) | {"sensor_dust_spots", "upscale", "worker_peak_mb", "started_at"} | set(EVIDENCE_DOCS) == set(METRIC_DOCS)
+    assert set(m) | set(FLOW_METRICS) | set(EVIDENCE_DOCS) == set(METRIC_DOCS)
+    assert not set(m) & set(FLOW_METRICS)
     assert all(isinstance(v, float) for v in m.values())
 
 
