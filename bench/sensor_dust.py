@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flows.retouch import sensor_dust_evidence  # noqa: E402
 from models.simulator import render_image, sensor_dust_gain, shoot_sensor_dust, synth_shoot  # noqa: E402
 from tasks.frame import luminance  # noqa: E402
-from tasks.sensor_dust import SensorDustParams, find_sensor_dust, remove_sensor_dust, survey_sample  # noqa: E402
+from tasks.sensor_dust import BackdropTexture, SensorDustParams, find_sensor_dust, remove_sensor_dust, survey_sample  # noqa: E402
 
 
 def _tensor(a):
@@ -40,7 +40,11 @@ def survey(folder: Path, params: SensorDustParams):
     t0 = time.perf_counter()
     maps = [sensor_dust_evidence(p, params) for p in paths]
     t1 = time.perf_counter()
-    spots = find_sensor_dust(maps, params)
+    try:
+        spots = find_sensor_dust(maps, params)
+    except BackdropTexture as exc:     # as the flow: none corrected, and said
+        print(f"  {folder.name}: {exc}")
+        spots = []
     return spots, (t1 - t0) / len(paths), time.perf_counter() - t1
 
 

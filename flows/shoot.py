@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
+from prefect.exceptions import MissingContextError
 
 from flows.preflight import missing_gpu
 from flows.retouch import Outcome, Retoucher, checked_preset, describe_failure, stage_problems
@@ -36,7 +38,7 @@ from infra.shoots import SIDECAR, Identities, Shoot, Source, assign_views, hashe
 from infra.storage import Location
 from qa.report import write_manifest, write_report, write_thumbnails
 from qa.suite import Rule, run_suite
-from tasks.sensor_dust import SensorDustParams, SurveyFound, find_sensor_dust, survey_sample
+from tasks.sensor_dust import BackdropTexture, SensorDustParams, SurveyFound, find_sensor_dust, survey_sample
 
 GPU_MEMORY_PER_IMAGE = 6 << 30   # GPU bytes an actor may take: 2.0 GiB allocated at 24 MP (H200), room for 50 MP
 IMAGES_PER_GPU_UNSEEN = 4        # actors per GPU where its memory is not known (a GPU of another machine)
@@ -391,7 +393,12 @@ def survey_sensor_dust(shoot: Shoot, preset: Preset, workers: Retouchers, identi
     by_shape: dict[tuple[int, int], list] = {}
     for evidence in maps:   # frames of one size and orientation share a sensor position
         by_shape.setdefault(evidence.shape, []).append(evidence)
-    found = {shape: find_sensor_dust(group, params) for shape, group in by_shape.items()}
+    found = {}
+    for (h, w), group in by_shape.items():
+        try:
+            found[h, w] = find_sensor_dust(group, params)
+        except BackdropTexture as exc:   # the operator hears why a dusty sensor was left alone
+            _say(_logger(), f"shoot {shoot.shoot_id}: sensor dust ({w}x{h} evidence): {exc}")
     return {shape: spots for shape, spots in found.items() if spots}
 
 
@@ -659,6 +666,14 @@ def run_shoots(shoot_dirs: list[str | Path], out: str | Path, preset: str = "cat
         write_manifest(catalog, out)
         write_report(catalog, out, rules=rules)
     return dict(totals)
+
+
+def _logger():
+    """The Prefect run's logger, or Loupe's own outside a run (a task's ``.fn`` called directly)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("loupe")
 
 
 def _say(logger, line: str) -> None:

@@ -16,8 +16,9 @@ details move between shots, sensor dust does not.
    most frames share; a blob there counts as sensor dust when
    at least ``min_share`` of the frames show the same darkening at that place
    (shoots of fewer than ``min_images`` frames: none), on a plain surround
-   that does not brighten as much (a still paper's mottle), and none at all
-   past ``max_spots`` (a still paper's fibres). Each spot carries the
+   that does not brighten as much (a still paper's mottle); past ``max_spots``
+   it is a still paper's fibres and none is corrected (:class:`BackdropTexture`,
+   which the flow says in a line). Each spot carries the
    shoot's median ratio around it: its measured gain.
 3. :func:`remove_sensor_dust` divides that gain out (a flat-field correction).
    Dust multiplies the light, so this is exact on backdrop and piece alike,
@@ -64,6 +65,11 @@ class SensorDustParams(BaseModel):
     min_images: int = Field(3, ge=3, description="smaller shoots are not searched")
     survey_frames: int = Field(24, ge=3, le=1000, description="frames the survey reads, spread evenly over a "
                                                              "larger shoot")
+
+
+class BackdropTexture(ValueError):
+    """The survey found more spots than a sensor casts (``max_spots``): the backdrop's own texture
+    stays put as dust does, so none is corrected."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,8 +188,7 @@ def _wide_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def find_sensor_dust(evidence: list, params: SensorDustParams | None = None) -> list[Spot]:
-    """Spots that darken the same place in most frames of a shoot (none where more than
-    ``params.max_spots`` would: that is the backdrop's texture).
+    """Spots that darken the same place in most frames of a shoot.
 
     Args:
         evidence: one :func:`dust_evidence` map per frame (torch ``(1, 1, h, w)`` or numpy
@@ -192,6 +197,9 @@ def find_sensor_dust(evidence: list, params: SensorDustParams | None = None) -> 
 
     Returns:
         The spots, strongest first; ``[]`` for fewer than ``params.min_images`` maps.
+
+    Raises:
+        BackdropTexture: more than ``params.max_spots`` spots, the backdrop's texture: none is corrected.
     """
     params = params or SensorDustParams()
     maps = [np.asarray(m.detach().float().cpu().numpy() if isinstance(m, torch.Tensor) else m,
@@ -232,7 +240,8 @@ def find_sensor_dust(evidence: list, params: SensorDustParams | None = None) -> 
                 # the backdrop's texture: a paper's fibres stay put and only darken, as dust does, but a
                 # sensor casts a few dozen shadows between cleanings, not a hundred (divided out of a frame
                 # whose piece lies over a fibre, each would brighten the piece by the fibre's darkening)
-                return []
+                raise BackdropTexture(f"more than {params.max_spots} spots (max_spots) stay put from frame to "
+                                      f"frame: the backdrop's texture, not sensor dust; none corrected")
     return spots
 
 

@@ -50,6 +50,20 @@ def test_the_survey_runs_on_the_runs_actors_and_can_be_turned_off_per_shoot(dust
     assert workers.actors == []                            # closed with the run
 
 
+def test_a_survey_past_max_spots_corrects_none_and_says_why(dusty_run, capfd):
+    """More spots than a sensor casts is the backdrop's texture: none is corrected, and the operator
+    reads why in a line (not a silently untouched dusty sensor)."""
+    shoot, _, _ = dusty_run
+    preset = load_preset("catalog")
+    strict = preset.model_copy(update={"stages": {"sensor_dust": {"max_spots": 1}}})
+    listed = list_shoot(shoot)
+    with Retouchers(None, "auto") as workers, Identities(listed.sources, ahead=0) as identities:
+        assert survey_sensor_dust.fn(listed, strict, workers.grow(2), identities) == {}
+    said = capfd.readouterr().err
+    line = f"shoot {listed.shoot_id}: sensor dust (384x256 evidence): more than 1 spots (max_spots) stay put"
+    assert line in said, said
+
+
 def test_a_run_takes_over_the_actors_started_ahead_of_it_on_its_cluster_and_device(dusty_run):
     """`loupe run` starts the actors while Prefect's server boots; the flow must use those, not start
     its own (and close them at its end), and must leave a set started for another device alone."""
