@@ -150,11 +150,6 @@ def _delta_e2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((dL / s_l) ** 2 + (dC / s_c) ** 2 + (dH / s_h) ** 2 + r_t * (dC / s_c) * (dH / s_h))
 
 
-def hue_degrees(lab: torch.Tensor) -> torch.Tensor:
-    """CIELAB hue angle h_ab in degrees, ``(B, 3, H, W) -> (B, 1, H, W)``."""
-    return torch.rad2deg(torch.atan2(lab[:, 2:3], lab[:, 1:2])) % 360
-
-
 def bradford_adaptation(src_white_rgb: torch.Tensor, dst_white_xyz=D65_XYZ) -> torch.Tensor:
     """3x3 matrix adapting linear sRGB seen under ``src_white_rgb`` to D65.
 

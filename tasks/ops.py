@@ -282,21 +282,6 @@ def _finest(coarse: torch.Tensor | None, image: torch.Tensor, known: torch.Tenso
     return image * known + filled * (1 - known)
 
 
-def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
-    """Edge-preserving smoothing of ``src`` steered by a grey ``guide``.
-
-    He, Sun & Tang (2013), doi:10.1109/TPAMI.2012.213. ``guide`` and ``src``
-    are ``(B, 1, H, W)``.
-    """
-    mean_i = box_mean(guide, radius)
-    mean_p = box_mean(src, radius)
-    cov_ip = box_mean(guide * src, radius) - mean_i * mean_p
-    var_i = box_mean(guide * guide, radius) - mean_i * mean_i
-    a = cov_ip / (var_i + eps)
-    b = mean_p - a * mean_i
-    return box_mean(a, radius) * guide + box_mean(b, radius)
-
-
 def channel_quantile(vals: torch.Tensor, q: float) -> torch.Tensor:
     """Quantile of each row of ``vals`` (C, N) -> (C,); NaN when N is 0."""
     if vals.shape[1] == 0:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.color import (blackbody_rgb, bradford_adaptation, delta_e2000, hue_degrees, linear_to_srgb,
+from tasks.color import (blackbody_rgb, bradford_adaptation, delta_e2000, linear_to_srgb,
                          rgb_to_lab, srgb8_to_linear, srgb_to_linear)
 from helpers import DEVICES
 
@@ -108,12 +108,6 @@ def test_lab_of_white_and_black():
     assert lab[0] == pytest.approx(100, abs=1e-3)
     assert abs(float(lab[1])) < 1e-2 and abs(float(lab[2])) < 1e-2
     assert float(rgb_to_lab(torch.zeros(1, 3, 1, 1))[0, 0]) == pytest.approx(0, abs=1e-4)
-
-
-def test_hue_degrees_quadrants():
-    lab = torch.tensor([[50, 10, 0], [50, 0, 10], [50, -10, 0], [50, 0, -10]], dtype=torch.float64)
-    h = hue_degrees(lab.T.reshape(1, 3, 4, 1)).flatten()
-    assert torch.allclose(h, torch.tensor([0.0, 90.0, 180.0, 270.0], dtype=torch.float64), atol=1e-9)
 
 
 @pytest.mark.parametrize("kelvin,tint", [(2800, 0.0), (3200, 0.005), (4500, -0.005), (5500, 0.0), (7500, 0.0)])
