@@ -20,7 +20,7 @@ from infra.imageio import developed
 from models.holenet import windows
 from models.simulator import image_stem, render_image, write_scene
 from tasks.color import linear_to_srgb
-from tasks.cutout import CutoutParams, cut_out, fitted_sweep, hole_candidates
+from tasks.cutout import cut_out, fitted_sweep, hole_candidates
 from tasks.frame import Frame
 from tasks.ops import resize
 from tasks.pipeline import STAGE_NAMES, run_stages, stage_params

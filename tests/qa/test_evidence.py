@@ -11,7 +11,7 @@ from infra.presets import load_preset
 from models.simulator import render_scene
 from qa.evidence import (FINDING_METRIC, FINDING_TEXT, Evidence, Finding, gather_evidence, in_frame, kept_findings,
                          read_scene)
-from qa.held import Held, hold
+from qa.held import hold
 from tasks import ops, regions
 from tasks.frame import Frame
 
