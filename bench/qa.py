@@ -19,7 +19,9 @@ scenes measure (not QA's own evidence, ``NOT_MEASURED``). The table:
 - ``flagged``: share flagged for any reason;
 - ``n``: rows of that kind.
 
-For the ``clean`` row ``flagged`` is the false-alarm rate.
+For the ``clean`` row ``flagged`` is the false-alarm rate; it is split by the scene's own cut-out against
+its truth (``cutout_iou`` >= 0.95, the trust bench's bar): a flag on a clean row whose cut-out misses is
+QA doing its job, not a false alarm.
 
 ``--calibrate`` proposes thresholds: for each metric a bound just outside the
 clean distribution (its ``QUANTILE`` quantile pushed out by ``MARGIN`` of the
@@ -41,6 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.quality import mask_iou  # noqa: E402
 from infra.presets import load_preset  # noqa: E402
 from models.simulator import PIECES, render_scene  # noqa: E402
 from qa import faults  # noqa: E402
@@ -69,6 +72,7 @@ CANDIDATES = [
     ("edge_halo", "mask_suspect", "max", 0.8),
     ("edge_halo_dark", "mask_suspect", "max", 0.8),
 ]
+RIGHT_IOU = 0.95   # the trust bench's mask IoU a right cut-out reaches (bench/trust.py RIGHT)
 QUANTILE = 0.99
 MARGIN = 0.25
 # columns the preset's rules may read that these scenes do not make: QA's own evidence (qa.evidence, read from
@@ -85,7 +89,10 @@ def run_scene(piece: str, background: str, seed: int, size: tuple[int, int]) -> 
     with torch.inference_mode():
         result, reference, _ = run_stages(frame, stage_params({}, {"mode": "white"}), ("fill",))
         meta = {"piece": piece, "background": background, "seed": seed, "metal": scene.meta["metal"],
-                "stone": scene.meta["stone"] or ""}
+                "stone": scene.meta["stone"] or "",
+                # the scene's own cut-out against its truth: a "clean" row (no fault injected) whose cut-out
+                # misses is no false alarm when flagged
+                "cutout_iou": mask_iou(result.alpha[0, 0].numpy() > 0.5, scene.alpha > 0.5)}
         name = f"{piece}-{background}-{seed}"
         rows = [{"image_id": f"{name}|clean", "fault": "clean", **meta, **compute_metrics(reference, result)}]
         fault_rng = np.random.default_rng([seed, 7, PIECES.index(piece)])
@@ -125,6 +132,12 @@ def confusion(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({"rows": kind, "n": len(part),
                      "right %": np.nan if kind == "clean" else 100 * part["right"].mean(),
                      "flagged %": 100 * part["flagged"].mean()})
+    clean = table[table["fault"] == "clean"]
+    if "cutout_iou" in table and not clean.empty:    # (rows written before the column: no split)
+        for label, part in (("clean, cut-out right", clean[clean["cutout_iou"] >= RIGHT_IOU]),
+                            ("clean, cut-out wrong", clean[clean["cutout_iou"] < RIGHT_IOU])):
+            rows.insert(1 + (label.endswith("wrong")), {"rows": label, "n": len(part), "right %": np.nan,
+                                                          "flagged %": 100 * part["flagged"].mean() if len(part) else np.nan})
     out = pd.DataFrame(rows).set_index("rows")
     faulty = table[table["fault"] != "clean"]
     out.loc["all faults"] = [len(faulty), 100 * faulty["right"].mean(), 100 * faulty["flagged"].mean()]

@@ -37,9 +37,9 @@ def qa_level(size: tuple[int, int], work_size: int | None) -> int:
     keeps its long edge at ``work_size`` px or more, the size the cut-out decides at (``[stages.cutout]
     work_size``), so QA never reads coarser than the cut-out decided: 1 (the frame itself) under twice
     that, 2 for a 24 MP back's 6000 px. Its per-pixel tests (an outline's 1 px gradient, a backdrop's
-    1.5 px average) were made on 1-2 MP frames, and at 24 MP each cost four times the pixels. The fringe
-    and holes in solid piece, a few of the frame's own px, are still read at full size
-    (``qa.metrics.edge_halos``, ``qa.evidence.in_frame``)."""
+    1.5 px average) were made on 1-2 MP frames, and at 24 MP each cost four times the pixels. The fringe,
+    the outline's share and holes in solid piece, a few of the frame's own px, are still read at full size
+    (``qa.metrics.at_full_size``, ``qa.evidence.in_frame``)."""
     return 1 if work_size is None else max(1, max(size) // work_size)
 
 

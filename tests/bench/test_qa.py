@@ -16,6 +16,9 @@ def test_the_preset_grades_the_faults_on_the_rules_the_bench_measures(tmp_path, 
     assert "its rules on the retouch's metrics" in out and "all faults" in out
     table = pd.read_csv(rows)
     assert set(table["fault"]) >= {"clean", "oversmooth", "cast", "halo"}
+    # a clean row's flag is a false alarm only where its own cut-out is right against the scene's truth
+    assert table["cutout_iou"].between(0, 1).all()
+    assert "clean, cut-out right" in out and "clean, cut-out wrong" in out
     # a cast neutralize left in is caught as one, whatever else the small scene shows
     assert main(["--from-csv", str(rows)]) == 0
     confusion = capsys.readouterr().out

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from infra.presets import load_preset
 from qa import faults
 from qa.evidence import EVIDENCE_DOCS
 from qa.held import backdrop_cast
-from qa.metrics import (FLOW_METRICS, METRIC_DOCS, compute_metrics, edge_halo, edge_halos, hue_shift, mask_holes,
-                        skeleton, thin_retention)
+from qa.metrics import (FLOW_METRICS, METRIC_DOCS, at_full_size, compute_metrics, edge_halo, edge_halos, hue_shift,
+                        mask_holes, outline_share, skeleton, thin_retention)
 from tasks.color import rgb_to_lab
 from tasks.frame import Frame
 from tasks.ops import gaussian_blur
@@ -170,6 +171,24 @@ def test_a_fringe_a_few_frame_pixels_wide_is_read_at_full_size():
     assert edge_halos(bled) == {"edge_halo": m["edge_halo"], "edge_halo_dark": m["edge_halo_dark"]}
     level = compute_metrics(reference.shrunk_by(2), bled.shrunk_by(2))
     assert level["edge_halo"] < 0.8 < edge_halos(bled)["edge_halo"]
+
+
+def test_the_outline_share_tells_a_thin_cut_out_from_a_solid_one_at_full_size():
+    """A solid disc's outline is a few percent of it; a band 4 px wide is half outline, so half a pixel of
+    error along it costs a quarter of its IoU: over the catalog rule's 0.1 (``fine_outline``). Read at a
+    24 MP frame's level 2 the share doubles, so the flow reads it on the full-size frame (``at_full_size``)."""
+    yy, xx = torch.meshgrid(torch.arange(240.0), torch.arange(240.0), indexing="ij")
+    r = torch.hypot(yy - 120, xx - 120)[None, None]
+    disc, band = (r < 80).float(), ((r < 80) & (r >= 76)).float()
+    assert 0.02 < outline_share(disc) < 0.06
+    assert outline_share(band) > 0.4
+    assert outline_share(None) == 0.0 and outline_share(torch.zeros_like(disc)) == 0.0
+    rule = next(r for r in load_preset("catalog").qa if r.column == "outline_share")
+    assert rule.reason == "fine_outline" and outline_share(disc) < rule.max < outline_share(band)
+    frame = Frame(torch.full((1, 3, 240, 240), 0.5), alpha=disc)
+    level = compute_metrics(Frame(frame.image).shrunk_by(2), frame.shrunk_by(2))["outline_share"]
+    assert at_full_size(frame)["outline_share"] == pytest.approx(outline_share(disc))
+    assert level == pytest.approx(2 * outline_share(disc), rel=0.15)
 
 
 def test_faults_move_their_metric():
