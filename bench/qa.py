@@ -134,10 +134,10 @@ def confusion(table: pd.DataFrame) -> pd.DataFrame:
                      "flagged %": 100 * part["flagged"].mean()})
     clean = table[table["fault"] == "clean"]
     if "cutout_iou" in table and not clean.empty:    # (rows written before the column: no split)
-        for label, part in (("clean, cut-out right", clean[clean["cutout_iou"] >= RIGHT_IOU]),
-                            ("clean, cut-out wrong", clean[clean["cutout_iou"] < RIGHT_IOU])):
-            rows.insert(1 + (label.endswith("wrong")), {"rows": label, "n": len(part), "right %": np.nan,
-                                                          "flagged %": 100 * part["flagged"].mean() if len(part) else np.nan})
+        right = clean["cutout_iou"] >= RIGHT_IOU
+        rows[1:1] = [{"rows": label, "n": len(part), "right %": np.nan,
+                      "flagged %": 100 * part["flagged"].mean() if len(part) else np.nan}
+                     for label, part in (("clean, cut-out right", clean[right]), ("clean, cut-out wrong", clean[~right]))]
     out = pd.DataFrame(rows).set_index("rows")
     faulty = table[table["fault"] != "clean"]
     out.loc["all faults"] = [len(faulty), 100 * faulty["right"].mean(), 100 * faulty["flagged"].mean()]
