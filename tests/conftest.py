@@ -50,14 +50,19 @@ def sim_shoot(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_sources_preset(tmp_path_factory) -> Path:
-    """The catalog preset with its enlargement bound lifted: the test shoot is 480 px (for speed),
-    which the catalog's 2400/3000 px canvases would enlarge ~20x (see test_small_sources_...)."""
+    """The catalog preset with its two bounds on the frame's resolution lifted: the test shoot is 480 px
+    (for speed), which the catalog's 2400/3000 px canvases would enlarge ~20x (see test_small_sources_...),
+    and at which a ring's outline is 2.5x the share of its pixels it is at 1200 px (``fine_outline``: a
+    right pave ring there reads 0.11). The catalog holds such a source as ``low_resolution`` anyway."""
     path = tmp_path_factory.mktemp("presets") / "catalog-small.toml"
     text = (Path(__file__).parents[1] / "infra" / "presets" / "catalog.toml").read_text()
-    assert 'column = "upscale"\nreason = "low_resolution"\nmax = 8.0' in text
-    path.write_text(text.replace('name = "catalog"', 'name = "catalog-small"')
-                    .replace('column = "upscale"\nreason = "low_resolution"\nmax = 8.0',
-                             'column = "upscale"\nreason = "low_resolution"\nmax = 100.0'))
+    bounds = {'column = "upscale"\nreason = "low_resolution"\nmax = 8.0': "max = 100.0",
+              'column = "outline_share"\nreason = "fine_outline"\nmax = 0.1': "max = 1.0"}
+    text = text.replace('name = "catalog"', 'name = "catalog-small"')
+    for rule, lifted in bounds.items():
+        assert rule in text, rule
+        text = text.replace(rule, rule.rsplit("\n", 1)[0] + "\n" + lifted)
+    path.write_text(text)
     return path
 
 
