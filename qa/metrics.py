@@ -23,6 +23,7 @@ from qa.held import Held, as_held, qa_box
 from tasks import regions
 from tasks.color import delta_e2000, linear_to_srgb, rgb_to_lab
 from tasks.compose import grown_box
+from tasks.cutout import outline
 from tasks.frame import Frame, luminance
 from tasks.pipeline import FLAG_CODES
 from tasks.ops import dilate, erode, gaussian_blur, quantiles
@@ -220,9 +221,8 @@ def outline_share(alpha: torch.Tensor | None) -> float:
     box = None if alpha is None else grown_box(alpha, 1)
     if box is None:
         return 0.0
-    m = (alpha[0, 0, box[0], box[1]] > 0.5).to(torch.uint8).cpu().numpy()
-    rim = (m > 0) & (cv2.erode(m, np.ones((3, 3), np.uint8)) == 0)
-    return float(rim.sum()) / max(int(m.sum()), 1)
+    piece = (alpha[0, 0, box[0], box[1]] > 0.5).cpu().numpy()
+    return float(outline(piece).sum()) / max(int(piece.sum()), 1)
 
 
 def at_full_size(result: Frame) -> dict[str, float]:
