@@ -223,9 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + text)
         if args.write:
             args.write.write_text(text)
-        # stage flags stay: a stage that could not handle an image always goes to review
+        # stage flags stay (a stage that could not handle an image always goes to review), and so do the bounds
+        # no clean distribution sets: the mask's and the outline's (fine_outline: what QA can vouch for)
         preset = load_preset(args.preset)
-        rules += [Rule(**r.model_dump()) for r in preset.qa if r.column.startswith(("flag_", "mask_", "clipped"))]
+        rules += [Rule(**r.model_dump()) for r in preset.qa
+                  if r.column.startswith(("flag_", "mask_", "clipped", "outline_"))]
         label = "calibrated rules"
     else:
         rules = [Rule(**r.model_dump()) for r in load_preset(args.preset).qa if r.column not in NOT_MEASURED]
