@@ -384,8 +384,9 @@ def entry() -> None:
     import gc
 
     code = main()
-    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
-        sys.modules["ray"].shutdown()
+    ray = sys.modules.get("ray")     # imported only by the commands that use it
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
     gc.freeze()
     sys.exit(code)
 
