@@ -34,7 +34,7 @@ from infra.presets import ExportSpec, Preset, PresetError, load_preset
 from infra.storage import Location
 from qa.evidence import Evidence, cast_unverified, gather_evidence, in_frame, kept_findings, read_scene
 from qa.held import Held, hold, qa_level
-from qa.metrics import at_full_size, compute_metrics, detail_loss_map
+from qa.metrics import compute_metrics, detail_loss_map
 from tasks.color import srgb8_to_linear
 from tasks.compose import canvas_scale, on_canvas, piece_box, quantize
 from tasks.cutout import matte_onto
@@ -252,9 +252,8 @@ def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...
     timings.update(rest)
     t0 = time.perf_counter()
     seen = result.replace(plate=None).shrunk_by(k)     # (QA reads the plate it holds, not the result's)
-    metrics = compute_metrics(held, seen)
-    if k > 1:       # a fringe and the outline are a few of the frame's own px: the level would misread them
-        metrics.update(at_full_size(result))
+    # a fringe and the outline are a few of the frame's own px: the level would misread them
+    metrics = compute_metrics(held, seen, full=result if k > 1 else None)
     if light_known:   # the backdrop keeps its own colour (coloured paper): it is no residual cast
         metrics.update(background_a=0.0, background_b=0.0, background_cast=0.0)
     t1 = time.perf_counter()

@@ -228,7 +228,8 @@ def outline_share(alpha: torch.Tensor | None) -> float:
 def at_full_size(result: Frame) -> dict[str, float]:
     """The metrics a pyramid level would misread, made on ``result`` as given: a fringe (``edge_halos``) and
     the outline (``outline_share``, which doubles at a 24 MP frame's level 2) are a few of the frame's own px.
-    The flow reads them on the finished frame at full size where QA reads the rest at a level."""
+    ``compute_metrics(..., full=)`` reads them on the finished frame at full size where QA reads the rest at
+    a level."""
     return {**edge_halos(result), "outline_share": outline_share(result.alpha)}
 
 
@@ -249,9 +250,11 @@ def _gradient(y: torch.Tensor) -> torch.Tensor:
     return torch.hypot(gx, gy)
 
 
-def compute_metrics(reference: Frame | Held, result: Frame) -> dict[str, float]:
+def compute_metrics(reference: Frame | Held, result: Frame, full: Frame | None = None) -> dict[str, float]:
     """Metrics for one image (B=1). ``reference`` is the frame after neutralize, whole or as QA holds it
-    (``qa.held.hold``: on the piece's box, with its backdrop's cast read whole).
+    (``qa.held.hold``: on the piece's box, with its backdrop's cast read whole). ``full``: the finished
+    frame at full size when ``result`` is it at a pyramid level (``qa.held.qa_level``): the metrics a
+    level would misread (``at_full_size``) are read on it, once, not on the level as well.
 
     The whole frame gives the backdrop's cast, coverage and the frame-border share; everything else
     looks at the piece and a few pixels around it, so it is measured on the piece's box plus
@@ -299,7 +302,7 @@ def compute_metrics(reference: Frame | Held, result: Frame) -> dict[str, float]:
     y_in = linear_to_srgb(luminance(before))[0, 0].cpu().numpy()
     m["thin_retention"], gap = thin_retention(y_in, mask_np > 0)
     m["thin_gap"] = gap * 1000 / max(h, w)  # resolution-independent: per 1000 px of the frame's long edge
-    m.update(at_full_size(result))
+    m.update(at_full_size(result if full is None else full))
     m["mask_components"] = float(regions.parts(mask_np)[0] - 1)
     holes, hole_area = mask_holes(mask_np > 0)
     m["mask_holes"], m["mask_hole_area"] = float(holes), hole_area

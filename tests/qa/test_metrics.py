@@ -189,6 +189,9 @@ def test_the_outline_share_tells_a_thin_cut_out_from_a_solid_one_at_full_size():
     level = compute_metrics(Frame(frame.image).shrunk_by(2), frame.shrunk_by(2))["outline_share"]
     assert at_full_size(frame)["outline_share"] == pytest.approx(outline_share(disc))
     assert level == pytest.approx(2 * outline_share(disc), rel=0.15)
+    # the flow hands compute_metrics the full-size frame beside the level: the share is read on it
+    given = compute_metrics(Frame(frame.image).shrunk_by(2), frame.shrunk_by(2), full=frame)["outline_share"]
+    assert given == at_full_size(frame)["outline_share"]
 
 
 def test_faults_move_their_metric():
