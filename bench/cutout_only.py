@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from bench.trust import cutout_path, developed, mask_grades, save_sheet, set_of, sheet_row, write_sets  # noqa: E402
 from flows.retouch import SHOOT_LEVEL, TO_CUTOUT  # noqa: E402
 from flows.review import parse_set  # noqa: E402
-from flows.shoot import merge_stages, shoot_preset  # noqa: E402
+from flows.shoot import merge_stages, plan_shoot  # noqa: E402
 from infra.shoots import list_shoot  # noqa: E402
 from tasks.frame import Frame  # noqa: E402
 from tasks.pipeline import STAGE_NAMES, run_stages, stage_params  # noqa: E402
@@ -44,8 +44,9 @@ def cut_shoot(folder: Path, preset: str, overrides: dict[str, dict], tiles: list
     sheet row (``bench.trust.sheet_row``: source | cut-out over a checker | mask errors) is added to it."""
     from models.simulator.writers import read_truth
 
-    shoot = list_shoot(folder)
-    stages = merge_stages(shoot_preset(shoot, preset).stages, overrides)    # as the flow takes them, --set on top
+    plan = plan_shoot(list_shoot(folder), preset)
+    shoot = plan.shoot
+    stages = merge_stages(plan.preset.stages, overrides)    # as the flow takes them (its card's light), --set on top
     params = stage_params({k: v for k, v in stages.items() if k not in SHOOT_LEVEL})
     plate = developed(shoot.plate.local_path()) if shoot.plate is not None else None
     rows = []

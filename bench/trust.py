@@ -98,20 +98,22 @@ VISIBLE = 0.10   # relative luminance departure a speck makes from its surroundi
 
 
 # --- the sets -----------------------------------------------------------------------------
-def write_sets(root: Path, sets: list[str], images: int, size: tuple[int, int], draw: int = 0) -> list[Path]:
+def write_sets(root: Path, sets: list[str], images: int, size: tuple[int, int], draw: int = 0,
+               light: str = "toml") -> list[Path]:
     """Write the shoot folders of each set under ``root`` (``<set>`` or ``<set>-<k>``); returns them.
     ``draw``: 0 for the sets every figure is reported on; another draws other scenes of the same worlds
     (each seed shifted by ``draw * DRAW_STEP``): the draw-to-draw spread of a figure, and a second look
-    for escapes on scenes no one has seen."""
+    for escapes on scenes no one has seen. ``light``: how the plates and studio shoots give their light
+    (``LIGHTS``)."""
     folders = []
     seed = {name: s + draw * DRAW_STEP for name, s in SEEDS.items()}
     for name in sets:
         folder = root / name
         if name == "studio":
-            folders += write_studio_shoots(root, images, size, seed["studio"])
+            folders += write_studio_shoots(root, images, size, seed["studio"], light)
             continue
         if name == "plates":
-            folders += write_plate_shoots(root, images, size, seed["plates"])
+            folders += write_plate_shoots(root, images, size, seed["plates"], light)
             continue
         if name in ("train", "wide"):
             from models.simulator import synth_shoot
@@ -146,22 +148,55 @@ def set_stages(folders: list[Path], stages: dict[str, dict]) -> None:
                                    for stage, values in merged.get("stages", {}).items()))
 
 
-def write_studio_shoots(root: Path, images: int, size: tuple[int, int], seed: int = SEEDS["studio"]) -> list[Path]:
-    """Shoots of one setup each, with a clean plate and the light in shoot.toml."""
+def write_studio_shoots(root: Path, images: int, size: tuple[int, int], seed: int = SEEDS["studio"],
+                        light: str = "toml") -> list[Path]:
+    """Shoots of one setup each, with a clean plate and the light (``light``: see ``LIGHTS``)."""
     from bench.valworld import write_shoot
 
     folders = []
     for k in range(max(1, images // STUDIO_SHOOT)):
         folder = root / f"studio-{k + 1}"
         write_shoot(folder, STUDIO_SHOOT, seed + k, size=size, setup="shared", plate=True)
-        light = json.loads(next((folder / "truth").glob("*/meta.json")).read_text())["lighting"]
-        tint = min(max(light["tint"], -0.03), 0.03)
-        set_stages([folder], {"neutralize": {"kelvin": round(light["kelvin"]), "tint": round(tint, 4)}})
+        lit = json.loads(next((folder / "truth").glob("*/meta.json")).read_text())["lighting"]
+        tint = min(max(lit["tint"], -0.03), 0.03)
+        give_light(folder, light, (round(lit["kelvin"]), round(tint, 4)), lit["gains"], "jpg", size, seed + k)
         folders.append(folder)
     return folders
 
 
-def write_plate_shoots(root: Path, images: int, size: tuple[int, int], seed: int = SEEDS["plates"]) -> list[Path]:
+# how a studio shoot of the bench gives its light: its kelvin and tint in shoot.toml (what a colour meter
+# or a grey card read elsewhere gives), a grey card's frame in the shoot (Loupe reads it), or nothing
+# (the light read off each frame's backdrop)
+LIGHTS = ("toml", "card", "none")
+
+
+def give_light(folder: Path, light: str, kelvin_tint: tuple[int, float], gains: list[float], fmt: str,
+               size: tuple[int, int], seed: int) -> None:
+    """Give the shoot ``folder`` its light the way ``light`` says (``LIGHTS``)."""
+    if light == "toml":
+        set_stages([folder], {"neutralize": {"kelvin": kelvin_tint[0], "tint": kelvin_tint[1]}})
+    elif light == "card":
+        write_card(folder / f"{folder.name}_card.{fmt}", gains, size, seed)
+
+
+def write_card(path: Path, gains: list[float], size: tuple[int, int], seed: int) -> Path:
+    """A grey card filling the frame under a light of linear RGB ``gains`` (the generator's own record
+    of the light it rendered), as a studio shoots it before a collection: a mid grey with the lens'
+    fall-off to the corners and a camera's shot and read noise, written like the shoot's frames."""
+    from models.simulator.writers import WRITERS
+
+    rng = np.random.default_rng([seed, 0xCA4D])
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    corner = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
+    rgb = np.asarray(gains, np.float32) / max(gains)
+    linear = (0.4 * (1 - 0.2 * corner))[..., None] * rgb
+    linear += rng.standard_normal(linear.shape, dtype=np.float32) * np.sqrt(4e-6 + 1e-4 * linear)
+    return WRITERS[path.suffix[1:]](path, np.clip(linear, 0, 1))
+
+
+def write_plate_shoots(root: Path, images: int, size: tuple[int, int], seed: int = SEEDS["plates"],
+                       light: str = "toml") -> list[Path]:
     """The wide training world as a studio shoots it: each scene a shoot of its own with its clean plate
     (the same backdrop, light and camera, empty) and its light in shoot.toml, so that the plate path
     (PlateNet, the cut-out against the plate) is tuned on a training world, and the studio set, made
@@ -181,8 +216,8 @@ def write_plate_shoots(root: Path, images: int, size: tuple[int, int], seed: int
         folder.mkdir(parents=True, exist_ok=True)
         write_scene(folder, scene, k, fmt)
         WRITERS[fmt](folder / f"{folder.name}_plate.{fmt}", scene.as_written(fmt, plate=True))
-        kelvin, tint = grey_card(scene.meta["illuminant"]["rgb"])
-        set_stages([folder], {"neutralize": {"kelvin": kelvin, "tint": tint}})
+        rgb = scene.meta["illuminant"]["rgb"]
+        give_light(folder, light, grey_card(rgb), rgb, fmt, size, seed + k)
         folders.append(folder)
     return folders
 
@@ -608,6 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draw", type=int, default=0, help="other scenes of the same worlds (0: the reported sets; "
                                                         "k shifts every seed by k * DRAW_STEP)")
     ap.add_argument("--preset", default="catalog")
+    ap.add_argument("--light", default="toml", choices=LIGHTS,
+                    help="how the plates and studio shoots give their light: kelvin and tint in shoot.toml "
+                         "(default), a grey card's frame in the shoot (<shoot>_card.<ext>), or none")
     ap.add_argument("--work", type=Path, help="keep shoots and OUT here (default: a temporary folder)")
     ap.add_argument("--csv", type=Path, help="write every image's row here")
     ap.add_argument("--from-csv", type=Path, help="re-print the tables from a CSV written by --csv")
@@ -636,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.regrade:
         shoots = sorted(p for p in (work / "shoots").iterdir() if p.is_dir())
     else:
-        shoots = write_sets(work / "shoots", args.sets, args.images, (w, h), args.draw)
+        shoots = write_sets(work / "shoots", args.sets, args.images, (w, h), args.draw, args.light)
         set_stages(shoots, parse_set(args.set))
         run_shoots(shoots, work / "out", preset=args.preset)
     table = grade(work / "out", shoots)

@@ -40,6 +40,7 @@ from tasks.compose import canvas_scale, on_canvas, piece_box, quantize
 from tasks.cutout import matte_onto
 from tasks.develop import DevelopParams, develop
 from tasks.frame import Frame
+from tasks.neutralize import card_light
 from tasks.ops import shrunk_by
 from tasks.pipeline import STAGE_NAMES, STAGES, stage_params, run_stages
 from tasks.sensor_dust import SensorDustParams, Spot, SurveyFound, correct_sensor_dust, dust_evidence, spots_for
@@ -281,6 +282,15 @@ def _with_plate(frame: Frame, plate: Location, stages: dict, spots: list[Spot], 
                            f"{frame.image.shape[-1]}x{frame.image.shape[-2]}; backdrop fitted instead")
     developed = correct_sensor_dust(develop(pixels, decoded.transfer, DevelopParams(**stages.get("develop", {}))), spots)
     return frame.replace(plate=developed.image).noted(f"plate: backdrop from {plate.name}")
+
+
+def read_card(card: Location, develop_params: dict) -> tuple[int, float]:
+    """The light (kelvin, tint) off a shoot's grey-card frame, decoded at half size (the light needs no
+    detail: a 24 MP RAW's card 0.4 s) and developed as the shoot's images are. Raises
+    ``UnreadableSource`` (the file) or ``tasks.neutralize.NotACard`` (what it shows)."""
+    decoded = _read(Location.of(card), half_size=True)
+    pixels = torch.from_numpy(np.ascontiguousarray(decoded.pixels)).permute(2, 0, 1)[None]
+    return card_light(develop(pixels, decoded.transfer, DevelopParams(**develop_params)).image)
 
 
 def sensor_dust_evidence(source: Location, params: SensorDustParams) -> np.ndarray | None:

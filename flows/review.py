@@ -17,12 +17,12 @@ from prefect import flow
 from sqlalchemy import update
 
 from flows.retouch import stage_problems
-from flows.shoot import (Job, Retouchers, RunConfig, merge_stages, process, publish, shoot_preset,
+from flows.shoot import (Job, Retouchers, RunConfig, merge_stages, plan_shoot, process, publish,
                          survey_sensor_dust, write_qa_tables)
 from infra.catalog import Catalog, review_queue
 from infra.layout import Layout
 from infra.storage import Location
-from infra.presets import Preset, PresetError
+from infra.presets import Preset
 from infra.shoots import Identities, list_shoot
 from qa.report import write_manifest
 from tasks.pipeline import STAGE_NAMES
@@ -146,16 +146,17 @@ def rerun_flow(state: str, out: str, image_id: str, overrides: dict, who: str, p
     try:
         row = catalog.by_image_id(image_id)
         folder = Location.of(row["path"]).parent
-        shoot = list_shoot(folder)
+        plan = plan_shoot(list_shoot(folder), preset or row["preset"])    # the light of its grey card too
+        shoot = plan.shoot
         with Identities(shoot.sources, ahead=0) as identities:   # only the file and the survey's sample are read
             src = next((s for s in identities.named([s for s in shoot.sources if s.path.name == row["source"]])
                         if s.image_id == image_id), None)
             if src is None:
                 raise ReviewError(f"{row['path']} is gone or changed since it was processed")
-            try:
-                chosen = with_overrides(shoot_preset(shoot, preset or row["preset"]), overrides)
-            except PresetError as exc:
-                raise ReviewError(f"{exc} (start the review app / command with --preset FILE)") from None
+            if plan.preset is None:
+                problems = "\n".join(plan.problems)
+                raise ReviewError(f"{problems} (start the review app / command with --preset FILE)")
+            chosen = with_overrides(plan.preset, overrides)
             job = Job(src, row["view"])
             config = RunConfig(out=out, state=str(state), device=device, ray_address=ray_address)
             with Retouchers(ray_address, device) as retouchers:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -27,10 +27,11 @@ from prefect.cache_policies import NONE
 from prefect.exceptions import MissingContextError
 
 from flows.preflight import missing_gpu
-from flows.retouch import Outcome, Retoucher, checked_preset, describe_failure, stage_problems
+from flows.retouch import Outcome, Retoucher, checked_preset, describe_failure, read_card, stage_problems
 from infra.catalog import TERMINAL, Catalog, RunLock, process_alive
 from infra.errors import OperatorError
 from infra.failpoints import failpoint
+from infra.imageio import UnreadableSource
 from infra.layout import Layout, default_state
 from infra.presets import Preset, PresetError, parse_preset
 from infra.raycluster import ensure_ray
@@ -38,6 +39,7 @@ from infra.shoots import SIDECAR, Identities, Shoot, Source, assign_views, hashe
 from infra.storage import Location
 from qa.report import write_manifest, write_report, write_thumbnails
 from qa.suite import Rule, run_suite
+from tasks.neutralize import NotACard
 from tasks.sensor_dust import BackdropTexture, SensorDustParams, SurveyFound, find_sensor_dust, survey_sample
 
 GPU_MEMORY_PER_IMAGE = 6 << 30   # GPU bytes an actor may take: 2.0 GiB allocated at 24 MP (H200), room for 50 MP
@@ -72,6 +74,7 @@ class ShootPlan:
     shoot: Shoot
     preset: Preset | None                     # None: the shoot's configuration is broken (``problems``)
     problems: list[str] = field(default_factory=list)
+    light: str = ""                           # what came of the shoot's grey card ("" without one)
 
 
 # --- settings ------------------------------------------------------------------
@@ -105,14 +108,33 @@ def shoot_preset(shoot: Shoot, preset: str | Path) -> Preset:
 
 
 def plan_shoots(shoot_dirs: list[str | Path], preset: str) -> list[ShootPlan]:
-    plans = []
-    for folder in map(Location.of, shoot_dirs):
-        shoot = list_shoot(folder)
-        try:
-            plans.append(ShootPlan(shoot, shoot_preset(shoot, preset)))
-        except PresetError as exc:
-            plans.append(ShootPlan(shoot, None, str(exc).splitlines()))
-    return plans
+    return [plan_shoot(list_shoot(folder), preset) for folder in map(Location.of, shoot_dirs)]
+
+
+def plan_shoot(shoot: Shoot, preset: str | Path) -> ShootPlan:
+    """A listed shoot's settings, checked, with the light of its grey card (``card_lit``) in them."""
+    try:
+        chosen = shoot_preset(shoot, preset)
+    except PresetError as exc:
+        return ShootPlan(shoot, None, str(exc).splitlines())
+    lit, light = card_lit(shoot, chosen)
+    return ShootPlan(lit, chosen if lit is shoot else shoot_preset(lit, preset), light=light)
+
+
+def card_lit(shoot: Shoot, preset: Preset) -> tuple[Shoot, str]:
+    """``shoot`` with the light read off its grey card as ``[stages.neutralize] kelvin`` and ``tint``, and
+    what came of the card in a clause ("light 4809 K, tint +0.0040", or why it was not read: then the
+    shoot goes on as without it). A light ``shoot.toml`` gives wins: it is the studio's own word."""
+    if shoot.card is None:
+        return shoot, ""
+    if "kelvin" in shoot.stages.get("neutralize", {}):
+        return shoot, f"not read: {SIDECAR} gives the light ([stages.neutralize] kelvin)"
+    try:
+        kelvin, tint = read_card(shoot.card, preset.stages.get("develop", {}))
+    except (UnreadableSource, NotACard) as exc:
+        return shoot, f"not read: {exc}; the light is read off each frame's backdrop"
+    stages = merge_stages(shoot.stages, {"neutralize": {"kelvin": kelvin, "tint": tint}})
+    return replace(shoot, stages=stages), f"light {kelvin} K, tint {tint:+.4f}"
 
 
 # --- ingest ----------------------------------------------------------------------
@@ -614,6 +636,7 @@ def dry_run(shoot_dirs: list[str | Path], out: str | Path, preset: str = "catalo
             why = f"  ({reason}: {detail})" if reason else ""
             lines.append(f"{action:8} {shoot.shoot_id}/{src.path.name}{why}")
         lines += [f"ignore   {shoot.shoot_id}/{name}" for name in shoot.ignored]
+        lines += [f"card     {shoot.shoot_id}/{shoot.card.name}  ({plan.light})"] if shoot.card else []
     return lines
 
 
@@ -654,6 +677,8 @@ def run_shoots(shoot_dirs: list[str | Path], out: str | Path, preset: str = "cat
                         _say(logger, f"shoot {shoot.shoot_id}: sensor dust: {max(map(len, dust.values()))} spots")
                     if shoot.plate:
                         _say(logger, f"shoot {shoot.shoot_id}: clean plate {shoot.plate.name}")
+                    if shoot.card:
+                        _say(logger, f"shoot {shoot.shoot_id}: grey card {shoot.card.name}: {plan.light}")
                     counts = process(shoot, plan.preset, jobs, config, catalog, retouchers, intake=intake,
                                      sensor_dust=dust, lock=lock)
                 if plan.preset is not None:

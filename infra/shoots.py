@@ -11,7 +11,10 @@
 
 A file named ``<anything>_plate.<ext>`` is the shoot's clean plate: a frame of the
 empty backdrop, same camera position and light. It is not a source (never
-exported, no manifest row); the cut-out and QA take the backdrop from it.
+exported, no manifest row); the cut-out and QA take the backdrop from it. A file named
+``<anything>_card.<ext>`` is a frame of a grey card under the shoot's light, filling at
+least the middle half of each side: the light's colour is read off it (``flows.shoot``).
+Neither is a source.
 
 Hidden files and subfolders are ignored (and listed as such). A symbolic link is
 never followed: it is a source row, refused, so nothing outside the shoot is read.
@@ -61,6 +64,7 @@ class Shoot:
     background: str | None
     stages: dict[str, dict] = field(default_factory=dict)
     plate: Location | None = None
+    card: Location | None = None     # a grey card's frame under the shoot's light
     ignored: tuple[str, ...] = ()     # "<name> (why)" for what is not a source
     problems: tuple[str, ...] = ()    # shoot.toml errors: the shoot's files are rejected with these
 
@@ -123,7 +127,7 @@ def list_shoot(folder: "Location | Path | str") -> Shoot:
         raise FileNotFoundError(f"shoot folder not found: {folder}")
     config, problems = read_sidecar(folder / SIDECAR)
     mapping = {str(k): str(v) for k, v in config.get("sku", {}).items()}
-    sources, plates, ignored = [], [], []
+    sources, plates, cards, ignored = [], [], [], []
     for path, is_dir in folder.entries():
         local = path.local_path()
         if path.name == SIDECAR:
@@ -144,9 +148,13 @@ def list_shoot(folder: "Location | Path | str") -> Shoot:
         if path.stem.lower().endswith("_plate"):
             plates.append(path)
             continue
+        if path.stem.lower().endswith("_card"):
+            cards.append(path)
+            continue
         sources.append(Source(folder.name, path, "", *sku_and_view(path.stem, mapping)))
     return Shoot(folder.name, folder, tuple(sources), config.get("preset"), config.get("background"),
-                 config.get("stages", {}), plates[0] if plates else None, tuple(ignored), tuple(problems))
+                 config.get("stages", {}), plates[0] if plates else None, cards[0] if cards else None,
+                 tuple(ignored), tuple(problems))
 
 
 def hash_threads(count: int) -> int:

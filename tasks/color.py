@@ -202,3 +202,29 @@ def blackbody_rgb(kelvin: float, tint: float = 0.0) -> tuple[float, float, float
     rgb = torch.linalg.inv(torch.tensor(_RGB_TO_XYZ, dtype=torch.float64)) @ xyz
     rgb = rgb / rgb[1]
     return tuple(float(c) for c in rgb)
+
+
+def kelvin_and_tint(rgb: tuple[float, float, float]) -> tuple[float, float]:
+    """The (kelvin, tint) ``blackbody_rgb`` gives back as ``rgb`` (a light's linear sRGB, any scale): the
+    Planckian point nearest its CIE 1960 uv (mireds searched on a grid, then narrowed) and the signed
+    distance from it along the locus' normal. Kelvin is searched over 1667-25000 K (Kim et al.'s range)."""
+    x_, y_, z_ = (sum(m * c for m, c in zip(row, rgb)) for row in _RGB_TO_XYZ)
+    d = x_ + 15 * y_ + 3 * z_
+    u, v = 4 * x_ / d, 6 * y_ / d
+
+    def gap(mired: float) -> float:
+        pu, pv = _planck_uv(1e6 / mired)
+        return (pu - u) ** 2 + (pv - v) ** 2
+
+    lo, hi = 40.0, 600.0
+    best = min((lo + (hi - lo) * k / 560 for k in range(561)), key=gap)
+    lo, hi = max(40.0, best - 1.0), min(600.0, best + 1.0)
+    for _ in range(40):      # golden-section search on the bracket around the grid's best
+        a, b = hi - (hi - lo) * 0.618034, lo + (hi - lo) * 0.618034
+        lo, hi = (lo, b) if gap(a) < gap(b) else (a, hi)
+    kelvin = 1e6 / ((lo + hi) / 2)
+    u0, v0 = _planck_uv(kelvin)
+    u1, v1 = _planck_uv(kelvin + 1.0)
+    du, dv = u1 - u0, v1 - v0
+    n = math.hypot(du, dv)
+    return kelvin, (u - u0) * dv / n - (v - v0) * du / n

@@ -9,9 +9,10 @@ balance does, and exact for a cast that scales the channels), or with a
 Bradford transform. Gold stays gold because the correction comes from the
 backdrop, never from the piece's own colours. A known light (``kelvin``,
 e.g. read off a grey card for the whole shoot) skips the estimate: the way
-to handle coloured paper, where the backdrop is not neutral. A border that
-shows no light (a desk's or fabric's texture; clipped or black on over half
-of it) is no white reference: the colour is left as shot and flagged.
+to handle coloured paper, where the backdrop is not neutral; ``card_light``
+reads it off a shoot's grey-card frame. A border that shows no light (a
+desk's or fabric's texture; clipped or black on over half of it) is no white
+reference: the colour is left as shot and flagged.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tasks.color import blackbody_rgb, bradford_adaptation
+from tasks.color import LUMINANCE, blackbody_rgb, bradford_adaptation, kelvin_and_tint
 from tasks.frame import Frame
-from tasks.ops import by_rows, channel_quantile, gaussian_blur
+from tasks.ops import by_rows, channel_quantile, gaussian_blur, shrunk_by
 
 
 class NeutralizeParams(BaseModel):
@@ -152,6 +153,55 @@ def estimate_illuminant(image: torch.Tensor, params: NeutralizeParams,
     r_g, b_g = torch.exp(obs if dist[best] <= params.trust_backdrop else chroma[best])
     white = torch.tensor([float(r_g), 1.0, float(b_g)], dtype=image.dtype, device=image.device)
     return white, kelvin, tint, float(dist[best])
+
+
+class NotACard(ValueError):
+    """A grey-card frame from which no light can be read; the message says why, in a clause."""
+
+
+# what a grey-card frame must show in its middle (the card filling at least the middle half of each side)
+CARD_READABLE = 0.9      # share of that window neither clipped nor black
+CARD_BLOCK = 16          # px a side of the averages the flatness tests read (a 256th of the noise's variance)
+CARD_CHROMA_SPREAD = 0.05   # largest 5-95th percentile spread of log(R/G) or log(B/G) over those averages
+CARD_LIGHT_RANGE = 1.6   # largest 95th / 5th percentile of luminance there (the light's fall-off, not a subject)
+CARD_MAX_TINT = 0.02     # |Duv| of the lights a card may name: ANSI C78.377 holds white LED lamps to 0.006;
+                         # beyond 0.02 no studio calls a light white, and the card is likelier coloured
+
+
+def card_light(image: torch.Tensor) -> tuple[int, float]:
+    """The light's (kelvin, tint) read off a grey-card frame ``image`` (B, 3, H, W), linear, developed as the
+    shoot's images are: the median colour of the frame's middle (half of each side), where the card must
+    be, as ``blackbody_rgb``'s kelvin and tint (``tasks.color.kelvin_and_tint``). A card is neutral, so its
+    colour is the light's whatever the backdrop: what the border of a coloured paper, a desk or a
+    blown-out sweep cannot tell. Raises ``NotACard`` for a middle that is clipped or black, that is no one
+    flat colour (a piece, a backdrop's edge), or whose colour no studio light gives (a coloured card)."""
+    _, _, h, w = image.shape
+    middle = image[..., h // 4: h - h // 4, w // 4: w - w // 4]
+    pixels = middle[0].reshape(3, -1)
+    readable = (pixels.mean(0) > 0.03) & (pixels.amax(0) < 0.98)
+    if float(readable.float().mean()) < CARD_READABLE:
+        raise NotACard(f"its middle is clipped or black on {1 - float(readable.float().mean()):.0%} of it")
+    block = max(1, min(CARD_BLOCK, min(middle.shape[-2:]) // 16))
+    blocks = shrunk_by(middle, block)[0].reshape(3, -1).double().clamp(min=1e-4)
+    chroma = torch.stack([torch.log(blocks[0] / blocks[1]), torch.log(blocks[2] / blocks[1])])
+    lo, hi = (channel_quantile(chroma, q) for q in (0.05, 0.95))
+    if float((hi - lo).max()) > CARD_CHROMA_SPREAD:
+        raise NotACard(f"its middle is no one colour (log-chroma spread {float((hi - lo).max()):.3f})")
+    y = (blocks * blocks.new_tensor(LUMINANCE)[:, None]).sum(0, keepdim=True)
+    dark, bright = (float(channel_quantile(y, q)[0]) for q in (0.05, 0.95))
+    if bright > CARD_LIGHT_RANGE * dark:
+        raise NotACard(f"its middle is no flat card (light {bright / dark:.1f}x from its darkest to its brightest)")
+    rgb = channel_quantile(pixels[:, readable].double(), 0.5)
+    kelvin, tint = kelvin_and_tint(tuple(float(c) for c in rgb))
+    kelvin, tint = round(kelvin), round(tint, 4)    # a shoot's setting: the same file gives the same digest
+    try:
+        NeutralizeParams(kelvin=kelvin, tint=tint)      # a light the known-light path takes
+        plausible = abs(tint) <= CARD_MAX_TINT
+    except ValidationError:
+        plausible = False
+    if not plausible:
+        raise NotACard(f"its colour reads {kelvin} K, tint {tint:+.3f}: no studio light (a coloured card?)")
+    return kelvin, tint
 
 
 def _adapt(image: torch.Tensor, m: torch.Tensor) -> torch.Tensor:

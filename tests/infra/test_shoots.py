@@ -31,6 +31,14 @@ def test_a_clean_plate_is_the_shoots_backdrop_not_a_source(tmp_path):
     assert shoot.plate.local_path() == tmp_path / "studio-b_plate.JPG"
 
 
+def test_a_grey_card_is_the_shoots_light_not_a_source(tmp_path):
+    (tmp_path / "R1001_front.jpg").write_bytes(b"x")
+    (tmp_path / "monday_card.dng").write_bytes(b"y")
+    shoot = list_shoot(tmp_path)
+    assert [s.path.name for s in shoot.sources] == ["R1001_front.jpg"]
+    assert shoot.card.local_path() == tmp_path / "monday_card.dng" and shoot.plate is None
+
+
 def test_each_source_is_named_by_its_own_content_in_folder_order(tmp_path):
     """Hashed several at once, each digest stays with its file; a link is named by its target, unread."""
     import hashlib

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.color import (blackbody_rgb, bradford_adaptation, delta_e2000, linear_to_srgb,
+from tasks.color import (blackbody_rgb, bradford_adaptation, delta_e2000, kelvin_and_tint, linear_to_srgb,
                          rgb_to_lab, srgb8_to_linear, srgb_to_linear)
 from helpers import DEVICES
 
@@ -149,6 +149,17 @@ def test_blackbody_tint_is_the_lights_duv(kelvin, tint):
     assert np.hypot(*gap[nearest]) == pytest.approx(abs(tint), abs=2e-4)
     assert temps[nearest] == pytest.approx(kelvin, rel=0.01)
     assert np.sign(gap[nearest][1]) == np.sign(tint)    # above the locus is higher v: greener
+
+
+@pytest.mark.parametrize("kelvin,tint", [(2000, 0.0), (2800, -0.02), (3200, 0.012), (4809, 0.004),
+                                         (6500, -0.008), (9000, 0.03), (15000, -0.03)])
+def test_kelvin_and_tint_read_back_the_light_blackbody_rgb_made(kelvin, tint):
+    """A grey card's colour, at any exposure, names its light in blackbody_rgb's own units."""
+    rgb = blackbody_rgb(kelvin, tint)
+    read_k, read_t = kelvin_and_tint(tuple(0.37 * c for c in rgb))
+    assert read_k == pytest.approx(kelvin, rel=1e-4)
+    assert read_t == pytest.approx(tint, abs=1e-5)
+    assert np.allclose(blackbody_rgb(read_k, read_t), rgb, atol=2e-4)
 
 
 def test_blackbody_6504_is_near_d65():

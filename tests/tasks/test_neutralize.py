@@ -9,7 +9,7 @@ import torch
 from helpers import DEVICES, scene_frame, sim_scene, to_tensor
 from tasks.color import blackbody_rgb, rgb_to_lab
 from tasks.frame import Frame
-from tasks.neutralize import NeutralizeParams, _border, estimate_illuminant, neutralize
+from tasks.neutralize import NeutralizeParams, NotACard, _border, card_light, estimate_illuminant, neutralize
 from tasks.ops import gaussian_blur
 
 SIZE = (480, 320)
@@ -198,3 +198,43 @@ def test_border_texture_on_the_border_strips_is_the_whole_frames(size):
     sel = _border(image, NeutralizeParams()) > 0.5
     whole = float((gaussian_blur(y, 1.5) - gaussian_blur(y, 4.0)).abs()[sel].median() / y[sel].median())
     assert border_texture(image, NeutralizeParams()) == pytest.approx(whole, rel=1e-5, abs=0)
+
+
+def _card_frame(kelvin: float, tint: float, surround=None, size=(600, 400), seed=0) -> torch.Tensor:
+    """A mid-grey card under the light, with the lens' fall-off and a camera's noise; ``surround``
+    (linear RGB): the card covers only the middle 60% of each side, that paper around it."""
+    w, h = size
+    g = torch.Generator().manual_seed(seed)
+    light = torch.tensor(blackbody_rgb(kelvin, tint))
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    falloff = 1 - 0.2 * (((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2) / 2
+    image = 0.35 * light.view(1, 3, 1, 1) / light.max() * falloff
+    if surround is not None:
+        paper = torch.tensor(surround).view(1, 3, 1, 1) * light.view(1, 3, 1, 1) / light.max()
+        inside = (abs(xx - w / 2) < 0.3 * w) & (abs(yy - h / 2) < 0.3 * h)
+        image = torch.where(inside, image, paper)
+    noise = torch.randn(image.shape, generator=g) * (4e-6 + 1e-4 * image).sqrt()
+    return (image + noise).clamp(0, 1)
+
+
+@pytest.mark.parametrize("kelvin,tint", [(2900, 0.0), (4809, 0.004), (6500, -0.012), (3400, 0.02)])
+def test_a_grey_cards_frame_gives_the_light(kelvin, tint):
+    read_k, read_t = card_light(_card_frame(kelvin, tint))
+    assert abs(read_k - kelvin) < 0.01 * kelvin and abs(read_t - tint) < 0.0015
+    # held in the middle over a blue paper whose colour and the warm light's cancel (the backdrop reads
+    # near neutral: what no frame of the shoot can tell): the card is read, not the paper
+    read_k, read_t = card_light(_card_frame(kelvin, tint, surround=(0.35, 0.55, 0.9)))
+    assert abs(read_k - kelvin) < 0.01 * kelvin and abs(read_t - tint) < 0.0015
+
+
+def test_a_frame_that_is_no_grey_card_gives_no_light():
+    card = _card_frame(4000, 0.0)
+    subject = card.clone()
+    subject[..., 170:230, 260:340] = torch.tensor([0.8, 0.55, 0.2]).view(1, 3, 1, 1)   # a gold piece
+    dark = card.clone()
+    dark[..., 150:250, 250:350] *= 0.3     # a black object, or the card's edge
+    for frame, why in ((subject, "no one colour"), (dark, "no flat card"), (card * 4, "clipped"),
+                       (card * 0.05, "black"), (_card_frame(4000, 0.0) * torch.tensor([1.0, 0.6, 1.0]).view(1, 3, 1, 1),
+                                                "no studio light")):
+        with pytest.raises(NotACard, match=why):
+            card_light(frame)
