@@ -6,6 +6,7 @@
     python bench/trust.py --from-csv rows.csv     # re-print the tables without re-running
     python bench/trust.py --sets studio --set cutout.band=3   # grade a parameter change, every shoot alike
     python bench/trust.py --sets val studio --draw 1          # other scenes of the same worlds (seeds shifted)
+    python bench/trust.py --sets plates studio --light card   # the shoots' light from a grey card's frame
 
 The sets (the validation discipline, README "Trust"):
 

@@ -170,8 +170,9 @@ CARD_MAX_TINT = 0.02     # |Duv| of the lights a card may name: ANSI C78.377 hol
 
 def card_light(image: torch.Tensor) -> tuple[int, float]:
     """The light's (kelvin, tint) read off a grey-card frame ``image`` (B, 3, H, W), linear, developed as the
-    shoot's images are: the median colour of the frame's middle (half of each side), where the card must
-    be, as ``blackbody_rgb``'s kelvin and tint (``tasks.color.kelvin_and_tint``). A card is neutral, so its
+    shoot's images are: the median colour of the frame's middle (half of each side, where the card must be;
+    the median of its ``CARD_BLOCK`` px averages), as ``blackbody_rgb``'s kelvin and tint
+    (``tasks.color.kelvin_and_tint``). A card is neutral, so its
     colour is the light's whatever the backdrop: what the border of a coloured paper, a desk or a
     blown-out sweep cannot tell. Raises ``NotACard`` for a middle that is clipped or black, that is no one
     flat colour (a piece, a backdrop's edge), or whose colour no studio light gives (a coloured card)."""
@@ -191,7 +192,9 @@ def card_light(image: torch.Tensor) -> tuple[int, float]:
     dark, bright = (float(channel_quantile(y, q)[0]) for q in (0.05, 0.95))
     if bright > CARD_LIGHT_RANGE * dark:
         raise NotACard(f"its middle is no flat card (light {bright / dark:.1f}x from its darkest to its brightest)")
-    rgb = channel_quantile(pixels[:, readable].double(), 0.5)
+    # the median of the averages, not of the pixels: a pixel's median snaps to one of its 8-bit codes
+    # (0.5-1.5% of the light's colour on a JPEG card), an average of noisy codes does not
+    rgb = channel_quantile(blocks, 0.5)
     kelvin, tint = kelvin_and_tint(tuple(float(c) for c in rgb))
     kelvin, tint = round(kelvin), round(tint, 4)    # a shoot's setting: the same file gives the same digest
     try:

@@ -127,6 +127,28 @@ def test_the_plates_set_gives_each_shoot_its_plate_and_its_light_as_a_grey_card_
     assert (given["kelvin"], given["tint"]) == grey_card(light)
 
 
+def test_a_shoot_lit_by_its_card_is_given_no_light_in_its_sidecar_but_a_card_loupe_reads_it_off(tmp_path):
+    import json
+
+    from bench.trust import write_plate_shoots, write_studio_shoots
+    from flows.shoot import plan_shoot
+    from tasks.neutralize import blackbody_rgb
+
+    # (a RAW card is read at half size: at 240 px its middle holds too few pixels to average its noise)
+    folders = write_plate_shoots(tmp_path, 1, (600, 400), light="card") + \
+        write_studio_shoots(tmp_path, 6, (240, 160), light="card")
+    for folder in folders:
+        assert not (folder / "shoot.toml").exists() and list_shoot(folder).card is not None
+        lit = plan_shoot(list_shoot(folder), "catalog")
+        given = lit.preset.stages["neutralize"]
+        meta = json.loads(next((folder / "truth").glob("*/meta.json")).read_text())
+        rgb = meta["illuminant"]["rgb"] if "illuminant" in meta else meta["lighting"]["gains"]
+        read = np.array(blackbody_rgb(given["kelvin"], given["tint"]))
+        assert np.allclose(read / read[1], np.array(rgb) / rgb[1], rtol=0.02), folder.name   # the light rendered
+    (bare,) = write_plate_shoots(tmp_path / "none", 1, (240, 160), light="none")
+    assert not (bare / "shoot.toml").exists() and list_shoot(bare).card is None
+
+
 def test_sources_are_graded_in_linear_light_whatever_their_file_type(tmp_path):
     """A JPEG or TIFF is decoded sRGB-encoded: the grades (features lost, dust, SegNet alone, the sheet) read
     it as develop makes it, linear, as a RAW is read. A mid-grey code 128 is 0.216 in linear light."""
