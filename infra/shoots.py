@@ -152,6 +152,8 @@ def list_shoot(folder: "Location | Path | str") -> Shoot:
             cards.append(path)
             continue
         sources.append(Source(folder.name, path, "", *sku_and_view(path.stem, mapping)))
+    for kind, found in (("clean plate", plates), ("grey card", cards)):    # the first by name is the shoot's
+        ignored += [f"{extra.name} (a second {kind}: {found[0].name} is the shoot's)" for extra in found[1:]]
     return Shoot(folder.name, folder, tuple(sources), config.get("preset"), config.get("background"),
                  config.get("stages", {}), plates[0] if plates else None, cards[0] if cards else None,
                  tuple(ignored), tuple(problems))

@@ -37,6 +37,10 @@ def test_a_grey_card_is_the_shoots_light_not_a_source(tmp_path):
     shoot = list_shoot(tmp_path)
     assert [s.path.name for s in shoot.sources] == ["R1001_front.jpg"]
     assert shoot.card.local_path() == tmp_path / "monday_card.dng" and shoot.plate is None
+    (tmp_path / "tuesday_card.jpg").write_bytes(b"z")     # one light a shoot: a second card is said, not used
+    shoot = list_shoot(tmp_path)
+    assert shoot.card.name == "monday_card.dng" and len(shoot.sources) == 1
+    assert shoot.ignored == ("tuesday_card.jpg (a second grey card: monday_card.dng is the shoot's)",)
 
 
 def test_each_source_is_named_by_its_own_content_in_folder_order(tmp_path):
