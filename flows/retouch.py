@@ -35,7 +35,7 @@ from infra.storage import Location
 from qa.evidence import Evidence, cast_unverified, gather_evidence, in_frame, kept_findings, read_scene
 from qa.held import Held, hold, qa_level
 from qa.metrics import compute_metrics, detail_loss_map
-from tasks.color import blackbody_rgb, srgb8_to_linear
+from tasks.color import srgb8_to_linear
 from tasks.compose import canvas_scale, on_canvas, piece_box, quantize
 from tasks.cutout import matte_onto
 from tasks.develop import DevelopParams, develop
@@ -210,9 +210,7 @@ def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...
     Returns the result, what QA held, the result at QA's level, the "before" preview, seconds per step,
     the metrics and the evidence."""
     frame = handed.pop()
-    given = params["neutralize"]        # a light the shoot gave (kelvin, tint: shoot.toml or a grey card)
-    light = None if given.kelvin is None else blackbody_rgb(given.kelvin, given.tint)
-    light_known = light is not None
+    light_known = params["neutralize"].kelvin is not None
     later = tuple(n for n in STAGE_NAMES if n not in TO_CUTOUT)
     reference, _, timings = run_stages(frame, params, skip + later + ("cutout",))
     cut, _, rest = run_stages(reference, params, skip + later + ("neutralize",), want_reference=False)
@@ -260,7 +258,7 @@ def _stages_and_evidence(handed: list[Frame], params: dict, skip: tuple[str, ...
     if light_known:   # the backdrop keeps its own colour (coloured paper): it is no residual cast
         metrics.update(background_a=0.0, background_b=0.0, background_cast=0.0)
     t1 = time.perf_counter()
-    evidence = in_frame(gather_evidence(held, seen, light=light, pierced=k == 1), result, k)
+    evidence = in_frame(gather_evidence(held, seen, light_known=light_known, pierced=k == 1), result, k)
     metrics.update(evidence.metrics)
     timings.update(qa_metrics=t1 - t0, qa_evidence=time.perf_counter() - t1 + scene_seconds)
     return result, held, seen, before, timings, metrics, evidence

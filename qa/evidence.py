@@ -70,10 +70,6 @@ EVIDENCE_DOCS = {
                        "piece's most neutral bright parts (which a coloured light tints, coloured paper does not) "
                        "sit nearer neutral than the backdrop's colour, or the piece has none to tell; 0 with a "
                        "known light or plate",
-    "light_contradicted": "1 when the shoot gave the light (kelvin, a grey card), the backdrop seen under it is "
-                          "coloured (log-chroma > 0.1) and the piece's most neutral bright parts carry that colour "
-                          "too (paper keeps its colour to itself, a light tints the piece): the light that lit the "
-                          "frame is not the one given; 0 without a given light or with no neutral parts to tell",
     "metal_chroma": "median CIELAB chroma of the finished metal",
     "metal_hue": "chroma-weighted mean CIELAB hue (degrees) of the finished metal",
     "metal_implausible": "1 when the finished metal is coloured (chroma > 8) with a hue no gold or white metal has "
@@ -95,8 +91,6 @@ FINDING_TEXT = {
     "cast_unverified": "the light was estimated from a coloured backdrop (coloured paper, or strong light?) "
                        "with no known light or plate to confirm it",
     "metal_implausible": "the finished metal has a colour no gold or white metal has (wrong colour correction?)",
-    "light_contradicted": "the piece's neutral parts are tinted like the backdrop under the shoot's given light: "
-                          "the light (kelvin or grey card) is not the one that lit this frame",
 }
 
 # the metric each finding is measured by: a finding is shown when a rule on that metric fails
@@ -106,7 +100,6 @@ FINDING_METRIC = {
     "cutout_disagree": "cutout_disagreement", "edge_unsupported": "edge_unsupported",
     "shadow_slab": "shadow_slab_share", "stray_part": "stray_components",
     "cast_unverified": "cast_unverified", "metal_implausible": "metal_implausible",
-    "light_contradicted": "light_contradicted",
 }
 
 # noise units on a 1.5 px Gaussian average: 1 / (2 sqrt(pi) 1.5)
@@ -476,14 +469,13 @@ def _holes_in_solid(a: np.ndarray, holes: tuple, box: tuple[slice, slice]) -> tu
     return float(len(found)), shown, where
 
 
-def gather_evidence(held: Held, result: Frame, *, light: tuple[float, float, float] | None,
-                    pierced: bool = True) -> Evidence:
+def gather_evidence(held: Held, result: Frame, *, light_known: bool, pierced: bool = True) -> Evidence:
     """Independent evidence for one image (B=1).
 
     ``held``: the source (as developed, before any stage) and the reference (after neutralize, before
     the cut-out) as QA holds them (``qa.held.hold``, with ``read_scene``'s scene); ``result``: the
-    finished frame; ``light``: the linear RGB of the light the shoot gave (``[stages.neutralize] kelvin``,
-    from shoot.toml or a grey card; None: estimated from the backdrop); ``pierced=False``: holes in solid piece are left to ``in_frame`` (the
+    finished frame; ``light_known``: the shoot gave the light (kelvin or a plate), so it was not
+    estimated from the backdrop; ``pierced=False``: holes in solid piece are left to ``in_frame`` (the
     frame read at a pyramid level: they are found at full size).
 
     The frame's statistics come from the whole frame (``read_scene``); everything else is looked at on
@@ -561,10 +553,9 @@ def gather_evidence(held: Held, result: Frame, *, light: tuple[float, float, flo
     overlay[box] |= near
 
     m.update(_colour_evidence(held.source_on(box), held.reference_on(box), result.cropped(box), piece,
-                              scene.backdrop_rgb, light))
-    for code in ("cast_unverified", "light_contradicted"):
-        if m[code]:
-            findings.append(Finding(code, (0, 0, w, h)))
+                              scene.backdrop_rgb, light_known))
+    if m["cast_unverified"]:
+        findings.append(Finding("cast_unverified", (0, 0, w, h)))
     if m["metal_implausible"]:
         findings.append(Finding("metal_implausible", shift(_box(piece)) if piece.any() else (0, 0, w, h)))
     return Evidence(m, findings, overlay)
@@ -573,40 +564,6 @@ def gather_evidence(held: Held, result: Frame, *, light: tuple[float, float, flo
 def _log_chroma(rgb: np.ndarray) -> np.ndarray:
     rgb = np.maximum(rgb, 1e-4)
     return np.array([np.log(rgb[0] / rgb[1]), np.log(rgb[2] / rgb[1])])
-
-
-def _neutral_parts_at(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndarray) -> float | None:
-    """Where the piece's candidate neutral parts sit on the line from neutral (0) to the backdrop's colour
-    (1) in log-chroma: its bright, unclipped pixels 3 px in from the outline (edge pixels mix with the
-    backdrop) near that line (gold and coloured stones lie off it), their median position; None when the
-    piece has none to tell."""
-    bg = _log_chroma(backdrop_rgb)
-    norm = float(bg @ bg)
-    y = src @ np.array(LUMINANCE, np.float32)
-    usable = (cv2.erode(piece.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0) & (_largest_channel(src) < 0.95) & (y > 0.05)
-    if usable.sum() < 200:
-        return None
-    bright = np.maximum(src[usable & (y >= np.quantile(y[usable], 0.9))], 1e-4)
-    lc = np.stack([np.log(bright[:, 0] / bright[:, 1]), np.log(bright[:, 2] / bright[:, 1])], 1)
-    t = np.clip(lc @ bg / norm, -0.25, 1.25)
-    off_line = np.hypot(*(lc - t[:, None] * bg).T)
-    anchors = t[off_line < max(0.05, 0.25 * np.sqrt(norm))]
-    return float(np.median(anchors)) if len(anchors) >= max(30, 0.02 * len(t)) else None
-
-
-def _light_contradicted(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndarray,
-                        light: tuple[float, float, float]) -> bool:
-    """The given ``light`` against the frame: seen under it (the source divided by its colour), a backdrop
-    still coloured is either coloured paper, which tints nothing on the piece, or light the given one
-    does not account for, which tints the piece's neutral parts as much (a grey card or kelvin of another
-    set-up, a lamp changed). True when those parts sit nearer the backdrop's colour than neutral; a piece
-    with none to tell (plain gold) leaves the studio's word standing."""
-    white = np.asarray(light, np.float32) / light[1]
-    seen = backdrop_rgb / white
-    if np.hypot(*_log_chroma(seen)) < CAST_LOG_CHROMA:
-        return False     # the backdrop is near neutral under the given light: nothing contradicts it
-    at = _neutral_parts_at(src / white, piece, seen)
-    return at is not None and at >= 0.5
 
 
 def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndarray) -> bool:
@@ -620,17 +577,28 @@ def _light_unconfirmed(src: np.ndarray, piece: np.ndarray, backdrop_rgb: np.ndar
     the backdrop has its own colour besides, and correcting by all of it turns white metal teal);
     or when the piece has no neutral parts to confirm the light with (a plain gold piece on a
     coloured backdrop)."""
-    norm = float(np.hypot(*_log_chroma(backdrop_rgb)))
-    if norm < CAST_LOG_CHROMA:
+    bg = _log_chroma(backdrop_rgb)
+    norm = float(bg @ bg)
+    if np.sqrt(norm) < CAST_LOG_CHROMA:
         return False   # a near-neutral backdrop: the correction is small whatever it is
-    at = _neutral_parts_at(src, piece, backdrop_rgb)
-    if at is None:
+    y = src @ np.array(LUMINANCE, np.float32)
+    # 3 px in from the outline: edge pixels mix with the backdrop and would carry its colour
+    usable = (cv2.erode(piece.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0) & (_largest_channel(src) < 0.95) & (y > 0.05)
+    if usable.sum() < 200:
+        return True
+    bright = np.maximum(src[usable & (y >= np.quantile(y[usable], 0.9))], 1e-4)
+    lc = np.stack([np.log(bright[:, 0] / bright[:, 1]), np.log(bright[:, 2] / bright[:, 1])], 1)
+    t = np.clip(lc @ bg / norm, -0.25, 1.25)
+    off_line = np.hypot(*(lc - t[:, None] * bg).T)
+    anchors = t[off_line < max(0.05, 0.25 * np.sqrt(norm))]
+    if len(anchors) < max(30, 0.02 * len(t)):
         return True   # nothing neutral on the piece to confirm the light with: when unsure, a person looks
-    return at < 0.5 or (1 - at) * norm > LIGHT_SHORTFALL
+    at = float(np.median(anchors))     # where the neutral parts sit: 0 neutral, 1 the backdrop's colour
+    return at < 0.5 or (1 - at) * np.sqrt(norm) > LIGHT_SHORTFALL
 
 
 def _colour_evidence(source: torch.Tensor, reference: torch.Tensor, result: Frame, piece: np.ndarray,
-                     backdrop_rgb: np.ndarray, light: tuple[float, float, float] | None) -> dict[str, float]:
+                     backdrop_rgb: np.ndarray, light_known: bool) -> dict[str, float]:
     """On the piece's box: ``source``/``reference`` (1, 3, h, w), ``result`` cropped alike."""
     m: dict[str, float] = {}
     interior = cv2.erode(piece.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
@@ -644,9 +612,8 @@ def _colour_evidence(source: torch.Tensor, reference: torch.Tensor, result: Fram
     lab_bg = _lab_mean(backdrop_rgb[None])
     m["source_backdrop_chroma"] = float(np.hypot(lab_bg[0, 1], lab_bg[0, 2]))
     # the same value cast_unverified() gave the pipe right after the cut-out
-    src = _hwc(source.clamp(0, 1))
-    m["cast_unverified"] = float(light is None and _light_unconfirmed(src, piece, backdrop_rgb))
-    m["light_contradicted"] = float(light is not None and _light_contradicted(src, piece, backdrop_rgb, light))
+    m["cast_unverified"] = float(not light_known
+                                 and _light_unconfirmed(_hwc(source.clamp(0, 1)), piece, backdrop_rgb))
     metal = result.masks.get("metal")
     where = interior & (metal[0, 0].float().cpu().numpy() > 0.5) if metal is not None else interior
     after = result.foreground if result.foreground is not None else result.image

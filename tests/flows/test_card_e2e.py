@@ -27,6 +27,6 @@ def test_a_shoots_grey_card_corrects_what_its_coloured_paper_could_not(tmp_path,
     carded, bare = (catalog.rows(name)[0] for name in ("carded", "bare"))
     assert f"neutralize: light ~{kelvin} K" in carded["notes"]       # every frame takes the card's light
     unsure = {"cast_uncertain", "cast_unverified"}      # neutralize's doubt, and QA's
-    assert not (unsure | {"light_contradicted"}) & set(carded["reasons"].split(";"))
+    assert not unsure & set(carded["reasons"].split(";"))
     assert unsure & set(bare["reasons"].split(";"))      # the paper alone: the light cannot be told from it
     assert abs(kelvin - scene.meta["illuminant"]["kelvin"]) < 0.1 * scene.meta["illuminant"]["kelvin"]

@@ -26,14 +26,14 @@ def _t(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].float()
 
 
-def _evidence(scene, alpha: np.ndarray, *, metal=None, light=None) -> Evidence:
+def _evidence(scene, alpha: np.ndarray, *, metal=None, light_known: bool = False) -> Evidence:
     image = _t(scene.clean)   # the neutral render stands in for the neutralized frame
     a = _t(alpha.astype(np.float32))
     result = Frame(image * a + (1 - a), alpha=a, foreground=image,
                    masks={"metal": _t(metal if metal is not None else (scene.metal > 0.5).astype(np.float32))})
     source, reference = _t(scene.source), Frame(image)
     held = hold(source, reference, a, read_scene(source, reference, a))
-    return gather_evidence(held, result, light=light)
+    return gather_evidence(held, result, light_known=light_known)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +97,7 @@ def test_coloured_paper_is_told_from_coloured_light_by_the_highlights():
     backdrop = (1 - paper.alpha)[..., None]
     paper.source[:] = paper.source * (paper.alpha[..., None] + backdrop * warm)
     assert _evidence(paper, paper.alpha).metrics["cast_unverified"] == 1
-    given = _evidence(paper, paper.alpha, light=(1.0, 1.0, 1.0))     # the shoot's light given: daylight
-    assert given.metrics["cast_unverified"] == 0 and given.metrics["light_contradicted"] == 0
+    assert _evidence(paper, paper.alpha, light_known=True).metrics["cast_unverified"] == 0
 
 
 def test_beige_paper_under_warm_light_is_not_taken_for_the_light_alone():
@@ -109,24 +108,7 @@ def test_beige_paper_under_warm_light_is_not_taken_for_the_light_alone():
     backdrop = (1 - both.alpha)[..., None]
     both.source[:] = both.source * warm * (both.alpha[..., None] + backdrop * beige)
     assert _evidence(both, both.alpha).metrics["cast_unverified"] == 1
-    given = _evidence(both, both.alpha, light=tuple(warm))
-    assert given.metrics["cast_unverified"] == 0 and given.metrics["light_contradicted"] == 0
-
-
-def test_a_given_light_the_piece_contradicts_is_held():
-    """A grey card or kelvin from another set-up: the frame was lit warm, the shoot says daylight. Under
-    the light given the sweep stays warm, and so do the diamonds, as paper would not make them."""
-    warm = np.array([1.0, 0.8, 0.5], np.float32)
-    lit = _scene("pave", metal="white_gold", stone="diamond", background="white_sweep")
-    lit.source[:] = lit.source * warm
-    wrong = _evidence(lit, lit.alpha, light=(1.0, 1.0, 1.0))
-    assert wrong.metrics["light_contradicted"] == 1 and wrong.metrics["cast_unverified"] == 0
-    assert [f.code for f in wrong.findings if f.code == "light_contradicted"] == ["light_contradicted"]
-    assert _evidence(lit, lit.alpha, light=tuple(warm)).metrics["light_contradicted"] == 0
-    # plain gold shows nothing neutral to contradict it with: the studio's word stands
-    gold = _scene("band", metal="yellow_gold", background="white_sweep")
-    gold.source[:] = gold.source * warm
-    assert _evidence(gold, gold.alpha, light=(1.0, 1.0, 1.0)).metrics["light_contradicted"] == 0
+    assert _evidence(both, both.alpha, light_known=True).metrics["cast_unverified"] == 0
 
 
 def test_plain_gold_on_beige_paper_is_left_to_a_person():
@@ -218,9 +200,9 @@ def test_evidence_read_at_a_pyramid_level_points_at_the_frames_pixels(band):
     held = hold(source, reference, result.alpha, read_scene(source, reference, result.alpha))
     assert held.size == (400, 600)
     inside = lambda y, x, b: b[0] <= x <= b[2] and b[1] <= y <= b[3]  # noqa: E731
-    at_level = gather_evidence(held, result, light=None)      # the pinhole is under a pixel there
+    at_level = gather_evidence(held, result, light_known=False)      # the pinhole is under a pixel there
     assert not any(inside(py, px, f.box) for f in at_level.findings if f.code == "hole_in_piece")
-    ev = in_frame(gather_evidence(held, result, light=None, pierced=False), whole, 2)
+    ev = in_frame(gather_evidence(held, result, light_known=False, pierced=False), whole, 2)
     assert any(inside(2 * cy, 2 * cx, f.box) for f in ev.findings if f.code == "hole_not_backdrop")
     assert ev.metrics["holes_in_piece"] == 2                 # the pinhole and the hole cut in (solid metal too)
     assert any(inside(2 * py, 2 * px, f.box) for f in ev.findings if f.code == "hole_in_piece")

@@ -62,7 +62,7 @@ def test_qa_on_the_held_box_is_qa_on_the_whole_frames(earring):
     assert _same(metrics, compute_metrics(whole, result))
     assert metrics["detail_retention"] < 0.5 and metrics["mask_coverage"] > 0   # it measured the retouch
     assert np.array_equal(detail_loss_map(held, result), detail_loss_map(whole, result))
-    ev, ev_whole = gather_evidence(held, result, light=None), gather_evidence(whole, result, light=None)
+    ev, ev_whole = gather_evidence(held, result, light_known=False), gather_evidence(whole, result, light_known=False)
     assert _same(ev.metrics, ev_whole.metrics)
     assert [f.box for f in ev.findings] == [f.box for f in ev_whole.findings]
     assert np.array_equal(ev.overlay, ev_whole.overlay)
