@@ -25,6 +25,9 @@ The sets (the validation discipline, README "Trust"):
   ``STUDIO_SHOOT`` images sharing one setup (backdrop, light, camera), each
   with its clean plate (``<shoot>_plate.jpg``) and its light in ``shoot.toml``
   (``[stages.neutralize] kelvin``, what a grey card gives);
+- ``paper``: the same on the validation family's coloured papers only (beige, cream, kraft, pink,
+  mint, light blue, lilac), where the light cannot be read off the backdrop: the issue's target
+  for coloured paper with a plate or a known light;
 - ``real``: the real photos in ``../shared/samples/jewelry`` (no colour truth;
   coarse hand-drawn masks for some), listed one by one for a person to look at.
 
@@ -89,7 +92,7 @@ from tasks.color import LUMINANCE, delta_e2000, linear_to_srgb, srgb_to_linear  
 from tasks.cutout import component_mean  # noqa: E402
 
 SAMPLES = ROOT.parent / "shared" / "samples" / "jewelry"
-SEEDS = {"train": 101, "wide": 202, "plates": 303, "val": 9001, "studio": 9100}
+SEEDS = {"train": 101, "wide": 202, "plates": 303, "val": 9001, "studio": 9100, "paper": 9500}
 DRAW_STEP = 100_000   # --draw k shifts every set's seed by k times this: fresh scenes of the same worlds
 STUDIO_SHOOT = 6
 RIGHT = {"iou": (">=", 0.95), "holes": (">=", 0.90), "thin": (">=", 0.90), "de_chroma": ("<=", 3.0),
@@ -110,8 +113,8 @@ def write_sets(root: Path, sets: list[str], images: int, size: tuple[int, int], 
     seed = {name: s + draw * DRAW_STEP for name, s in SEEDS.items()}
     for name in sets:
         folder = root / name
-        if name == "studio":
-            folders += write_studio_shoots(root, images, size, seed["studio"], light)
+        if name in ("studio", "paper"):
+            folders += write_studio_shoots(root, images, size, seed[name], light, name)
             continue
         if name == "plates":
             folders += write_plate_shoots(root, images, size, seed["plates"], light)
@@ -150,14 +153,16 @@ def set_stages(folders: list[Path], stages: dict[str, dict]) -> None:
 
 
 def write_studio_shoots(root: Path, images: int, size: tuple[int, int], seed: int = SEEDS["studio"],
-                        light: str = "toml") -> list[Path]:
-    """Shoots of one setup each, with a clean plate and the light (``light``: see ``LIGHTS``)."""
+                        light: str = "toml", name: str = "studio") -> list[Path]:
+    """Shoots of one setup each, with a clean plate and the light (``light``: see ``LIGHTS``); ``name``
+    "paper": on the validation family's coloured papers only."""
     from bench.valworld import write_shoot
 
     folders = []
     for k in range(max(1, images // STUDIO_SHOOT)):
-        folder = root / f"studio-{k + 1}"
-        write_shoot(folder, STUDIO_SHOOT, seed + k, size=size, setup="shared", plate=True)
+        folder = root / f"{name}-{k + 1}"
+        write_shoot(folder, STUDIO_SHOOT, seed + k, size=size, setup="shared", plate=True,
+                    family="paper" if name == "paper" else None)
         lit = json.loads(next((folder / "truth").glob("*/meta.json")).read_text())["lighting"]
         tint = min(max(lit["tint"], -0.03), 0.03)
         give_light(folder, light, (round(lit["kelvin"]), round(tint, 4)), lit["gains"], "jpg", size, seed + k)
@@ -630,15 +635,15 @@ def report(table: pd.DataFrame) -> str:
 def _sheets(args, table: pd.DataFrame, shoots: list[Path]) -> None:
     out = args.work / "out"
     if args.sheet:
-        write_sheet(args.sheet, out, shoots, table, ("train", "wide", "plates", "val", "studio"))
+        write_sheet(args.sheet, out, shoots, table, ("train", "wide", "plates", "val", "studio", "paper"))
     if args.real_sheet:
         write_sheet(args.real_sheet, out, shoots, table, ("real",))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sets", nargs="*", default=["train", "val", "studio", "real"],
-                    choices=["train", "wide", "plates", "val", "studio", "real"])
+    ap.add_argument("--sets", nargs="*", default=["train", "val", "studio", "paper", "real"],
+                    choices=["train", "wide", "plates", "val", "studio", "paper", "real"])
     ap.add_argument("--images", type=int, default=24, help="images per simulated set")
     ap.add_argument("--size", default="1200x800", help="WxH of the simulated sets")
     ap.add_argument("--draw", type=int, default=0, help="other scenes of the same worlds (0: the reported sets; "

@@ -149,6 +149,20 @@ def test_a_shoot_lit_by_its_card_is_given_no_light_in_its_sidecar_but_a_card_lou
     assert not (bare / "shoot.toml").exists() and list_shoot(bare).card is None
 
 
+def test_the_paper_set_is_the_studio_shoots_on_coloured_paper_with_their_plate_and_light(tmp_path):
+    import json
+    import tomllib
+
+    from bench.trust import set_of, write_sets
+
+    (folder,) = write_sets(tmp_path, ["paper"], 6, (240, 160))
+    shoot = list_shoot(folder)
+    assert set_of(folder.name) == "paper" and len(shoot.sources) == 6 and shoot.plate is not None
+    metas = [json.loads(p.read_text()) for p in (folder / "truth").glob("*/meta.json")]
+    assert {m["family"] for m in metas} == {"paper"} and len({m["backdrop"]["paper"] for m in metas}) == 1
+    assert "kelvin" in tomllib.loads((folder / "shoot.toml").read_text())["stages"]["neutralize"]
+
+
 def test_sources_are_graded_in_linear_light_whatever_their_file_type(tmp_path):
     """A JPEG or TIFF is decoded sRGB-encoded: the grades (features lost, dust, SegNet alone, the sheet) read
     it as develop makes it, linear, as a RAW is read. A mid-grey code 128 is 0.216 in linear light."""
