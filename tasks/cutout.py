@@ -1168,16 +1168,22 @@ def _matte(image: torch.Tensor, hard: torch.Tensor, fallback: torch.Tensor, band
     fg_colour = fill_holes(image, inner < 0.5, levels=MATTE_LEVELS, box=box)
     back_local = fill_holes(image, dilate(hard, 1) > 0.5, levels=MATTE_LEVELS, box=box)   # 1 px margin: small holes keep their own B
     image, hard, inner = (t[..., box[0], box[1]] for t in (image, hard, inner))
-    soft = _between(image, fg_colour, back_local, fallback[..., piece[0], piece[1]])
     zone = dilate(hard, band) * (1 - inner)
-    a = torch.where(inner > 0, torch.ones_like(soft), soft * zone)
+    # alpha is fractional only in the zone, a band along the outline: the line is read there alone, as
+    # (1, C, N, 1) columns (on a 24 MP frame's box its three-channel temporaries were 0.1 GB each)
+    at = zone[0, 0] > 0
+    column = lambda t: t[0][:, at][None, ..., None]  # noqa: E731
+    soft = _between(column(image), column(fg_colour), column(back_local), column(fallback[..., piece[0], piece[1]]))
+    a = (inner > 0).to(image.dtype)
+    a[0, 0][at] = soft[0, 0, :, 0] * zone[0, 0][at]
     if clear is not None:
         a = a * (1 - clear[..., piece[0], piece[1]].to(a.dtype))
     alpha[..., piece[0], piece[1]] = a
-    mixed = torch.where((a > 0) & (a < 1), fg_colour, image)
+    mixed = ((a > 0) & (a < 1))[0, 0]        # mixed pixels take the piece's colour: no backdrop fringe
+    colours = fg_colour[0][:, mixed]
     del fg_colour, back_local, soft, zone    # the copy of the frame is made once these are gone
     decontaminated = whole.clone()
-    decontaminated[..., piece[0], piece[1]] = mixed
+    decontaminated[0, :, piece[0], piece[1]][:, mixed] = colours
     return alpha, decontaminated
 
 
