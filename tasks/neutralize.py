@@ -132,9 +132,14 @@ def _border_pixels(image: torch.Tensor, params: NeutralizeParams) -> torch.Tenso
 
 
 def _readable(image: torch.Tensor, params: NeutralizeParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """The border's pixels (C, N), and which of them carry the light's colour: neither clipped nor black."""
+    """The border's pixels (C, N), and which of them carry the light's colour (``_shows_light``)."""
     pixels = _border_pixels(image, params)
-    return pixels, (pixels.mean(0) > 0.03) & (pixels.amax(0) < 0.98)
+    return pixels, _shows_light(pixels)
+
+
+def _shows_light(pixels: torch.Tensor) -> torch.Tensor:
+    """Which of ``pixels`` (C, N) carry the light's colour: neither clipped nor black."""
+    return (pixels.mean(0) > 0.03) & (pixels.amax(0) < 0.98)
 
 
 def estimate_illuminant(image: torch.Tensor, params: NeutralizeParams,
@@ -179,21 +184,21 @@ def card_light(image: torch.Tensor) -> tuple[int, float]:
     _, _, h, w = image.shape
     middle = image[..., h // 4: h - h // 4, w // 4: w - w // 4]
     pixels = middle[0].reshape(3, -1)
-    readable = (pixels.mean(0) > 0.03) & (pixels.amax(0) < 0.98)
-    if float(readable.float().mean()) < CARD_READABLE:
-        raise NotACard(f"its middle is clipped or black on {1 - float(readable.float().mean()):.0%} of it")
+    share = float(_shows_light(pixels).float().mean())
+    if share < CARD_READABLE:
+        raise NotACard(f"its middle is clipped or black on {1 - share:.0%} of it")
     block = max(1, min(CARD_BLOCK, min(middle.shape[-2:]) // 16))
     blocks = shrunk_by(middle, block)[0].reshape(3, -1).double().clamp(min=1e-4)
     chroma = torch.stack([torch.log(blocks[0] / blocks[1]), torch.log(blocks[2] / blocks[1])])
     lo, hi = (channel_quantile(chroma, q) for q in (0.05, 0.95))
-    if float((hi - lo).max()) > CARD_CHROMA_SPREAD:
-        raise NotACard(f"its middle is no one colour (log-chroma spread {float((hi - lo).max()):.3f})")
+    if (spread := float((hi - lo).max())) > CARD_CHROMA_SPREAD:
+        raise NotACard(f"its middle is no one colour (log-chroma spread {spread:.3f})")
     y = (blocks * blocks.new_tensor(LUMINANCE)[:, None]).sum(0, keepdim=True)
     dark, bright = (float(channel_quantile(y, q)[0]) for q in (0.05, 0.95))
     if bright > CARD_LIGHT_RANGE * dark:
         raise NotACard(f"its middle is no flat card (light {bright / dark:.1f}x from its darkest to its brightest)")
     # the median of the averages, not of the pixels: a pixel's median snaps to one of its 8-bit codes
-    # (0.5-1.5% of the light's colour on a JPEG card), an average of noisy codes does not
+    # (0.9-1.5% of the light's colour on a JPEG card), an average of noisy codes does not
     rgb = channel_quantile(blocks, 0.5)
     kelvin, tint = kelvin_and_tint(tuple(float(c) for c in rgb))
     kelvin, tint = round(kelvin), round(tint, 4)    # a shoot's setting: the same file gives the same digest
